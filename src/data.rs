@@ -1,0 +1,382 @@
+//! ImageFolder datasets: discovery, the train/val split, decoding once into
+//! memory, and the per-batch transforms (torchvision's eval pipeline
+//! Resize(size / 0.875) + CenterCrop(size) + Normalize, and train-time
+//! augmentation on the decoded pixels).
+//!
+//! Each image is decoded and resized once, in parallel, and kept as uint8;
+//! epochs only crop, flip and normalise. Files that cannot be decoded are
+//! skipped and reported, never fatal.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use image::imageops::FilterType;
+use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::spec::Augment;
+
+const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
+/// torchvision's eval pipeline resizes to size / 0.875 (256 for 224) before the center crop.
+const CROP_RATIO: f64 = 0.875;
+
+/// One image file and its class index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub path: PathBuf,
+    pub class: usize,
+}
+
+/// The files of a dataset, split, before decoding.
+#[derive(Debug, Clone)]
+pub struct FileSplit {
+    pub classes: Vec<String>,
+    pub train: Vec<Sample>,
+    pub val: Vec<Sample>,
+}
+
+/// A file that was left out, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Decoded images of one split: uint8 [N, 3, R, R] with R = resize side, and labels.
+pub struct Split {
+    pub images: Tensor,
+    pub labels: Tensor,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.size()[0] as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Dataset {
+    pub classes: Vec<String>,
+    pub train: Split,
+    pub val: Split,
+    pub skipped: Vec<Skipped>,
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// Class folders of `root`, sorted by name, each with its image files sorted by path.
+fn class_files(root: &Path) -> Result<BTreeMap<String, Vec<PathBuf>>> {
+    let mut classes = BTreeMap::new();
+    let entries = std::fs::read_dir(root).with_context(|| format!("cannot read data folder {}", root.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read data folder {}", root.display()))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !path.is_dir() || name.starts_with('.') {
+            continue;
+        }
+        let mut files: Vec<PathBuf> = walkdir::WalkDir::new(&path)
+            .follow_links(true)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file() && is_image(e.path()))
+            .map(|e| e.into_path())
+            .collect();
+        files.sort();
+        classes.insert(name, files);
+    }
+    Ok(classes)
+}
+
+/// Finds the classes and files under `root`: `train/` and `val/` subfolders when
+/// both exist, else one class-per-folder tree split by `split[0]`, stratified
+/// per class and seeded.
+pub fn discover(root: &Path, split: &[f64], seed: u64) -> Result<FileSplit> {
+    if !root.is_dir() {
+        bail!("data folder {} not found", root.display());
+    }
+    let (train_dir, val_dir) = (root.join("train"), root.join("val"));
+    if train_dir.is_dir() && val_dir.is_dir() {
+        let train = class_files(&train_dir)?;
+        let val = class_files(&val_dir)?;
+        let classes: Vec<String> = train.keys().cloned().collect();
+        if let Some(extra) = val.keys().find(|k| !train.contains_key(*k)) {
+            bail!("class `{extra}` is in {} but not in {}", val_dir.display(), train_dir.display());
+        }
+        let flatten = |m: BTreeMap<String, Vec<PathBuf>>| -> Vec<Sample> {
+            m.into_iter()
+                .flat_map(|(name, files)| {
+                    let class = classes.iter().position(|c| *c == name).expect("known class");
+                    files.into_iter().map(move |path| Sample { path, class })
+                })
+                .collect()
+        };
+        let out = FileSplit { train: flatten(train), val: flatten(val), classes: classes.clone() };
+        check_nonempty(root, &out)?;
+        return Ok(out);
+    }
+    let tree = class_files(root)?;
+    let classes: Vec<String> = tree.keys().cloned().collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut train, mut val) = (vec![], vec![]);
+    for (class, (_, mut files)) in tree.into_iter().enumerate() {
+        files.shuffle(&mut rng);
+        let n_val = if files.len() >= 2 { ((files.len() as f64 * split[1]).round() as usize).clamp(1, files.len() - 1) } else { 0 };
+        for (i, path) in files.into_iter().enumerate() {
+            let s = Sample { path, class };
+            if i < n_val { val.push(s) } else { train.push(s) }
+        }
+    }
+    let out = FileSplit { classes, train, val };
+    check_nonempty(root, &out)?;
+    Ok(out)
+}
+
+fn check_nonempty(root: &Path, fs: &FileSplit) -> Result<()> {
+    if fs.classes.is_empty() || fs.train.is_empty() {
+        bail!(
+            "no images found in {}: expected one folder per class holding .jpg/.jpeg/.png files \
+             (optionally under train/ and val/)",
+            root.display()
+        );
+    }
+    if fs.classes.len() < 2 {
+        bail!("{} holds only one class ({}); classification needs at least 2", root.display(), fs.classes[0]);
+    }
+    if fs.val.is_empty() {
+        bail!("no validation images in {}: add images, or a val/ folder", root.display());
+    }
+    Ok(())
+}
+
+/// Side of the stored square: the eval resize for `image_size`.
+pub fn resize_side(image_size: u32) -> u32 {
+    (image_size as f64 / CROP_RATIO).round() as u32
+}
+
+/// Decodes one file, resizes its shorter side to `side` (antialiased bilinear,
+/// as PIL and torchvision do) and center-crops it square; CHW uint8.
+fn decode(path: &Path, side: u32) -> std::result::Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
+    if bytes.is_empty() {
+        return Err("empty file".into());
+    }
+    let img = image::load_from_memory(&bytes).map_err(|e| format!("not a decodable image: {e}"))?;
+    let (w, h) = (img.width(), img.height());
+    if w == 0 || h == 0 {
+        return Err("image has no pixels".into());
+    }
+    let scale = side as f64 / w.min(h) as f64;
+    let (nw, nh) = (((w as f64 * scale).round() as u32).max(side), ((h as f64 * scale).round() as u32).max(side));
+    let rgb = img.to_rgb8();
+    let resized = image::imageops::resize(&rgb, nw, nh, FilterType::Triangle);
+    let (x0, y0) = ((nw - side) / 2, (nh - side) / 2);
+    let s = side as usize;
+    let mut chw = vec![0u8; 3 * s * s];
+    for y in 0..s {
+        for x in 0..s {
+            let p = resized.get_pixel(x0 + x as u32, y0 + y as u32);
+            for c in 0..3 {
+                chw[c * s * s + y * s + x] = p[c];
+            }
+        }
+    }
+    Ok(chw)
+}
+
+fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {
+    if quiet || len < 64 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Decodes `samples` in parallel; returns the split and the files left out.
+fn load_split(samples: &[Sample], side: u32, what: &str, quiet: bool) -> (Split, Vec<Skipped>) {
+    let bar = progress(samples.len(), what, quiet);
+    let decoded: Vec<_> = samples.par_iter().progress_with(bar.clone()).map(|s| decode(&s.path, side)).collect();
+    bar.finish_and_clear();
+    let s = side as i64;
+    let mut pixels = Vec::with_capacity(samples.len() * (3 * s * s) as usize);
+    let mut labels = vec![];
+    let mut skipped = vec![];
+    for (sample, result) in samples.iter().zip(decoded) {
+        match result {
+            Ok(chw) => {
+                pixels.extend_from_slice(&chw);
+                labels.push(sample.class as i64);
+            }
+            Err(reason) => skipped.push(Skipped { path: sample.path.display().to_string(), reason }),
+        }
+    }
+    let n = labels.len() as i64;
+    let images = Tensor::from_slice(&pixels).view([n, 3, s, s]);
+    (Split { images, labels: Tensor::from_slice(&labels) }, skipped)
+}
+
+/// Decodes a discovered dataset into memory.
+pub fn load(files: &FileSplit, image_size: u32, quiet: bool) -> Result<Dataset> {
+    let side = resize_side(image_size);
+    let (train, mut skipped) = load_split(&files.train, side, "train", quiet);
+    let (val, skipped_val) = load_split(&files.val, side, "val", quiet);
+    skipped.extend(skipped_val);
+    let counts = train.labels.bincount::<Tensor>(None, files.classes.len() as i64);
+    let counts = Vec::<i64>::try_from(&counts).unwrap_or_default();
+    if let Some(c) = counts.iter().position(|n| *n == 0) {
+        bail!("class `{}` has no usable training image ({} files skipped in all)", files.classes[c], skipped.len());
+    }
+    if val.is_empty() {
+        bail!("no usable validation image ({} files skipped)", skipped.len());
+    }
+    Ok(Dataset { classes: files.classes.clone(), train, val, skipped })
+}
+
+/// Turns stored uint8 images into a normalised float batch of `size` x `size`.
+pub struct Transform {
+    pub size: i64,
+    pub augment: Vec<Augment>,
+    pub mean: Tensor,
+    pub std: Tensor,
+}
+
+impl Transform {
+    pub fn new(size: u32, augment: &[Augment], mean: [f32; 3], std: [f32; 3]) -> Self {
+        Transform {
+            size: size as i64,
+            augment: augment.to_vec(),
+            mean: Tensor::from_slice(&mean).view([1, 3, 1, 1]),
+            std: Tensor::from_slice(&std).view([1, 3, 1, 1]),
+        }
+    }
+
+    /// Eval pipeline: center crop and normalise.
+    pub fn eval(&self, images: &Tensor, device: Device) -> Tensor {
+        let side = images.size()[2];
+        let off = (side - self.size) / 2;
+        let x = images.narrow(2, off, self.size).narrow(3, off, self.size);
+        self.normalize(&x.to_device(device))
+    }
+
+    /// Train pipeline: the spec's augmentations (or the eval crop when none), then normalise.
+    pub fn train(&self, images: &Tensor, rng: &mut ChaCha8Rng, device: Device) -> Tensor {
+        if self.augment.is_empty() {
+            return self.eval(images, device);
+        }
+        let n = images.size()[0];
+        let side = images.size()[2];
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let img = images.get(i).to_device(device).to_kind(Kind::Float).unsqueeze(0);
+            let mut x = if self.augment.contains(&Augment::RandomResizedCrop) {
+                let (y0, x0, h, w) = random_resized_crop(side, side, rng);
+                img.narrow(2, y0, h).narrow(3, x0, w).upsample_bilinear2d([self.size, self.size], false, None, None)
+            } else {
+                let off = (side - self.size) / 2;
+                img.narrow(2, off, self.size).narrow(3, off, self.size)
+            };
+            if self.augment.contains(&Augment::Hflip) && rng.random_bool(0.5) {
+                x = x.flip([3]);
+            }
+            out.push(x);
+        }
+        self.normalize(&Tensor::cat(&out, 0))
+    }
+
+    fn normalize(&self, x: &Tensor) -> Tensor {
+        let device = x.device();
+        (x.to_kind(Kind::Float) / 255.0 - self.mean.to_device(device)) / self.std.to_device(device)
+    }
+}
+
+/// torchvision's RandomResizedCrop box (scale 0.08..1, ratio 3/4..4/3): (top, left, height, width).
+fn random_resized_crop(height: i64, width: i64, rng: &mut ChaCha8Rng) -> (i64, i64, i64, i64) {
+    let area = (height * width) as f64;
+    let (lr0, lr1) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(0.08..1.0);
+        let ratio = rng.random_range(lr0..lr1).exp();
+        let w = (target * ratio).sqrt().round() as i64;
+        let h = (target / ratio).sqrt().round() as i64;
+        if 0 < w && w <= width && 0 < h && h <= height {
+            return (rng.random_range(0..=height - h), rng.random_range(0..=width - w), h, w);
+        }
+    }
+    (0, 0, height, width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch_tree(root: &Path, classes: &[(&str, usize)]) {
+        for (c, n) in classes {
+            std::fs::create_dir_all(root.join(c)).unwrap();
+            for i in 0..*n {
+                std::fs::write(root.join(c).join(format!("{i:03}.jpg")), b"x").unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn split_is_stratified_seeded_and_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        touch_tree(dir.path(), &[("b", 10), ("a", 20)]);
+        let s = discover(dir.path(), &[0.8, 0.2], 7).unwrap();
+        assert_eq!(s.classes, vec!["a", "b"]);
+        assert_eq!(s.val.iter().filter(|x| x.class == 0).count(), 4);
+        assert_eq!(s.val.iter().filter(|x| x.class == 1).count(), 2);
+        assert_eq!(s.train.len() + s.val.len(), 30);
+        let again = discover(dir.path(), &[0.8, 0.2], 7).unwrap();
+        assert_eq!(s.val, again.val);
+        let other = discover(dir.path(), &[0.8, 0.2], 8).unwrap();
+        assert_ne!(s.val, other.val);
+    }
+
+    #[test]
+    fn empty_folder_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("cats")).unwrap();
+        let err = discover(dir.path(), &[0.8, 0.2], 0).unwrap_err().to_string();
+        assert!(err.starts_with("no images found in"), "{err}");
+    }
+
+    #[test]
+    fn broken_files_are_skipped_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.png");
+        image::RgbImage::from_pixel(40, 20, image::Rgb([10, 200, 30])).save(&good).unwrap();
+        std::fs::write(dir.path().join("empty.jpg"), b"").unwrap();
+        std::fs::write(dir.path().join("text.jpg"), b"hello").unwrap();
+        let samples: Vec<Sample> = ["good.png", "empty.jpg", "text.jpg"]
+            .iter()
+            .map(|f| Sample { path: dir.path().join(f), class: 0 })
+            .collect();
+        let (split, skipped) = load_split(&samples, 16, "t", true);
+        assert_eq!(split.len(), 1);
+        assert_eq!(split.images.size(), vec![1, 3, 16, 16]);
+        assert_eq!(i64::try_from(split.images.get(0).get(1).get(8).get(8)).unwrap(), 200);
+        assert_eq!(skipped.len(), 2);
+        assert_eq!(skipped[0].reason, "empty file");
+        assert!(skipped[1].reason.starts_with("not a decodable image"), "{}", skipped[1].reason);
+    }
+}

@@ -1,0 +1,16 @@
+//! runner: declarative transfer learning on libtorch.
+//!
+//! A TOML spec names a pretrained backbone, what to freeze, a new head and a
+//! schedule of phases; `runner run` turns it into a trained model, a metrics
+//! table and learning curves.
+
+pub mod atomic;
+pub mod backbone;
+pub mod data;
+pub mod plot;
+pub mod run;
+pub mod spec;
+pub mod synth;
+pub mod table;
+pub mod train;
+pub mod weights;

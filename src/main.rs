@@ -1,0 +1,147 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use tch::Device;
+
+use runner::backbone::{Backbone, parameter_count};
+use runner::run::{self, RunOptions};
+use runner::spec::{Spec, SpecError};
+use runner::synth::{self, SynthOptions};
+
+/// Declarative transfer learning: TOML experiment specs run on libtorch.
+#[derive(Parser)]
+#[command(name = "runner", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the runs of an experiment spec.
+    Run {
+        /// The experiment spec (TOML).
+        spec: PathBuf,
+        /// Root of the run directories.
+        #[arg(long, default_value = "reports/runs")]
+        out: PathBuf,
+        /// Run again even when a completed result exists.
+        #[arg(long)]
+        force: bool,
+        /// No progress bars or per-epoch lines (for CI).
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+        device: DeviceArg,
+    },
+    /// Print a backbone's flat layer list, which `freeze_up_to` indexes.
+    Layers {
+        /// Backbone name, e.g. efficientnet_lite0.
+        backbone: String,
+    },
+    /// Dataset tools.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Generate a synthetic shapes dataset (ImageFolder layout, JPEG) for offline demos.
+    Synth {
+        #[arg(long, default_value = "datasets/shapes")]
+        out: PathBuf,
+        /// Number of classes (shapes), 2 to 5.
+        #[arg(long, default_value_t = 4)]
+        classes: usize,
+        #[arg(long, default_value_t = 150)]
+        per_class: usize,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 128)]
+        size: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+fn device(arg: DeviceArg) -> Result<Device> {
+    Ok(match arg {
+        DeviceArg::Cpu => Device::Cpu,
+        DeviceArg::Auto => Device::cuda_if_available(),
+        DeviceArg::Cuda => {
+            if !tch::Cuda::is_available() {
+                bail!("--device cuda: no CUDA device is visible to libtorch");
+            }
+            Device::Cuda(0)
+        }
+    })
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run { spec, out, force, quiet, device: dev } => {
+            let spec = Spec::load(&spec)?;
+            let opts = RunOptions { out, force, quiet, device: device(dev)? };
+            let outcome = run::execute(&spec, &opts)?;
+            let s = &outcome.summary;
+            if !outcome.ran {
+                println!("run {} already completed (use --force to rerun)", s.run_id);
+            }
+            let best = s.best_val_acc.map_or("n/a".to_string(), |a| format!("{a:.4}"));
+            println!(
+                "run {} {}: best val_acc {best} at epoch {} of {} ({:.1}s)",
+                s.run_id,
+                serde_json::to_value(s.status)?.as_str().unwrap_or("?"),
+                s.best_epoch.unwrap_or(0),
+                s.epochs_planned,
+                s.wall_s
+            );
+            let dir = outcome.dir.display();
+            println!("metrics: {dir}/metrics.csv");
+            println!("curves:  {dir}/curves.png");
+            println!("weights: {dir}/best.safetensors");
+        }
+        Command::Layers { backbone } => {
+            let Some(b) = Backbone::from_name(&backbone) else {
+                let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
+                let hint = runner::spec::suggest(&backbone, &names).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
+                bail!("unknown backbone `{backbone}`{hint} (known: {})", names.join(", "));
+            };
+            let vs = tch::nn::VarStore::new(Device::Cpu);
+            let net = b.build(&vs.root()).map_err(anyhow::Error::msg)?;
+            println!("{:>5}  {:<12} {:>10}  batchnorm", "index", "name", "params");
+            for (i, layer) in net.layers().iter().enumerate() {
+                let params = parameter_count(&vs, &layer.prefixes);
+                println!("{i:>5}  {:<12} {params:>10}  {}", layer.name, if layer.has_batchnorm { "yes" } else { "no" });
+            }
+            println!("freeze_up_to = N freezes layers 0..N-1; \"all\" freezes all {} layers.", net.layers().len());
+        }
+        Command::Data { command: DataCommand::Synth { out, classes, per_class, size, seed } } => {
+            let n = synth::generate(&out, &SynthOptions { classes, per_class, size, seed })?;
+            println!("wrote {n} images of {classes} classes to {}", out.display());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            // A wrong spec is a usage error, like a wrong flag.
+            if e.downcast_ref::<SpecError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
+        }
+    }
+}

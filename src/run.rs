@@ -1,0 +1,242 @@
+//! One run of a spec, end to end: check everything that can be checked before
+//! anything is written, then train the phases in order and keep the run
+//! directory (`<out>/<experiment>/<run-id>/`) up to date after every epoch.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tch::{Device, nn};
+
+use crate::atomic::{with_temp_path, write_atomic};
+use crate::backbone::Classifier;
+use crate::data::{self, Dataset, Transform};
+use crate::spec::{Classes, Spec};
+use crate::table::{self, EpochRecord};
+use crate::train::Trainer;
+use crate::{plot, weights};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Root of the run directories (`reports/runs` by default).
+    pub out: PathBuf,
+    /// Rerun even when a completed result exists.
+    pub force: bool,
+    pub quiet: bool,
+    pub device: Device,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Completed,
+    Failed,
+    Diverged,
+}
+
+/// summary.json: what a run was and how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub run_id: String,
+    pub experiment: String,
+    pub status: Status,
+    pub best_val_acc: Option<f64>,
+    pub best_epoch: Option<usize>,
+    /// Epochs completed.
+    pub epochs: usize,
+    pub epochs_planned: usize,
+    pub wall_s: f64,
+    pub runner_version: String,
+    pub backbone: String,
+    pub classes: Vec<String>,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub skipped_files: usize,
+    pub threads: i32,
+    pub device: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub summary: Summary,
+    /// False when a completed result already existed and nothing ran.
+    pub ran: bool,
+}
+
+pub fn run_dir(out: &Path, spec: &Spec) -> PathBuf {
+    out.join(&spec.name).join(spec.run_id())
+}
+
+pub fn read_summary(dir: &Path) -> Option<Summary> {
+    let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Everything a run needs, checked and loaded, with nothing written yet.
+pub fn prepare(spec: &Spec, device: Device, quiet: bool) -> Result<Trainer> {
+    let backbone = spec.model.backbone;
+    let source = weights::resolve(backbone, &spec.model.weights)?;
+    let files = data::discover(Path::new(&spec.data.source), &spec.data.split, spec.seed)?;
+    if let Classes::Count(n) = spec.model.head.classes
+        && n != files.classes.len()
+    {
+        bail!(
+            "model.head.classes is {n} but {} has {} class folders ({})",
+            spec.data.source,
+            files.classes.len(),
+            files.classes.join(", ")
+        );
+    }
+    let dataset: Dataset = data::load(&files, spec.data.image_size, quiet)?;
+
+    tch::manual_seed(spec.seed as i64);
+    let mut vs = nn::VarStore::new(device);
+    let model = Classifier::new(backbone, &vs.root(), dataset.classes.len() as i64, spec.model.head.dropout)
+        .map_err(anyhow::Error::msg)?;
+    if let weights::WeightsSource::File(path) = &source {
+        let entries = weights::read(path)?;
+        weights::load_into(&mut vs, entries, Some(backbone.classifier_prefix()), path)?;
+    }
+    let (mean, std) = backbone.normalization();
+    let transform = Transform::new(spec.data.image_size, &spec.data.augment, mean, std);
+    Ok(Trainer::new(vs, model, dataset, transform, spec.data.batch_size, spec.seed, quiet))
+}
+
+/// Runs `spec` into its run directory under `opts.out`.
+pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
+    let dir = run_dir(&opts.out, spec);
+    if let Some(summary) = read_summary(&dir)
+        && summary.status == Status::Completed
+        && !opts.force
+    {
+        return Ok(RunOutcome { dir, summary, ran: false });
+    }
+    let started = Instant::now();
+    let threads = configure_threads();
+    let mut trainer = prepare(spec, opts.device, opts.quiet)?;
+
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
+    // A forced rerun starts clean: stale metrics or weights must not survive it.
+    for stale in ["metrics.csv", "metrics.parquet", "curves.png", "best.safetensors", "skipped.csv"] {
+        let _ = std::fs::remove_file(dir.join(stale));
+    }
+    write_atomic(&dir.join("config.toml"), spec.to_toml().as_bytes())?;
+    let mut summary = Summary {
+        run_id: spec.run_id(),
+        experiment: spec.name.clone(),
+        status: Status::Running,
+        best_val_acc: None,
+        best_epoch: None,
+        epochs: 0,
+        epochs_planned: spec.total_epochs(),
+        wall_s: 0.0,
+        runner_version: env!("CARGO_PKG_VERSION").into(),
+        backbone: spec.model.backbone.to_string(),
+        classes: trainer.data.classes.clone(),
+        train_images: trainer.data.train.len(),
+        val_images: trainer.data.val.len(),
+        skipped_files: trainer.data.skipped.len(),
+        threads,
+        device: format!("{:?}", opts.device).to_lowercase(),
+        error: None,
+    };
+    if !trainer.data.skipped.is_empty() {
+        write_skipped(&dir, &trainer.data.skipped)?;
+        if !opts.quiet {
+            eprintln!(
+                "warning: skipped {} unreadable image files (listed in {})",
+                trainer.data.skipped.len(),
+                dir.join("skipped.csv").display()
+            );
+        }
+    }
+    write_summary(&dir, &summary)?;
+
+    let result = train_all(spec, &mut trainer, &dir, &mut summary, opts.quiet, started);
+    summary.wall_s = started.elapsed().as_secs_f64();
+    match &result {
+        Ok(()) => summary.status = Status::Completed,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            summary.status = if msg.contains("diverged") { Status::Diverged } else { Status::Failed };
+            summary.error = Some(msg);
+        }
+    }
+    write_summary(&dir, &summary)?;
+    result.with_context(|| format!("run {} failed (partial results in {})", summary.run_id, dir.display()))?;
+    Ok(RunOutcome { dir, summary, ran: true })
+}
+
+fn train_all(
+    spec: &Spec,
+    trainer: &mut Trainer,
+    dir: &Path,
+    summary: &mut Summary,
+    quiet: bool,
+    started: Instant,
+) -> Result<()> {
+    let total = spec.total_epochs();
+    let title = format!("{} ({})", spec.name, spec.run_id());
+    let mut rows: Vec<EpochRecord> = vec![];
+    // After every epoch: best weights, metrics, curves and summary on disk.
+    let mut on_epoch = |r: &EpochRecord, vs: &nn::VarStore| -> Result<()> {
+        if !quiet {
+            println!(
+                "epoch {:>3}/{total} {:<18} lr {:.1e}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  {:.1}s",
+                r.epoch, r.phase, r.lr, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.seconds
+            );
+        }
+        rows.push(r.clone());
+        if r.val_acc.is_finite() && summary.best_val_acc.is_none_or(|best| r.val_acc > best) {
+            save_weights(vs, &dir.join("best.safetensors"))?;
+            summary.best_val_acc = Some(r.val_acc);
+            summary.best_epoch = Some(r.epoch);
+        }
+        summary.epochs = r.epoch;
+        summary.wall_s = started.elapsed().as_secs_f64();
+        table::write_metrics(dir, &rows)?;
+        plot::write_curves(&dir.join("curves.png"), &title, &rows)?;
+        write_summary(dir, summary)
+    };
+    let mut first_epoch = 1;
+    for (phase, lr) in spec.phases.iter().zip(spec.phase_lrs()) {
+        trainer.train_phase(phase, lr, first_epoch, total, &mut on_epoch)?;
+        first_epoch += phase.epochs;
+    }
+    Ok(())
+}
+
+/// Saves every variable (backbone and head) as safetensors, atomically.
+pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
+    let mut named: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    with_temp_path(path, |tmp| {
+        tch::Tensor::write_safetensors(&named, tmp).with_context(|| format!("cannot write {}", tmp.display()))
+    })
+}
+
+fn write_summary(dir: &Path, summary: &Summary) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(summary).context("cannot serialise summary")?;
+    json.push(b'\n');
+    write_atomic(&dir.join("summary.json"), &json)
+}
+
+fn write_skipped(dir: &Path, skipped: &[data::Skipped]) -> Result<()> {
+    let mut csv = String::from("path,reason\n");
+    for s in skipped {
+        csv.push_str(&format!("\"{}\",\"{}\"\n", s.path.replace('"', "\"\""), s.reason.replace('"', "\"\"")));
+    }
+    write_atomic(&dir.join("skipped.csv"), csv.as_bytes())
+}
+
+/// intra-op threads = cores, inter-op = 1; returns the intra-op count.
+fn configure_threads() -> i32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
+    let threads = std::env::var("RUNNER_THREADS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(cores);
+    tch::set_num_threads(threads);
+    threads
+}

@@ -1,0 +1,552 @@
+//! Experiment specs: the TOML contract users write, layered and validated.
+//!
+//! A spec is read in layers (figment): serde defaults, then the spec file, then
+//! `RUNNER_*` environment variables (`RUNNER_DATA__BATCH_SIZE=16`). Every error
+//! names the file, the dotted key, and the line and column of that key in the
+//! file where it has one, so users can jump straight to their mistake.
+//!
+//! The key layout is a contract: later versions add keys, never rename them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::backbone::Backbone;
+
+/// A fully resolved experiment: defaults filled in, ready to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Experiment name; runs are written under `<out>/<name>/<run-id>/`.
+    pub name: String,
+    /// Seed for weight init of new layers, data split, shuffling and augmentation.
+    #[serde(default)]
+    pub seed: u64,
+    pub data: DataSpec,
+    pub model: ModelSpec,
+    pub phases: Vec<PhaseSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// An ImageFolder tree: `train/` and `val/` subfolders, or one tree of class folders.
+    pub source: String,
+    /// Side of the square crop fed to the network, in pixels.
+    #[serde(default = "default_image_size")]
+    pub image_size: u32,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Train-time augmentations, applied in order.
+    #[serde(default)]
+    pub augment: Vec<Augment>,
+    /// Train/val fractions for a tree without `train/` and `val/`.
+    #[serde(default = "default_split")]
+    pub split: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Augment {
+    RandomResizedCrop,
+    Hflip,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub backbone: Backbone,
+    /// "imagenet" (the backbone's default pretrained weights), a file path, or "none".
+    #[serde(default = "default_weights")]
+    pub weights: String,
+    #[serde(default)]
+    pub head: HeadSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadSpec {
+    /// Number of outputs, or "auto" for the number of class folders.
+    #[serde(default)]
+    pub classes: Classes,
+    /// Dropout before the new linear head.
+    #[serde(default = "default_dropout")]
+    pub dropout: f64,
+}
+
+impl Default for HeadSpec {
+    fn default() -> Self {
+        HeadSpec { classes: Classes::Auto, dropout: default_dropout() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseSpec {
+    pub name: String,
+    pub epochs: usize,
+    /// Backbone layers with an index below this are frozen; "all" freezes the whole backbone.
+    pub freeze_up_to: FreezeUpTo,
+    pub optimizer: OptimizerSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSpec {
+    pub kind: OptimizerKind,
+    /// Absolute learning rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Learning rate relative to the previous phase's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_factor: Option<f64>,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+    Adamw,
+    Rmsprop,
+}
+
+fn default_image_size() -> u32 {
+    224
+}
+fn default_batch_size() -> usize {
+    32
+}
+fn default_split() -> Vec<f64> {
+    vec![0.8, 0.2]
+}
+fn default_weights() -> String {
+    "imagenet".into()
+}
+fn default_dropout() -> f64 {
+    0.2
+}
+
+/// A count, or a keyword standing for "as many as there are".
+macro_rules! count_or_keyword {
+    ($name:ident, $keyword:literal, $all:ident, $expecting:literal) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        pub enum $name {
+            #[default]
+            $all,
+            Count(usize),
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self {
+                    $name::$all => s.serialize_str($keyword),
+                    $name::Count(n) => s.serialize_u64(*n as u64),
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$name, E> {
+                        if v == $keyword {
+                            Ok($name::$all)
+                        } else {
+                            Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                        }
+                    }
+                    fn visit_u64<E: de::Error>(self, v: u64) -> Result<$name, E> {
+                        usize::try_from(v)
+                            .map($name::Count)
+                            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+                    }
+                    fn visit_i64<E: de::Error>(self, v: i64) -> Result<$name, E> {
+                        match u64::try_from(v) {
+                            Ok(v) => self.visit_u64(v),
+                            Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+                        }
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+    };
+}
+
+count_or_keyword!(Classes, "auto", Auto, "\"auto\" or a number of classes");
+count_or_keyword!(FreezeUpTo, "all", All, "\"all\" or a backbone layer index");
+
+/// A spec that could not be read or is not valid, located as precisely as we can.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct SpecError {
+    pub file: PathBuf,
+    /// Dotted key, e.g. `phases.1.optimizer.lr`; empty for whole-file errors.
+    pub key: String,
+    pub line_col: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl SpecError {
+    fn new(file: &Path, key: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError { file: file.to_path_buf(), key: key.into(), line_col: None, message: message.into() }
+    }
+
+    fn render(&self) -> String {
+        let mut s = self.file.display().to_string();
+        if let Some((line, col)) = self.line_col {
+            s.push_str(&format!(":{line}:{col}"));
+        }
+        if !self.key.is_empty() {
+            s.push_str(&format!(": `{}`", self.key));
+        }
+        format!("{s}: {}", self.message)
+    }
+}
+
+/// Top-level spec keys; `RUNNER_<KEY>` variables outside these (RUNNER_CACHE, ...) are not spec values.
+const TOP_KEYS: &[&str] = &["name", "seed", "data", "model", "phases"];
+
+impl Spec {
+    /// Reads, layers and validates the spec at `path`.
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let msg = if e.kind() == std::io::ErrorKind::NotFound {
+                "spec file not found".to_string()
+            } else {
+                format!("cannot read spec file: {e}")
+            };
+            SpecError::new(path, "", msg)
+        })?;
+        Self::from_str_at(&text, path)
+    }
+
+    /// Parses spec text; `path` is only used to name the file in errors.
+    pub fn from_str_at(text: &str, path: &Path) -> Result<Spec, SpecError> {
+        // Syntax first: toml reports the exact position.
+        let doc = toml_edit::Document::parse(text.to_owned()).map_err(|e| {
+            let mut err = SpecError::new(path, "", format!("invalid TOML: {}", e.message().trim()));
+            err.line_col = e.span().map(|s| line_col(text, s.start));
+            err
+        })?;
+        let env = Env::prefixed("RUNNER_")
+            .split("__")
+            .filter(|k| TOP_KEYS.iter().any(|top| k.as_str().split('.').next() == Some(*top)));
+        let figment = Figment::new().merge(Toml::string(text)).merge(env);
+        let spec: Spec = figment.extract().map_err(|e| from_figment(e, path, &doc, text))?;
+        spec.validate().map_err(|(key, msg)| {
+            let mut err = SpecError::new(path, key.clone(), msg);
+            err.line_col = locate(&doc, text, &key);
+            err
+        })?;
+        Ok(spec)
+    }
+
+    /// Checks what types alone cannot; returns the offending dotted key and a message.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            return Err(("name".into(), format!("expected a plain name usable as a folder, found {:?}", self.name)));
+        }
+        let d = &self.data;
+        if d.image_size < 32 {
+            return Err(("data.image_size".into(), format!("expected at least 32 pixels, found {}", d.image_size)));
+        }
+        if d.batch_size == 0 {
+            return Err(("data.batch_size".into(), "expected at least 1, found 0".into()));
+        }
+        let split_ok = d.split.len() == 2
+            && d.split.iter().all(|f| *f > 0.0 && *f < 1.0)
+            && (d.split.iter().sum::<f64>() - 1.0).abs() < 1e-6;
+        if !split_ok {
+            return Err((
+                "data.split".into(),
+                format!("expected [train, val] fractions in (0, 1) that sum to 1, found {:?}", d.split),
+            ));
+        }
+        if !self.model.backbone.implemented() {
+            return Err(("model.backbone".into(), self.model.backbone.not_implemented_message()));
+        }
+        if let Classes::Count(n) = self.model.head.classes
+            && n < 2
+        {
+            return Err(("model.head.classes".into(), format!("expected at least 2 classes, found {n}")));
+        }
+        if !(0.0..1.0).contains(&self.model.head.dropout) {
+            return Err(("model.head.dropout".into(), format!("expected a probability in [0, 1), found {}", self.model.head.dropout)));
+        }
+        if self.phases.is_empty() {
+            return Err(("phases".into(), "expected at least one [[phases]] entry".into()));
+        }
+        let layers = self.model.backbone.layer_count();
+        for (i, p) in self.phases.iter().enumerate() {
+            let key = |k: &str| format!("phases.{i}.{k}");
+            if p.epochs == 0 {
+                return Err((key("epochs"), "expected at least 1 epoch, found 0".into()));
+            }
+            if let FreezeUpTo::Count(n) = p.freeze_up_to
+                && n > layers
+            {
+                return Err((
+                    key("freeze_up_to"),
+                    format!(
+                        "{} has {layers} layers (0..{}), so freeze_up_to must be at most {layers} or \"all\", found {n}",
+                        self.model.backbone,
+                        layers - 1
+                    ),
+                ));
+            }
+            let o = &p.optimizer;
+            match (o.lr, o.lr_factor) {
+                (Some(_), Some(_)) => {
+                    return Err((key("optimizer"), "expected one of `lr` or `lr_factor`, found both".into()));
+                }
+                (None, None) => {
+                    return Err((key("optimizer"), "expected `lr` (or `lr_factor` after the first phase)".into()));
+                }
+                (None, Some(_)) if i == 0 => {
+                    return Err((
+                        key("optimizer.lr_factor"),
+                        "the first phase has no previous learning rate: give `lr`".into(),
+                    ));
+                }
+                (Some(lr), None) if !(lr > 0.0 && lr.is_finite()) => {
+                    return Err((key("optimizer.lr"), format!("expected a positive learning rate, found {lr}")));
+                }
+                (None, Some(f)) if !(f > 0.0 && f.is_finite()) => {
+                    return Err((key("optimizer.lr_factor"), format!("expected a positive factor, found {f}")));
+                }
+                _ => {}
+            }
+            if o.momentum < 0.0 || o.weight_decay < 0.0 {
+                return Err((key("optimizer"), "momentum and weight_decay must not be negative".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Absolute learning rate of each phase (`lr_factor` resolved against the previous phase).
+    pub fn phase_lrs(&self) -> Vec<f64> {
+        let mut lrs: Vec<f64> = Vec::with_capacity(self.phases.len());
+        for p in &self.phases {
+            let lr = match (p.optimizer.lr, p.optimizer.lr_factor) {
+                (Some(lr), _) => lr,
+                (None, Some(f)) => lrs.last().copied().unwrap_or(1.0) * f,
+                (None, None) => unreachable!("validated"),
+            };
+            lrs.push(lr);
+        }
+        lrs
+    }
+
+    pub fn total_epochs(&self) -> usize {
+        self.phases.iter().map(|p| p.epochs).sum()
+    }
+
+    /// The resolved spec as TOML, written next to the results.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a spec always serializes")
+    }
+
+    /// Short content hash of the resolved spec: keys sorted, defaults written out,
+    /// so reordering keys or spelling out a default keeps the id.
+    pub fn run_id(&self) -> String {
+        let canonical = serde_json::to_value(self).expect("a spec always serializes");
+        let bytes = serde_json::to_vec(&canonical).expect("json values serialize");
+        let digest = Sha256::digest(&bytes);
+        digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn from_figment(err: figment::Error, path: &Path, doc: &toml_edit::Document<String>, text: &str) -> SpecError {
+    use figment::error::Kind;
+    let mut key_path = err.path.clone();
+    let message = match &err.kind {
+        Kind::UnknownField(field, expected) => {
+            key_path.push(field.clone());
+            let mut msg = format!("unknown key `{field}`");
+            if let Some(best) = suggest(field, expected) {
+                msg.push_str(&format!(", did you mean `{best}`?"));
+            } else if !expected.is_empty() {
+                msg.push_str(&format!(", expected one of {}", quote_list(expected)));
+            }
+            msg
+        }
+        Kind::MissingField(field) => {
+            let parent = key_path.join(".");
+            key_path.push(field.to_string());
+            if parent.is_empty() {
+                format!("missing required key `{field}`")
+            } else {
+                format!("missing required key `{field}` in `{parent}`")
+            }
+        }
+        Kind::UnknownVariant(found, expected) => {
+            let mut msg = format!("unknown value {found:?}, expected one of {}", quote_list(expected));
+            if let Some(best) = suggest(found, expected) {
+                msg = format!("unknown value {found:?}, did you mean {best:?}?");
+            }
+            msg
+        }
+        Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
+        Kind::InvalidValue(actual, expected) => format!("expected {expected}, found {actual}"),
+        Kind::InvalidLength(len, expected) => format!("expected {expected}, found {len} elements"),
+        other => other.to_string(),
+    };
+    let key = key_path.join(".");
+    let from_env = err.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
+    let mut out = SpecError::new(path, key.clone(), message);
+    if from_env {
+        out.message.push_str(" (set by a RUNNER_* environment variable)");
+    } else {
+        out.line_col = locate(doc, text, &key);
+    }
+    out
+}
+
+/// Line and column (1-based) of the dotted `key` in the TOML document, or of
+/// its nearest ancestor that is written there.
+pub fn locate(doc: &toml_edit::Document<String>, text: &str, key: &str) -> Option<(usize, usize)> {
+    use toml_edit::{Item, Value};
+    enum Node<'a> {
+        Item(&'a Item),
+        Table(&'a toml_edit::Table),
+        Value(&'a Value),
+    }
+    let mut best: Option<std::ops::Range<usize>> = None;
+    let mut node = Node::Item(doc.as_item());
+    for part in key.split('.').filter(|p| !p.is_empty()) {
+        let index = part.parse::<usize>().ok();
+        let step = match (node, index) {
+            (Node::Item(Item::ArrayOfTables(a)), Some(i)) => a.get(i).map(|t| (t.span(), Node::Table(t))),
+            (Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)), Some(i)) => {
+                a.get(i).map(|v| (v.span(), Node::Value(v)))
+            }
+            (Node::Item(item), _) => item
+                .as_table_like()
+                .and_then(|t| t.get_key_value(part))
+                .map(|(k, v)| (k.span(), Node::Item(v))),
+            (Node::Table(t), _) => t.get_key_value(part).map(|(k, v)| (k.span(), Node::Item(v))),
+            (Node::Value(Value::InlineTable(t)), _) => {
+                t.get_key_value(part).map(|(k, v)| (k.span(), Node::Item(v)))
+            }
+            (Node::Value(_), _) => None,
+        };
+        let Some((span, next)) = step else { break };
+        best = span.or(best);
+        node = next;
+    }
+    best.map(|r| line_col(text, r.start))
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn quote_list(items: &[&str]) -> String {
+    items.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// The closest known name to a misspelt one, if it is close enough to be a typo.
+pub fn suggest<'a>(found: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(found, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+name = "t"
+[data]
+source = "d"
+[model]
+backbone = "efficientnet_lite0"
+[[phases]]
+name = "a"
+epochs = 2
+freeze_up_to = "all"
+optimizer = { kind = "rmsprop", lr = 1e-3 }
+[[phases]]
+name = "b"
+epochs = 1
+freeze_up_to = 10
+optimizer = { kind = "rmsprop", lr_factor = 0.1 }
+"#;
+
+    fn parse(text: &str) -> Result<Spec, SpecError> {
+        Spec::from_str_at(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn defaults_fill_in_and_lr_factor_resolves() {
+        let s = parse(SPEC).unwrap();
+        assert_eq!(s.data.image_size, 224);
+        assert_eq!(s.data.batch_size, 32);
+        assert_eq!(s.model.weights, "imagenet");
+        assert_eq!(s.model.head.classes, Classes::Auto);
+        assert_eq!(s.phases[1].freeze_up_to, FreezeUpTo::Count(10));
+        let lrs = s.phase_lrs();
+        assert!((lrs[1] - 1e-4).abs() < 1e-12);
+        assert_eq!(s.total_epochs(), 3);
+    }
+
+    #[test]
+    fn run_id_ignores_key_order_and_explicit_defaults() {
+        let id = parse(SPEC).unwrap().run_id();
+        assert_eq!(id.len(), 10);
+        let reordered = SPEC.replace("name = \"t\"\n[data]\nsource = \"d\"", "name = \"t\"\n[data]\nbatch_size = 32\nsource = \"d\"\nimage_size = 224");
+        assert_eq!(parse(&reordered).unwrap().run_id(), id);
+        let changed = SPEC.replace("epochs = 2", "epochs = 3");
+        assert_ne!(parse(&changed).unwrap().run_id(), id);
+        // The resolved TOML parses back to the same spec.
+        let s = parse(SPEC).unwrap();
+        assert_eq!(parse(&s.to_toml()).unwrap(), s);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_its_line() {
+        let e = parse(&SPEC.replace("lr_factor = 0.1", "lr_factr = 0.1")).unwrap_err();
+        assert_eq!(e.key, "phases.1.optimizer.lr_factr");
+        assert_eq!(e.line_col, Some((16, 33)));
+        assert_eq!(e.message, "unknown key `lr_factr`, did you mean `lr_factor`?");
+
+        let e = parse(&SPEC.replace("lr = 1e-3", "lr_factor = 0.5")).unwrap_err();
+        assert_eq!(e.key, "phases.0.optimizer.lr_factor");
+        assert!(e.message.contains("first phase"), "{}", e.message);
+
+        let e = parse(&SPEC.replace("kind = \"rmsprop\", lr = 1e-3", "kind = \"rmsprob\", lr = 1e-3")).unwrap_err();
+        assert_eq!(e.key, "phases.0.optimizer.kind");
+        assert_eq!(e.message, "unknown value \"rmsprob\", did you mean \"rmsprop\"?");
+
+        let e = parse("name = \"t\"\n[data\n").unwrap_err();
+        assert_eq!(e.line_col, Some((2, 6)));
+        assert!(e.message.starts_with("invalid TOML"), "{}", e.message);
+
+        let e = parse(&SPEC.replace("backbone = \"efficientnet_lite0\"", "backbone = \"resnet18\"")).unwrap_err();
+        assert_eq!(e.to_string().lines().count(), 1);
+        assert!(e.to_string().starts_with("t.toml:6:1: `model.backbone`: backbone `resnet18` is not available"), "{e}");
+    }
+}

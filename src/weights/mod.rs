@@ -1,0 +1,150 @@
+//! Pretrained weights: finding them, reading them (safetensors, zip-format
+//! `.pth`, legacy `torch.save`) and copying them into a model by name.
+
+pub mod pickle;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use tch::{Tensor, nn};
+
+use crate::backbone::{Backbone, has_prefix};
+
+/// The per-user cache: `$RUNNER_CACHE`, else `$XDG_CACHE_HOME/runner`, else `~/.cache/runner`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RUNNER_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("runner")
+}
+
+/// What `model.weights` asks for, resolved to a file (or to random initialisation).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightsSource {
+    None,
+    File(PathBuf),
+}
+
+/// Resolves `model.weights` for `backbone`; checks that the file is there.
+pub fn resolve(backbone: Backbone, weights: &str) -> Result<WeightsSource> {
+    match weights {
+        "none" => Ok(WeightsSource::None),
+        "imagenet" => {
+            let Some(default) = backbone.default_weights() else {
+                bail!(
+                    "no default pretrained weights for `{backbone}` are known to this version; \
+                     set model.weights to a local file or \"none\""
+                );
+            };
+            let path = cache_dir().join("weights").join(default.file);
+            if !path.is_file() {
+                bail!(
+                    "pretrained weights for `{backbone}` are not in the cache (expected {}); fetch them with `{}`, \
+                     or set model.weights to a local file",
+                    path.display(),
+                    default.fetch_hint
+                );
+            }
+            let got = sha256_file(&path)?;
+            if got != default.sha256 {
+                bail!(
+                    "pretrained weights {} are corrupt (sha256 {got}, expected {}); delete the file and fetch it again with `{}`",
+                    path.display(),
+                    default.sha256,
+                    default.fetch_hint
+                );
+            }
+            Ok(WeightsSource::File(path))
+        }
+        url if url.starts_with("http://") || url.starts_with("https://") => {
+            bail!("downloading weights from a URL is not supported yet: download {url} and set model.weights to the file")
+        }
+        path => {
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                bail!("weights file {} not found", path.display());
+            }
+            Ok(WeightsSource::File(path))
+        }
+    }
+}
+
+/// Reads a weights file into (name, tensor) pairs, whatever its format.
+pub fn read(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .with_context(|| format!("cannot read weights file {}", path.display()))?;
+    let head = &head[..n];
+    let entries = if head.starts_with(b"PK") {
+        Tensor::loadz_multi(path).with_context(|| format!("cannot read zip-format weights {}", path.display()))?
+    } else if head.first() == Some(&0x80) {
+        let data = std::fs::read(path).with_context(|| format!("cannot read weights file {}", path.display()))?;
+        pickle::read_legacy_state_dict(&data).with_context(|| format!("cannot read weights file {}", path.display()))?
+    } else {
+        Tensor::read_safetensors(path)
+            .with_context(|| format!("{} is not a safetensors, .pth or legacy torch.save file", path.display()))?
+    };
+    Ok(entries)
+}
+
+/// Entries of a reference state_dict that have no variable here on purpose.
+fn ignorable(name: &str, skip: Option<&str>) -> bool {
+    name.ends_with(".num_batches_tracked") || skip.is_some_and(|p| has_prefix(name, p))
+}
+
+/// Copies `entries` into the variables of `vs` by name. Variables under
+/// `skip` (the replaced classifier) are left as initialised. Every other
+/// variable must be present with the same shape; the error lists the first
+/// mismatches either way.
+pub fn load_into(vs: &mut nn::VarStore, entries: Vec<(String, Tensor)>, skip: Option<&str>, origin: &Path) -> Result<()> {
+    let vars = vs.variables();
+    let file: BTreeMap<String, Tensor> = entries.into_iter().filter(|(n, _)| !ignorable(n, skip)).collect();
+    let wanted: BTreeSet<&String> = vars.keys().filter(|n| !skip.is_some_and(|p| has_prefix(n, p))).collect();
+    let mut problems = vec![];
+    for name in &wanted {
+        match file.get(*name) {
+            None => problems.push(format!("`{name}` missing from the file")),
+            Some(t) if t.size() != vars[*name].size() => {
+                problems.push(format!("`{name}` has shape {:?} in the file, {:?} in the model", t.size(), vars[*name].size()))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in file.keys().filter(|n| !wanted.contains(n)) {
+        problems.push(format!("`{name}` in the file has no place in the model"));
+    }
+    if !problems.is_empty() {
+        let shown: Vec<_> = problems.iter().take(5).cloned().collect();
+        bail!(
+            "weights {} do not match the model ({} problems): {}{}",
+            origin.display(),
+            problems.len(),
+            shown.join("; "),
+            if problems.len() > 5 { "; ..." } else { "" }
+        );
+    }
+    tch::no_grad(|| {
+        for name in wanted {
+            let mut var = vars[name].shallow_clone();
+            var.copy_(&file[name].to_kind(var.kind()));
+        }
+    });
+    Ok(())
+}
+
+/// sha256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,533 @@
+//! A reader for PyTorch's legacy (pre-1.6, non-zip) `torch.save` files.
+//!
+//! Such a file is a sequence of pickles (magic number, protocol version,
+//! system info, the object, the list of storage keys) followed by each
+//! storage's raw bytes. Pickle is a program for a stack machine; this reader
+//! runs only the opcodes that build plain containers and tensors, and only
+//! "calls" a fixed list of known constructors. Any other global (`os.system`,
+//! a user class) is refused, so loading a file never runs code.
+
+use std::collections::HashMap;
+
+use tch::{Kind, Tensor};
+
+const LEGACY_MAGIC: u128 = 0x1950a86a20f9469cfc6c;
+const LEGACY_PROTOCOL: i64 = 1001;
+/// Nesting limit for containers, against hostile inputs.
+const MAX_STACK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PickleError {
+    #[error("truncated file: {0}")]
+    Truncated(&'static str),
+    #[error("not a legacy torch.save file (bad magic number)")]
+    BadMagic,
+    #[error("unsupported torch.save protocol version {0}")]
+    BadProtocol(i64),
+    #[error("refusing global `{0}`: only tensors and plain containers are loaded")]
+    RefusedGlobal(String),
+    #[error("unsupported pickle opcode 0x{0:02x} at byte {1}")]
+    Opcode(u8, usize),
+    #[error("malformed pickle: {0}")]
+    Malformed(String),
+}
+
+#[derive(Debug, Clone)]
+enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    BigInt(Vec<u8>),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+    /// A global from the allowed list.
+    Global(Callable),
+    StorageType(Kind),
+    Storage { key: String, kind: Kind },
+    Tensor(TensorRef),
+    Mark,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Callable {
+    OrderedDict,
+    RebuildTensorV2,
+    RebuildTensor,
+    RebuildParameter,
+}
+
+#[derive(Debug, Clone)]
+struct TensorRef {
+    key: String,
+    kind: Kind,
+    offset: i64,
+    size: Vec<i64>,
+    stride: Vec<i64>,
+}
+
+fn allowed_global(module: &str, name: &str) -> Option<Value> {
+    let v = match (module, name) {
+        ("collections", "OrderedDict") => Value::Global(Callable::OrderedDict),
+        ("torch._utils", "_rebuild_tensor_v2") => Value::Global(Callable::RebuildTensorV2),
+        ("torch._utils", "_rebuild_tensor") => Value::Global(Callable::RebuildTensor),
+        ("torch._utils", "_rebuild_parameter") => Value::Global(Callable::RebuildParameter),
+        ("torch", storage) => Value::StorageType(match storage {
+            "FloatStorage" => Kind::Float,
+            "DoubleStorage" => Kind::Double,
+            "HalfStorage" => Kind::Half,
+            "BFloat16Storage" => Kind::BFloat16,
+            "LongStorage" => Kind::Int64,
+            "IntStorage" => Kind::Int,
+            "ShortStorage" => Kind::Int16,
+            "CharStorage" => Kind::Int8,
+            "ByteStorage" => Kind::Uint8,
+            "BoolStorage" => Kind::Bool,
+            _ => return None,
+        }),
+        _ => return None,
+    };
+    Some(v)
+}
+
+struct Machine<'a> {
+    data: &'a [u8],
+    pos: usize,
+    stack: Vec<Value>,
+    memo: HashMap<u32, Value>,
+}
+
+impl<'a> Machine<'a> {
+    fn new(data: &'a [u8], pos: usize) -> Self {
+        Machine { data, pos, stack: Vec::new(), memo: HashMap::new() }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.data.len()).ok_or(PickleError::Truncated("inside a pickle"))?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, PickleError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, PickleError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self) -> Result<u64, PickleError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+
+    fn line(&mut self) -> Result<String, PickleError> {
+        let rest = &self.data[self.pos..];
+        let n = rest.iter().position(|b| *b == b'\n').ok_or(PickleError::Truncated("in a GLOBAL"))?;
+        let s = String::from_utf8_lossy(&rest[..n]).into_owned();
+        self.pos += n + 1;
+        Ok(s)
+    }
+
+    fn pop(&mut self) -> Result<Value, PickleError> {
+        self.stack.pop().ok_or_else(|| PickleError::Malformed("stack underflow".into()))
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<Value>, PickleError> {
+        let at = self
+            .stack
+            .iter()
+            .rposition(|v| matches!(v, Value::Mark))
+            .ok_or_else(|| PickleError::Malformed("no MARK".into()))?;
+        let items = self.stack.split_off(at + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+
+    fn push(&mut self, v: Value) -> Result<(), PickleError> {
+        if self.stack.len() >= MAX_STACK {
+            return Err(PickleError::Malformed("stack too deep".into()));
+        }
+        self.stack.push(v);
+        Ok(())
+    }
+
+    fn string(&mut self, n: usize) -> Result<Value, PickleError> {
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map(Value::Str).map_err(|_| PickleError::Malformed("invalid UTF-8 string".into()))
+    }
+
+    /// Runs one pickle from the current position to its STOP and returns its value.
+    fn run(&mut self) -> Result<Value, PickleError> {
+        self.stack.clear();
+        self.memo.clear();
+        loop {
+            let at = self.pos;
+            let op = self.u8().map_err(|_| PickleError::Truncated("before the end of a pickle"))?;
+            match op {
+                0x80 => {
+                    self.u8()?; // PROTO
+                }
+                0x95 => {
+                    self.u64()?; // FRAME
+                }
+                b'.' => return self.pop(),
+                b'(' => self.push(Value::Mark)?,
+                b'}' => self.push(Value::Dict(vec![]))?,
+                b']' => self.push(Value::List(vec![]))?,
+                b')' => self.push(Value::Tuple(vec![]))?,
+                b'N' => self.push(Value::None)?,
+                0x88 => self.push(Value::Bool(true))?,
+                0x89 => self.push(Value::Bool(false))?,
+                b'K' => {
+                    let v = self.u8()? as i64;
+                    self.push(Value::Int(v))?
+                }
+                b'M' => {
+                    let b = self.take(2)?;
+                    self.push(Value::Int(u16::from_le_bytes([b[0], b[1]]) as i64))?
+                }
+                b'J' => {
+                    let v = self.u32()? as i32 as i64;
+                    self.push(Value::Int(v))?
+                }
+                0x8a | 0x8b => {
+                    let n = if op == 0x8a { self.u8()? as usize } else { self.u32()? as usize };
+                    let b = self.take(n)?.to_vec();
+                    let v = if n <= 8 {
+                        let mut buf = if b.last().is_some_and(|x| x & 0x80 != 0) { [0xff; 8] } else { [0; 8] };
+                        buf[..n].copy_from_slice(&b);
+                        Value::Int(i64::from_le_bytes(buf))
+                    } else {
+                        Value::BigInt(b)
+                    };
+                    self.push(v)?
+                }
+                b'G' => {
+                    let b = self.take(8)?;
+                    self.push(Value::Float(f64::from_be_bytes(b.try_into().expect("8 bytes"))))?
+                }
+                b'X' => {
+                    let n = self.u32()? as usize;
+                    let v = self.string(n)?;
+                    self.push(v)?
+                }
+                0x8c => {
+                    let n = self.u8()? as usize;
+                    let v = self.string(n)?;
+                    self.push(v)?
+                }
+                0x8d => {
+                    let n = usize::try_from(self.u64()?).map_err(|_| PickleError::Truncated("string"))?;
+                    let v = self.string(n)?;
+                    self.push(v)?
+                }
+                b'U' | b'T' => {
+                    // Python 2 byte strings, as legacy files write their storage keys.
+                    let n = if op == b'U' { self.u8()? as usize } else { self.u32()? as usize };
+                    let b = self.take(n)?;
+                    self.push(Value::Str(String::from_utf8_lossy(b).into_owned()))?
+                }
+                b'C' | b'B' => {
+                    let n = if op == b'C' { self.u8()? as usize } else { self.u32()? as usize };
+                    let b = self.take(n)?.to_vec();
+                    self.push(Value::Bytes(b))?
+                }
+                b'q' => {
+                    let k = self.u8()? as u32;
+                    self.memoize(k)?
+                }
+                b'r' => {
+                    let k = self.u32()?;
+                    self.memoize(k)?
+                }
+                0x94 => {
+                    let k = self.memo.len() as u32;
+                    self.memoize(k)?
+                }
+                b'h' | b'j' => {
+                    let k = if op == b'h' { self.u8()? as u32 } else { self.u32()? };
+                    let v = self.memo.get(&k).cloned().ok_or_else(|| PickleError::Malformed(format!("memo {k} unset")))?;
+                    self.push(v)?
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.push(Value::Tuple(items))?
+                }
+                0x85..=0x87 => {
+                    let n = (op - 0x84) as usize;
+                    if self.stack.len() < n {
+                        return Err(PickleError::Malformed("stack underflow".into()));
+                    }
+                    let items = self.stack.split_off(self.stack.len() - n);
+                    self.push(Value::Tuple(items))?
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    self.list_mut()?.push(v);
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    self.list_mut()?.extend(items);
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.dict_mut()?.push((k, v));
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    if items.len() % 2 != 0 {
+                        return Err(PickleError::Malformed("odd SETITEMS".into()));
+                    }
+                    let mut it = items.into_iter();
+                    let d = self.dict_mut()?;
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        d.push((k, v));
+                    }
+                }
+                b'c' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    let v = allowed_global(&module, &name).ok_or(PickleError::RefusedGlobal(format!("{module}.{name}")))?;
+                    self.push(v)?
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    let (Value::Str(module), Value::Str(name)) = (module, name) else {
+                        return Err(PickleError::Malformed("STACK_GLOBAL without strings".into()));
+                    };
+                    let v = allowed_global(&module, &name).ok_or(PickleError::RefusedGlobal(format!("{module}.{name}")))?;
+                    self.push(v)?
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    let v = persistent_storage(pid)?;
+                    self.push(v)?
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let func = self.pop()?;
+                    let v = reduce(func, args)?;
+                    self.push(v)?
+                }
+                0x81 => {
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let v = reduce(cls, args)?;
+                    self.push(v)?
+                }
+                b'b' => {
+                    // BUILD: only an OrderedDict's instance state (`_metadata`) is expected; it is dropped.
+                    let _state = self.pop()?;
+                    match self.stack.last() {
+                        Some(Value::Dict(_)) | Some(Value::Tensor(_)) => {}
+                        _ => return Err(PickleError::Malformed("BUILD on an unsupported object".into())),
+                    }
+                }
+                _ => return Err(PickleError::Opcode(op, at)),
+            }
+        }
+    }
+
+    fn memoize(&mut self, k: u32) -> Result<(), PickleError> {
+        let top = self.stack.last().cloned().ok_or_else(|| PickleError::Malformed("memoize on empty stack".into()))?;
+        self.memo.insert(k, top);
+        Ok(())
+    }
+
+    fn list_mut(&mut self) -> Result<&mut Vec<Value>, PickleError> {
+        match self.stack.last_mut() {
+            Some(Value::List(l)) => Ok(l),
+            _ => Err(PickleError::Malformed("APPEND to a non-list".into())),
+        }
+    }
+
+    fn dict_mut(&mut self) -> Result<&mut Vec<(Value, Value)>, PickleError> {
+        match self.stack.last_mut() {
+            Some(Value::Dict(d)) => Ok(d),
+            _ => Err(PickleError::Malformed("SETITEM on a non-dict".into())),
+        }
+    }
+}
+
+fn persistent_storage(pid: Value) -> Result<Value, PickleError> {
+    // ('storage', storage_type, key, location, numel[, view_metadata])
+    let Value::Tuple(items) = pid else {
+        return Err(PickleError::Malformed("persistent id is not a tuple".into()));
+    };
+    match items.as_slice() {
+        [Value::Str(tag), Value::StorageType(kind), Value::Str(key), _location, _numel, rest @ ..]
+            if tag == "storage" && rest.iter().all(|v| matches!(v, Value::None)) =>
+        {
+            Ok(Value::Storage { key: key.clone(), kind: *kind })
+        }
+        _ => Err(PickleError::Malformed("unsupported persistent id (storage views are not supported)".into())),
+    }
+}
+
+fn ints(v: &Value) -> Option<Vec<i64>> {
+    match v {
+        Value::Tuple(items) | Value::List(items) => {
+            items.iter().map(|i| if let Value::Int(n) = i { Some(*n) } else { None }).collect()
+        }
+        _ => None,
+    }
+}
+
+fn reduce(func: Value, args: Value) -> Result<Value, PickleError> {
+    let Value::Global(callable) = func else {
+        return Err(PickleError::Malformed("REDUCE on something not callable".into()));
+    };
+    let Value::Tuple(args) = args else {
+        return Err(PickleError::Malformed("REDUCE arguments are not a tuple".into()));
+    };
+    match callable {
+        Callable::OrderedDict if args.is_empty() => Ok(Value::Dict(vec![])),
+        Callable::RebuildTensorV2 | Callable::RebuildTensor => {
+            let (Some(Value::Storage { key, kind }), Some(Value::Int(offset)), Some(size), Some(stride)) =
+                (args.first(), args.get(1), args.get(2).and_then(ints), args.get(3).and_then(ints))
+            else {
+                return Err(PickleError::Malformed("bad tensor arguments".into()));
+            };
+            if size.len() != stride.len() || size.iter().chain(&stride).any(|v| *v < 0) || *offset < 0 {
+                return Err(PickleError::Malformed("bad tensor size or stride".into()));
+            }
+            Ok(Value::Tensor(TensorRef { key: key.clone(), kind: *kind, offset: *offset, size, stride }))
+        }
+        Callable::RebuildParameter => match args.into_iter().next() {
+            Some(t @ Value::Tensor(_)) => Ok(t),
+            _ => Err(PickleError::Malformed("bad parameter arguments".into())),
+        },
+        other => Err(PickleError::Malformed(format!("bad arguments for {other:?}"))),
+    }
+}
+
+/// Reads a legacy `torch.save` file of a state_dict into (name, tensor) pairs, in file order.
+pub fn read_legacy_state_dict(data: &[u8]) -> Result<Vec<(String, Tensor)>, PickleError> {
+    let mut m = Machine::new(data, 0);
+    match m.run()? {
+        Value::BigInt(b) if b.len() <= 16 => {
+            let mut buf = [0u8; 16];
+            buf[..b.len()].copy_from_slice(&b);
+            if u128::from_le_bytes(buf) != LEGACY_MAGIC {
+                return Err(PickleError::BadMagic);
+            }
+        }
+        _ => return Err(PickleError::BadMagic),
+    }
+    match m.run()? {
+        Value::Int(LEGACY_PROTOCOL) => {}
+        Value::Int(v) => return Err(PickleError::BadProtocol(v)),
+        _ => return Err(PickleError::Malformed("protocol version is not an integer".into())),
+    }
+    let _sys_info = m.run()?;
+    let obj = m.run()?;
+    let keys = match m.run()? {
+        Value::List(keys) => keys
+            .into_iter()
+            .map(|k| if let Value::Str(s) = k { Ok(s) } else { Err(PickleError::Malformed("storage key".into())) })
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(PickleError::Malformed("storage key list".into())),
+    };
+
+    let Value::Dict(entries) = obj else {
+        return Err(PickleError::Malformed("the saved object is not a state_dict".into()));
+    };
+    let mut kinds: HashMap<String, Kind> = HashMap::new();
+    for (_, v) in &entries {
+        if let Value::Tensor(t) = v {
+            kinds.insert(t.key.clone(), t.kind);
+        }
+    }
+    // Storage payloads follow in the order of `keys`: an 8-byte element count, then the bytes.
+    let mut storages: HashMap<String, Tensor> = HashMap::new();
+    let mut pos = m.pos;
+    for key in keys {
+        let kind = *kinds.get(&key).ok_or_else(|| PickleError::Malformed(format!("storage {key} is not used")))?;
+        let count = data.get(pos..pos + 8).ok_or(PickleError::Truncated("in a storage header"))?;
+        let count = u64::from_le_bytes(count.try_into().expect("8 bytes"));
+        let bytes = usize::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(kind.elt_size_in_bytes()))
+            .ok_or(PickleError::Truncated("storage size overflows"))?;
+        let start = pos + 8;
+        let payload = data.get(start..start.saturating_add(bytes)).ok_or(PickleError::Truncated("in storage data"))?;
+        storages.insert(key, Tensor::from_data_size(payload, &[count as i64], kind));
+        pos = start + bytes;
+    }
+
+    let mut out = Vec::with_capacity(entries.len());
+    for (k, v) in entries {
+        let Value::Str(name) = k else {
+            return Err(PickleError::Malformed("state_dict key is not a string".into()));
+        };
+        let Value::Tensor(t) = v else {
+            return Err(PickleError::Malformed(format!("state_dict entry `{name}` is not a tensor")));
+        };
+        let storage = storages.get(&t.key).ok_or_else(|| PickleError::Malformed(format!("missing storage {}", t.key)))?;
+        let numel = storage.size()[0];
+        let last = t.offset + t.size.iter().zip(&t.stride).map(|(s, st)| (s - 1).max(0) * st).sum::<i64>();
+        if t.size.iter().all(|s| *s > 0) && last >= numel {
+            return Err(PickleError::Malformed(format!("`{name}` reaches past its storage")));
+        }
+        let tensor = storage.as_strided(&t.size, &t.stride, Some(t.offset)).contiguous();
+        out.push((name, tensor));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A legacy file whose first pickle is `magic` and whose object pickle is `object`.
+    fn legacy_file(object: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x80, 2, 0x8a, 10];
+        f.extend_from_slice(&LEGACY_MAGIC.to_le_bytes()[..10]);
+        f.push(b'.');
+        f.extend_from_slice(&[0x80, 2, b'M', 0xe9, 0x03, b'.']); // 1001
+        f.extend_from_slice(&[0x80, 2, b'}', b'.']); // sys info
+        f.extend_from_slice(object);
+        f
+    }
+
+    #[test]
+    fn refuses_os_system() {
+        let evil = b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00echo\x85R.";
+        let err = read_legacy_state_dict(&legacy_file(evil)).unwrap_err();
+        assert_eq!(err.to_string(), "refusing global `os.system`: only tensors and plain containers are loaded");
+    }
+
+    #[test]
+    fn refuses_wrong_magic() {
+        let mut f = legacy_file(b"\x80\x02}.");
+        f[4] ^= 0xff;
+        assert!(matches!(read_legacy_state_dict(&f), Err(PickleError::BadMagic)));
+        assert!(matches!(read_legacy_state_dict(b"PK\x03\x04junk"), Err(_)));
+    }
+
+    #[test]
+    fn reads_a_tensor_and_refuses_truncation() {
+        // {'w': _rebuild_tensor_v2(storage('0', FloatStorage), 0, (2,), (1,), False, OrderedDict())}
+        let mut obj = b"\x80\x02}X\x01\x00\x00\x00w".to_vec();
+        obj.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+        obj.extend_from_slice(b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02NtQ");
+        obj.extend_from_slice(b"K\x00K\x02\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRs.");
+        let mut f = legacy_file(&obj);
+        f.extend_from_slice(b"\x80\x02]X\x01\x00\x00\x000a.");
+        f.extend_from_slice(&2u64.to_le_bytes());
+        f.extend_from_slice(&1.5f32.to_le_bytes());
+        f.extend_from_slice(&(-2.0f32).to_le_bytes());
+        let sd = read_legacy_state_dict(&f).unwrap();
+        assert_eq!(sd.len(), 1);
+        assert_eq!(sd[0].0, "w");
+        assert_eq!(Vec::<f32>::try_from(&sd[0].1).unwrap(), vec![1.5, -2.0]);
+        let cut = &f[..f.len() - 3];
+        assert!(matches!(read_legacy_state_dict(cut), Err(PickleError::Truncated(_))));
+    }
+}

@@ -1,0 +1,132 @@
+//! The binary as users drive it: outputs of a run, and bad input that gets a
+//! one-line error, a non-zero exit and nothing written.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn missing_spec_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = runner(dir.path(), &["run", "nope.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o), "error: nope.toml: spec file not found\n");
+    assert!(!dir.path().join("reports").exists());
+}
+
+#[test]
+fn misspelt_key_points_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shapes(dir.path(), 2, 4);
+    let spec = tiny_spec(&data).replace("batch_size = 8", "batch_sise = 8");
+    std::fs::write(dir.path().join("spec.toml"), spec).unwrap();
+    let o = runner(dir.path(), &["run", "spec.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o), "error: spec.toml:7:1: `data.batch_sise`: unknown key `batch_sise`, did you mean `batch_size`?\n");
+    assert!(!dir.path().join("reports").exists());
+}
+
+#[test]
+fn wrong_type_and_bad_freeze_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shapes(dir.path(), 2, 4);
+    std::fs::write(dir.path().join("a.toml"), tiny_spec(&data).replace("epochs = 1\nfreeze_up_to = 10", "epochs = \"two\"\nfreeze_up_to = 10")).unwrap();
+    let o = runner(dir.path(), &["run", "a.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o), "error: a.toml:21:1: `phases.1.epochs`: expected usize, found string \"two\"\n");
+
+    std::fs::write(dir.path().join("b.toml"), tiny_spec(&data).replace("freeze_up_to = 10", "freeze_up_to = 40")).unwrap();
+    let o = runner(dir.path(), &["run", "b.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "error: b.toml:22:1: `phases.1.freeze_up_to`: efficientnet_lite0 has 18 layers (0..17), \
+         so freeze_up_to must be at most 18 or \"all\", found 40\n"
+    );
+}
+
+#[test]
+fn data_folder_without_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("empty");
+    std::fs::create_dir_all(data.join("cats")).unwrap();
+    std::fs::create_dir_all(data.join("dogs")).unwrap();
+    std::fs::write(data.join("dogs/readme.txt"), "not an image").unwrap();
+    std::fs::write(dir.path().join("spec.toml"), tiny_spec(&data)).unwrap();
+    let o = runner(dir.path(), &["run", "spec.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.starts_with(&format!("error: no images found in {}", data.display())), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!dir.path().join("reports").exists());
+}
+
+#[test]
+fn backbone_not_yet_available() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/mobilenet_two_phase.toml")).unwrap();
+    std::fs::write(dir.path().join("m.toml"), spec).unwrap();
+    let o = runner(dir.path(), &["run", "m.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("`model.backbone`: backbone `mobilenet_v2` is not available in runner"), "{err}");
+    assert!(err.contains("(available: efficientnet_lite0)"), "{err}");
+}
+
+#[test]
+fn layers_lists_what_freeze_up_to_counts() {
+    let o = runner(std::path::Path::new("."), &["layers", "efficientnet_lite0"]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    let rows: Vec<&str> = out.lines().filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())).collect();
+    assert_eq!(rows.len(), 18);
+    // Stem: 3x3x3x32 conv + 2x32 BatchNorm affine parameters.
+    assert_eq!(rows[0].split_whitespace().collect::<Vec<_>>(), ["0", "stem", "928", "yes"]);
+    assert!(rows[10].contains("block 9"));
+    let o = runner(std::path::Path::new("."), &["layers", "efficientnet_lite"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("did you mean `efficientnet_lite0`?"));
+}
+
+#[test]
+fn run_writes_every_output_and_reuses_a_completed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shapes(dir.path(), 3, 10);
+    std::fs::write(dir.path().join("spec.toml"), tiny_spec(&data)).unwrap();
+    let o = runner(dir.path(), &["run", "spec.toml", "--out", "out"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("out/tiny")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    let run_id = run.file_name().unwrap().to_str().unwrap().to_string();
+    for f in ["config.toml", "metrics.csv", "metrics.parquet", "curves.png", "best.safetensors", "summary.json"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["run_id"], run_id);
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["epochs"], 2);
+    assert!(summary["best_val_acc"].as_f64().unwrap() >= 0.0);
+    assert!(summary["wall_s"].as_f64().unwrap() > 0.0);
+
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "epoch,phase,lr,train_loss,train_acc,val_loss,val_acc,seconds");
+    assert!(lines[1].starts_with("1,head,0.001,"), "{}", lines[1]);
+    assert!(lines[2].starts_with("2,fine_tune,0.0001"), "{}", lines[2]);
+
+    // The resolved config is itself a valid spec with the same run id.
+    let resolved = runner::spec::Spec::load(&run.join("config.toml")).unwrap();
+    assert_eq!(resolved.run_id(), run_id);
+
+    let out = stdout(&o);
+    assert!(out.contains(&format!("metrics: out/tiny/{run_id}/metrics.csv")), "{out}");
+    assert!(out.contains(&format!("curves:  out/tiny/{run_id}/curves.png")), "{out}");
+
+    let before = std::fs::read(run.join("best.safetensors")).unwrap();
+    let again = runner(dir.path(), &["run", "spec.toml", "--out", "out", "--quiet"]);
+    assert!(again.status.success());
+    assert!(stdout(&again).contains("already completed"), "{}", stdout(&again));
+    assert_eq!(std::fs::read(run.join("best.safetensors")).unwrap(), before);
+}

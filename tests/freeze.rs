@@ -1,0 +1,56 @@
+//! A phase that freezes layers leaves their weights and BatchNorm statistics
+//! bit-identical, and trains everything above them.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use runner::backbone::has_prefix;
+use runner::run::prepare;
+use runner::spec::Spec;
+use tch::{Device, Tensor};
+
+fn snapshot(vs: &tch::nn::VarStore) -> BTreeMap<String, Tensor> {
+    vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect()
+}
+
+#[test]
+fn frozen_layers_are_bit_identical_after_a_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::shapes(dir.path(), 2, 10);
+    let spec = Spec::from_str_at(&common::tiny_spec(&data), std::path::Path::new("tiny.toml")).unwrap();
+    let mut trainer = prepare(&spec, Device::Cpu, true).unwrap();
+    let layers = trainer.model.backbone.layers().to_vec();
+    let frozen_prefixes: Vec<String> = layers[..10].iter().flat_map(|l| l.prefixes.clone()).collect();
+
+    // Phase 2 of the spec: freeze_up_to = 10, SGD with momentum.
+    let before = snapshot(&trainer.vs);
+    let lr = spec.phase_lrs()[1];
+    trainer.train_phase(&spec.phases[1], lr, 1, 1, &mut |_, _| Ok(())).unwrap();
+    let after = snapshot(&trainer.vs);
+
+    let (mut frozen, mut moved) = (0, 0);
+    for (name, t) in &before {
+        let same = t.equal(&after[name]);
+        if frozen_prefixes.iter().any(|p| has_prefix(name, p)) {
+            assert!(same, "frozen `{name}` changed");
+            frozen += 1;
+        } else if !same {
+            moved += 1;
+        }
+    }
+    // Weights, BatchNorm affine parameters and running statistics of 10 layers.
+    assert!(frozen > 50, "only {frozen} frozen variables checked");
+    for name in ["_blocks.12._bn1.running_mean", "_blocks.12._depthwise_conv.weight", "_conv_head.weight", "_fc.weight"] {
+        assert!(!before[name].equal(&after[name]), "trainable `{name}` did not change");
+    }
+    assert!(moved > 20, "only {moved} trainable variables changed");
+
+    // Phase 1: "all" freezes the whole backbone; only the head moves.
+    let before = snapshot(&trainer.vs);
+    trainer.train_phase(&spec.phases[0], 1e-3, 2, 2, &mut |_, _| Ok(())).unwrap();
+    let after = snapshot(&trainer.vs);
+    for (name, t) in &before {
+        assert_eq!(t.equal(&after[name]), !name.starts_with("_fc."), "`{name}`");
+    }
+}
