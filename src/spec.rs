@@ -377,7 +377,9 @@ fn from_figment(err: figment::Error, path: &Path, doc: &toml_edit::Document<Stri
     let mut key_path = err.path.clone();
     let message = match &err.kind {
         Kind::UnknownField(field, expected) => {
-            key_path.push(field.clone());
+            if key_path.last() != Some(field) {
+                key_path.push(field.clone());
+            }
             let mut msg = format!("unknown key `{field}`");
             if let Some(best) = suggest(field, expected) {
                 msg.push_str(&format!(", did you mean `{best}`?"));
@@ -387,6 +389,9 @@ fn from_figment(err: figment::Error, path: &Path, doc: &toml_edit::Document<Stri
             msg
         }
         Kind::MissingField(field) => {
+            if key_path.last().map(String::as_str) == Some(field.as_ref()) {
+                key_path.pop();
+            }
             let parent = key_path.join(".");
             key_path.push(field.to_string());
             if parent.is_empty() {

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use polars::prelude::*;
+use polars::prelude::{Column, CsvWriter, DataFrame, ParquetReader, ParquetWriter, SerReader, SerWriter};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
@@ -23,7 +23,7 @@ pub struct EpochRecord {
 
 fn frame(rows: &[EpochRecord]) -> Result<DataFrame> {
     let col_f64 = |name: &str, f: fn(&EpochRecord) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
-    let df = DataFrame::new(vec![
+    let df = DataFrame::new(rows.len(), vec![
         Column::new("epoch".into(), rows.iter().map(|r| r.epoch as u32).collect::<Vec<_>>()),
         Column::new("phase".into(), rows.iter().map(|r| r.phase.as_str()).collect::<Vec<_>>()),
         col_f64("lr", |r| r.lr),

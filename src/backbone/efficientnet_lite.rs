@@ -168,8 +168,8 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let net = EfficientNetLite::lite0(&vs.root());
         let vars = vs.variables();
-        // 296 entries in the reference file, less 16 num_batches_tracked and the 2 of `_fc`.
-        assert_eq!(vars.len(), 296 - 16 - 2);
+        // 296 entries in the reference file, less the 49 BatchNorms' num_batches_tracked and the 2 of `_fc`.
+        assert_eq!(vars.len(), 296 - 49 - 2);
         assert_eq!(vars["_blocks.15._project_conv.weight"].size(), vec![320, 1152, 1, 1]);
         assert_eq!(vars["_blocks.0._depthwise_conv.weight"].size(), vec![32, 1, 3, 3]);
         assert!(!vars.contains_key("_blocks.0._expand_conv.weight"));

@@ -6,7 +6,7 @@ mod efficientnet_lite;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::Tensor;
 
 /// Backbones a spec may name. Only the implemented ones can be built; the others
@@ -189,12 +189,6 @@ impl Classifier {
 
     pub fn forward(&self, xs: &Tensor, frozen: usize, train: bool) -> Tensor {
         self.head(&self.features(xs, frozen, train), train)
-    }
-}
-
-impl ModuleT for Classifier {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.forward(xs, 0, train)
     }
 }
 

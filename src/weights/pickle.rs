@@ -35,12 +35,11 @@ pub enum PickleError {
 #[derive(Debug, Clone)]
 enum Value {
     None,
-    Bool(bool),
+    /// A bool, float or bytes value: kept on the stack, never inspected.
+    Scalar,
     Int(i64),
     BigInt(Vec<u8>),
-    Float(f64),
     Str(String),
-    Bytes(Vec<u8>),
     Tuple(Vec<Value>),
     List(Vec<Value>),
     Dict(Vec<(Value, Value)>),
@@ -180,8 +179,7 @@ impl<'a> Machine<'a> {
                 b']' => self.push(Value::List(vec![]))?,
                 b')' => self.push(Value::Tuple(vec![]))?,
                 b'N' => self.push(Value::None)?,
-                0x88 => self.push(Value::Bool(true))?,
-                0x89 => self.push(Value::Bool(false))?,
+                0x88 | 0x89 => self.push(Value::Scalar)?,
                 b'K' => {
                     let v = self.u8()? as i64;
                     self.push(Value::Int(v))?
@@ -207,8 +205,8 @@ impl<'a> Machine<'a> {
                     self.push(v)?
                 }
                 b'G' => {
-                    let b = self.take(8)?;
-                    self.push(Value::Float(f64::from_be_bytes(b.try_into().expect("8 bytes"))))?
+                    self.take(8)?;
+                    self.push(Value::Scalar)?
                 }
                 b'X' => {
                     let n = self.u32()? as usize;
@@ -233,8 +231,8 @@ impl<'a> Machine<'a> {
                 }
                 b'C' | b'B' => {
                     let n = if op == b'C' { self.u8()? as usize } else { self.u32()? as usize };
-                    let b = self.take(n)?.to_vec();
-                    self.push(Value::Bytes(b))?
+                    self.take(n)?;
+                    self.push(Value::Scalar)?
                 }
                 b'q' => {
                     let k = self.u8()? as u32;
