@@ -72,9 +72,7 @@ pub struct Dataset {
 }
 
 fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
 /// Class folders of `root`, sorted by name, each with its image files sorted by path.
@@ -134,7 +132,11 @@ pub fn discover(root: &Path, split: &[f64], seed: u64) -> Result<FileSplit> {
     let (mut train, mut val) = (vec![], vec![]);
     for (class, (_, mut files)) in tree.into_iter().enumerate() {
         files.shuffle(&mut rng);
-        let n_val = if files.len() >= 2 { ((files.len() as f64 * split[1]).round() as usize).clamp(1, files.len() - 1) } else { 0 };
+        let n_val = if files.len() >= 2 {
+            ((files.len() as f64 * split[1]).round() as usize).clamp(1, files.len() - 1)
+        } else {
+            0
+        };
         for (i, path) in files.into_iter().enumerate() {
             let s = Sample { path, class };
             if i < n_val { val.push(s) } else { train.push(s) }

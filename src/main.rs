@@ -114,7 +114,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Layers { backbone } => {
             let Some(b) = Backbone::from_name(&backbone) else {
                 let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
-                let hint = runner::spec::suggest(&backbone, &names).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
+                let hint = runner::spec::suggest(&backbone, &names)
+                    .map(|s| format!(", did you mean `{s}`?"))
+                    .unwrap_or_default();
                 bail!("unknown backbone `{backbone}`{hint} (known: {})", names.join(", "));
             };
             let vs = tch::nn::VarStore::new(Device::Cpu);

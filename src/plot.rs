@@ -75,6 +75,9 @@ fn draw_panel<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("epoch")
+        .x_labels(rows.len().clamp(2, 20))
+        .x_label_formatter(&|x| format!("{}", x.round() as i64))
+        .light_line_style(RGBColor(238, 238, 238))
         .y_desc(what.to_lowercase())
         .label_style((FONT, 13))
         .axis_desc_style((FONT, 14))

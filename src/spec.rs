@@ -287,7 +287,10 @@ impl Spec {
             return Err(("model.head.classes".into(), format!("expected at least 2 classes, found {n}")));
         }
         if !(0.0..1.0).contains(&self.model.head.dropout) {
-            return Err(("model.head.dropout".into(), format!("expected a probability in [0, 1), found {}", self.model.head.dropout)));
+            return Err((
+                "model.head.dropout".into(),
+                format!("expected a probability in [0, 1), found {}", self.model.head.dropout),
+            ));
         }
         if self.phases.is_empty() {
             return Err(("phases".into(), "expected at least one [[phases]] entry".into()));
@@ -441,14 +444,11 @@ pub fn locate(doc: &toml_edit::Document<String>, text: &str, key: &str) -> Optio
             (Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)), Some(i)) => {
                 a.get(i).map(|v| (v.span(), Node::Value(v)))
             }
-            (Node::Item(item), _) => item
-                .as_table_like()
-                .and_then(|t| t.get_key_value(part))
-                .map(|(k, v)| (k.span(), Node::Item(v))),
-            (Node::Table(t), _) => t.get_key_value(part).map(|(k, v)| (k.span(), Node::Item(v))),
-            (Node::Value(Value::InlineTable(t)), _) => {
-                t.get_key_value(part).map(|(k, v)| (k.span(), Node::Item(v)))
+            (Node::Item(item), _) => {
+                item.as_table_like().and_then(|t| t.get_key_value(part)).map(|(k, v)| (k.span(), Node::Item(v)))
             }
+            (Node::Table(t), _) => t.get_key_value(part).map(|(k, v)| (k.span(), Node::Item(v))),
+            (Node::Value(Value::InlineTable(t)), _) => t.get_key_value(part).map(|(k, v)| (k.span(), Node::Item(v))),
             (Node::Value(_), _) => None,
         };
         let Some((span, next)) = step else { break };
@@ -522,7 +522,10 @@ optimizer = { kind = "rmsprop", lr_factor = 0.1 }
     fn run_id_ignores_key_order_and_explicit_defaults() {
         let id = parse(SPEC).unwrap().run_id();
         assert_eq!(id.len(), 10);
-        let reordered = SPEC.replace("name = \"t\"\n[data]\nsource = \"d\"", "name = \"t\"\n[data]\nbatch_size = 32\nsource = \"d\"\nimage_size = 224");
+        let reordered = SPEC.replace(
+            "name = \"t\"\n[data]\nsource = \"d\"",
+            "name = \"t\"\n[data]\nbatch_size = 32\nsource = \"d\"\nimage_size = 224",
+        );
         assert_eq!(parse(&reordered).unwrap().run_id(), id);
         let changed = SPEC.replace("epochs = 2", "epochs = 3");
         assert_ne!(parse(&changed).unwrap().run_id(), id);

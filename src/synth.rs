@@ -1,7 +1,8 @@
 //! `runner data synth`: a synthetic ImageFolder dataset for demos and tests
-//! that needs no download. Each class is a shape (circle, square, triangle,
-//! cross, ring) drawn in a random colour at a random scale, position and
-//! rotation on a textured, noisy background, saved as JPEG.
+//! that needs no download. Each class is a shape (circle, cross, ring, square,
+//! triangle) drawn in a random colour at a random scale, position and rotation
+//! on a textured, noisy background, with two smaller distractor shapes of any
+//! class, saved as JPEG.
 
 use std::f64::consts::PI;
 use std::path::Path;
@@ -36,31 +37,61 @@ fn inside(shape: &str, u: f64, v: f64) -> bool {
     }
 }
 
-/// Renders one image of `shape`.
-fn render(shape: &str, size: u32, rng: &mut ChaCha8Rng) -> image::RgbImage {
+/// A shape placed in the image: which, where, how big, turned how far, in what colour.
+struct Placed {
+    shape: &'static str,
+    centre: (f64, f64),
+    radius: f64,
+    sin_cos: (f64, f64),
+    colour: [f64; 3],
+}
+
+impl Placed {
+    fn covers(&self, x: f64, y: f64) -> bool {
+        let (sin, cos) = self.sin_cos;
+        let (dx, dy) = ((x - self.centre.0) / self.radius, (y - self.centre.1) / self.radius);
+        inside(self.shape, dx * cos + dy * sin, -dx * sin + dy * cos)
+    }
+}
+
+/// Renders one image of `shape`: the largest shape in it is of that class; two
+/// smaller distractors of any class are drawn underneath.
+fn render(shape: &'static str, size: u32, rng: &mut ChaCha8Rng) -> image::RgbImage {
     let s = size as f64;
     // Background: two blended colours, stripes at a random angle and frequency, and noise.
     let base: [f64; 3] = std::array::from_fn(|_| rng.random_range(40.0..215.0));
     let other: [f64; 3] = std::array::from_fn(|_| rng.random_range(40.0..215.0));
     let (angle, freq) = (rng.random_range(0.0..PI), rng.random_range(2.0..9.0));
     let noise = rng.random_range(8.0..30.0);
-    // Shape: colour far enough from the background mean, scale, position, rotation.
-    let colour: [f64; 3] = std::array::from_fn(|c| {
-        let bg = (base[c] + other[c]) / 2.0;
-        if bg > 128.0 { rng.random_range(0.0..70.0) } else { rng.random_range(185.0..255.0) }
-    });
-    let radius = s * rng.random_range(0.16..0.34);
-    let (cx, cy) = (rng.random_range(radius..s - radius), rng.random_range(radius..s - radius));
-    let rot = rng.random_range(0.0..2.0 * PI);
-    let (sin, cos) = rot.sin_cos();
+    let place = |shape: &'static str, radius: f64, rng: &mut ChaCha8Rng| {
+        // A colour that stands out from the background, by a random margin.
+        let colour = std::array::from_fn(|c| {
+            let bg = (base[c] + other[c]) / 2.0;
+            if bg > 128.0 { rng.random_range(0.0..90.0) } else { rng.random_range(165.0..255.0) }
+        });
+        Placed {
+            shape,
+            centre: (rng.random_range(radius..s - radius), rng.random_range(radius..s - radius)),
+            radius,
+            sin_cos: rng.random_range(0.0..2.0 * PI).sin_cos(),
+            colour,
+        }
+    };
+    let mut shapes: Vec<Placed> = (0..2)
+        .map(|_| {
+            let distractor = SHAPES[rng.random_range(0..SHAPES.len())];
+            let radius = s * rng.random_range(0.06..0.11);
+            place(distractor, radius, rng)
+        })
+        .collect();
+    let radius = s * rng.random_range(0.15..0.32);
+    shapes.push(place(shape, radius, rng));
     image::RgbImage::from_fn(size, size, |x, y| {
         let (fx, fy) = (x as f64 / s, y as f64 / s);
         let t = 0.5 + 0.5 * ((fx * angle.cos() + fy * angle.sin()) * freq * 2.0 * PI).sin();
-        let (dx, dy) = ((x as f64 - cx) / radius, (y as f64 - cy) / radius);
-        let (u, v) = (dx * cos + dy * sin, -dx * sin + dy * cos);
-        let on_shape = inside(shape, u, v);
+        let on_top = shapes.iter().rev().find(|p| p.covers(x as f64, y as f64));
         image::Rgb(std::array::from_fn(|c| {
-            let value = if on_shape { colour[c] } else { base[c] * t + other[c] * (1.0 - t) };
+            let value = on_top.map_or(base[c] * t + other[c] * (1.0 - t), |p| p.colour[c]);
             (value + rng.random_range(-noise..noise)).clamp(0.0, 255.0) as u8
         }))
     })
@@ -79,14 +110,14 @@ pub fn generate(root: &Path, opts: &SynthOptions) -> Result<usize> {
     }
     let tmp = root.with_extension("partial");
     let _ = std::fs::remove_dir_all(&tmp);
-    let jobs: Vec<(usize, usize)> =
-        (0..opts.classes).flat_map(|c| (0..opts.per_class).map(move |i| (c, i))).collect();
+    let jobs: Vec<(usize, usize)> = (0..opts.classes).flat_map(|c| (0..opts.per_class).map(move |i| (c, i))).collect();
     for shape in &SHAPES[..opts.classes] {
         std::fs::create_dir_all(tmp.join(shape)).with_context(|| format!("cannot create {}", tmp.display()))?;
     }
     jobs.par_iter().try_for_each(|&(c, i)| -> Result<()> {
         // One stream per image: the output does not depend on the thread count.
-        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ ((c as u64) << 32 | i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(opts.seed ^ ((c as u64) << 32 | i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let img = render(SHAPES[c], opts.size, &mut rng);
         let path = tmp.join(SHAPES[c]).join(format!("{i:04}.jpg"));
         let file = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;

@@ -22,17 +22,21 @@ pub struct EpochRecord {
 }
 
 fn frame(rows: &[EpochRecord]) -> Result<DataFrame> {
-    let col_f64 = |name: &str, f: fn(&EpochRecord) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
-    let df = DataFrame::new(rows.len(), vec![
-        Column::new("epoch".into(), rows.iter().map(|r| r.epoch as u32).collect::<Vec<_>>()),
-        Column::new("phase".into(), rows.iter().map(|r| r.phase.as_str()).collect::<Vec<_>>()),
-        col_f64("lr", |r| r.lr),
-        col_f64("train_loss", |r| r.train_loss),
-        col_f64("train_acc", |r| r.train_acc),
-        col_f64("val_loss", |r| r.val_loss),
-        col_f64("val_acc", |r| r.val_acc),
-        col_f64("seconds", |r| r.seconds),
-    ])?;
+    let col_f64 =
+        |name: &str, f: fn(&EpochRecord) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+    let df = DataFrame::new(
+        rows.len(),
+        vec![
+            Column::new("epoch".into(), rows.iter().map(|r| r.epoch as u32).collect::<Vec<_>>()),
+            Column::new("phase".into(), rows.iter().map(|r| r.phase.as_str()).collect::<Vec<_>>()),
+            col_f64("lr", |r| r.lr),
+            col_f64("train_loss", |r| r.train_loss),
+            col_f64("train_acc", |r| r.train_acc),
+            col_f64("val_loss", |r| r.val_loss),
+            col_f64("val_acc", |r| r.val_acc),
+            col_f64("seconds", |r| r.seconds),
+        ],
+    )?;
     Ok(df)
 }
 

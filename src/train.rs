@@ -51,7 +51,17 @@ impl Trainer {
     ) -> Self {
         let parameters = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, _)| n).collect();
         let device = vs.device();
-        Trainer { vs, model, data, transform, batch_size, device, quiet, parameters, rng: ChaCha8Rng::seed_from_u64(seed) }
+        Trainer {
+            vs,
+            model,
+            data,
+            transform,
+            batch_size,
+            device,
+            quiet,
+            parameters,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     /// Number of backbone layers frozen by `freeze_up_to`.
@@ -84,8 +94,9 @@ impl Trainer {
     fn optimizer(&self, phase: &PhaseSpec, lr: f64, params: &[Tensor]) -> Result<COptimizer> {
         let o = &phase.optimizer;
         let mut opt = match o.kind {
-            OptimizerKind::Sgd => nn::Sgd { momentum: o.momentum, dampening: 0.0, wd: o.weight_decay, nesterov: false }
-                .build_copt(lr)?,
+            OptimizerKind::Sgd => {
+                nn::Sgd { momentum: o.momentum, dampening: 0.0, wd: o.weight_decay, nesterov: false }.build_copt(lr)?
+            }
             OptimizerKind::Adam => nn::Adam { wd: o.weight_decay, ..Default::default() }.build_copt(lr)?,
             OptimizerKind::Adamw => {
                 let mut cfg = nn::AdamW::default();

@@ -22,7 +22,10 @@ fn misspelt_key_points_at_its_line() {
     std::fs::write(dir.path().join("spec.toml"), spec).unwrap();
     let o = runner(dir.path(), &["run", "spec.toml"]);
     assert_eq!(o.status.code(), Some(2));
-    assert_eq!(stderr(&o), "error: spec.toml:7:1: `data.batch_sise`: unknown key `batch_sise`, did you mean `batch_size`?\n");
+    assert_eq!(
+        stderr(&o),
+        "error: spec.toml:7:1: `data.batch_sise`: unknown key `batch_sise`, did you mean `batch_size`?\n"
+    );
     assert!(!dir.path().join("reports").exists());
 }
 
@@ -30,12 +33,17 @@ fn misspelt_key_points_at_its_line() {
 fn wrong_type_and_bad_freeze_index() {
     let dir = tempfile::tempdir().unwrap();
     let data = shapes(dir.path(), 2, 4);
-    std::fs::write(dir.path().join("a.toml"), tiny_spec(&data).replace("epochs = 1\nfreeze_up_to = 10", "epochs = \"two\"\nfreeze_up_to = 10")).unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        tiny_spec(&data).replace("epochs = 1\nfreeze_up_to = 10", "epochs = \"two\"\nfreeze_up_to = 10"),
+    )
+    .unwrap();
     let o = runner(dir.path(), &["run", "a.toml"]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(stderr(&o), "error: a.toml:21:1: `phases.1.epochs`: expected usize, found string \"two\"\n");
 
-    std::fs::write(dir.path().join("b.toml"), tiny_spec(&data).replace("freeze_up_to = 10", "freeze_up_to = 40")).unwrap();
+    std::fs::write(dir.path().join("b.toml"), tiny_spec(&data).replace("freeze_up_to = 10", "freeze_up_to = 40"))
+        .unwrap();
     let o = runner(dir.path(), &["run", "b.toml"]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(
@@ -64,7 +72,8 @@ fn data_folder_without_images() {
 #[test]
 fn backbone_not_yet_available() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/mobilenet_two_phase.toml")).unwrap();
+    let spec =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/mobilenet_two_phase.toml")).unwrap();
     std::fs::write(dir.path().join("m.toml"), spec).unwrap();
     let o = runner(dir.path(), &["run", "m.toml"]);
     assert_eq!(o.status.code(), Some(2));
@@ -78,7 +87,8 @@ fn layers_lists_what_freeze_up_to_counts() {
     let o = runner(std::path::Path::new("."), &["layers", "efficientnet_lite0"]);
     assert!(o.status.success());
     let out = stdout(&o);
-    let rows: Vec<&str> = out.lines().filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())).collect();
+    let rows: Vec<&str> =
+        out.lines().filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())).collect();
     assert_eq!(rows.len(), 18);
     // Stem: 3x3x3x32 conv + 2x32 BatchNorm affine parameters.
     assert_eq!(rows[0].split_whitespace().collect::<Vec<_>>(), ["0", "stem", "928", "yes"]);
@@ -103,7 +113,8 @@ fn run_writes_every_output_and_reuses_a_completed_run() {
     for f in ["config.toml", "metrics.csv", "metrics.parquet", "curves.png", "best.safetensors", "summary.json"] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["run_id"], run_id);
     assert_eq!(summary["status"], "completed");
     assert_eq!(summary["epochs"], 2);

@@ -41,7 +41,8 @@ fn frozen_layers_are_bit_identical_after_a_phase() {
     }
     // Weights, BatchNorm affine parameters and running statistics of 10 layers.
     assert!(frozen > 50, "only {frozen} frozen variables checked");
-    for name in ["_blocks.12._bn1.running_mean", "_blocks.12._depthwise_conv.weight", "_conv_head.weight", "_fc.weight"] {
+    for name in ["_blocks.12._bn1.running_mean", "_blocks.12._depthwise_conv.weight", "_conv_head.weight", "_fc.weight"]
+    {
         assert!(!before[name].equal(&after[name]), "trainable `{name}` did not change");
     }
     assert!(moved > 20, "only {moved} trainable variables changed");

@@ -10,8 +10,8 @@
 //! Flat layer list (what `freeze_up_to` indexes): 0 = stem, 1..=16 = blocks
 //! 0..=15, 17 = head convolution.
 
-use tch::nn;
 use tch::Tensor;
+use tch::nn;
 
 use super::{LayerInfo, Network, same_pad};
 
@@ -107,8 +107,7 @@ impl EfficientNetLite {
                 let bp = p / "_blocks" / idx;
                 let (cin, stride) = if r == 0 { (cin, stride) } else { (cout, 1) };
                 let hidden = cin * expand;
-                let expand_conv =
-                    (expand != 1).then(|| ConvBn::new(&bp, "_expand_conv", "_bn0", cin, hidden, 1, 1, 1));
+                let expand_conv = (expand != 1).then(|| ConvBn::new(&bp, "_expand_conv", "_bn0", cin, hidden, 1, 1, 1));
                 blocks.push(Block {
                     expand: expand_conv,
                     depthwise: ConvBn::new(&bp, "_depthwise_conv", "_bn1", hidden, hidden, kernel, stride, hidden),

@@ -6,8 +6,8 @@ mod efficientnet_lite;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use tch::nn;
 use tch::Tensor;
+use tch::nn;
 
 /// Backbones a spec may name. Only the implemented ones can be built; the others
 /// are accepted by the spec reader and refused with a clear message.

@@ -65,7 +65,9 @@ pub fn resolve(backbone: Backbone, weights: &str) -> Result<WeightsSource> {
             Ok(WeightsSource::File(path))
         }
         url if url.starts_with("http://") || url.starts_with("https://") => {
-            bail!("downloading weights from a URL is not supported yet: download {url} and set model.weights to the file")
+            bail!(
+                "downloading weights from a URL is not supported yet: download {url} and set model.weights to the file"
+            )
         }
         path => {
             let path = PathBuf::from(path);
@@ -105,7 +107,12 @@ fn ignorable(name: &str, skip: Option<&str>) -> bool {
 /// `skip` (the replaced classifier) are left as initialised. Every other
 /// variable must be present with the same shape; the error lists the first
 /// mismatches either way.
-pub fn load_into(vs: &mut nn::VarStore, entries: Vec<(String, Tensor)>, skip: Option<&str>, origin: &Path) -> Result<()> {
+pub fn load_into(
+    vs: &mut nn::VarStore,
+    entries: Vec<(String, Tensor)>,
+    skip: Option<&str>,
+    origin: &Path,
+) -> Result<()> {
     let vars = vs.variables();
     let file: BTreeMap<String, Tensor> = entries.into_iter().filter(|(n, _)| !ignorable(n, skip)).collect();
     let wanted: BTreeSet<&String> = vars.keys().filter(|n| !skip.is_some_and(|p| has_prefix(n, p))).collect();
@@ -113,9 +120,11 @@ pub fn load_into(vs: &mut nn::VarStore, entries: Vec<(String, Tensor)>, skip: Op
     for name in &wanted {
         match file.get(*name) {
             None => problems.push(format!("`{name}` missing from the file")),
-            Some(t) if t.size() != vars[*name].size() => {
-                problems.push(format!("`{name}` has shape {:?} in the file, {:?} in the model", t.size(), vars[*name].size()))
-            }
+            Some(t) if t.size() != vars[*name].size() => problems.push(format!(
+                "`{name}` has shape {:?} in the file, {:?} in the model",
+                t.size(),
+                vars[*name].size()
+            )),
             Some(_) => {}
         }
     }

@@ -46,7 +46,10 @@ enum Value {
     /// A global from the allowed list.
     Global(Callable),
     StorageType(Kind),
-    Storage { key: String, kind: Kind },
+    Storage {
+        key: String,
+        kind: Kind,
+    },
     Tensor(TensorRef),
     Mark,
 }
@@ -105,7 +108,11 @@ impl<'a> Machine<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.data.len()).ok_or(PickleError::Truncated("inside a pickle"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.data.len())
+            .ok_or(PickleError::Truncated("inside a pickle"))?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -248,7 +255,8 @@ impl<'a> Machine<'a> {
                 }
                 b'h' | b'j' => {
                     let k = if op == b'h' { self.u8()? as u32 } else { self.u32()? };
-                    let v = self.memo.get(&k).cloned().ok_or_else(|| PickleError::Malformed(format!("memo {k} unset")))?;
+                    let v =
+                        self.memo.get(&k).cloned().ok_or_else(|| PickleError::Malformed(format!("memo {k} unset")))?;
                     self.push(v)?
                 }
                 b't' => {
@@ -290,7 +298,8 @@ impl<'a> Machine<'a> {
                 b'c' => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    let v = allowed_global(&module, &name).ok_or(PickleError::RefusedGlobal(format!("{module}.{name}")))?;
+                    let v =
+                        allowed_global(&module, &name).ok_or(PickleError::RefusedGlobal(format!("{module}.{name}")))?;
                     self.push(v)?
                 }
                 0x93 => {
@@ -299,7 +308,8 @@ impl<'a> Machine<'a> {
                     let (Value::Str(module), Value::Str(name)) = (module, name) else {
                         return Err(PickleError::Malformed("STACK_GLOBAL without strings".into()));
                     };
-                    let v = allowed_global(&module, &name).ok_or(PickleError::RefusedGlobal(format!("{module}.{name}")))?;
+                    let v =
+                        allowed_global(&module, &name).ok_or(PickleError::RefusedGlobal(format!("{module}.{name}")))?;
                     self.push(v)?
                 }
                 b'Q' => {
@@ -408,7 +418,8 @@ fn reduce(func: Value, args: Value) -> Result<Value, PickleError> {
 /// Reads a legacy `torch.save` file of a state_dict into (name, tensor) pairs, in file order.
 pub fn read_legacy_state_dict(data: &[u8]) -> Result<Vec<(String, Tensor)>, PickleError> {
     let mut m = Machine::new(data, 0);
-    match m.run()? {
+    // Whatever the first pickle is, if it is not the magic number this is not a legacy file.
+    match m.run().map_err(|_| PickleError::BadMagic)? {
         Value::BigInt(b) if b.len() <= 16 => {
             let mut buf = [0u8; 16];
             buf[..b.len()].copy_from_slice(&b);
@@ -467,7 +478,8 @@ pub fn read_legacy_state_dict(data: &[u8]) -> Result<Vec<(String, Tensor)>, Pick
         let Value::Tensor(t) = v else {
             return Err(PickleError::Malformed(format!("state_dict entry `{name}` is not a tensor")));
         };
-        let storage = storages.get(&t.key).ok_or_else(|| PickleError::Malformed(format!("missing storage {}", t.key)))?;
+        let storage =
+            storages.get(&t.key).ok_or_else(|| PickleError::Malformed(format!("missing storage {}", t.key)))?;
         let numel = storage.size()[0];
         let last = t.offset + t.size.iter().zip(&t.stride).map(|(s, st)| (s - 1).max(0) * st).sum::<i64>();
         if t.size.iter().all(|s| *s > 0) && last >= numel {
@@ -506,7 +518,7 @@ mod tests {
         let mut f = legacy_file(b"\x80\x02}.");
         f[4] ^= 0xff;
         assert!(matches!(read_legacy_state_dict(&f), Err(PickleError::BadMagic)));
-        assert!(matches!(read_legacy_state_dict(b"PK\x03\x04junk"), Err(_)));
+        assert!(matches!(read_legacy_state_dict(b"PK\x03\x04junk"), Err(PickleError::BadMagic)));
     }
 
     #[test]
@@ -514,7 +526,9 @@ mod tests {
         // {'w': _rebuild_tensor_v2(storage('0', FloatStorage), 0, (2,), (1,), False, OrderedDict())}
         let mut obj = b"\x80\x02}X\x01\x00\x00\x00w".to_vec();
         obj.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n(");
-        obj.extend_from_slice(b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02NtQ");
+        obj.extend_from_slice(
+            b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02NtQ",
+        );
         obj.extend_from_slice(b"K\x00K\x02\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRs.");
         let mut f = legacy_file(&obj);
         f.extend_from_slice(b"\x80\x02]X\x01\x00\x00\x000a.");
