@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod backbone;
 pub mod data;
+pub mod experiment;
 pub mod plot;
 pub mod run;
 pub mod spec;

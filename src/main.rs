@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
@@ -6,8 +6,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tch::Device;
 
 use runner::backbone::{Backbone, parameter_count};
+use runner::experiment::{Experiment, describe_varying, parse_set};
 use runner::run::{self, RunOptions};
-use runner::spec::{Spec, SpecError};
+use runner::spec::SpecError;
 use runner::synth::{self, SynthOptions};
 
 /// Declarative transfer learning: TOML experiment specs run on libtorch.
@@ -20,10 +21,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train the runs of an experiment spec.
+    /// Train the runs of an experiment spec (every point of its grid, in order).
     Run {
         /// The experiment spec (TOML).
         spec: PathBuf,
+        /// Override a spec key, e.g. --set phases.1.optimizer.lr=1e-5 (repeatable; last wins).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// Root of the run directories.
         #[arg(long, default_value = "reports/runs")]
         out: PathBuf,
@@ -35,6 +39,15 @@ enum Command {
         quiet: bool,
         #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
         device: DeviceArg,
+    },
+    /// Show the runs of a spec without running anything.
+    Plan {
+        spec: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Root of the run directories, to tell which runs are already complete.
+        #[arg(long, default_value = "reports/runs")]
+        out: PathBuf,
     },
     /// Print a backbone's flat layer list, which `freeze_up_to` indexes.
     Layers {
@@ -87,29 +100,84 @@ fn device(arg: DeviceArg) -> Result<Device> {
     })
 }
 
+/// Loads a spec with its `--set` overrides.
+fn load(spec: &Path, set: &[String]) -> Result<Experiment> {
+    let sets = set
+        .iter()
+        .map(|raw| {
+            parse_set(raw).map_err(|msg| SpecError {
+                file: spec.to_path_buf(),
+                key: String::new(),
+                line_col: None,
+                message: msg,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Experiment::load(spec, &sets)?)
+}
+
+fn report(outcome: &run::RunOutcome) -> Result<()> {
+    let s = &outcome.summary;
+    if !outcome.ran {
+        println!("run {} already completed (use --force to rerun)", s.run_id);
+    }
+    let best = s.best_val_acc.map_or("n/a".to_string(), |a| format!("{a:.4}"));
+    println!(
+        "run {} {}: best val_acc {best} at epoch {} of {} ({:.1}s)",
+        s.run_id,
+        serde_json::to_value(s.status)?.as_str().unwrap_or("?"),
+        s.best_epoch.unwrap_or(0),
+        s.epochs_planned,
+        s.wall_s
+    );
+    let dir = outcome.dir.display();
+    println!("metrics: {dir}/metrics.csv");
+    println!("curves:  {dir}/curves.png");
+    println!("weights: {dir}/best.safetensors");
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { spec, out, force, quiet, device: dev } => {
-            let spec = Spec::load(&spec)?;
+        Command::Run { spec, set, out, force, quiet, device: dev } => {
+            let exp = load(&spec, &set)?;
+            run::preflight(&exp)?;
             let opts = RunOptions { out, force, quiet, device: device(dev)? };
-            let outcome = run::execute(&spec, &opts)?;
-            let s = &outcome.summary;
-            if !outcome.ran {
-                println!("run {} already completed (use --force to rerun)", s.run_id);
+            let total = exp.runs.len();
+            let mut failed = vec![];
+            for (i, planned) in exp.runs.iter().enumerate() {
+                if total > 1 {
+                    println!("== run {}/{total}: {}", i + 1, describe_varying(&planned.varying));
+                }
+                match run::execute(&planned.spec, &opts) {
+                    Ok(outcome) => report(&outcome)?,
+                    // One failed run of a grid does not stop the others.
+                    Err(e) if total > 1 => {
+                        eprintln!("error: {e:#}");
+                        failed.push(planned.spec.run_id());
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            let best = s.best_val_acc.map_or("n/a".to_string(), |a| format!("{a:.4}"));
-            println!(
-                "run {} {}: best val_acc {best} at epoch {} of {} ({:.1}s)",
-                s.run_id,
-                serde_json::to_value(s.status)?.as_str().unwrap_or("?"),
-                s.best_epoch.unwrap_or(0),
-                s.epochs_planned,
-                s.wall_s
-            );
-            let dir = outcome.dir.display();
-            println!("metrics: {dir}/metrics.csv");
-            println!("curves:  {dir}/curves.png");
-            println!("weights: {dir}/best.safetensors");
+            if !failed.is_empty() {
+                bail!("{} of {total} runs failed: {}", failed.len(), failed.join(", "));
+            }
+        }
+        Command::Plan { spec, set, out } => {
+            let exp = load(&spec, &set)?;
+            println!("{:<12} {:<10} {:>6}  varying", "run id", "completed", "epochs");
+            for planned in &exp.runs {
+                let dir = run::run_dir(&out, &planned.spec);
+                let done = run::read_summary(&dir).is_some_and(|s| s.status == run::Status::Completed);
+                println!(
+                    "{:<12} {:<10} {:>6}  {}",
+                    planned.spec.run_id(),
+                    if done { "yes" } else { "no" },
+                    planned.spec.total_epochs(),
+                    describe_varying(&planned.varying)
+                );
+            }
+            println!("{} runs of {}", exp.runs.len(), exp.runs.first().map_or("", |r| r.spec.name.as_str()));
         }
         Command::Layers { backbone } => {
             let Some(b) = Backbone::from_name(&backbone) else {

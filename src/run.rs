@@ -12,7 +12,8 @@ use tch::{Device, nn};
 use crate::atomic::{with_temp_path, write_atomic};
 use crate::backbone::Classifier;
 use crate::data::{self, Dataset, Transform};
-use crate::spec::{Classes, Spec};
+use crate::experiment::Experiment;
+use crate::spec::{Classes, Spec, SpecError};
 use crate::table::{self, EpochRecord};
 use crate::train::Trainer;
 use crate::{plot, weights};
@@ -81,15 +82,8 @@ pub fn prepare(spec: &Spec, device: Device, quiet: bool) -> Result<Trainer> {
     let backbone = spec.model.backbone;
     let source = weights::resolve(backbone, &spec.model.weights)?;
     let files = data::discover(Path::new(&spec.data.source), &spec.data.split, spec.seed)?;
-    if let Classes::Count(n) = spec.model.head.classes
-        && n != files.classes.len()
-    {
-        bail!(
-            "model.head.classes is {n} but {} has {} class folders ({})",
-            spec.data.source,
-            files.classes.len(),
-            files.classes.join(", ")
-        );
+    if let Some(msg) = head_mismatch(spec, &files.classes) {
+        bail!("model.head.classes: {msg}");
     }
     let dataset: Dataset = data::load(&files, spec.data.image_size, quiet)?;
 
@@ -104,6 +98,37 @@ pub fn prepare(spec: &Spec, device: Device, quiet: bool) -> Result<Trainer> {
     let (mean, std) = backbone.normalization();
     let transform = Transform::new(spec.data.image_size, &spec.data.augment, mean, std);
     Ok(Trainer::new(vs, model, dataset, transform, spec.data.batch_size, spec.seed, quiet))
+}
+
+/// Why `model.head.classes` cannot fit a dataset with these classes, if it cannot.
+fn head_mismatch(spec: &Spec, classes: &[String]) -> Option<String> {
+    match spec.model.head.classes {
+        Classes::Count(n) if n != classes.len() => Some(format!(
+            "expected {} to match the {} class folders of {} ({}), found {n}",
+            classes.len(),
+            classes.len(),
+            spec.data.source,
+            classes.join(", ")
+        )),
+        _ => None,
+    }
+}
+
+/// Checks of the runs of an experiment that need to look at their data, before any
+/// run starts. Datasets that cannot be read are left for the run to report.
+pub fn preflight(exp: &Experiment) -> Result<(), SpecError> {
+    for (i, run) in exp.runs.iter().enumerate() {
+        let spec = &run.spec;
+        let Ok(files) = data::discover(Path::new(&spec.data.source), &spec.data.split, spec.seed) else { continue };
+        if let Some(msg) = head_mismatch(spec, &files.classes) {
+            let mut e = exp.source.error(&["model", "head", "classes"], msg);
+            if exp.runs.len() > 1 {
+                e.message.push_str(&format!(" (run {} of the grid)", i + 1));
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Runs `spec` into its run directory under `opts.out`.

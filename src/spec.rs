@@ -10,8 +10,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use figment::Figment;
-use figment::providers::{Env, Format, Toml};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest, Sha256};
@@ -93,6 +91,82 @@ pub struct PhaseSpec {
     /// Backbone layers with an index below this are frozen; "all" freezes the whole backbone.
     pub freeze_up_to: FreezeUpTo,
     pub optimizer: OptimizerSpec,
+    /// Learning-rate schedule within the phase.
+    #[serde(default)]
+    pub schedule: ScheduleSpec,
+    /// Train-time augmentations for this phase; resolved to `data.augment` when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Vec<Augment>>,
+    /// Which BatchNorm layers use batch statistics while training.
+    #[serde(default)]
+    pub batchnorm: BatchNormPolicy,
+}
+
+/// BatchNorm behaviour while training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchNormPolicy {
+    /// Frozen layers run BatchNorm in inference mode; trainable layers use batch statistics.
+    #[default]
+    Frozen,
+    /// Every BatchNorm uses batch statistics and updates its running averages (PyTorch's `model.train()`).
+    Train,
+    /// Every BatchNorm stays in inference mode (Keras' `base_model(x, training=False)`).
+    AllFrozen,
+}
+
+/// `schedule = { kind = "step", step_size = 7, gamma = 0.1, warmup = 0 }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    #[serde(default)]
+    pub kind: ScheduleKind,
+    /// Epochs between decays (`step`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_size: Option<usize>,
+    /// Decay factor (`step`, `exponential`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
+    /// Epochs of linear warm-up at the start of the phase.
+    #[serde(default)]
+    pub warmup: usize,
+}
+
+impl Default for ScheduleSpec {
+    fn default() -> Self {
+        ScheduleSpec { kind: ScheduleKind::Constant, step_size: None, gamma: None, warmup: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    #[default]
+    Constant,
+    Step,
+    Cosine,
+    Exponential,
+}
+
+impl ScheduleSpec {
+    /// Learning rate of epoch `e` (0-based within a phase of `epochs`) for base rate `lr`,
+    /// stepped per epoch as PyTorch's schedulers are.
+    pub fn lr_at(&self, lr: f64, e: usize, epochs: usize) -> f64 {
+        if e < self.warmup {
+            return lr * (e + 1) as f64 / (self.warmup + 1) as f64;
+        }
+        let t = (e - self.warmup) as f64;
+        let span = epochs.saturating_sub(self.warmup).max(1) as f64;
+        match self.kind {
+            ScheduleKind::Constant => lr,
+            ScheduleKind::Step => {
+                let step = self.step_size.unwrap_or(1).max(1) as f64;
+                lr * self.gamma.unwrap_or(0.1).powf((t / step).floor())
+            }
+            ScheduleKind::Exponential => lr * self.gamma.unwrap_or(0.9).powf(t),
+            ScheduleKind::Cosine => lr * 0.5 * (1.0 + (std::f64::consts::PI * t / span).cos()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,8 +181,12 @@ pub struct OptimizerSpec {
     pub lr_factor: Option<f64>,
     #[serde(default)]
     pub momentum: f64,
+    /// Nesterov momentum (`sgd` only).
     #[serde(default)]
-    pub weight_decay: f64,
+    pub nesterov: bool,
+    /// L2 penalty; when not given, the optimizer's own default (0, or 0.01 for adamw).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,12 +297,15 @@ impl SpecError {
     }
 }
 
-/// Top-level spec keys; `RUNNER_<KEY>` variables outside these (RUNNER_CACHE, ...) are not spec values.
-const TOP_KEYS: &[&str] = &["name", "seed", "data", "model", "phases"];
+/// A spec file's text, kept to point errors at lines.
+pub struct SpecSource {
+    pub path: PathBuf,
+    pub text: String,
+    doc: toml_edit::Document<String>,
+}
 
-impl Spec {
-    /// Reads, layers and validates the spec at `path`.
-    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+impl SpecSource {
+    pub fn read(path: &Path) -> Result<SpecSource, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             let msg = if e.kind() == std::io::ErrorKind::NotFound {
                 "spec file not found".to_string()
@@ -233,32 +314,133 @@ impl Spec {
             };
             SpecError::new(path, "", msg)
         })?;
-        Self::from_str_at(&text, path)
+        Self::new(path, text)
+    }
+
+    /// `path` only names the file in errors.
+    pub fn new(path: &Path, text: String) -> Result<SpecSource, SpecError> {
+        // Syntax first: toml reports the exact position.
+        let doc = toml_edit::Document::parse(text.clone()).map_err(|e| {
+            let mut err = SpecError::new(path, "", format!("invalid TOML: {}", e.message().trim()));
+            err.line_col = e.span().map(|s| line_col(&text, s.start));
+            err
+        })?;
+        Ok(SpecSource { path: path.to_path_buf(), text, doc })
+    }
+
+    pub fn table(&self) -> Result<toml::Table, SpecError> {
+        toml::from_str(&self.text).map_err(|e| SpecError::new(&self.path, "", format!("invalid TOML: {}", e.message())))
+    }
+
+    /// An error about the key at `at` (path segments), located in the file when it is written there.
+    pub fn error(&self, at: &[impl AsRef<str>], message: String) -> SpecError {
+        let segments: Vec<&str> = at.iter().map(|s| s.as_ref()).collect();
+        let key = segments
+            .iter()
+            .map(|s| if s.contains('.') { format!("\"{s}\"") } else { s.to_string() })
+            .collect::<Vec<_>>()
+            .join(".");
+        let mut err = SpecError::new(&self.path, key, message);
+        err.line_col = locate(&self.doc, &self.text, &segments);
+        err
+    }
+
+    /// Turns a figment extraction error into a located spec error. `grid` maps
+    /// dotted keys set by the grid to where their axis is written.
+    pub fn from_figment(&self, err: figment::Error, grid: &[(String, Vec<String>)]) -> SpecError {
+        use figment::error::Kind;
+        let mut key_path = err.path.clone();
+        let message = match &err.kind {
+            Kind::UnknownField(field, expected) => {
+                if key_path.last() != Some(field) {
+                    key_path.push(field.clone());
+                }
+                let mut msg = format!("unknown key `{field}`");
+                if let Some(best) = suggest(field, expected) {
+                    msg.push_str(&format!(", did you mean `{best}`?"));
+                } else if !expected.is_empty() {
+                    msg.push_str(&format!(", expected one of {}", quote_list(expected)));
+                }
+                msg
+            }
+            Kind::MissingField(field) => {
+                if key_path.last().map(String::as_str) == Some(field.as_ref()) {
+                    key_path.pop();
+                }
+                let parent = key_path.join(".");
+                key_path.push(field.to_string());
+                if parent.is_empty() {
+                    format!("missing required key `{field}`")
+                } else {
+                    format!("missing required key `{field}` in `{parent}`")
+                }
+            }
+            Kind::UnknownVariant(found, expected) => match suggest(found, expected) {
+                Some(best) => format!("unknown value {found:?}, did you mean {best:?}?"),
+                None => format!("unknown value {found:?}, expected one of {}", quote_list(expected)),
+            },
+            Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
+            Kind::InvalidValue(actual, expected) => format!("expected {expected}, found {actual}"),
+            Kind::InvalidLength(len, expected) => format!("expected {expected}, found {len} elements"),
+            other => other.to_string(),
+        };
+        let key = key_path.join(".");
+        let layer = err.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
+        if let Some((_, location)) = grid.iter().find(|(k, _)| *k == key || key.starts_with(&format!("{k}."))) {
+            let mut e = self.error(location, message);
+            e.key = key;
+            return e;
+        }
+        if layer.starts_with("--set") || layer.starts_with("environment") {
+            let mut e = SpecError::new(&self.path, key, format!("{message} (from {layer})"));
+            e.line_col = None;
+            return e;
+        }
+        let segments: Vec<&str> = key_path.iter().map(String::as_str).collect();
+        let mut e = self.error(&segments, message);
+        e.key = key;
+        e
+    }
+}
+
+impl Spec {
+    /// Reads the single-run spec at `path` (with `RUNNER_*` overrides); a grid is an error here.
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let source = SpecSource::read(path)?;
+        Self::single(crate::experiment::Experiment::from_source(source, &crate::experiment::env_overrides())?)
     }
 
     /// Parses spec text; `path` is only used to name the file in errors.
     pub fn from_str_at(text: &str, path: &Path) -> Result<Spec, SpecError> {
-        // Syntax first: toml reports the exact position.
-        let doc = toml_edit::Document::parse(text.to_owned()).map_err(|e| {
-            let mut err = SpecError::new(path, "", format!("invalid TOML: {}", e.message().trim()));
-            err.line_col = e.span().map(|s| line_col(text, s.start));
-            err
-        })?;
-        let env = Env::prefixed("RUNNER_")
-            .split("__")
-            .filter(|k| TOP_KEYS.iter().any(|top| k.as_str().split('.').next() == Some(*top)));
-        let figment = Figment::new().merge(Toml::string(text)).merge(env);
-        let spec: Spec = figment.extract().map_err(|e| from_figment(e, path, &doc, text))?;
-        spec.validate().map_err(|(key, msg)| {
-            let mut err = SpecError::new(path, key.clone(), msg);
-            err.line_col = locate(&doc, text, &key);
-            err
-        })?;
-        Ok(spec)
+        let source = SpecSource::new(path, text.to_string())?;
+        Self::single(crate::experiment::Experiment::from_source(source, &[])?)
+    }
+
+    fn single(mut exp: crate::experiment::Experiment) -> Result<Spec, SpecError> {
+        if exp.runs.len() != 1 {
+            return Err(exp
+                .source
+                .error(&["grid"], format!("expected a single run, but the grid gives {}", exp.runs.len())));
+        }
+        Ok(exp.runs.remove(0).spec)
+    }
+
+    /// Fills in what defaults to other keys, so that the resolved spec says it explicitly.
+    pub(crate) fn resolve(&mut self) {
+        for p in &mut self.phases {
+            if p.augment.is_none() {
+                p.augment = Some(self.data.augment.clone());
+            }
+        }
+    }
+
+    /// Train-time augmentations of phase `i`.
+    pub fn phase_augment(&self, i: usize) -> &[Augment] {
+        self.phases[i].augment.as_deref().unwrap_or(&self.data.augment)
     }
 
     /// Checks what types alone cannot; returns the offending dotted key and a message.
-    fn validate(&self) -> Result<(), (String, String)> {
+    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             return Err(("name".into(), format!("expected a plain name usable as a folder, found {:?}", self.name)));
         }
@@ -335,8 +517,36 @@ impl Spec {
                 }
                 _ => {}
             }
-            if o.momentum < 0.0 || o.weight_decay < 0.0 {
+            if o.momentum < 0.0 || o.weight_decay.is_some_and(|w| w < 0.0) {
                 return Err((key("optimizer"), "momentum and weight_decay must not be negative".into()));
+            }
+            if o.nesterov && (o.kind != OptimizerKind::Sgd || o.momentum <= 0.0) {
+                return Err((
+                    key("optimizer.nesterov"),
+                    "nesterov needs kind = \"sgd\" and a positive momentum".into(),
+                ));
+            }
+            let sch = &p.schedule;
+            match sch.kind {
+                ScheduleKind::Step if sch.step_size.is_none_or(|s| s == 0) => {
+                    return Err((key("schedule.step_size"), "a step schedule needs step_size >= 1".into()));
+                }
+                ScheduleKind::Step | ScheduleKind::Exponential if sch.gamma.is_none_or(|g| !(g > 0.0 && g <= 1.0)) => {
+                    return Err((key("schedule.gamma"), format!("expected gamma in (0, 1], found {:?}", sch.gamma)));
+                }
+                ScheduleKind::Constant | ScheduleKind::Cosine if sch.step_size.is_some() || sch.gamma.is_some() => {
+                    return Err((
+                        key("schedule"),
+                        "step_size and gamma apply only to step and exponential schedules".into(),
+                    ));
+                }
+                _ => {}
+            }
+            if sch.warmup >= p.epochs && sch.warmup > 0 {
+                return Err((
+                    key("schedule.warmup"),
+                    format!("expected fewer warm-up epochs than the phase's {}, found {}", p.epochs, sch.warmup),
+                ));
             }
         }
         Ok(())
@@ -375,60 +585,9 @@ impl Spec {
     }
 }
 
-fn from_figment(err: figment::Error, path: &Path, doc: &toml_edit::Document<String>, text: &str) -> SpecError {
-    use figment::error::Kind;
-    let mut key_path = err.path.clone();
-    let message = match &err.kind {
-        Kind::UnknownField(field, expected) => {
-            if key_path.last() != Some(field) {
-                key_path.push(field.clone());
-            }
-            let mut msg = format!("unknown key `{field}`");
-            if let Some(best) = suggest(field, expected) {
-                msg.push_str(&format!(", did you mean `{best}`?"));
-            } else if !expected.is_empty() {
-                msg.push_str(&format!(", expected one of {}", quote_list(expected)));
-            }
-            msg
-        }
-        Kind::MissingField(field) => {
-            if key_path.last().map(String::as_str) == Some(field.as_ref()) {
-                key_path.pop();
-            }
-            let parent = key_path.join(".");
-            key_path.push(field.to_string());
-            if parent.is_empty() {
-                format!("missing required key `{field}`")
-            } else {
-                format!("missing required key `{field}` in `{parent}`")
-            }
-        }
-        Kind::UnknownVariant(found, expected) => {
-            let mut msg = format!("unknown value {found:?}, expected one of {}", quote_list(expected));
-            if let Some(best) = suggest(found, expected) {
-                msg = format!("unknown value {found:?}, did you mean {best:?}?");
-            }
-            msg
-        }
-        Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
-        Kind::InvalidValue(actual, expected) => format!("expected {expected}, found {actual}"),
-        Kind::InvalidLength(len, expected) => format!("expected {expected}, found {len} elements"),
-        other => other.to_string(),
-    };
-    let key = key_path.join(".");
-    let from_env = err.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
-    let mut out = SpecError::new(path, key.clone(), message);
-    if from_env {
-        out.message.push_str(" (set by a RUNNER_* environment variable)");
-    } else {
-        out.line_col = locate(doc, text, &key);
-    }
-    out
-}
-
 /// Line and column (1-based) of the dotted `key` in the TOML document, or of
 /// its nearest ancestor that is written there.
-pub fn locate(doc: &toml_edit::Document<String>, text: &str, key: &str) -> Option<(usize, usize)> {
+pub fn locate(doc: &toml_edit::Document<String>, text: &str, key: &[&str]) -> Option<(usize, usize)> {
     use toml_edit::{Item, Value};
     enum Node<'a> {
         Item(&'a Item),
@@ -437,7 +596,7 @@ pub fn locate(doc: &toml_edit::Document<String>, text: &str, key: &str) -> Optio
     }
     let mut best: Option<std::ops::Range<usize>> = None;
     let mut node = Node::Item(doc.as_item());
-    for part in key.split('.').filter(|p| !p.is_empty()) {
+    for &part in key {
         let index = part.parse::<usize>().ok();
         let step = match (node, index) {
             (Node::Item(Item::ArrayOfTables(a)), Some(i)) => a.get(i).map(|t| (t.span(), Node::Table(t))),
@@ -471,6 +630,12 @@ fn quote_list(items: &[&str]) -> String {
 
 /// The closest known name to a misspelt one, if it is close enough to be a typo.
 pub fn suggest<'a>(found: &str, known: &[&'a str]) -> Option<&'a str> {
+    // A truncated name (`batch` for `batch_size`) is a typo too.
+    if found.len() >= 3
+        && let Some(k) = known.iter().find(|k| k.starts_with(found))
+    {
+        return Some(k);
+    }
     known
         .iter()
         .map(|k| (strsim::damerau_levenshtein(found, k), *k))
@@ -516,6 +681,33 @@ optimizer = { kind = "rmsprop", lr_factor = 0.1 }
         let lrs = s.phase_lrs();
         assert!((lrs[1] - 1e-4).abs() < 1e-12);
         assert_eq!(s.total_epochs(), 3);
+    }
+
+    #[test]
+    fn schedules_step_per_epoch_like_pytorch() {
+        let sch = |kind, step_size, gamma, warmup| ScheduleSpec { kind, step_size, gamma, warmup };
+        let lrs = |s: &ScheduleSpec, n| (0..n).map(|e| s.lr_at(1.0, e, n)).collect::<Vec<_>>();
+        assert_eq!(lrs(&ScheduleSpec::default(), 3), [1.0, 1.0, 1.0]);
+        // StepLR(step_size=2, gamma=0.1)
+        let step = lrs(&sch(ScheduleKind::Step, Some(2), Some(0.1), 0), 5);
+        assert_eq!(step[..2], [1.0, 1.0]);
+        assert!((step[2] - 0.1).abs() < 1e-12 && (step[4] - 0.01).abs() < 1e-12);
+        // ExponentialLR(gamma=0.5)
+        assert_eq!(lrs(&sch(ScheduleKind::Exponential, None, Some(0.5), 0), 3), [1.0, 0.5, 0.25]);
+        // CosineAnnealingLR(T_max=4) after one warm-up epoch at half the rate.
+        let cos = lrs(&sch(ScheduleKind::Cosine, None, None, 1), 5);
+        assert_eq!(cos[0], 0.5);
+        assert_eq!(cos[1], 1.0);
+        assert!((cos[3] - 0.5).abs() < 1e-12, "{cos:?}");
+    }
+
+    #[test]
+    fn schedule_keys_are_checked() {
+        let e = parse(&SPEC.replace("freeze_up_to = 10\n", "freeze_up_to = 10\nschedule = { kind = \"step\" }\n"))
+            .unwrap_err();
+        assert_eq!(e.key, "phases.1.schedule.step_size");
+        let e = parse(&SPEC.replace("freeze_up_to = 10\n", "freeze_up_to = 10\nbatchnorm = \"froze\"\n")).unwrap_err();
+        assert_eq!(e.message, "unknown value \"froze\", did you mean \"frozen\"?");
     }
 
     #[test]

@@ -23,7 +23,14 @@ use tch::{COptimizer, Device, Kind, Tensor};
 
 use crate::backbone::{Classifier, has_prefix};
 use crate::data::{Dataset, Split, Transform};
-use crate::spec::{FreezeUpTo, OptimizerKind, PhaseSpec};
+use crate::spec::{Augment, BatchNormPolicy, FreezeUpTo, OptimizerKind, PhaseSpec};
+
+/// How a training step runs: layers below `frozen` are frozen; `bn` picks BatchNorm modes.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    frozen: usize,
+    bn: BatchNormPolicy,
+}
 use crate::table::EpochRecord;
 
 pub struct Trainer {
@@ -36,6 +43,8 @@ pub struct Trainer {
     pub quiet: bool,
     /// Names of the variables that are parameters (not BatchNorm statistics).
     parameters: BTreeSet<String>,
+    /// `data.augment`, for phases that do not override it.
+    default_augment: Vec<Augment>,
     rng: ChaCha8Rng,
 }
 
@@ -51,6 +60,7 @@ impl Trainer {
     ) -> Self {
         let parameters = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, _)| n).collect();
         let device = vs.device();
+        let default_augment = transform.augment.clone();
         Trainer {
             vs,
             model,
@@ -60,6 +70,7 @@ impl Trainer {
             device,
             quiet,
             parameters,
+            default_augment,
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
     }
@@ -93,21 +104,17 @@ impl Trainer {
 
     fn optimizer(&self, phase: &PhaseSpec, lr: f64, params: &[Tensor]) -> Result<COptimizer> {
         let o = &phase.optimizer;
+        let wd = o.weight_decay.unwrap_or(0.0);
         let mut opt = match o.kind {
             OptimizerKind::Sgd => {
-                nn::Sgd { momentum: o.momentum, dampening: 0.0, wd: o.weight_decay, nesterov: false }.build_copt(lr)?
+                nn::Sgd { momentum: o.momentum, dampening: 0.0, wd, nesterov: o.nesterov }.build_copt(lr)?
             }
-            OptimizerKind::Adam => nn::Adam { wd: o.weight_decay, ..Default::default() }.build_copt(lr)?,
+            OptimizerKind::Adam => nn::Adam { wd, ..Default::default() }.build_copt(lr)?,
             OptimizerKind::Adamw => {
-                let mut cfg = nn::AdamW::default();
-                if o.weight_decay > 0.0 {
-                    cfg.wd = o.weight_decay;
-                }
-                cfg.build_copt(lr)?
+                let default = nn::AdamW::default();
+                nn::AdamW { wd: o.weight_decay.unwrap_or(default.wd), ..default }.build_copt(lr)?
             }
-            OptimizerKind::Rmsprop => {
-                nn::RmsProp { momentum: o.momentum, wd: o.weight_decay, ..Default::default() }.build_copt(lr)?
-            }
+            OptimizerKind::Rmsprop => nn::RmsProp { momentum: o.momentum, wd, ..Default::default() }.build_copt(lr)?,
         };
         for p in params {
             opt.add_parameters(p, 0)?;
@@ -126,18 +133,21 @@ impl Trainer {
     ) -> Result<()> {
         let frozen = self.frozen_layers(phase.freeze_up_to);
         let params = self.apply_freeze(frozen);
-        let opt = self.optimizer(phase, lr, &params)?;
-        // BatchNorm in training mode cannot take a batch of one.
-        let any_bn_training = frozen < self.model.backbone.layers().len();
+        let mut opt = self.optimizer(phase, lr, &params)?;
+        let augment = phase.augment.clone().unwrap_or_else(|| self.default_augment.clone());
+        self.transform.augment = augment;
+        let step = Step { frozen, bn: phase.batchnorm };
         for e in 0..phase.epochs {
             let epoch = first_epoch + e;
             let start = Instant::now();
-            let (train_loss, train_acc) = self.train_epoch(&opt, frozen, any_bn_training, epoch, total_epochs)?;
-            let (val_loss, val_acc) = self.evaluate(&self.data.val, frozen);
+            let epoch_lr = phase.schedule.lr_at(lr, e, phase.epochs);
+            opt.set_learning_rate(epoch_lr)?;
+            let (train_loss, train_acc) = self.train_epoch(&opt, step, epoch, total_epochs)?;
+            let (val_loss, val_acc) = self.evaluate(&self.data.val);
             let record = EpochRecord {
                 epoch,
                 phase: phase.name.clone(),
-                lr,
+                lr: epoch_lr,
                 train_loss,
                 train_acc,
                 val_loss,
@@ -152,14 +162,9 @@ impl Trainer {
         Ok(())
     }
 
-    fn train_epoch(
-        &mut self,
-        opt: &COptimizer,
-        frozen: usize,
-        drop_single: bool,
-        epoch: usize,
-        total_epochs: usize,
-    ) -> Result<(f64, f64)> {
+    fn train_epoch(&mut self, opt: &COptimizer, step: Step, epoch: usize, total_epochs: usize) -> Result<(f64, f64)> {
+        // BatchNorm with batch statistics cannot take a batch of one: such a last batch is left out.
+        let drop_single = self.model.batch_statistics(step.frozen, step.bn);
         let n = self.data.train.len();
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(&mut self.rng);
@@ -175,7 +180,7 @@ impl Trainer {
             let images = self.data.train.images.index_select(0, &idx);
             let labels = self.data.train.labels.index_select(0, &idx).to_device(self.device);
             let x = self.transform.train(&images, &mut self.rng, self.device);
-            let logits = self.model.forward(&x, frozen, true);
+            let logits = self.model.forward(&x, step.frozen, step.bn, true);
             let loss = logits.cross_entropy_for_logits(&labels);
             opt.zero_grad()?;
             loss.backward();
@@ -193,7 +198,7 @@ impl Trainer {
     }
 
     /// Mean loss and accuracy on `split`, everything in inference mode.
-    pub fn evaluate(&self, split: &Split, frozen: usize) -> (f64, f64) {
+    pub fn evaluate(&self, split: &Split) -> (f64, f64) {
         tch::no_grad(|| {
             let n = split.len() as i64;
             let mut loss_sum = 0.0;
@@ -203,7 +208,8 @@ impl Trainer {
                 let len = (self.batch_size as i64).min(n - start);
                 let images = split.images.narrow(0, start, len);
                 let labels = split.labels.narrow(0, start, len).to_device(self.device);
-                let logits = self.model.forward(&self.transform.eval(&images, self.device), frozen, false);
+                let x = self.transform.eval(&images, self.device);
+                let logits = self.model.forward(&x, 0, BatchNormPolicy::AllFrozen, false);
                 loss_sum += logits.cross_entropy_for_logits(&labels).double_value(&[]) * len as f64;
                 correct += logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
                 start += len;

@@ -4,6 +4,7 @@
 //! are recomputed here from the same formula, so no Python is needed.
 
 use runner::backbone::{Backbone, Classifier};
+use runner::spec::BatchNormPolicy;
 use runner::weights;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -45,7 +46,8 @@ fn pretrained_logits_match_the_reference() {
             .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
             .collect();
         let expected = Tensor::from_slice(&expected).view([batch as i64, 1000]);
-        let got = tch::no_grad(|| model.forward(&inputs(batch, size), 0, false)).to_kind(Kind::Double);
+        let got = tch::no_grad(|| model.forward(&inputs(batch, size), 0, BatchNormPolicy::AllFrozen, false))
+            .to_kind(Kind::Double);
         let rel = f64::try_from((&got - &expected).abs().max()).unwrap() / f64::try_from(expected.abs().max()).unwrap();
         assert!(rel < 1e-4, "{size}px: max abs error relative to max |logit| is {rel:e}");
         let top5: Vec<i64> = Vec::try_from(got.topk(5, 1, true, true).1.flatten(0, -1)).unwrap();

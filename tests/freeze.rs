@@ -55,3 +55,33 @@ fn frozen_layers_are_bit_identical_after_a_phase() {
         assert_eq!(t.equal(&after[name]), !name.starts_with("_fc."), "`{name}`");
     }
 }
+
+/// The BatchNorm policies: which running statistics may move in a phase.
+/// Pretrained weights (fetched by scripts/test.sh), so that activations are
+/// realistic: with random weights and inference-mode BatchNorm, ReLU6
+/// saturates and no gradient reaches the backbone.
+#[test]
+fn batchnorm_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::shapes(dir.path(), 2, 10);
+    let text = common::tiny_spec(&data).replace("weights = \"none\"", "weights = \"imagenet\"");
+    let spec = Spec::from_str_at(&text, std::path::Path::new("tiny.toml")).unwrap();
+    let moved = |policy: &str| {
+        let mut spec = spec.clone();
+        spec.phases[1].batchnorm = serde_json::from_value(serde_json::json!(policy)).unwrap();
+        let mut trainer = prepare(&spec, Device::Cpu, true).unwrap();
+        let before = snapshot(&trainer.vs);
+        trainer.train_phase(&spec.phases[1], 1e-2, 1, 1, &mut |_, _| Ok(())).unwrap();
+        let after = snapshot(&trainer.vs);
+        let changed = |name: &str| !before[name].equal(&after[name]);
+        (
+            changed("_blocks.3._bn1.running_mean"),      // a frozen layer's statistics
+            changed("_blocks.3._depthwise_conv.weight"), // a frozen layer's weights
+            changed("_blocks.12._bn1.running_mean"),     // a trainable layer's statistics
+            changed("_blocks.12._depthwise_conv.weight"),
+        )
+    };
+    assert_eq!(moved("frozen"), (false, false, true, true));
+    assert_eq!(moved("all_frozen"), (false, false, false, true));
+    assert_eq!(moved("train"), (true, false, true, true));
+}

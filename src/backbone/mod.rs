@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
+
+use crate::spec::BatchNormPolicy;
 use tch::nn;
 
 /// Backbones a spec may name. Only the implemented ones can be built; the others
@@ -165,20 +167,28 @@ impl Classifier {
         Ok(Classifier { backbone, dropout, fc })
     }
 
-    /// Pooled backbone features. Layers below `frozen` run without autograd and,
-    /// being frozen, with BatchNorm in inference mode whatever `train` says.
-    pub fn features(&self, xs: &Tensor, frozen: usize, train: bool) -> Tensor {
+    /// Pooled backbone features. Layers below `frozen` run without autograd;
+    /// `bn` decides which layers use batch statistics when `train` is set.
+    pub fn features(&self, xs: &Tensor, frozen: usize, bn: BatchNormPolicy, train: bool) -> Tensor {
         let layers = self.backbone.layers().len();
         let frozen = frozen.min(layers);
+        let mode = |i: usize| {
+            train
+                && match bn {
+                    BatchNormPolicy::Frozen => i >= frozen,
+                    BatchNormPolicy::Train => true,
+                    BatchNormPolicy::AllFrozen => false,
+                }
+        };
         let mut x = tch::no_grad(|| {
             let mut x = xs.shallow_clone();
             for i in 0..frozen {
-                x = self.backbone.forward_layer(i, &x, false);
+                x = self.backbone.forward_layer(i, &x, mode(i));
             }
             x
         });
         for i in frozen..layers {
-            x = self.backbone.forward_layer(i, &x, train);
+            x = self.backbone.forward_layer(i, &x, mode(i));
         }
         x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
     }
@@ -187,8 +197,17 @@ impl Classifier {
         features.dropout(self.dropout, train).apply(&self.fc)
     }
 
-    pub fn forward(&self, xs: &Tensor, frozen: usize, train: bool) -> Tensor {
-        self.head(&self.features(xs, frozen, train), train)
+    pub fn forward(&self, xs: &Tensor, frozen: usize, bn: BatchNormPolicy, train: bool) -> Tensor {
+        self.head(&self.features(xs, frozen, bn, train), train)
+    }
+
+    /// Whether any BatchNorm layer uses batch statistics in a training step.
+    pub fn batch_statistics(&self, frozen: usize, bn: BatchNormPolicy) -> bool {
+        match bn {
+            BatchNormPolicy::Frozen => frozen < self.backbone.layers().len(),
+            BatchNormPolicy::Train => true,
+            BatchNormPolicy::AllFrozen => false,
+        }
     }
 }
 

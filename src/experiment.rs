@@ -1,0 +1,375 @@
+//! From a spec file to the runs it describes.
+//!
+//! Layers, last wins (figment does the merging; each layer is its own
+//! provider, so an error says which layer gave the bad value):
+//!   1. serde defaults (in the `Spec` types);
+//!   2. the spec file, without its `[grid]` table;
+//!   3. one point of the grid;
+//!   4. `RUNNER_*` environment variables (`RUNNER_PHASES__1__OPTIMIZER__LR=1e-5`);
+//!   5. `--set key=value` flags, in order.
+//!
+//! Keys are dotted paths; a number indexes an array (`phases.1.epochs`).
+//!
+//! The grid: each `[grid]` entry is an axis, a dotted key with a list of
+//! values; the runs are the cartesian product of the axes. A sub-table of
+//! `[grid]` is a paired axis: its keys' lists (all the same length) vary
+//! together. An override of a grid key pins it: a plain axis disappears; a
+//! paired axis keeps only the entries where that key has the pinned value.
+
+use std::path::Path;
+
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+
+use crate::spec::{Spec, SpecError, SpecSource};
+
+/// Where an override came from, for error messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    Env(String),
+    Set(String),
+}
+
+impl Origin {
+    fn describe(&self) -> String {
+        match self {
+            Origin::Env(var) => format!("environment variable {var}"),
+            Origin::Set(raw) => format!("--set {raw}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub key: Vec<String>,
+    pub value: toml::Value,
+    pub origin: Origin,
+}
+
+/// Parses `--set key=value`. The value is read as a TOML value (`1e-5`, `true`,
+/// `[1, 2]`, `"x"`), or taken as a plain string when it is not one (`rmsprop`).
+pub fn parse_set(raw: &str) -> Result<Override, String> {
+    let Some((key, value)) = raw.split_once('=') else {
+        return Err(format!("--set {raw}: expected key=value, e.g. --set phases.1.optimizer.lr=1e-5"));
+    };
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(format!("--set {raw}: `{key}` is not a dotted key"));
+    }
+    Ok(Override { key: split_key(key), value: parse_value(value.trim()), origin: Origin::Set(raw.to_string()) })
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn split_key(key: &str) -> Vec<String> {
+    key.split('.').map(str::to_string).collect()
+}
+
+/// Environment variables that configure runner itself, not a spec value.
+const NOT_SPEC_VARS: &[&str] = &["RUNNER_CACHE", "RUNNER_THREADS"];
+
+/// `RUNNER_DATA__BATCH_SIZE=16` style overrides, sorted by variable name.
+pub fn env_overrides() -> Vec<Override> {
+    let mut vars: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k.starts_with("RUNNER_") && !NOT_SPEC_VARS.contains(&k.as_str())).collect();
+    vars.sort();
+    vars.into_iter()
+        .map(|(var, value)| Override {
+            key: var["RUNNER_".len()..].to_lowercase().split("__").map(str::to_string).collect(),
+            value: parse_value(&value),
+            origin: Origin::Env(var),
+        })
+        .collect()
+}
+
+/// One run of an experiment: its resolved spec and the grid values that set it apart.
+#[derive(Debug, Clone)]
+pub struct PlannedRun {
+    pub spec: Spec,
+    /// (dotted key, value as TOML) for each grid key, in axis order.
+    pub varying: Vec<(String, String)>,
+}
+
+pub struct Experiment {
+    pub source: SpecSource,
+    pub runs: Vec<PlannedRun>,
+}
+
+/// One axis of the grid: the keys it sets and, per point, their values.
+#[derive(Debug, Clone)]
+struct Axis {
+    /// Where it is written in the file: `["grid", key]` or `["grid", pair, key]`.
+    location: Vec<String>,
+    keys: Vec<Vec<String>>,
+    points: Vec<Vec<toml::Value>>,
+}
+
+fn dotted(key: &[String]) -> String {
+    key.join(".")
+}
+
+/// A figment layer: a dict under a name, so errors can say where a value came from.
+struct Layer {
+    name: String,
+    dict: Dict,
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+const GRID_LAYER: &str = "[grid]";
+
+impl Experiment {
+    /// Loads `path` with the environment's and `sets`' overrides and expands its grid.
+    pub fn load(path: &Path, sets: &[Override]) -> Result<Experiment, SpecError> {
+        let source = SpecSource::read(path)?;
+        let mut overrides = env_overrides();
+        overrides.extend(sets.iter().cloned());
+        Self::from_source(source, &overrides)
+    }
+
+    pub fn from_source(source: SpecSource, overrides: &[Override]) -> Result<Experiment, SpecError> {
+        let mut table = source.table()?;
+        let axes = match table.remove("grid") {
+            None => vec![],
+            Some(toml::Value::Table(grid)) => parse_grid(&source, &grid)?,
+            Some(other) => {
+                return Err(source.error(&["grid"], format!("expected a table of axes, found {}", other.type_str())));
+            }
+        };
+        let axes = pin_axes(&source, axes, overrides)?;
+        let base = to_dict(&source, toml::Value::Table(table), &[])?;
+        let figment = Figment::new().merge(Layer { name: source.path.display().to_string(), dict: base });
+
+        let mut runs = vec![];
+        for point in cartesian(&axes) {
+            let mut fig = figment.clone();
+            let mut varying = vec![];
+            for (axis, &i) in axes.iter().zip(&point) {
+                for (key, value) in axis.keys.iter().zip(&axis.points[i]) {
+                    fig = set(&source, fig, key, value, GRID_LAYER, &axis.location)?;
+                    varying.push((dotted(key), value.to_string()));
+                }
+            }
+            for o in overrides {
+                fig = set(&source, fig, &o.key, &o.value, &o.origin.describe(), &[])?;
+            }
+            let mut spec: Spec = fig.extract().map_err(|e| source.from_figment(e, &axes_locations(&axes)))?;
+            spec.resolve();
+            spec.validate().map_err(|(key, msg)| {
+                // A bad value set by the grid points at its grid entry.
+                let at = axes
+                    .iter()
+                    .find(|a| a.keys.iter().any(|k| dotted(k) == key))
+                    .map_or_else(|| split_key(&key), |a| a.location.clone());
+                let mut e = source.error(&at, msg);
+                e.key = key;
+                e
+            })?;
+            runs.push(PlannedRun { spec, varying });
+        }
+        Ok(Experiment { source, runs })
+    }
+}
+
+fn axes_locations(axes: &[Axis]) -> Vec<(String, Vec<String>)> {
+    axes.iter().flat_map(|a| a.keys.iter().map(move |k| (dotted(k), a.location.clone()))).collect()
+}
+
+fn parse_grid(source: &SpecSource, grid: &toml::Table) -> Result<Vec<Axis>, SpecError> {
+    let mut axes = vec![];
+    for (name, value) in grid {
+        match value {
+            toml::Value::Array(values) => {
+                let location = vec!["grid".to_string(), name.clone()];
+                if values.is_empty() {
+                    return Err(source.error(&location, "a grid axis needs at least one value, found []".into()));
+                }
+                axes.push(Axis {
+                    location,
+                    keys: vec![split_key(name)],
+                    points: values.iter().map(|v| vec![v.clone()]).collect(),
+                });
+            }
+            toml::Value::Table(pair) => {
+                let location = vec!["grid".to_string(), name.clone()];
+                let mut keys = vec![];
+                let mut columns: Vec<&Vec<toml::Value>> = vec![];
+                for (key, values) in pair {
+                    let at = vec!["grid".to_string(), name.clone(), key.clone()];
+                    let toml::Value::Array(values) = values else {
+                        return Err(
+                            source.error(&at, format!("expected a list of values, found {}", values.type_str()))
+                        );
+                    };
+                    if values.is_empty() {
+                        return Err(source.error(&at, "a grid axis needs at least one value, found []".into()));
+                    }
+                    if let Some(first) = columns.first()
+                        && first.len() != values.len()
+                    {
+                        return Err(source.error(
+                            &at,
+                            format!(
+                                "the lists of paired axis `{name}` must have the same length: {} has {}, {} has {}",
+                                pair.keys().next().map_or("", String::as_str),
+                                first.len(),
+                                key,
+                                values.len()
+                            ),
+                        ));
+                    }
+                    keys.push(split_key(key));
+                    columns.push(values);
+                }
+                if keys.is_empty() {
+                    return Err(source.error(&location, "a paired axis needs at least one key".into()));
+                }
+                let points = (0..columns[0].len()).map(|i| columns.iter().map(|c| c[i].clone()).collect()).collect();
+                axes.push(Axis { location, keys, points });
+            }
+            other => {
+                return Err(source.error(
+                    &["grid".to_string(), name.clone()],
+                    format!(
+                        "expected a list of values (or a table of lists for a paired axis), found {}",
+                        other.type_str()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(axes)
+}
+
+/// Applies the overrides' pins to the grid.
+fn pin_axes(source: &SpecSource, axes: Vec<Axis>, overrides: &[Override]) -> Result<Vec<Axis>, SpecError> {
+    let mut out = vec![];
+    for mut axis in axes {
+        let mut keep = true;
+        for o in overrides {
+            let Some(col) = axis.keys.iter().position(|k| *k == o.key) else { continue };
+            if axis.keys.len() == 1 {
+                keep = false;
+            } else {
+                axis.points.retain(|p| p[col] == o.value);
+                if axis.points.is_empty() {
+                    return Err(source.error(
+                        &axis.location,
+                        format!(
+                            "{} pins `{}` to {}, which no entry of this paired axis has",
+                            o.origin.describe(),
+                            dotted(&o.key),
+                            o.value
+                        ),
+                    ));
+                }
+            }
+        }
+        if keep {
+            out.push(axis);
+        }
+    }
+    Ok(out)
+}
+
+/// Indices of every point of the grid (one empty point when there is no grid).
+fn cartesian(axes: &[Axis]) -> Vec<Vec<usize>> {
+    let mut points = vec![vec![]];
+    for axis in axes {
+        points = points
+            .into_iter()
+            .flat_map(|p| {
+                (0..axis.points.len()).map(move |i| {
+                    let mut q = p.clone();
+                    q.push(i);
+                    q
+                })
+            })
+            .collect();
+    }
+    points
+}
+
+fn to_value(source: &SpecSource, value: &toml::Value, at: &[String]) -> Result<Value, SpecError> {
+    Value::serialize(value).map_err(|e| source.error(at, format!("cannot use this value: {e}")))
+}
+
+fn to_dict(source: &SpecSource, value: toml::Value, at: &[String]) -> Result<Dict, SpecError> {
+    match to_value(source, &value, at)? {
+        Value::Dict(_, d) => Ok(d),
+        _ => Err(source.error(at, "expected a table".into())),
+    }
+}
+
+/// Sets `key` to `value` on top of `fig` as a new layer named `layer`. Array
+/// elements are addressed by index, so the whole top-level value is re-provided.
+fn set(
+    source: &SpecSource,
+    fig: Figment,
+    key: &[String],
+    value: &toml::Value,
+    layer: &str,
+    location: &[String],
+) -> Result<Figment, SpecError> {
+    let at: Vec<String> = if location.is_empty() { key.to_vec() } else { location.to_vec() };
+    let fail = |msg: String| {
+        let mut e = source.error(if layer == GRID_LAYER { &at } else { &[] }, msg);
+        e.key = dotted(key);
+        if layer != GRID_LAYER {
+            e.message.push_str(&format!(" (from {layer})"));
+        }
+        e
+    };
+    let top = &key[0];
+    let mut current = fig.find_value(top).unwrap_or_else(|_| Value::Dict(Default::default(), Dict::new()));
+    let new = to_value(source, value, &at)?;
+    set_in(&mut current, &key[1..], new, top).map_err(fail)?;
+    let mut dict = Dict::new();
+    dict.insert(top.clone(), current);
+    Ok(fig.merge(Layer { name: layer.to_string(), dict }))
+}
+
+fn set_in(target: &mut Value, path: &[String], new: Value, at: &str) -> Result<(), String> {
+    let Some((head, rest)) = path.split_first() else {
+        *target = new;
+        return Ok(());
+    };
+    let here = format!("{at}.{head}");
+    match target {
+        Value::Array(_, items) => {
+            let len = items.len();
+            let index: usize =
+                head.parse().map_err(|_| format!("`{at}` is a list: index it with a number, not `{head}`"))?;
+            let item = items
+                .get_mut(index)
+                .ok_or_else(|| format!("`{at}` has {len} entries, so there is no index {index}"))?;
+            set_in(item, rest, new, &here)
+        }
+        Value::Dict(_, dict) => {
+            let entry = dict.entry(head.clone()).or_insert_with(|| Value::Dict(Default::default(), Dict::new()));
+            set_in(entry, rest, new, &here)
+        }
+        _ => Err(format!("`{at}` is a single value, so it has no key `{head}`")),
+    }
+}
+
+/// A short table of the values that vary, for `runner plan` and run headers.
+pub fn describe_varying(varying: &[(String, String)]) -> String {
+    if varying.is_empty() {
+        return "-".to_string();
+    }
+    varying.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+}
