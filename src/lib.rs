@@ -6,6 +6,7 @@
 
 pub mod atomic;
 pub mod backbone;
+pub mod cuda;
 pub mod data;
 pub mod experiment;
 pub mod plot;

@@ -88,16 +88,28 @@ enum DeviceArg {
 }
 
 fn device(arg: DeviceArg) -> Result<Device> {
-    Ok(match arg {
+    let device = match arg {
         DeviceArg::Cpu => Device::Cpu,
-        DeviceArg::Auto => Device::cuda_if_available(),
+        DeviceArg::Auto => {
+            runner::cuda::load_cuda_backend();
+            Device::cuda_if_available()
+        }
         DeviceArg::Cuda => {
+            let loaded = runner::cuda::load_cuda_backend();
             if !tch::Cuda::is_available() {
-                bail!("--device cuda: no CUDA device is visible to libtorch");
+                bail!(
+                    "--device cuda: no CUDA device is visible to libtorch ({}); run against a CUDA libtorch 2.11, \
+                     e.g. LD_LIBRARY_PATH=<torch>/lib",
+                    if loaded { "libtorch_cuda.so loaded, but no GPU answered" } else { "libtorch_cuda.so not found" }
+                );
             }
             Device::Cuda(0)
         }
-    })
+    };
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    Ok(device)
 }
 
 /// Loads a spec with its `--set` overrides.
