@@ -200,7 +200,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("unknown backbone `{backbone}`{hint} (known: {})", names.join(", "));
             };
             let vs = tch::nn::VarStore::new(Device::Cpu);
-            let net = b.build(&vs.root()).map_err(anyhow::Error::msg)?;
+            let net = b.build(&vs.root());
             println!("{:>5}  {:<12} {:>10}  batchnorm", "index", "name", "params");
             for (i, layer) in net.layers().iter().enumerate() {
                 let params = parameter_count(&vs, &layer.prefixes);

@@ -72,14 +72,14 @@ pub struct HeadSpec {
     /// Number of outputs, or "auto" for the number of class folders.
     #[serde(default)]
     pub classes: Classes,
-    /// Dropout before the new linear head.
-    #[serde(default = "default_dropout")]
-    pub dropout: f64,
+    /// Dropout before the new linear head; the backbone's own when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f64>,
 }
 
 impl Default for HeadSpec {
     fn default() -> Self {
-        HeadSpec { classes: Classes::Auto, dropout: default_dropout() }
+        HeadSpec { classes: Classes::Auto, dropout: None }
     }
 }
 
@@ -209,9 +209,6 @@ fn default_split() -> Vec<f64> {
 }
 fn default_weights() -> String {
     "imagenet".into()
-}
-fn default_dropout() -> f64 {
-    0.2
 }
 
 /// A count, or a keyword standing for "as many as there are".
@@ -427,6 +424,9 @@ impl Spec {
 
     /// Fills in what defaults to other keys, so that the resolved spec says it explicitly.
     pub(crate) fn resolve(&mut self) {
+        if self.model.head.dropout.is_none() {
+            self.model.head.dropout = Some(self.model.backbone.default_dropout());
+        }
         for p in &mut self.phases {
             if p.augment.is_none() {
                 p.augment = Some(self.data.augment.clone());
@@ -460,19 +460,15 @@ impl Spec {
                 format!("expected [train, val] fractions in (0, 1) that sum to 1, found {:?}", d.split),
             ));
         }
-        if !self.model.backbone.implemented() {
-            return Err(("model.backbone".into(), self.model.backbone.not_implemented_message()));
-        }
         if let Classes::Count(n) = self.model.head.classes
             && n < 2
         {
             return Err(("model.head.classes".into(), format!("expected at least 2 classes, found {n}")));
         }
-        if !(0.0..1.0).contains(&self.model.head.dropout) {
-            return Err((
-                "model.head.dropout".into(),
-                format!("expected a probability in [0, 1), found {}", self.model.head.dropout),
-            ));
+        if let Some(p) = self.model.head.dropout
+            && !(0.0..1.0).contains(&p)
+        {
+            return Err(("model.head.dropout".into(), format!("expected a probability in [0, 1), found {p}")));
         }
         if self.phases.is_empty() {
             return Err(("phases".into(), "expected at least one [[phases]] entry".into()));
@@ -745,8 +741,10 @@ optimizer = { kind = "rmsprop", lr_factor = 0.1 }
         assert_eq!(e.line_col, Some((2, 6)));
         assert!(e.message.starts_with("invalid TOML"), "{}", e.message);
 
-        let e = parse(&SPEC.replace("backbone = \"efficientnet_lite0\"", "backbone = \"resnet18\"")).unwrap_err();
-        assert_eq!(e.to_string().lines().count(), 1);
-        assert!(e.to_string().starts_with("t.toml:6:1: `model.backbone`: backbone `resnet18` is not available"), "{e}");
+        let e = parse(&SPEC.replace("backbone = \"efficientnet_lite0\"", "backbone = \"resnet19\"")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:6:1: `model.backbone`: unknown value \"resnet19\", did you mean \"resnet18\"?"
+        );
     }
 }

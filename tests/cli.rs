@@ -70,16 +70,25 @@ fn data_folder_without_images() {
 }
 
 #[test]
-fn backbone_not_yet_available() {
+fn missing_pretrained_weights_say_where_to_put_them() {
     let dir = tempfile::tempdir().unwrap();
-    let spec =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/mobilenet_two_phase.toml")).unwrap();
+    let data = shapes(dir.path(), 2, 4);
+    let spec = tiny_spec(&data)
+        .replace("backbone = \"efficientnet_lite0\"\nweights = \"none\"", "backbone = \"mobilenet_v2\"");
     std::fs::write(dir.path().join("m.toml"), spec).unwrap();
-    let o = runner(dir.path(), &["run", "m.toml"]);
-    assert_eq!(o.status.code(), Some(2));
-    let err = stderr(&o);
-    assert!(err.contains("`model.backbone`: backbone `mobilenet_v2` is not available in runner"), "{err}");
-    assert!(err.contains("(available: efficientnet_lite0)"), "{err}");
+    let cache = dir.path().join("cache");
+    let o = runner_bin().current_dir(dir.path()).args(["run", "m.toml"]).env("RUNNER_CACHE", &cache).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: pretrained weights for `mobilenet_v2` are not in the cache folder {}/weights: expected \
+             mobilenet_v2-b0353104.pth; download it from the URL below and put it in the cache folder named above \
+             (URL: https://download.pytorch.org/models/mobilenet_v2-b0353104.pth); or set model.weights to a local file\n",
+            cache.display()
+        )
+    );
+    assert!(!dir.path().join("reports").exists());
 }
 
 #[test]

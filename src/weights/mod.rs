@@ -38,27 +38,26 @@ pub fn resolve(backbone: Backbone, weights: &str) -> Result<WeightsSource> {
     match weights {
         "none" => Ok(WeightsSource::None),
         "imagenet" => {
-            let Some(default) = backbone.default_weights() else {
-                bail!(
-                    "no default pretrained weights for `{backbone}` are known to this version; \
-                     set model.weights to a local file or \"none\""
-                );
-            };
-            let path = cache_dir().join("weights").join(default.file);
+            let default = backbone.default_weights();
+            let dir = cache_dir().join("weights");
+            let path = dir.join(default.file);
+            let url = backbone.weights_url().map(|u| format!(" (URL: {u})")).unwrap_or_default();
             if !path.is_file() {
                 bail!(
-                    "pretrained weights for `{backbone}` are not in the cache (expected {}); fetch them with `{}`, \
+                    "pretrained weights for `{backbone}` are not in the cache folder {}: expected {}; {}{url}; \
                      or set model.weights to a local file",
-                    path.display(),
+                    dir.display(),
+                    default.file,
                     default.fetch_hint
                 );
             }
             let got = sha256_file(&path)?;
-            if got != default.sha256 {
+            if !got.starts_with(default.sha256_prefix) {
                 bail!(
-                    "pretrained weights {} are corrupt (sha256 {got}, expected {}); delete the file and fetch it again with `{}`",
+                    "pretrained weights {} are corrupt (sha256 {got} does not start with {}); delete the file and \
+                     fetch it again: {}{url}",
                     path.display(),
-                    default.sha256,
+                    default.sha256_prefix,
                     default.fetch_hint
                 );
             }

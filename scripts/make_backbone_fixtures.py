@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Reference logits of the torchvision backbones, for tests/fixtures/backbones.json.
+
+No pretrained weights are needed: every state_dict entry is set from a formula
+that the Rust test computes too, so the fixture stays small. For the k-th entry
+in name order (num_batches_tracked left out), with j its flat element index and
+b = sin(0.37 j + 0.11 k) in float64:
+
+    running_var          1 + 0.25 b^2
+    other 1-D `*.weight` 1 + 0.1 b          (BatchNorm scale)
+    other 1-D            0.1 b              (biases, BatchNorm shift and mean)
+    N-D                  2 b / sqrt(fan_in) (fan_in = numel / shape[0])
+
+cast to float32. Inputs: x[n,c,h,w] = float32(2 sin(0.05 h (c+1) + 0.03 w + 1.3 n)),
+batch 2 at 64x64. Eval mode. The fixture keeps every 10th logit, the top 5
+classes, and a digest of the sorted "name shape" listing.
+
+Needs torch and torchvision (any recent versions). Usage:
+    python3 scripts/make_backbone_fixtures.py > tests/fixtures/backbones.json
+"""
+import hashlib
+import json
+import math
+import sys
+
+import torch
+import torchvision
+
+BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "vgg16", "vgg16_bn"]
+
+
+def formula_state(model):
+    state = model.state_dict()
+    names = sorted(n for n in state if not n.endswith("num_batches_tracked"))
+    out = {}
+    for k, name in enumerate(names):
+        t = state[name]
+        j = torch.arange(t.numel(), dtype=torch.float64)
+        b = torch.sin(0.37 * j + 0.11 * k)
+        if name.endswith("running_var"):
+            v = 1 + 0.25 * b * b
+        elif t.dim() == 1 and name.endswith("weight"):
+            v = 1 + 0.1 * b
+        elif t.dim() == 1:
+            v = 0.1 * b
+        else:
+            v = b * 2 / math.sqrt(t.numel() // t.shape[0])
+        out[name] = v.to(torch.float32).reshape(t.shape)
+    listing = "".join(f"{n} {list(state[n].shape)}\n" for n in names)
+    return out, hashlib.sha256(listing.encode()).hexdigest(), len(names)
+
+
+def inputs(batch, size):
+    h = torch.arange(size, dtype=torch.float64).view(size, 1)
+    w = torch.arange(size, dtype=torch.float64).view(1, size)
+    x = torch.stack([torch.stack([2 * torch.sin(0.05 * h * (c + 1) + 0.03 * w + 1.3 * n) for c in range(3)])
+                     for n in range(batch)])
+    return x.to(torch.float32)
+
+
+def main():
+    torch.set_num_threads(1)
+    x = inputs(2, 64)
+    lines = []
+    for name in BACKBONES:
+        model = getattr(torchvision.models, name)(weights=None)
+        state, digest, count = formula_state(model)
+        model.load_state_dict(state, strict=False)  # num_batches_tracked keeps its default
+        model.eval()
+        with torch.no_grad():
+            logits = model(x).double()
+        entry = {
+            "entries": count,
+            "names_sha256": digest,
+            "top5": logits.topk(5, dim=1).indices.tolist(),
+            "max_abs": float(f"{logits.abs().max().item():.7g}"),
+            "every_10th": [[float(f"{v:.7g}") for v in row[::10]] for row in logits.tolist()],
+        }
+        lines.append(f' {json.dumps(name)}: {json.dumps(entry)}')
+    meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "batch": 2, "size": 64}
+    sys.stdout.write('{\n "meta": ' + json.dumps(meta) + ",\n" + ",\n".join(lines) + "\n}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+//! Every backbone against its reference implementation (torchvision), on
+//! weights both sides compute from a formula (scripts/make_backbone_fixtures.py
+//! wrote the expected values), plus output shapes and the flat layer lists.
+
+use runner::backbone::{Backbone, Classifier};
+use runner::spec::BatchNormPolicy;
+use sha2::{Digest, Sha256};
+use tch::{Device, Kind, Tensor, nn};
+
+fn inputs(batch: usize, size: usize) -> Tensor {
+    let mut v = Vec::with_capacity(batch * 3 * size * size);
+    for n in 0..batch {
+        for c in 0..3 {
+            for h in 0..size {
+                for w in 0..size {
+                    v.push((2.0 * (0.05 * h as f64 * (c + 1) as f64 + 0.03 * w as f64 + 1.3 * n as f64).sin()) as f32);
+                }
+            }
+        }
+    }
+    Tensor::from_slice(&v).view([batch as i64, 3, size as i64, size as i64])
+}
+
+/// Fills every variable from the fixture script's formula; returns the digest of the name listing.
+fn formula_weights(vs: &nn::VarStore) -> (usize, String) {
+    let vars = vs.variables();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut listing = String::new();
+    tch::no_grad(|| {
+        for (k, name) in names.iter().enumerate() {
+            let mut t = vars[*name].shallow_clone();
+            let shape = t.size();
+            let n = t.numel();
+            let values: Vec<f32> = (0..n)
+                .map(|j| {
+                    let b = (0.37 * j as f64 + 0.11 * k as f64).sin();
+                    let v = if name.ends_with("running_var") {
+                        1.0 + 0.25 * b * b
+                    } else if shape.len() == 1 && name.ends_with("weight") {
+                        1.0 + 0.1 * b
+                    } else if shape.len() == 1 {
+                        0.1 * b
+                    } else {
+                        b * 2.0 / ((n as i64 / shape[0]) as f64).sqrt()
+                    };
+                    v as f32
+                })
+                .collect();
+            t.copy_(&Tensor::from_slice(&values).view(shape.as_slice()));
+            listing.push_str(&format!("{name} {shape:?}\n"));
+        }
+    });
+    (names.len(), Sha256::digest(listing.as_bytes()).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[test]
+fn logits_match_torchvision_on_formula_weights() {
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/backbones.json")).unwrap();
+    let x = inputs(2, 64);
+    for b in [
+        Backbone::Resnet18,
+        Backbone::Resnet34,
+        Backbone::Resnet50,
+        Backbone::MobilenetV2,
+        Backbone::Vgg16,
+        Backbone::Vgg16Bn,
+    ] {
+        let want = &fixture[b.name()];
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Classifier::new(b, &vs.root(), 1000, b.default_dropout());
+        let (count, digest) = formula_weights(&vs);
+        assert_eq!(count as u64, want["entries"].as_u64().unwrap(), "{b}: number of state_dict entries");
+        assert_eq!(digest, want["names_sha256"].as_str().unwrap(), "{b}: state_dict names and shapes");
+        let logits = tch::no_grad(|| model.forward(&x, 0, BatchNormPolicy::AllFrozen, false)).to_kind(Kind::Double);
+        assert_eq!(logits.size(), vec![2, 1000], "{b}: output shape");
+        let got = logits.slice(1, 0, 1000, 10);
+        let expected: Vec<f64> = want["every_10th"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+            .collect();
+        let expected = Tensor::from_slice(&expected).view([2, 100]);
+        let max_abs = want["max_abs"].as_f64().unwrap();
+        let rel = f64::try_from((&got - &expected).abs().max()).unwrap() / max_abs;
+        println!("{b}: max abs error / max |logit| = {rel:.2e}");
+        assert!(rel < 1e-4, "{b}: relative error {rel:e}");
+    }
+}
+
+#[test]
+fn layer_lists_match_the_declared_counts_and_cover_every_parameter() {
+    for b in Backbone::ALL {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Classifier::new(b, &vs.root(), 7, 0.0);
+        let layers = model.backbone.layers();
+        assert_eq!(layers.len(), b.layer_count(), "{b}");
+        let prefixes: Vec<&String> = layers.iter().flat_map(|l| &l.prefixes).collect();
+        for name in vs.variables().keys() {
+            let in_layer = prefixes.iter().any(|p| runner::backbone::has_prefix(name, p));
+            let in_head = runner::backbone::has_prefix(name, b.classifier_prefix());
+            assert!(in_layer != in_head, "{b}: `{name}` must be in exactly one of a layer or the head");
+        }
+        // Shapes at a small size: the head sees (batch, classes).
+        let out = tch::no_grad(|| model.forward(&inputs(1, 64), 0, BatchNormPolicy::AllFrozen, false));
+        assert_eq!(out.size(), vec![1, 7], "{b}");
+    }
+}
