@@ -80,7 +80,7 @@ pub fn read_summary(dir: &Path) -> Option<Summary> {
 /// Everything a run needs, checked and loaded, with nothing written yet.
 pub fn prepare(spec: &Spec, device: Device, quiet: bool) -> Result<Trainer> {
     let backbone = spec.model.backbone;
-    let source = weights::resolve(backbone, &spec.model.weights)?;
+    let source = weights::resolve(backbone, &spec.model.weights, spec.model.sha256.as_deref(), quiet)?;
     let files = data::discover(Path::new(&spec.data.source), &spec.data.split, spec.seed)?;
     if let Some(msg) = head_mismatch(spec, &files.classes) {
         bail!("model.head.classes: {msg}");

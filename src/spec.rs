@@ -62,6 +62,9 @@ pub struct ModelSpec {
     /// "imagenet" (the backbone's default pretrained weights), a file path, or "none".
     #[serde(default = "default_weights")]
     pub weights: String,
+    /// sha256 (or its leading hex digits, at least 8) that the weights file must have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     #[serde(default)]
     pub head: HeadSpec,
 }
@@ -464,6 +467,11 @@ impl Spec {
             && n < 2
         {
             return Err(("model.head.classes".into(), format!("expected at least 2 classes, found {n}")));
+        }
+        if let Some(h) = &self.model.sha256
+            && !(h.len() >= 8 && h.len() <= 64 && h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+        {
+            return Err(("model.sha256".into(), format!("expected 8 to 64 lowercase hex digits, found {h:?}")));
         }
         if let Some(p) = self.model.head.dropout
             && !(0.0..1.0).contains(&p)

@@ -70,24 +70,30 @@ fn data_folder_without_images() {
 }
 
 #[test]
-fn missing_pretrained_weights_say_where_to_put_them() {
+fn unreachable_weights_say_where_to_put_them() {
     let dir = tempfile::tempdir().unwrap();
     let data = shapes(dir.path(), 2, 4);
-    let spec = tiny_spec(&data)
-        .replace("backbone = \"efficientnet_lite0\"\nweights = \"none\"", "backbone = \"mobilenet_v2\"");
+    // A loopback port with nothing listening: the download fails at once, as it does offline.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/models/mobilenet_v2-b0353104.pth");
+    let spec = tiny_spec(&data).replace(
+        "backbone = \"efficientnet_lite0\"\nweights = \"none\"",
+        &format!("backbone = \"mobilenet_v2\"\nweights = \"{url}\""),
+    );
     std::fs::write(dir.path().join("m.toml"), spec).unwrap();
     let cache = dir.path().join("cache");
     let o = runner_bin().current_dir(dir.path()).args(["run", "m.toml"]).env("RUNNER_CACHE", &cache).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(
-        stderr(&o),
-        format!(
-            "error: pretrained weights for `mobilenet_v2` are not in the cache folder {}/weights: expected \
-             mobilenet_v2-b0353104.pth; download it from the URL below and put it in the cache folder named above \
-             (URL: https://download.pytorch.org/models/mobilenet_v2-b0353104.pth); or set model.weights to a local file\n",
+    let err = stderr(&o);
+    assert!(err.starts_with(&format!("error: cannot get weights from {url}: ")), "{err}");
+    assert!(
+        err.ends_with(&format!(
+            "Download the file by hand and put it at {}/weights/mobilenet_v2-b0353104.pth, or set model.weights to a local file\n",
             cache.display()
-        )
+        )),
+        "{err}"
     );
+    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!dir.path().join("reports").exists());
 }
 

@@ -25,7 +25,7 @@ fn inputs(batch: usize, size: usize) -> Tensor {
 
 #[test]
 fn pretrained_logits_match_the_reference() {
-    let path = match weights::resolve(Backbone::EfficientnetLite0, "imagenet") {
+    let path = match weights::resolve(Backbone::EfficientnetLite0, "imagenet", None, true) {
         Ok(weights::WeightsSource::File(p)) => p,
         other => panic!("the pretrained weights are needed (scripts/test.sh fetches them): {other:?}"),
     };

@@ -132,7 +132,7 @@ impl Backbone {
     }
 
     pub fn default_weights(self) -> DefaultWeights {
-        const HAND: &str = "download it from the URL below and put it in the cache folder named above";
+        const HAND: &str = "downloaded from torchvision's model store on first use";
         match self {
             Backbone::EfficientnetLite0 => DefaultWeights {
                 file: "efficientnet-lite0-57934424.pth",

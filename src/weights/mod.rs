@@ -1,6 +1,7 @@
 //! Pretrained weights: finding them, reading them (safetensors, zip-format
 //! `.pth`, legacy `torch.save`) and copying them into a model by name.
 
+pub mod download;
 pub mod pickle;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,20 +34,23 @@ pub enum WeightsSource {
     File(PathBuf),
 }
 
-/// Resolves `model.weights` for `backbone`; checks that the file is there.
-pub fn resolve(backbone: Backbone, weights: &str) -> Result<WeightsSource> {
+/// Resolves `model.weights` for `backbone` to a file, downloading URLs into the
+/// cache (checked against `sha256`, or the hex prefix in the file's name).
+pub fn resolve(backbone: Backbone, weights: &str, sha256: Option<&str>, quiet: bool) -> Result<WeightsSource> {
+    let cache = cache_dir();
     match weights {
         "none" => Ok(WeightsSource::None),
         "imagenet" => {
             let default = backbone.default_weights();
-            let dir = cache_dir().join("weights");
-            let path = dir.join(default.file);
-            let url = backbone.weights_url().map(|u| format!(" (URL: {u})")).unwrap_or_default();
+            let path = cache.join("weights").join(default.file);
+            if let Some(url) = backbone.weights_url() {
+                return download::fetch(&url, Some(default.sha256_prefix), &cache, quiet).map(WeightsSource::File);
+            }
             if !path.is_file() {
                 bail!(
-                    "pretrained weights for `{backbone}` are not in the cache folder {}: expected {}; {}{url}; \
+                    "pretrained weights for `{backbone}` are not in the cache folder {}: expected {}; {}; \
                      or set model.weights to a local file",
-                    dir.display(),
+                    path.parent().map(|p| p.display().to_string()).unwrap_or_default(),
                     default.file,
                     default.fetch_hint
                 );
@@ -55,7 +59,7 @@ pub fn resolve(backbone: Backbone, weights: &str) -> Result<WeightsSource> {
             if !got.starts_with(default.sha256_prefix) {
                 bail!(
                     "pretrained weights {} are corrupt (sha256 {got} does not start with {}); delete the file and \
-                     fetch it again: {}{url}",
+                     fetch it again: {}",
                     path.display(),
                     default.sha256_prefix,
                     default.fetch_hint
@@ -64,14 +68,18 @@ pub fn resolve(backbone: Backbone, weights: &str) -> Result<WeightsSource> {
             Ok(WeightsSource::File(path))
         }
         url if url.starts_with("http://") || url.starts_with("https://") => {
-            bail!(
-                "downloading weights from a URL is not supported yet: download {url} and set model.weights to the file"
-            )
+            download::fetch(url, sha256, &cache, quiet).map(WeightsSource::File)
         }
         path => {
             let path = PathBuf::from(path);
             if !path.is_file() {
                 bail!("weights file {} not found", path.display());
+            }
+            if let Some(want) = sha256 {
+                let got = sha256_file(&path)?;
+                if !got.starts_with(want) {
+                    bail!("weights file {} has sha256 {got}, expected {want}", path.display());
+                }
             }
             Ok(WeightsSource::File(path))
         }

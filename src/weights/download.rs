@@ -1,0 +1,117 @@
+//! Weights from an http(s) URL: downloaded once into the per-user cache,
+//! checked against a sha256 (given in the spec, or the hex prefix torchvision
+//! puts in its file names), and kept only when the check passes.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use super::sha256_file;
+
+/// The hex digits after the last `-` of a file name (`resnet18-f37072fd.pth` -> `f37072fd`).
+pub fn name_hash_prefix(file: &str) -> Option<&str> {
+    let stem = file.split('.').next()?;
+    let (_, hex) = stem.rsplit_once('-')?;
+    (hex.len() >= 8 && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())).then_some(hex)
+}
+
+/// The cache file for `url`: `<cache>/weights/<last path segment>`.
+pub fn cache_path(cache: &Path, url: &str) -> Result<PathBuf> {
+    let file = url.split(['?', '#']).next().unwrap_or(url).rsplit('/').next().unwrap_or("");
+    if file.is_empty() || file.starts_with('.') {
+        bail!("cannot tell a file name from the URL {url}");
+    }
+    Ok(cache.join("weights").join(file))
+}
+
+/// What the file's sha256 must be (or start with): the spec's, else the name's prefix.
+fn expected_sha256<'a>(path: &'a Path, sha256: Option<&'a str>) -> Option<&'a str> {
+    sha256.or_else(|| path.file_name().and_then(|n| n.to_str()).and_then(name_hash_prefix))
+}
+
+fn check(path: &Path, expected: Option<&str>) -> Result<()> {
+    if let Some(want) = expected {
+        let got = sha256_file(path)?;
+        if !got.starts_with(&want.to_ascii_lowercase()) {
+            bail!("sha256 mismatch: the file has {got}, expected {want}");
+        }
+    }
+    Ok(())
+}
+
+/// Returns the cached file for `url`, downloading it first when it is not cached.
+pub fn fetch(url: &str, sha256: Option<&str>, cache: &Path, quiet: bool) -> Result<PathBuf> {
+    let path = cache_path(cache, url)?;
+    let expected = expected_sha256(&path, sha256);
+    if path.is_file() {
+        check(&path, expected).with_context(|| {
+            format!("cached weights {} do not match; delete the file to download them again", path.display())
+        })?;
+        return Ok(path);
+    }
+    let dir = path.parent().expect("cache path has a folder");
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let part = path.with_extension("part");
+    let result = download(url, &part, quiet).and_then(|()| check(&part, expected));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&part);
+        bail!(
+            "cannot get weights from {url}: {e:#}. Download the file by hand and put it at {}, \
+             or set model.weights to a local file",
+            path.display()
+        );
+    }
+    std::fs::rename(&part, &path).with_context(|| format!("cannot move weights into {}", path.display()))?;
+    Ok(path)
+}
+
+fn download(url: &str, to: &Path, quiet: bool) -> Result<()> {
+    let mut response = ureq::get(url).call().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let len =
+        response.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(len.unwrap_or(0)) };
+    bar.set_style(
+        ProgressStyle::with_template("download [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
+    let mut file = std::fs::File::create(to).with_context(|| format!("cannot write {}", to.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf).context("download interrupted")?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).with_context(|| format!("cannot write {}", to.display()))?;
+        total += n as u64;
+        bar.set_position(total);
+    }
+    bar.finish_and_clear();
+    if let Some(len) = len
+        && len != total
+    {
+        bail!("download ended after {total} of {len} bytes");
+    }
+    file.sync_all().with_context(|| format!("cannot write {}", to.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torchvision_names_carry_a_hash_prefix() {
+        assert_eq!(name_hash_prefix("resnet18-f37072fd.pth"), Some("f37072fd"));
+        assert_eq!(name_hash_prefix("vgg16_bn-6c64b313.pth"), Some("6c64b313"));
+        assert_eq!(name_hash_prefix("model.safetensors"), None);
+        assert_eq!(name_hash_prefix("my-weights.pth"), None);
+    }
+}
