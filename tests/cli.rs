@@ -98,6 +98,29 @@ fn unreachable_weights_say_where_to_put_them() {
 }
 
 #[test]
+fn summary_shows_shapes_parameters_and_the_freeze_plan() {
+    let o = runner(std::path::Path::new("."), &["summary", "resnet18"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    // torchvision's ResNet-18 has 11,689,512 parameters; layer4 ends at 7x7 for 224 px.
+    assert!(out.contains("total parameters: 11689512"), "{out}");
+    assert!(out.lines().any(|l| l.contains("layer4.1") && l.contains("[1, 512, 7, 7]")), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = shapes(dir.path(), 3, 2);
+    std::fs::write(dir.path().join("spec.toml"), tiny_spec(&data)).unwrap();
+    let o = runner(dir.path(), &["summary", "spec.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let row = |index: &str| out.lines().find(|l| l.split_whitespace().next() == Some(index)).unwrap().to_string();
+    assert!(row("9").trim_end().ends_with("frozen        frozen"), "{out}");
+    assert!(row("10").trim_end().ends_with("frozen        trainable"), "{out}");
+    // The head has 3 outputs: 1280 x 3 + 3 parameters, trainable in both phases.
+    assert!(out.contains("phase head: 3843 trainable"), "{out}");
+    assert!(!dir.path().join("reports").exists());
+}
+
+#[test]
 fn layers_lists_what_freeze_up_to_counts() {
     let o = runner(std::path::Path::new("."), &["layers", "efficientnet_lite0"]);
     assert!(o.status.success());
