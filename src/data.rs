@@ -171,7 +171,7 @@ pub fn resize_side(image_size: u32) -> u32 {
 
 /// Decodes one file, resizes its shorter side to `side` (antialiased bilinear,
 /// as PIL and torchvision do) and center-crops it square; CHW uint8.
-fn decode(path: &Path, side: u32) -> std::result::Result<Vec<u8>, String> {
+pub fn decode(path: &Path, side: u32) -> std::result::Result<Vec<u8>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
     if bytes.is_empty() {
         return Err("empty file".into());

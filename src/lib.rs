@@ -10,6 +10,7 @@ pub mod cuda;
 pub mod data;
 pub mod experiment;
 pub mod plot;
+pub mod predict;
 pub mod run;
 pub mod spec;
 pub mod synth;

@@ -7,6 +7,7 @@ use tch::{Device, Tensor};
 
 use runner::backbone::{Backbone, parameter_count};
 use runner::experiment::{Experiment, describe_varying, parse_set};
+use runner::predict::Predictor;
 use runner::run::{self, RunOptions};
 use runner::spec::SpecError;
 use runner::synth::{self, SynthOptions};
@@ -48,6 +49,29 @@ enum Command {
         /// Root of the run directories, to tell which runs are already complete.
         #[arg(long, default_value = "reports/runs")]
         out: PathBuf,
+    },
+    /// Top-k classes of image files, from a finished run or a pretrained backbone.
+    Predict {
+        /// Image files (JPEG or PNG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// A run directory (reports/runs/<experiment>/<run-id>): its best weights and class names.
+        #[arg(long, conflicts_with = "backbone", required_unless_present = "backbone")]
+        run: Option<PathBuf>,
+        /// A backbone with its pretrained ImageNet head instead.
+        #[arg(long)]
+        backbone: Option<String>,
+        /// Weights for --backbone: "imagenet", a file or a URL.
+        #[arg(long, default_value = "imagenet", requires = "backbone")]
+        weights: String,
+        /// Input size for --backbone (a run uses its own).
+        #[arg(long, default_value_t = 224)]
+        image_size: u32,
+        #[arg(long, short = 'k', default_value_t = 5)]
+        top_k: usize,
+        /// Machine-readable output: one JSON array.
+        #[arg(long)]
+        json: bool,
     },
     /// Per layer: output shape, parameters, and frozen or trainable in each phase.
     Summary {
@@ -161,8 +185,8 @@ fn report(outcome: &run::RunOutcome) -> Result<()> {
 
 /// `runner summary`: what torchsummary prints, plus the freeze plan of each phase.
 fn summary(target: &str, set: &[String], image_size: i64) -> Result<()> {
-    let (backbone, size, classes, phases) = match Backbone::from_name(target) {
-        Some(b) => (b, image_size, 1000, vec![]),
+    let (backbone, size, classes, hidden, phases) = match Backbone::from_name(target) {
+        Some(b) => (b, image_size, 1000, vec![], vec![]),
         None => {
             let path = Path::new(target);
             if !path.exists() && !target.ends_with(".toml") {
@@ -186,11 +210,12 @@ fn summary(target: &str, set: &[String], image_size: i64) -> Result<()> {
                     }
                 }
             };
-            (spec.model.backbone, spec.data.image_size as i64, classes, spec.phases)
+            let hidden = spec.model.head.hidden.iter().map(|&h| h as i64).collect();
+            (spec.model.backbone, spec.data.image_size as i64, classes, hidden, spec.phases)
         }
     };
     let vs = tch::nn::VarStore::new(Device::Cpu);
-    let model = runner::backbone::Classifier::new(backbone, &vs.root(), classes, 0.0);
+    let model = runner::backbone::Classifier::with_hidden(backbone, &vs.root(), classes, 0.0, &hidden);
     let layers = model.backbone.layers();
     let frozen: Vec<usize> = phases
         .iter()
@@ -252,6 +277,14 @@ fn summary(target: &str, set: &[String], image_size: i64) -> Result<()> {
     Ok(())
 }
 
+fn parse_backbone(name: &str) -> Result<Backbone> {
+    Backbone::from_name(name).ok_or_else(|| {
+        let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
+        let hint = runner::spec::suggest(name, &names).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
+        anyhow::anyhow!("unknown backbone `{name}`{hint} (known: {})", names.join(", "))
+    })
+}
+
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
@@ -299,6 +332,32 @@ fn run(cli: Cli) -> Result<()> {
             println!("{} runs of {}", exp.runs.len(), exp.runs.first().map_or("", |r| r.spec.name.as_str()));
         }
         Command::Summary { target, set, image_size } => summary(&target, &set, image_size)?,
+        Command::Predict { images, run, backbone, weights, image_size, top_k, json } => {
+            let predictor = match (run, backbone) {
+                (Some(dir), _) => Predictor::from_run(&dir)?,
+                (None, Some(name)) => Predictor::from_backbone(parse_backbone(&name)?, &weights, image_size)?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let results: Vec<_> = images.iter().map(|p| predictor.predict(p, top_k)).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                for r in &results {
+                    println!("{}", r.path.display());
+                    if let Some(e) = &r.error {
+                        println!("  error: {e}");
+                    }
+                    for (i, t) in r.top.iter().enumerate() {
+                        let label = t.label.as_deref().map(|l| format!(" {l}")).unwrap_or_default();
+                        println!("  {}. {:>4}{label}  {:.4}", i + 1, t.index, t.probability);
+                    }
+                }
+            }
+            let failed = results.iter().filter(|r| r.error.is_some()).count();
+            if failed > 0 {
+                bail!("{failed} of {} images could not be read", results.len());
+            }
+        }
         Command::Layers { backbone } => {
             let Some(b) = Backbone::from_name(&backbone) else {
                 let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();

@@ -90,7 +90,8 @@ pub fn prepare(spec: &Spec, device: Device, quiet: bool) -> Result<Trainer> {
     tch::manual_seed(spec.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let dropout = spec.model.head.dropout.unwrap_or(backbone.default_dropout());
-    let model = Classifier::new(backbone, &vs.root(), dataset.classes.len() as i64, dropout);
+    let hidden: Vec<i64> = spec.model.head.hidden.iter().map(|&h| h as i64).collect();
+    let model = Classifier::with_hidden(backbone, &vs.root(), dataset.classes.len() as i64, dropout, &hidden);
     if let weights::WeightsSource::File(path) = &source {
         let entries = weights::read(path)?;
         weights::load_into(&mut vs, entries, Some(backbone.classifier_prefix()), path)?;

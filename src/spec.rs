@@ -75,14 +75,17 @@ pub struct HeadSpec {
     /// Number of outputs, or "auto" for the number of class folders.
     #[serde(default)]
     pub classes: Classes,
-    /// Dropout before the new linear head; the backbone's own when not given.
+    /// Widths of hidden layers (Linear + ReLU) before the output layer; none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<usize>,
+    /// Dropout before each new linear layer; the backbone's own when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
 }
 
 impl Default for HeadSpec {
     fn default() -> Self {
-        HeadSpec { classes: Classes::Auto, dropout: None }
+        HeadSpec { classes: Classes::Auto, hidden: vec![], dropout: None }
     }
 }
 
@@ -467,6 +470,9 @@ impl Spec {
             && n < 2
         {
             return Err(("model.head.classes".into(), format!("expected at least 2 classes, found {n}")));
+        }
+        if self.model.head.hidden.contains(&0) {
+            return Err(("model.head.hidden".into(), "hidden layer widths must be at least 1".into()));
         }
         if let Some(h) = &self.model.sha256
             && !(h.len() >= 8 && h.len() <= 64 && h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))

@@ -173,6 +173,23 @@ fn run_writes_every_output_and_reuses_a_completed_run() {
     assert!(out.contains(&format!("metrics: out/tiny/{run_id}/metrics.csv")), "{out}");
     assert!(out.contains(&format!("curves:  out/tiny/{run_id}/curves.png")), "{out}");
 
+    // Predict from the run: its best weights and class names.
+    let image = data.join("circle/0000.jpg");
+    let o =
+        runner(dir.path(), &["predict", "--run", run.to_str().unwrap(), "-k", "2", "--json", image.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let predictions: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let top = predictions[0]["top"].as_array().unwrap();
+    assert_eq!(top.len(), 2);
+    let p0 = top[0]["probability"].as_f64().unwrap();
+    assert!(p0 >= top[1]["probability"].as_f64().unwrap() && p0 <= 1.0);
+    let label = top[0]["label"].as_str().unwrap();
+    assert_eq!(summary["classes"][top[0]["index"].as_u64().unwrap() as usize], label);
+    // A file that is not an image is reported, and the exit status says so.
+    let o = runner(dir.path(), &["predict", "--run", run.to_str().unwrap(), "spec.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("error: not a decodable image"), "{}", stdout(&o));
+
     let before = std::fs::read(run.join("best.safetensors")).unwrap();
     let again = runner(dir.path(), &["run", "spec.toml", "--out", "out", "--quiet"]);
     assert!(again.status.success());

@@ -180,19 +180,37 @@ impl fmt::Display for Backbone {
 pub struct Classifier {
     pub backbone: Box<dyn Network>,
     dropout: f64,
+    /// Optional hidden layers of the head (Linear, ReLU, dropout each).
+    hidden: Vec<nn::Linear>,
     fc: nn::Linear,
 }
 
 impl Classifier {
     /// Builds `backbone` under `p` and a new `classes`-way head at its classifier's name.
     pub fn new(kind: Backbone, p: &nn::Path, classes: i64, dropout: f64) -> Self {
+        Self::with_hidden(kind, p, classes, dropout, &[])
+    }
+
+    /// As [`Classifier::new`], with hidden layers of the given widths in the head,
+    /// named `<classifier>.hidden.<i>`.
+    pub fn with_hidden(kind: Backbone, p: &nn::Path, classes: i64, dropout: f64, hidden: &[i64]) -> Self {
         let backbone = kind.build(p);
         let mut head = p.clone();
         for part in kind.classifier_prefix().split('.') {
             head = &head / part;
         }
-        let fc = nn::linear(&head, backbone.feature_dim(), classes, Default::default());
-        Classifier { backbone, dropout, fc }
+        let mut width = backbone.feature_dim();
+        let hidden = hidden
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| {
+                let layer = nn::linear(&head / "hidden" / i, width, h, Default::default());
+                width = h;
+                layer
+            })
+            .collect();
+        let fc = nn::linear(&head, width, classes, Default::default());
+        Classifier { backbone, dropout, hidden, fc }
     }
 
     /// Pooled backbone features. Layers below `frozen` run without autograd;
@@ -222,7 +240,11 @@ impl Classifier {
     }
 
     pub fn head(&self, features: &Tensor, train: bool) -> Tensor {
-        features.dropout(self.dropout, train).apply(&self.fc)
+        let mut x = features.shallow_clone();
+        for layer in &self.hidden {
+            x = x.dropout(self.dropout, train).apply(layer).relu();
+        }
+        x.dropout(self.dropout, train).apply(&self.fc)
     }
 
     pub fn forward(&self, xs: &Tensor, frozen: usize, bn: BatchNormPolicy, train: bool) -> Tensor {

@@ -94,7 +94,9 @@ pub fn read(path: &Path) -> Result<Vec<(String, Tensor)>> {
         .with_context(|| format!("cannot read weights file {}", path.display()))?;
     let head = &head[..n];
     let entries = if head.starts_with(b"PK") {
-        Tensor::loadz_multi(path).with_context(|| format!("cannot read zip-format weights {}", path.display()))?
+        let file = std::fs::File::open(path).with_context(|| format!("cannot read weights file {}", path.display()))?;
+        pickle::read_zip_state_dict(std::io::BufReader::new(file))
+            .with_context(|| format!("cannot read zip-format weights {}", path.display()))?
     } else if head.first() == Some(&0x80) {
         let data = std::fs::read(path).with_context(|| format!("cannot read weights file {}", path.display()))?;
         pickle::read_legacy_state_dict(&data).with_context(|| format!("cannot read weights file {}", path.display()))?

@@ -444,15 +444,8 @@ pub fn read_legacy_state_dict(data: &[u8]) -> Result<Vec<(String, Tensor)>, Pick
         _ => return Err(PickleError::Malformed("storage key list".into())),
     };
 
-    let Value::Dict(entries) = obj else {
-        return Err(PickleError::Malformed("the saved object is not a state_dict".into()));
-    };
-    let mut kinds: HashMap<String, Kind> = HashMap::new();
-    for (_, v) in &entries {
-        if let Value::Tensor(t) = v {
-            kinds.insert(t.key.clone(), t.kind);
-        }
-    }
+    let entries = state_dict_entries(obj)?;
+    let kinds: HashMap<&String, Kind> = entries.iter().map(|(_, t)| (&t.key, t.kind)).collect();
     // Storage payloads follow in the order of `keys`: an 8-byte element count, then the bytes.
     let mut storages: HashMap<String, Tensor> = HashMap::new();
     let mut pos = m.pos;
@@ -469,15 +462,71 @@ pub fn read_legacy_state_dict(data: &[u8]) -> Result<Vec<(String, Tensor)>, Pick
         storages.insert(key, Tensor::from_data_size(payload, &[count as i64], kind));
         pos = start + bytes;
     }
+    assemble(entries, &storages)
+}
 
+/// Reads a zip-format `torch.save` file (PyTorch >= 1.6, torchvision's weights):
+/// `<archive>/data.pkl` is the pickled state_dict, `<archive>/data/<key>` each storage's bytes.
+pub fn read_zip_state_dict<R: std::io::Read + std::io::Seek>(reader: R) -> Result<Vec<(String, Tensor)>, PickleError> {
+    use std::io::Read;
+    let mut zip =
+        zip::ZipArchive::new(reader).map_err(|e| PickleError::Malformed(format!("not a zip archive: {e}")))?;
+    let pkl = (0..zip.len())
+        .filter_map(|i| zip.name_for_index(i).map(str::to_string))
+        .find(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
+        .ok_or_else(|| PickleError::Malformed("no data.pkl in the archive".into()))?;
+    let prefix = pkl.trim_end_matches("data.pkl").to_string();
+    let mut read = |name: &str| -> Result<Vec<u8>, PickleError> {
+        let mut f =
+            zip.by_name(name).map_err(|_| PickleError::Malformed(format!("{name} missing from the archive")))?;
+        let mut buf = Vec::with_capacity(f.size().min(1 << 32) as usize);
+        f.read_to_end(&mut buf).map_err(|e| PickleError::Malformed(format!("cannot read {name}: {e}")))?;
+        Ok(buf)
+    };
+    if let Ok(order) = read(&format!("{prefix}byteorder"))
+        && order != b"little"
+    {
+        return Err(PickleError::Malformed("big-endian files are not supported".into()));
+    }
+    let data = read(&pkl)?;
+    let entries = state_dict_entries(Machine::new(&data, 0).run()?)?;
+    let mut storages: HashMap<String, Tensor> = HashMap::new();
+    for (_, t) in &entries {
+        if storages.contains_key(&t.key) {
+            continue;
+        }
+        let bytes = read(&format!("{prefix}data/{}", t.key))?;
+        let size = t.kind.elt_size_in_bytes();
+        if bytes.len() % size != 0 {
+            return Err(PickleError::Malformed(format!("storage {} has a partial element", t.key)));
+        }
+        storages.insert(t.key.clone(), Tensor::from_data_size(&bytes, &[(bytes.len() / size) as i64], t.kind));
+    }
+    assemble(entries, &storages)
+}
+
+/// The (name, tensor reference) pairs of an unpickled state_dict.
+fn state_dict_entries(obj: Value) -> Result<Vec<(String, TensorRef)>, PickleError> {
+    let Value::Dict(entries) = obj else {
+        return Err(PickleError::Malformed("the saved object is not a state_dict".into()));
+    };
+    entries
+        .into_iter()
+        .map(|(k, v)| match (k, v) {
+            (Value::Str(name), Value::Tensor(t)) => Ok((name, t)),
+            (Value::Str(name), _) => Err(PickleError::Malformed(format!("state_dict entry `{name}` is not a tensor"))),
+            _ => Err(PickleError::Malformed("state_dict key is not a string".into())),
+        })
+        .collect()
+}
+
+/// Builds each entry's tensor as a view of its storage.
+fn assemble(
+    entries: Vec<(String, TensorRef)>,
+    storages: &HashMap<String, Tensor>,
+) -> Result<Vec<(String, Tensor)>, PickleError> {
     let mut out = Vec::with_capacity(entries.len());
-    for (k, v) in entries {
-        let Value::Str(name) = k else {
-            return Err(PickleError::Malformed("state_dict key is not a string".into()));
-        };
-        let Value::Tensor(t) = v else {
-            return Err(PickleError::Malformed(format!("state_dict entry `{name}` is not a tensor")));
-        };
+    for (name, t) in entries {
         let storage =
             storages.get(&t.key).ok_or_else(|| PickleError::Malformed(format!("missing storage {}", t.key)))?;
         let numel = storage.size()[0];
