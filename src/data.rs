@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use crate::spec::Augment;
@@ -36,9 +37,22 @@ pub struct Sample {
 /// The files of a dataset, split, before decoding.
 #[derive(Debug, Clone)]
 pub struct FileSplit {
+    /// The folder the files are under (manifest paths are relative to it).
+    pub root: PathBuf,
     pub classes: Vec<String>,
     pub train: Vec<Sample>,
     pub val: Vec<Sample>,
+    /// A held-out test split: a `test/` folder, or the third `data.split` fraction.
+    pub test: Vec<Sample>,
+}
+
+/// One line of manifest.csv: a file that went into a run, and its content hash.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ManifestRow {
+    pub path: String,
+    pub class: String,
+    pub split: &'static str,
+    pub sha256: String,
 }
 
 /// A file that was left out, and why.
@@ -55,6 +69,14 @@ pub struct Split {
 }
 
 impl Split {
+    fn empty(side: u32) -> Split {
+        let s = side as i64;
+        Split {
+            images: Tensor::zeros([0, 3, s, s], (Kind::Uint8, Device::Cpu)),
+            labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.labels.size()[0] as usize
     }
@@ -68,7 +90,13 @@ pub struct Dataset {
     pub classes: Vec<String>,
     pub train: Split,
     pub val: Split,
+    /// Empty when the data has no test split.
+    pub test: Split,
     pub skipped: Vec<Skipped>,
+    /// Every decoded file, in split order.
+    pub manifest: Vec<ManifestRow>,
+    /// Original (width, height) of every decoded file.
+    pub sizes: Vec<(u32, u32)>,
 }
 
 fn is_image(path: &Path) -> bool {
@@ -99,50 +127,62 @@ fn class_files(root: &Path) -> Result<BTreeMap<String, Vec<PathBuf>>> {
     Ok(classes)
 }
 
-/// Finds the classes and files under `root`: `train/` and `val/` subfolders when
-/// both exist, else one class-per-folder tree split by `split[0]`, stratified
-/// per class and seeded.
+/// Finds the classes and files under `root`: `train/` and `val/` (and
+/// optionally `test/`) subfolders when they exist, else one class-per-folder
+/// tree split by the `split` fractions ([train, val] or [train, val, test]),
+/// stratified per class and seeded.
 pub fn discover(root: &Path, split: &[f64], seed: u64) -> Result<FileSplit> {
     if !root.is_dir() {
         bail!("data folder {} not found", root.display());
     }
-    let (train_dir, val_dir) = (root.join("train"), root.join("val"));
+    let (train_dir, val_dir, test_dir) = (root.join("train"), root.join("val"), root.join("test"));
     if train_dir.is_dir() && val_dir.is_dir() {
         let train = class_files(&train_dir)?;
-        let val = class_files(&val_dir)?;
         let classes: Vec<String> = train.keys().cloned().collect();
-        if let Some(extra) = val.keys().find(|k| !train.contains_key(*k)) {
-            bail!("class `{extra}` is in {} but not in {}", val_dir.display(), train_dir.display());
-        }
-        let flatten = |m: BTreeMap<String, Vec<PathBuf>>| -> Vec<Sample> {
-            m.into_iter()
-                .flat_map(|(name, files)| {
-                    let class = classes.iter().position(|c| *c == name).expect("known class");
-                    files.into_iter().map(move |path| Sample { path, class })
-                })
-                .collect()
+        let flatten = |dir: &Path, m: BTreeMap<String, Vec<PathBuf>>| -> Result<Vec<Sample>> {
+            let mut out = vec![];
+            for (name, files) in m {
+                let Some(class) = classes.iter().position(|c| *c == name) else {
+                    bail!("class `{name}` is in {} but not in {}", dir.display(), train_dir.display());
+                };
+                out.extend(files.into_iter().map(|path| Sample { path, class }));
+            }
+            Ok(out)
         };
-        let out = FileSplit { train: flatten(train), val: flatten(val), classes: classes.clone() };
+        let val = flatten(&val_dir, class_files(&val_dir)?)?;
+        let test = if test_dir.is_dir() { flatten(&test_dir, class_files(&test_dir)?)? } else { vec![] };
+        let out = FileSplit {
+            root: root.to_path_buf(),
+            train: flatten(&train_dir, train)?,
+            val,
+            test,
+            classes: classes.clone(),
+        };
         check_nonempty(root, &out)?;
         return Ok(out);
     }
     let tree = class_files(root)?;
     let classes: Vec<String> = tree.keys().cloned().collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut train, mut val) = (vec![], vec![]);
+    let (mut train, mut val, mut test) = (vec![], vec![], vec![]);
     for (class, (_, mut files)) in tree.into_iter().enumerate() {
         files.shuffle(&mut rng);
-        let n_val = if files.len() >= 2 {
-            ((files.len() as f64 * split[1]).round() as usize).clamp(1, files.len() - 1)
-        } else {
-            0
-        };
+        let n = files.len();
+        let take = |f: f64| if n >= 2 && f > 0.0 { ((n as f64 * f).round() as usize).max(1) } else { 0 };
+        let n_val = take(split[1]).min(n.saturating_sub(1));
+        let n_test = take(split.get(2).copied().unwrap_or(0.0)).min(n.saturating_sub(1 + n_val));
         for (i, path) in files.into_iter().enumerate() {
             let s = Sample { path, class };
-            if i < n_val { val.push(s) } else { train.push(s) }
+            if i < n_val {
+                val.push(s)
+            } else if i < n_val + n_test {
+                test.push(s)
+            } else {
+                train.push(s)
+            }
         }
     }
-    let out = FileSplit { classes, train, val };
+    let out = FileSplit { root: root.to_path_buf(), classes, train, val, test };
     check_nonempty(root, &out)?;
     Ok(out)
 }
@@ -169,14 +209,45 @@ pub fn resize_side(image_size: u32) -> u32 {
     (image_size as f64 / CROP_RATIO).round() as u32
 }
 
-/// Decodes one file, resizes its shorter side to `side` (antialiased bilinear,
-/// as PIL and torchvision do) and center-crops it square; CHW uint8.
+/// A decoded file: CHW uint8 pixels of the stored square, the original size, the file's sha256.
+pub struct Decoded {
+    pub chw: Vec<u8>,
+    pub size: (u32, u32),
+    pub sha256: String,
+}
+
+/// Decodes one file (any mode: grayscale, palette, RGBA, 16-bit and CMYK become
+/// RGB), resizes its shorter side to `side` (antialiased bilinear, as PIL and
+/// torchvision do) and center-crops it square.
 pub fn decode(path: &Path, side: u32) -> std::result::Result<Vec<u8>, String> {
+    decode_file(path, side).map(|d| d.chw)
+}
+
+/// Whether a JPEG ends before its image does: no EOI marker (FF D9) after the
+/// last start-of-scan (FF DA). Entropy-coded data cannot hold either marker, and
+/// an embedded thumbnail's markers come before the main image's scans.
+fn jpeg_truncated(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_scan {
+        None => true,
+        Some(i) => !bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
+    }
+}
+
+pub fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
     if bytes.is_empty() {
         return Err("empty file".into());
     }
-    let img = image::load_from_memory(&bytes).map_err(|e| format!("not a decodable image: {e}"))?;
+    let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let format = image::guess_format(&bytes).map_err(|_| "not an image (unknown format)".to_string())?;
+    // The JPEG decoder fills a cut-off scan with grey rather than failing, as PIL does.
+    if format == image::ImageFormat::Jpeg && jpeg_truncated(&bytes) {
+        return Err("corrupt or truncated Jpeg: no end-of-image marker after the last scan".into());
+    }
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(&bytes), format);
+    reader.no_limits();
+    let img = reader.decode().map_err(|e| format!("corrupt or truncated {format:?}: {e}"))?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
         return Err("image has no pixels".into());
@@ -196,7 +267,7 @@ pub fn decode(path: &Path, side: u32) -> std::result::Result<Vec<u8>, String> {
             }
         }
     }
-    Ok(chw)
+    Ok(Decoded { chw, size: (w, h), sha256 })
 }
 
 fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {
@@ -213,44 +284,105 @@ fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {
     bar
 }
 
-/// Decodes `samples` in parallel; returns the split and the files left out.
-fn load_split(samples: &[Sample], side: u32, what: &str, quiet: bool) -> (Split, Vec<Skipped>) {
+/// What decoding one split gives: its tensors, the files left out, the manifest rows and sizes.
+struct Loaded {
+    split: Split,
+    skipped: Vec<Skipped>,
+    manifest: Vec<ManifestRow>,
+    sizes: Vec<(u32, u32)>,
+}
+
+/// Decodes `samples` in parallel.
+fn load_split(files: &FileSplit, samples: &[Sample], side: u32, what: &'static str, quiet: bool) -> Loaded {
     let bar = progress(samples.len(), what, quiet);
-    let decoded: Vec<_> = samples.par_iter().progress_with(bar.clone()).map(|s| decode(&s.path, side)).collect();
+    let decoded: Vec<_> = samples.par_iter().progress_with(bar.clone()).map(|s| decode_file(&s.path, side)).collect();
     bar.finish_and_clear();
     let s = side as i64;
     let mut pixels = Vec::with_capacity(samples.len() * (3 * s * s) as usize);
+    let mut out = Loaded { split: Split::empty(side), skipped: vec![], manifest: vec![], sizes: vec![] };
     let mut labels = vec![];
-    let mut skipped = vec![];
     for (sample, result) in samples.iter().zip(decoded) {
         match result {
-            Ok(chw) => {
-                pixels.extend_from_slice(&chw);
+            Ok(d) => {
+                pixels.extend_from_slice(&d.chw);
                 labels.push(sample.class as i64);
+                out.sizes.push(d.size);
+                let rel = sample.path.strip_prefix(&files.root).unwrap_or(&sample.path);
+                out.manifest.push(ManifestRow {
+                    path: rel.to_string_lossy().into_owned(),
+                    class: files.classes[sample.class].clone(),
+                    split: what,
+                    sha256: d.sha256,
+                });
             }
-            Err(reason) => skipped.push(Skipped { path: sample.path.display().to_string(), reason }),
+            Err(reason) => out.skipped.push(Skipped { path: sample.path.display().to_string(), reason }),
         }
     }
     let n = labels.len() as i64;
-    let images = Tensor::from_slice(&pixels).view([n, 3, s, s]);
-    (Split { images, labels: Tensor::from_slice(&labels) }, skipped)
+    out.split = Split { images: Tensor::from_slice(&pixels).view([n, 3, s, s]), labels: Tensor::from_slice(&labels) };
+    out
 }
 
-/// Decodes a discovered dataset into memory.
-pub fn load(files: &FileSplit, image_size: u32, quiet: bool) -> Result<Dataset> {
+/// Decodes a discovered dataset into memory. With `strict`, any file that
+/// cannot be decoded is an error instead of a skip.
+pub fn load(files: &FileSplit, image_size: u32, strict: bool, quiet: bool) -> Result<Dataset> {
     let side = resize_side(image_size);
-    let (train, mut skipped) = load_split(&files.train, side, "train", quiet);
-    let (val, skipped_val) = load_split(&files.val, side, "val", quiet);
-    skipped.extend(skipped_val);
-    let counts = train.labels.bincount::<Tensor>(None, files.classes.len() as i64);
+    let mut dataset = Dataset {
+        classes: files.classes.clone(),
+        train: Split::empty(side),
+        val: Split::empty(side),
+        test: Split::empty(side),
+        skipped: vec![],
+        manifest: vec![],
+        sizes: vec![],
+    };
+    for (what, samples) in [("train", &files.train), ("val", &files.val), ("test", &files.test)] {
+        let loaded = load_split(files, samples, side, what, quiet);
+        dataset.skipped.extend(loaded.skipped);
+        dataset.manifest.extend(loaded.manifest);
+        dataset.sizes.extend(loaded.sizes);
+        match what {
+            "train" => dataset.train = loaded.split,
+            "val" => dataset.val = loaded.split,
+            _ => dataset.test = loaded.split,
+        }
+    }
+    if strict && !dataset.skipped.is_empty() {
+        let first: Vec<String> = dataset.skipped.iter().take(3).map(|s| format!("{} ({})", s.path, s.reason)).collect();
+        bail!(
+            "data.strict is set and {} files cannot be used: {}{}",
+            dataset.skipped.len(),
+            first.join("; "),
+            if dataset.skipped.len() > 3 { "; ..." } else { "" }
+        );
+    }
+    let counts = dataset.train.labels.bincount::<Tensor>(None, files.classes.len() as i64);
     let counts = Vec::<i64>::try_from(&counts).unwrap_or_default();
     if let Some(c) = counts.iter().position(|n| *n == 0) {
-        bail!("class `{}` has no usable training image ({} files skipped in all)", files.classes[c], skipped.len());
+        bail!(
+            "class `{}` has no usable training image ({} files skipped in all)",
+            files.classes[c],
+            dataset.skipped.len()
+        );
     }
-    if val.is_empty() {
-        bail!("no usable validation image ({} files skipped)", skipped.len());
+    if dataset.val.is_empty() {
+        bail!("no usable validation image ({} files skipped)", dataset.skipped.len());
     }
-    Ok(Dataset { classes: files.classes.clone(), train, val, skipped })
+    Ok(dataset)
+}
+
+/// sha256 of the manifest as written to manifest.csv: what the run was trained and evaluated on.
+pub fn manifest_csv(rows: &[ManifestRow]) -> String {
+    let mut csv = String::from("path,class,split,sha256\n");
+    for r in rows {
+        csv.push_str(&format!("{},{},{},{}\n", csv_field(&r.path), csv_field(&r.class), r.split, r.sha256));
+    }
+    csv
+}
+
+/// Quotes a CSV field when it needs it.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
 /// Turns stored uint8 images into a normalised float batch of `size` x `size`.
@@ -373,12 +505,21 @@ mod tests {
             .iter()
             .map(|f| Sample { path: dir.path().join(f), class: 0 })
             .collect();
-        let (split, skipped) = load_split(&samples, 16, "t", true);
-        assert_eq!(split.len(), 1);
-        assert_eq!(split.images.size(), vec![1, 3, 16, 16]);
-        assert_eq!(i64::try_from(split.images.get(0).get(1).get(8).get(8)).unwrap(), 200);
-        assert_eq!(skipped.len(), 2);
-        assert_eq!(skipped[0].reason, "empty file");
-        assert!(skipped[1].reason.starts_with("not a decodable image"), "{}", skipped[1].reason);
+        let files = FileSplit {
+            root: dir.path().to_path_buf(),
+            classes: vec!["a".into()],
+            train: samples.clone(),
+            val: vec![],
+            test: vec![],
+        };
+        let loaded = load_split(&files, &samples, 16, "train", true);
+        assert_eq!(loaded.split.len(), 1);
+        assert_eq!(loaded.split.images.size(), vec![1, 3, 16, 16]);
+        assert_eq!(i64::try_from(loaded.split.images.get(0).get(1).get(8).get(8)).unwrap(), 200);
+        assert_eq!(loaded.manifest[0].path, "good.png");
+        assert_eq!(loaded.sizes, vec![(40, 20)]);
+        assert_eq!(loaded.skipped.len(), 2);
+        assert_eq!(loaded.skipped[0].reason, "empty file");
+        assert_eq!(loaded.skipped[1].reason, "not an image (unknown format)");
     }
 }

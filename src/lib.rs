@@ -4,6 +4,7 @@
 //! schedule of phases; `runner run` turns it into a trained model, a metrics
 //! table and learning curves.
 
+pub mod archive;
 pub mod atomic;
 pub mod backbone;
 pub mod cuda;

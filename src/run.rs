@@ -55,6 +55,9 @@ pub struct Summary {
     pub train_images: usize,
     pub val_images: usize,
     pub skipped_files: usize,
+    pub test_images: usize,
+    /// sha256 of manifest.csv: exactly which files (and contents) the run used.
+    pub manifest_sha256: String,
     pub threads: i32,
     pub device: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,11 +84,12 @@ pub fn read_summary(dir: &Path) -> Option<Summary> {
 pub fn prepare(spec: &Spec, device: Device, quiet: bool) -> Result<Trainer> {
     let backbone = spec.model.backbone;
     let source = weights::resolve(backbone, &spec.model.weights, spec.model.sha256.as_deref(), quiet)?;
-    let files = data::discover(Path::new(&spec.data.source), &spec.data.split, spec.seed)?;
+    let root = crate::archive::materialize(&spec.data.source, quiet)?;
+    let files = data::discover(&root, &spec.data.split, spec.seed)?;
     if let Some(msg) = head_mismatch(spec, &files.classes) {
         bail!("model.head.classes: {msg}");
     }
-    let dataset: Dataset = data::load(&files, spec.data.image_size, quiet)?;
+    let dataset: Dataset = data::load(&files, spec.data.image_size, spec.data.strict, quiet)?;
 
     tch::manual_seed(spec.seed as i64);
     let mut vs = nn::VarStore::new(device);
@@ -120,7 +124,8 @@ fn head_mismatch(spec: &Spec, classes: &[String]) -> Option<String> {
 pub fn preflight(exp: &Experiment) -> Result<(), SpecError> {
     for (i, run) in exp.runs.iter().enumerate() {
         let spec = &run.spec;
-        let Ok(files) = data::discover(Path::new(&spec.data.source), &spec.data.split, spec.seed) else { continue };
+        let Ok(root) = crate::archive::materialize(&spec.data.source, false) else { continue };
+        let Ok(files) = data::discover(&root, &spec.data.split, spec.seed) else { continue };
         if let Some(msg) = head_mismatch(spec, &files.classes) {
             let mut e = exp.source.error(&["model", "head", "classes"], msg);
             if exp.runs.len() > 1 {
@@ -147,10 +152,12 @@ pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
 
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
     // A forced rerun starts clean: stale metrics or weights must not survive it.
-    for stale in ["metrics.csv", "metrics.parquet", "curves.png", "best.safetensors", "skipped.csv"] {
+    for stale in ["metrics.csv", "metrics.parquet", "curves.png", "best.safetensors", "skipped.csv", "manifest.csv"] {
         let _ = std::fs::remove_file(dir.join(stale));
     }
     write_atomic(&dir.join("config.toml"), spec.to_toml().as_bytes())?;
+    let manifest = data::manifest_csv(&trainer.data.manifest);
+    write_atomic(&dir.join("manifest.csv"), manifest.as_bytes())?;
     let mut summary = Summary {
         run_id: spec.run_id(),
         experiment: spec.name.clone(),
@@ -166,6 +173,8 @@ pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
         train_images: trainer.data.train.len(),
         val_images: trainer.data.val.len(),
         skipped_files: trainer.data.skipped.len(),
+        test_images: trainer.data.test.len(),
+        manifest_sha256: weights::sha256_hex(manifest.as_bytes()),
         threads,
         device: format!("{:?}", opts.device).to_lowercase(),
         error: None,
@@ -254,7 +263,7 @@ fn write_summary(dir: &Path, summary: &Summary) -> Result<()> {
 fn write_skipped(dir: &Path, skipped: &[data::Skipped]) -> Result<()> {
     let mut csv = String::from("path,reason\n");
     for s in skipped {
-        csv.push_str(&format!("\"{}\",\"{}\"\n", s.path.replace('"', "\"\""), s.reason.replace('"', "\"\"")));
+        csv.push_str(&format!("{},{}\n", data::csv_field(&s.path), data::csv_field(&s.reason)));
     }
     write_atomic(&dir.join("skipped.csv"), csv.as_bytes())
 }

@@ -43,9 +43,12 @@ pub struct DataSpec {
     /// Train-time augmentations, applied in order.
     #[serde(default)]
     pub augment: Vec<Augment>,
-    /// Train/val fractions for a tree without `train/` and `val/`.
+    /// Train/val (or train/val/test) fractions for a tree without `train/` and `val/`.
     #[serde(default = "default_split")]
     pub split: Vec<f64>,
+    /// Fail on a file that cannot be decoded instead of skipping it.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -457,13 +460,16 @@ impl Spec {
         if d.batch_size == 0 {
             return Err(("data.batch_size".into(), "expected at least 1, found 0".into()));
         }
-        let split_ok = d.split.len() == 2
+        let split_ok = (2..=3).contains(&d.split.len())
             && d.split.iter().all(|f| *f > 0.0 && *f < 1.0)
             && (d.split.iter().sum::<f64>() - 1.0).abs() < 1e-6;
         if !split_ok {
             return Err((
                 "data.split".into(),
-                format!("expected [train, val] fractions in (0, 1) that sum to 1, found {:?}", d.split),
+                format!(
+                    "expected [train, val] or [train, val, test] fractions in (0, 1) that sum to 1, found {:?}",
+                    d.split
+                ),
             ));
         }
         if let Classes::Count(n) = self.model.head.classes
