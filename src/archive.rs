@@ -108,40 +108,183 @@ pub fn extract_zip(archive: &Path, target: &Path, limits: Limits) -> Result<()> 
     }
 }
 
-/// The folder a `data.source` names: a folder as is; a `.zip` extracted once
-/// into `datasets/<name>/` (reused afterwards).
-pub fn materialize(source: &str, quiet: bool) -> Result<PathBuf> {
-    let path = Path::new(source);
-    if source.to_ascii_lowercase().ends_with(".zip") {
-        if !path.is_file() {
-            bail!("data archive {source} not found");
-        }
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let target = Path::new("datasets").join(stem);
-        if !target.is_dir() {
-            if !quiet {
-                eprintln!("extracting {source} into {}", target.display());
-            }
-            extract_zip(path, &target, Limits::default())?;
-        }
-        return Ok(single_top_folder(target));
-    }
-    Ok(path.to_path_buf())
+/// A dataset runner knows by name: where its archive is and how it is laid out.
+struct Known {
+    name: &'static str,
+    url: &'static str,
+    /// sha256 of the archive, where known; otherwise the first download's is recorded and checked after.
+    sha256: Option<&'static str>,
 }
 
-/// Archives often hold one top folder (`hymenoptera_data/train/...`): use it.
-fn single_top_folder(dir: PathBuf) -> PathBuf {
-    let entries: Vec<_> = std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok()).collect()).unwrap_or_default();
-    match entries.as_slice() {
-        [only]
-            if only.path().is_dir()
-                && !["train", "val", "test"].contains(&only.file_name().to_string_lossy().as_ref()) =>
-        {
-            let inner = only.path();
-            let has_layout = ["train", "val"].iter().all(|s| inner.join(s).is_dir());
-            if has_layout { inner } else { dir }
+const KNOWN: &[Known] = &[
+    // The PyTorch transfer-learning tutorial's ants and bees: train/ and val/.
+    Known { name: "hymenoptera", url: "https://download.pytorch.org/tutorial/hymenoptera_data.zip", sha256: None },
+    // The TensorFlow tutorial's Microsoft PetImages (Cat/, Dog/), which holds corrupt files.
+    Known {
+        name: "cats_vs_dogs",
+        url: "https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip",
+        sha256: None,
+    },
+    // CIFAR-10, binary version, turned into an ImageFolder (train/ from the data batches, val/ from the test batch).
+    Known { name: "cifar10", url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", sha256: None },
+];
+
+pub fn known_names() -> Vec<&'static str> {
+    KNOWN.iter().map(|k| k.name).collect()
+}
+
+/// The URL of a known dataset; `RUNNER_DATASETS_MIRROR` replaces everything before the file name.
+fn known_url(k: &Known) -> String {
+    match std::env::var("RUNNER_DATASETS_MIRROR") {
+        Ok(mirror) if !mirror.is_empty() => {
+            format!("{}/{}", mirror.trim_end_matches('/'), k.url.rsplit('/').next().unwrap_or(k.name))
         }
-        _ => dir,
+        _ => k.url.to_string(),
+    }
+}
+
+/// Downloads `url` into the dataset cache once. The first download's sha256 is
+/// recorded beside it (`<file>.sha256`) and every later use checks it.
+fn fetch_archive(url: &str, sha256: Option<&str>, quiet: bool) -> Result<PathBuf> {
+    let cache = crate::weights::cache_dir().join("datasets");
+    let file = url.split(['?', '#']).next().unwrap_or(url).rsplit('/').next().unwrap_or("");
+    if file.is_empty() {
+        bail!("cannot tell a file name from the URL {url}");
+    }
+    let path = cache.join(file);
+    let record = cache.join(format!("{file}.sha256"));
+    let recorded = std::fs::read_to_string(&record).ok().map(|s| s.trim().to_string());
+    let expected = sha256.map(str::to_string).or(recorded);
+    crate::weights::download::fetch_to(url, expected.as_deref(), &path, quiet)?;
+    if expected.is_none() {
+        let digest = crate::weights::sha256_file(&path)?;
+        crate::atomic::write_atomic(&record, format!("{digest}\n").as_bytes())?;
+    }
+    Ok(path)
+}
+
+/// The folder a `data.source` names: a folder as is; a `.zip` (a local file, an
+/// http(s) URL, or a known dataset's name) extracted once into `datasets/<name>/`.
+pub fn materialize(source: &str, quiet: bool) -> Result<PathBuf> {
+    if let Some(k) = KNOWN.iter().find(|k| k.name == source) {
+        let target = Path::new("datasets").join(k.name);
+        if !target.is_dir() {
+            let archive = fetch_archive(&known_url(k), k.sha256, quiet)?;
+            unpack(&archive, &target, quiet)?;
+        }
+        return Ok(data_root(target));
+    }
+    let lower = source.to_ascii_lowercase();
+    let remote = lower.starts_with("http://") || lower.starts_with("https://");
+    if remote || lower.ends_with(".zip") || lower.ends_with(".tar.gz") {
+        let archive = if remote { fetch_archive(source, None, quiet)? } else { PathBuf::from(source) };
+        if !archive.is_file() {
+            bail!("data archive {source} not found");
+        }
+        let name = archive.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = name.trim_end_matches(".zip").trim_end_matches(".ZIP").trim_end_matches(".tar.gz");
+        let target = Path::new("datasets").join(stem);
+        if !target.is_dir() {
+            unpack(&archive, &target, quiet)?;
+        }
+        return Ok(data_root(target));
+    }
+    Ok(PathBuf::from(source))
+}
+
+fn unpack(archive: &Path, target: &Path, quiet: bool) -> Result<()> {
+    if !quiet {
+        eprintln!("extracting {} into {}", archive.display(), target.display());
+    }
+    let name = archive.to_string_lossy().to_ascii_lowercase();
+    if name.ends_with("cifar-10-binary.tar.gz") {
+        cifar10_to_image_folder(archive, target)
+    } else if name.ends_with(".zip") {
+        extract_zip(archive, target, Limits::default())
+    } else {
+        bail!("{}: only .zip archives (and CIFAR-10's binary .tar.gz) are supported", archive.display())
+    }
+}
+
+/// Archives often wrap the data in one folder (`hymenoptera_data/`, `PetImages/`):
+/// descend while a folder holds exactly one subfolder (files beside it, such as
+/// a licence, are ignored), stopping at a train/val layout.
+fn data_root(mut dir: PathBuf) -> PathBuf {
+    loop {
+        if ["train", "val"].iter().all(|s| dir.join(s).is_dir()) {
+            return dir;
+        }
+        let subdirs: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .unwrap_or_default();
+        match subdirs.as_slice() {
+            [only] => dir = only.clone(),
+            _ => return dir,
+        }
+    }
+}
+
+/// CIFAR-10's binary batches (`<label byte><1024 R><1024 G><1024 B>` per image)
+/// as PNG files in train/<class>/ and val/<class>/, written atomically.
+pub fn cifar10_to_image_folder(archive: &Path, target: &Path) -> Result<()> {
+    const RECORD: usize = 1 + 3 * 32 * 32;
+    let file = std::fs::File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+    let parent = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.partial{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = (|| -> Result<()> {
+        let mut classes: Vec<String> = vec![];
+        let mut batches: Vec<(String, Vec<u8>)> = vec![];
+        for entry in tar.entries().context("cannot read the CIFAR-10 archive")? {
+            let mut entry = entry.context("cannot read the CIFAR-10 archive")?;
+            let path = entry.path().context("bad entry name")?.to_string_lossy().into_owned();
+            let file = path.rsplit('/').next().unwrap_or("").to_string();
+            if file == "batches.meta.txt" {
+                let mut text = String::new();
+                entry.read_to_string(&mut text).context("cannot read batches.meta.txt")?;
+                classes = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+            } else if file.ends_with(".bin") && (file.starts_with("data_batch_") || file == "test_batch.bin") {
+                if entry.size() > 64 << 20 {
+                    bail!("{file} is larger than a CIFAR-10 batch can be");
+                }
+                let mut data = vec![];
+                entry.read_to_end(&mut data).with_context(|| format!("cannot read {file}"))?;
+                batches.push((file, data));
+            }
+        }
+        if classes.len() != 10 || batches.is_empty() {
+            bail!("not the CIFAR-10 binary archive: batches.meta.txt with 10 classes and the .bin batches are needed");
+        }
+        batches.sort();
+        for (file, data) in &batches {
+            if data.len() % RECORD != 0 {
+                bail!("{file}: its size is not a whole number of records");
+            }
+            let split = if file == "test_batch.bin" { "val" } else { "train" };
+            for (i, rec) in data.chunks(RECORD).enumerate() {
+                let label = rec[0] as usize;
+                let class = classes.get(label).with_context(|| format!("{file}: record {i} has label {label}"))?;
+                let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                    let p = (y * 32 + x) as usize;
+                    image::Rgb([rec[1 + p], rec[1 + 1024 + p], rec[1 + 2048 + p]])
+                });
+                let dir = tmp.join(split).join(class);
+                std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                let stem = file.trim_end_matches(".bin");
+                img.save(dir.join(format!("{stem}_{i:05}.png"))).context("cannot write a CIFAR-10 image")?;
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => std::fs::rename(&tmp, target).with_context(|| format!("cannot move into {}", target.display())),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e.context(format!("cannot convert {}", archive.display())))
+        }
     }
 }
 

@@ -85,7 +85,7 @@ fn unreachable_weights_say_where_to_put_them() {
     let o = runner_bin().current_dir(dir.path()).args(["run", "m.toml"]).env("RUNNER_CACHE", &cache).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.starts_with(&format!("error: cannot get weights from {url}: ")), "{err}");
+    assert!(err.starts_with(&format!("error: cannot get {url}: ")), "{err}");
     assert!(
         err.ends_with(&format!(
             "Download the file by hand and put it at {}/weights/mobilenet_v2-b0353104.pth, or set model.weights to a local file\n",
@@ -188,7 +188,7 @@ fn run_writes_every_output_and_reuses_a_completed_run() {
     // A file that is not an image is reported, and the exit status says so.
     let o = runner(dir.path(), &["predict", "--run", run.to_str().unwrap(), "spec.toml"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).contains("error: not a decodable image"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("error: not an image (unknown format)"), "{}", stdout(&o));
 
     let before = std::fs::read(run.join("best.safetensors")).unwrap();
     let again = runner(dir.path(), &["run", "spec.toml", "--out", "out", "--quiet"]);

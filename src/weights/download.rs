@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
 
 use super::sha256_file;
 
@@ -46,11 +45,18 @@ fn check(path: &Path, expected: Option<&str>) -> Result<()> {
 pub fn fetch(url: &str, sha256: Option<&str>, cache: &Path, quiet: bool) -> Result<PathBuf> {
     let path = cache_path(cache, url)?;
     let expected = expected_sha256(&path, sha256);
+    fetch_to(url, expected, &path, quiet)?;
+    Ok(path)
+}
+
+/// Downloads `url` to `path` unless it is there already; checks it against `expected` either way.
+pub fn fetch_to(url: &str, expected: Option<&str>, path: &Path, quiet: bool) -> Result<()> {
+    let path = path.to_path_buf();
     if path.is_file() {
         check(&path, expected).with_context(|| {
-            format!("cached weights {} do not match; delete the file to download them again", path.display())
+            format!("cached file {} does not match; delete it to download it again", path.display())
         })?;
-        return Ok(path);
+        return Ok(());
     }
     let dir = path.parent().expect("cache path has a folder");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -58,14 +64,10 @@ pub fn fetch(url: &str, sha256: Option<&str>, cache: &Path, quiet: bool) -> Resu
     let result = download(url, &part, quiet).and_then(|()| check(&part, expected));
     if let Err(e) = result {
         let _ = std::fs::remove_file(&part);
-        bail!(
-            "cannot get weights from {url}: {e:#}. Download the file by hand and put it at {}, \
-             or set model.weights to a local file",
-            path.display()
-        );
+        bail!("cannot get {url}: {e:#}. Download the file by hand and put it at {}", path.display());
     }
-    std::fs::rename(&part, &path).with_context(|| format!("cannot move weights into {}", path.display()))?;
-    Ok(path)
+    std::fs::rename(&part, &path).with_context(|| format!("cannot move the download into {}", path.display()))?;
+    Ok(())
 }
 
 fn download(url: &str, to: &Path, quiet: bool) -> Result<()> {
@@ -80,7 +82,6 @@ fn download(url: &str, to: &Path, quiet: bool) -> Result<()> {
     );
     let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
     let mut file = std::fs::File::create(to).with_context(|| format!("cannot write {}", to.display()))?;
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
     loop {
@@ -88,7 +89,6 @@ fn download(url: &str, to: &Path, quiet: bool) -> Result<()> {
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
         file.write_all(&buf[..n]).with_context(|| format!("cannot write {}", to.display()))?;
         total += n as u64;
         bar.set_position(total);

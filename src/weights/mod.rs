@@ -44,7 +44,9 @@ pub fn resolve(backbone: Backbone, weights: &str, sha256: Option<&str>, quiet: b
             let default = backbone.default_weights();
             let path = cache.join("weights").join(default.file);
             if let Some(url) = backbone.weights_url() {
-                return download::fetch(&url, Some(default.sha256_prefix), &cache, quiet).map(WeightsSource::File);
+                return download::fetch(&url, Some(default.sha256_prefix), &cache, quiet)
+                    .map(WeightsSource::File)
+                    .map_err(|e| anyhow::anyhow!("{e:#}, or set model.weights to a local file"));
             }
             if !path.is_file() {
                 bail!(
@@ -67,9 +69,9 @@ pub fn resolve(backbone: Backbone, weights: &str, sha256: Option<&str>, quiet: b
             }
             Ok(WeightsSource::File(path))
         }
-        url if url.starts_with("http://") || url.starts_with("https://") => {
-            download::fetch(url, sha256, &cache, quiet).map(WeightsSource::File)
-        }
+        url if url.starts_with("http://") || url.starts_with("https://") => download::fetch(url, sha256, &cache, quiet)
+            .map(WeightsSource::File)
+            .map_err(|e| anyhow::anyhow!("{e:#}, or set model.weights to a local file")),
         path => {
             let path = PathBuf::from(path);
             if !path.is_file() {
