@@ -93,8 +93,6 @@ pub struct Dataset {
     /// Empty when the data has no test split.
     pub test: Split,
     pub skipped: Vec<Skipped>,
-    /// Every decoded file, in split order.
-    pub manifest: Vec<ManifestRow>,
     /// Original (width, height) of every decoded file.
     pub sizes: Vec<(u32, u32)>,
 }
@@ -209,11 +207,10 @@ pub fn resize_side(image_size: u32) -> u32 {
     (image_size as f64 / CROP_RATIO).round() as u32
 }
 
-/// A decoded file: CHW uint8 pixels of the stored square, the original size, the file's sha256.
+/// A decoded file: CHW uint8 pixels of the stored square and the original size.
 pub struct Decoded {
     pub chw: Vec<u8>,
     pub size: (u32, u32),
-    pub sha256: String,
 }
 
 /// Decodes one file (any mode: grayscale, palette, RGBA, 16-bit and CMYK become
@@ -239,7 +236,6 @@ pub fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded, Strin
     if bytes.is_empty() {
         return Err("empty file".into());
     }
-    let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
     let format = image::guess_format(&bytes).map_err(|_| "not an image (unknown format)".to_string())?;
     // The JPEG decoder fills a cut-off scan with grey rather than failing, as PIL does.
     if format == image::ImageFormat::Jpeg && jpeg_truncated(&bytes) {
@@ -267,7 +263,7 @@ pub fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded, Strin
             }
         }
     }
-    Ok(Decoded { chw, size: (w, h), sha256 })
+    Ok(Decoded { chw, size: (w, h) })
 }
 
 fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {
@@ -284,22 +280,21 @@ fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {
     bar
 }
 
-/// What decoding one split gives: its tensors, the files left out, the manifest rows and sizes.
+/// What decoding one split gives: its tensors, the files left out, and sizes.
 struct Loaded {
     split: Split,
     skipped: Vec<Skipped>,
-    manifest: Vec<ManifestRow>,
     sizes: Vec<(u32, u32)>,
 }
 
 /// Decodes `samples` in parallel.
-fn load_split(files: &FileSplit, samples: &[Sample], side: u32, what: &'static str, quiet: bool) -> Loaded {
+fn load_split(samples: &[Sample], side: u32, what: &'static str, quiet: bool) -> Loaded {
     let bar = progress(samples.len(), what, quiet);
     let decoded: Vec<_> = samples.par_iter().progress_with(bar.clone()).map(|s| decode_file(&s.path, side)).collect();
     bar.finish_and_clear();
     let s = side as i64;
     let mut pixels = Vec::with_capacity(samples.len() * (3 * s * s) as usize);
-    let mut out = Loaded { split: Split::empty(side), skipped: vec![], manifest: vec![], sizes: vec![] };
+    let mut out = Loaded { split: Split::empty(side), skipped: vec![], sizes: vec![] };
     let mut labels = vec![];
     for (sample, result) in samples.iter().zip(decoded) {
         match result {
@@ -307,13 +302,6 @@ fn load_split(files: &FileSplit, samples: &[Sample], side: u32, what: &'static s
                 pixels.extend_from_slice(&d.chw);
                 labels.push(sample.class as i64);
                 out.sizes.push(d.size);
-                let rel = sample.path.strip_prefix(&files.root).unwrap_or(&sample.path);
-                out.manifest.push(ManifestRow {
-                    path: rel.to_string_lossy().into_owned(),
-                    class: files.classes[sample.class].clone(),
-                    split: what,
-                    sha256: d.sha256,
-                });
             }
             Err(reason) => out.skipped.push(Skipped { path: sample.path.display().to_string(), reason }),
         }
@@ -333,13 +321,11 @@ pub fn load(files: &FileSplit, image_size: u32, strict: bool, quiet: bool) -> Re
         val: Split::empty(side),
         test: Split::empty(side),
         skipped: vec![],
-        manifest: vec![],
         sizes: vec![],
     };
     for (what, samples) in [("train", &files.train), ("val", &files.val), ("test", &files.test)] {
-        let loaded = load_split(files, samples, side, what, quiet);
+        let loaded = load_split(samples, side, what, quiet);
         dataset.skipped.extend(loaded.skipped);
-        dataset.manifest.extend(loaded.manifest);
         dataset.sizes.extend(loaded.sizes);
         match what {
             "train" => dataset.train = loaded.split,
@@ -371,7 +357,35 @@ pub fn load(files: &FileSplit, image_size: u32, strict: bool, quiet: bool) -> Re
     Ok(dataset)
 }
 
-/// sha256 of the manifest as written to manifest.csv: what the run was trained and evaluated on.
+/// Every file of a discovered dataset with its sha256 (hashed in parallel), in split order.
+pub fn manifest(files: &FileSplit, quiet: bool) -> Result<Vec<ManifestRow>> {
+    let all: Vec<(&'static str, &Sample)> = [("train", &files.train), ("val", &files.val), ("test", &files.test)]
+        .into_iter()
+        .flat_map(|(what, samples)| samples.iter().map(move |s| (what, s)))
+        .collect();
+    let bar = progress(all.len(), "hash", quiet);
+    let rows = all
+        .par_iter()
+        .progress_with(bar.clone())
+        .map(|(split, sample)| -> Result<ManifestRow> {
+            let mut f =
+                std::fs::File::open(&sample.path).with_context(|| format!("cannot read {}", sample.path.display()))?;
+            let mut h = Sha256::new();
+            std::io::copy(&mut f, &mut h).with_context(|| format!("cannot read {}", sample.path.display()))?;
+            let rel = sample.path.strip_prefix(&files.root).unwrap_or(&sample.path);
+            Ok(ManifestRow {
+                path: rel.to_string_lossy().into_owned(),
+                class: files.classes[sample.class].clone(),
+                split,
+                sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+            })
+        })
+        .collect();
+    bar.finish_and_clear();
+    rows
+}
+
+/// manifest.csv: what the run was trained and evaluated on.
 pub fn manifest_csv(rows: &[ManifestRow]) -> String {
     let mut csv = String::from("path,class,split,sha256\n");
     for r in rows {
@@ -512,11 +526,11 @@ mod tests {
             val: vec![],
             test: vec![],
         };
-        let loaded = load_split(&files, &samples, 16, "train", true);
+        let loaded = load_split(&samples, 16, "train", true);
         assert_eq!(loaded.split.len(), 1);
         assert_eq!(loaded.split.images.size(), vec![1, 3, 16, 16]);
         assert_eq!(i64::try_from(loaded.split.images.get(0).get(1).get(8).get(8)).unwrap(), 200);
-        assert_eq!(loaded.manifest[0].path, "good.png");
+        assert_eq!(manifest(&files, true).unwrap()[0].path, "good.png");
         assert_eq!(loaded.sizes, vec![(40, 20)]);
         assert_eq!(loaded.skipped.len(), 2);
         assert_eq!(loaded.skipped[0].reason, "empty file");

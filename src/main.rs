@@ -368,7 +368,7 @@ fn run(cli: Cli) -> Result<()> {
                     // One failed run of a grid does not stop the others.
                     Err(e) if total > 1 => {
                         eprintln!("error: {e:#}");
-                        failed.push(planned.spec.run_id());
+                        failed.push(format!("run {}", i + 1));
                     }
                     Err(e) => return Err(e),
                 }
@@ -380,18 +380,31 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plan { spec, set, out } => {
             let exp = load(&spec, &set)?;
             println!("{:<12} {:<10} {:>6}  varying", "run id", "completed", "epochs");
+            let mut unreadable = None;
             for planned in &exp.runs {
-                let dir = run::run_dir(&out, &planned.spec);
-                let done = run::read_summary(&dir).is_some_and(|s| s.status == run::Status::Completed);
+                let (id, done) = match run::identify(&planned.spec, false) {
+                    Ok(id) => {
+                        let dir = run::run_dir(&out, &planned.spec, &id);
+                        let done = run::read_summary(&dir).is_some_and(|s| s.status == run::Status::Completed);
+                        (id.run_id, if done { "yes" } else { "no" })
+                    }
+                    Err(e) => {
+                        unreadable.get_or_insert(format!("{e:#}"));
+                        ("?".to_string(), "?")
+                    }
+                };
                 println!(
                     "{:<12} {:<10} {:>6}  {}",
-                    planned.spec.run_id(),
-                    if done { "yes" } else { "no" },
+                    id,
+                    done,
                     planned.spec.total_epochs(),
                     describe_varying(&planned.varying)
                 );
             }
             println!("{} runs of {}", exp.runs.len(), exp.runs.first().map_or("", |r| r.spec.name.as_str()));
+            if let Some(e) = unreadable {
+                println!("? : a run's id covers its data, which cannot be read: {e}");
+            }
         }
         Command::Summary { target, set, image_size } => summary(&target, &set, image_size)?,
         Command::Predict { images, run, backbone, weights, image_size, top_k, json } => {

@@ -71,8 +71,34 @@ pub struct RunOutcome {
     pub ran: bool,
 }
 
-pub fn run_dir(out: &Path, spec: &Spec) -> PathBuf {
-    out.join(&spec.name).join(spec.run_id())
+/// What a run is: its resolved spec and the exact files of its data.
+pub struct Identity {
+    /// Short hash of the canonical spec and the manifest's sha256.
+    pub run_id: String,
+    pub files: data::FileSplit,
+    pub manifest: Vec<data::ManifestRow>,
+    pub manifest_sha256: String,
+}
+
+/// The id of a run of `spec` on the data whose manifest.csv has this sha256.
+pub fn run_id(spec: &Spec, manifest_sha256: &str) -> String {
+    let mut bytes = spec.canonical();
+    bytes.push(b'\n');
+    bytes.extend_from_slice(manifest_sha256.as_bytes());
+    weights::sha256_hex(&bytes)[..10].to_string()
+}
+
+/// Finds a run's data and hashes every file of it (no decoding) to name the run.
+pub fn identify(spec: &Spec, quiet: bool) -> Result<Identity> {
+    let root = crate::archive::materialize(&spec.data.source, quiet)?;
+    let files = data::discover(&root, &spec.data.split, spec.seed)?;
+    let manifest = data::manifest(&files, quiet)?;
+    let manifest_sha256 = weights::sha256_hex(data::manifest_csv(&manifest).as_bytes());
+    Ok(Identity { run_id: run_id(spec, &manifest_sha256), files, manifest, manifest_sha256 })
+}
+
+pub fn run_dir(out: &Path, spec: &Spec, id: &Identity) -> PathBuf {
+    out.join(&spec.name).join(&id.run_id)
 }
 
 pub fn read_summary(dir: &Path) -> Option<Summary> {
@@ -82,14 +108,19 @@ pub fn read_summary(dir: &Path) -> Option<Summary> {
 
 /// Everything a run needs, checked and loaded, with nothing written yet.
 pub fn prepare(spec: &Spec, device: Device, quiet: bool) -> Result<Trainer> {
-    let backbone = spec.model.backbone;
-    let source = weights::resolve(backbone, &spec.model.weights, spec.model.sha256.as_deref(), quiet)?;
     let root = crate::archive::materialize(&spec.data.source, quiet)?;
     let files = data::discover(&root, &spec.data.split, spec.seed)?;
+    prepare_files(spec, &files, device, quiet)
+}
+
+/// [`prepare`] for data already discovered.
+pub fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device, quiet: bool) -> Result<Trainer> {
+    let backbone = spec.model.backbone;
+    let source = weights::resolve(backbone, &spec.model.weights, spec.model.sha256.as_deref(), quiet)?;
     if let Some(msg) = head_mismatch(spec, &files.classes) {
         bail!("model.head.classes: {msg}");
     }
-    let dataset: Dataset = data::load(&files, spec.data.image_size, spec.data.strict, quiet)?;
+    let dataset: Dataset = data::load(files, spec.data.image_size, spec.data.strict, quiet)?;
 
     tch::manual_seed(spec.seed as i64);
     let mut vs = nn::VarStore::new(device);
@@ -139,16 +170,17 @@ pub fn preflight(exp: &Experiment) -> Result<(), SpecError> {
 
 /// Runs `spec` into its run directory under `opts.out`.
 pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
-    let dir = run_dir(&opts.out, spec);
+    let started = Instant::now();
+    let id = identify(spec, opts.quiet)?;
+    let dir = run_dir(&opts.out, spec, &id);
     if let Some(summary) = read_summary(&dir)
         && summary.status == Status::Completed
         && !opts.force
     {
         return Ok(RunOutcome { dir, summary, ran: false });
     }
-    let started = Instant::now();
     let threads = configure_threads();
-    let mut trainer = prepare(spec, opts.device, opts.quiet)?;
+    let mut trainer = prepare_files(spec, &id.files, opts.device, opts.quiet)?;
 
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
     // A forced rerun starts clean: stale metrics or weights must not survive it.
@@ -156,10 +188,9 @@ pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
         let _ = std::fs::remove_file(dir.join(stale));
     }
     write_atomic(&dir.join("config.toml"), spec.to_toml().as_bytes())?;
-    let manifest = data::manifest_csv(&trainer.data.manifest);
-    write_atomic(&dir.join("manifest.csv"), manifest.as_bytes())?;
+    write_atomic(&dir.join("manifest.csv"), data::manifest_csv(&id.manifest).as_bytes())?;
     let mut summary = Summary {
-        run_id: spec.run_id(),
+        run_id: id.run_id.clone(),
         experiment: spec.name.clone(),
         status: Status::Running,
         best_val_acc: None,
@@ -174,7 +205,7 @@ pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
         val_images: trainer.data.val.len(),
         skipped_files: trainer.data.skipped.len(),
         test_images: trainer.data.test.len(),
-        manifest_sha256: weights::sha256_hex(manifest.as_bytes()),
+        manifest_sha256: id.manifest_sha256.clone(),
         threads,
         device: format!("{:?}", opts.device).to_lowercase(),
         error: None,
@@ -215,7 +246,7 @@ fn train_all(
     started: Instant,
 ) -> Result<()> {
     let total = spec.total_epochs();
-    let title = format!("{} ({})", spec.name, spec.run_id());
+    let title = format!("{} ({})", spec.name, summary.run_id);
     let mut rows: Vec<EpochRecord> = vec![];
     // After every epoch: best weights, metrics, curves and summary on disk.
     let mut on_epoch = |r: &EpochRecord, vs: &nn::VarStore| -> Result<()> {

@@ -591,13 +591,17 @@ impl Spec {
         toml::to_string_pretty(self).expect("a spec always serializes")
     }
 
-    /// Short content hash of the resolved spec: keys sorted, defaults written out,
-    /// so reordering keys or spelling out a default keeps the id.
-    pub fn run_id(&self) -> String {
-        let canonical = serde_json::to_value(self).expect("a spec always serializes");
-        let bytes = serde_json::to_vec(&canonical).expect("json values serialize");
-        let digest = Sha256::digest(&bytes);
-        digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
+    /// The resolved spec in canonical form: JSON with sorted keys and every default
+    /// written out, so reordering keys or spelling out a default changes nothing.
+    pub fn canonical(&self) -> Vec<u8> {
+        let value = serde_json::to_value(self).expect("a spec always serializes");
+        serde_json::to_vec(&value).expect("json values serialize")
+    }
+
+    /// Short hash of the canonical spec alone. A run's id also covers its data
+    /// (`run::run_id`); this one tells specs apart before any data is read.
+    pub fn config_id(&self) -> String {
+        Sha256::digest(self.canonical()).iter().take(5).map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -728,15 +732,15 @@ optimizer = { kind = "rmsprop", lr_factor = 0.1 }
 
     #[test]
     fn run_id_ignores_key_order_and_explicit_defaults() {
-        let id = parse(SPEC).unwrap().run_id();
+        let id = parse(SPEC).unwrap().config_id();
         assert_eq!(id.len(), 10);
         let reordered = SPEC.replace(
             "name = \"t\"\n[data]\nsource = \"d\"",
             "name = \"t\"\n[data]\nbatch_size = 32\nsource = \"d\"\nimage_size = 224",
         );
-        assert_eq!(parse(&reordered).unwrap().run_id(), id);
+        assert_eq!(parse(&reordered).unwrap().config_id(), id);
         let changed = SPEC.replace("epochs = 2", "epochs = 3");
-        assert_ne!(parse(&changed).unwrap().run_id(), id);
+        assert_ne!(parse(&changed).unwrap().config_id(), id);
         // The resolved TOML parses back to the same spec.
         let s = parse(SPEC).unwrap();
         assert_eq!(parse(&s.to_toml()).unwrap(), s);

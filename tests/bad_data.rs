@@ -83,12 +83,13 @@ fn bad_files_are_reported_and_the_run_trains_on_the_rest() {
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["skipped_files"], 5);
     assert_eq!(summary["status"], "completed");
-    // Everything else was used, the odd modes included: 16 shapes + 6 converted images.
+    // The manifest lists every file found, the unusable ones too: 16 shapes, 6 odd modes, 5 bad.
     let manifest = std::fs::read_to_string(run.join("manifest.csv")).unwrap();
-    assert_eq!(manifest.lines().count(), 1 + 16 + 6, "{manifest}");
+    assert_eq!(manifest.lines().count(), 1 + 16 + 6 + 5, "{manifest}");
     for name in ["gray.png", "gray.jpg", "rgba.png", "deep16.png", "palette.png", "cmyk.jpg"] {
         assert!(manifest.contains(name), "{name} missing from the manifest");
     }
+    // Everything else was used, the odd modes included.
     assert_eq!(summary["train_images"].as_u64().unwrap() + summary["val_images"].as_u64().unwrap(), 22);
 
     // `runner data check` shows the same, without training.

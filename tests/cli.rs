@@ -165,9 +165,15 @@ fn run_writes_every_output_and_reuses_a_completed_run() {
     assert!(lines[1].starts_with("1,head,0.001,"), "{}", lines[1]);
     assert!(lines[2].starts_with("2,fine_tune,0.0001"), "{}", lines[2]);
 
-    // The resolved config is itself a valid spec with the same run id.
+    // The resolved config is itself a valid spec; with the manifest it gives the same run id.
     let resolved = runner::spec::Spec::load(&run.join("config.toml")).unwrap();
-    assert_eq!(resolved.run_id(), run_id);
+    let manifest = std::fs::read(run.join("manifest.csv")).unwrap();
+    let manifest_sha: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&manifest))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(summary["manifest_sha256"], manifest_sha);
+    assert_eq!(runner::run::run_id(&resolved, &manifest_sha), run_id);
 
     let out = stdout(&o);
     assert!(out.contains(&format!("metrics: out/tiny/{run_id}/metrics.csv")), "{out}");

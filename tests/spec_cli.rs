@@ -183,6 +183,13 @@ fn run_ids_survive_reordering_and_explicit_defaults() {
     let reordered = reordered.replace("name = \"grid\"\nseed = 1\n", "seed = 1\nname = \"grid\"\n");
     assert_eq!(ids(reordered), base);
     assert_ne!(ids(grid_spec(&data).replace("seed = 1", "seed = 2")), base);
+    // The id covers the data too: a changed image is a different run.
+    let image = data.join("circle/0000.jpg");
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes.push(0);
+    std::fs::write(&image, bytes).unwrap();
+    let changed = ids(grid_spec(&data));
+    assert!(changed.iter().all(|id| !base.contains(id)), "{changed:?} vs {base:?}");
 }
 
 #[test]
