@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use image::imageops::FilterType;
+use fast_image_resize as fir;
 use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -250,17 +250,26 @@ pub fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded, Strin
     }
     let scale = side as f64 / w.min(h) as f64;
     let (nw, nh) = (((w as f64 * scale).round() as u32).max(side), ((h as f64 * scale).round() as u32).max(side));
-    let rgb = img.to_rgb8();
-    let resized = image::imageops::resize(&rgb, nw, nh, FilterType::Triangle);
-    let (x0, y0) = ((nw - side) / 2, (nh - side) / 2);
-    let s = side as usize;
+    let rgb = img.into_rgb8();
+    let src = fir::images::Image::from_vec_u8(w, h, rgb.into_raw(), fir::PixelType::U8x3)
+        .map_err(|e| format!("cannot resize: {e}"))?;
+    // Resize the whole image, then take the center square: torchvision's Resize + CenterCrop.
+    let mut dst = fir::images::Image::new(nw, nh, fir::PixelType::U8x3);
+    // Bilinear convolution with a support scaled to the reduction: PIL's antialiased BILINEAR.
+    let options = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
+    fir::Resizer::new().resize(&src, &mut dst, &options).map_err(|e| format!("cannot resize: {e}"))?;
+    let hwc = dst.buffer();
+    let (x0, y0) = (((nw - side) / 2) as usize, ((nh - side) / 2) as usize);
+    let (s, row) = (side as usize, nw as usize * 3);
     let mut chw = vec![0u8; 3 * s * s];
+    let (r, rest) = chw.split_at_mut(s * s);
+    let (g, b) = rest.split_at_mut(s * s);
     for y in 0..s {
-        for x in 0..s {
-            let p = resized.get_pixel(x0 + x as u32, y0 + y as u32);
-            for c in 0..3 {
-                chw[c * s * s + y * s + x] = p[c];
-            }
+        let line = &hwc[(y0 + y) * row + x0 * 3..][..s * 3];
+        for (x, p) in line.chunks_exact(3).enumerate() {
+            r[y * s + x] = p[0];
+            g[y * s + x] = p[1];
+            b[y * s + x] = p[2];
         }
     }
     Ok(Decoded { chw, size: (w, h) })

@@ -73,6 +73,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmarks (figures go in docs/performance.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Per layer: output shape, parameters, and frozen or trainable in each phase.
     Summary {
         /// A spec file (its first run) or a backbone name.
@@ -124,6 +129,16 @@ enum DataCommand {
         size: u32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Decode + resize (shorter side to 256) + center crop (224) of every image under DIR, on one core.
+    Decode {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
     },
 }
 
@@ -407,6 +422,31 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Summary { target, set, image_size } => summary(&target, &set, image_size)?,
+        Command::Bench { command: BenchCommand::Decode { dir, repeat } } => {
+            let files: Vec<PathBuf> = walkdir::WalkDir::new(&dir)
+                .sort_by_file_name()
+                .into_iter()
+                .filter_map(|e| e.ok())
+                .map(|e| e.into_path())
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_string_lossy().to_lowercase().as_str()))
+                })
+                .collect();
+            if files.is_empty() {
+                bail!("no images under {}", dir.display());
+            }
+            let mut best = 0.0f64;
+            for _ in 0..repeat.max(1) {
+                let start = std::time::Instant::now();
+                for f in &files {
+                    // The stored square is 256 (= 224 / 0.875); the 224 crop is a view at batch time.
+                    runner::data::decode(f, runner::data::resize_side(224)).map_err(anyhow::Error::msg)?;
+                }
+                best = best.max(files.len() as f64 / start.elapsed().as_secs_f64());
+            }
+            println!("runner: {} images, {best:.1} images/s on one core (best of {repeat})", files.len());
+        }
         Command::Predict { images, run, backbone, weights, image_size, top_k, json } => {
             let predictor = match (run, backbone) {
                 (Some(dir), _) => Predictor::from_run(&dir)?,
