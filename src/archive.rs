@@ -54,12 +54,7 @@ pub fn extract_zip(archive: &Path, target: &Path, limits: Limits) -> Result<()> 
     if zip.len() > limits.max_entries {
         bail!("{} has {} entries, more than the limit of {}", archive.display(), zip.len(), limits.max_entries);
     }
-    let parent = target.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.partial{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let result = (|| -> Result<()> {
+    build_atomically(target, archive, |tmp| {
         let mut written = 0u64;
         for i in 0..zip.len() {
             let mut entry =
@@ -98,12 +93,22 @@ pub fn extract_zip(archive: &Path, target: &Path, limits: Limits) -> Result<()> 
             f.flush().with_context(|| format!("cannot write {}", out.display()))?;
         }
         Ok(())
-    })();
-    match result {
+    })
+}
+
+/// Fills `target` by running `fill` on a temporary folder beside it, renamed into
+/// place only on success; on failure the temporary folder is removed.
+fn build_atomically(target: &Path, archive: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let parent = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.partial{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    match fill(&tmp) {
         Ok(()) => std::fs::rename(&tmp, target).with_context(|| format!("cannot move into {}", target.display())),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
-            Err(e.context(format!("cannot extract {}", archive.display())))
+            Err(e.context(format!("cannot unpack {}", archive.display())))
         }
     }
 }
@@ -230,12 +235,7 @@ pub fn cifar10_to_image_folder(archive: &Path, target: &Path) -> Result<()> {
     const RECORD: usize = 1 + 3 * 32 * 32;
     let file = std::fs::File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
-    let parent = target.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.partial{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let result = (|| -> Result<()> {
+    build_atomically(target, archive, |tmp| {
         let mut classes: Vec<String> = vec![];
         let mut batches: Vec<(String, Vec<u8>)> = vec![];
         for entry in tar.entries().context("cannot read the CIFAR-10 archive")? {
@@ -278,14 +278,7 @@ pub fn cifar10_to_image_folder(archive: &Path, target: &Path) -> Result<()> {
             }
         }
         Ok(())
-    })();
-    match result {
-        Ok(()) => std::fs::rename(&tmp, target).with_context(|| format!("cannot move into {}", target.display())),
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e.context(format!("cannot convert {}", archive.display())))
-        }
-    }
+    })
 }
 
 #[cfg(test)]

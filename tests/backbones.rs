@@ -2,24 +2,13 @@
 //! weights both sides compute from a formula (scripts/make_backbone_fixtures.py
 //! wrote the expected values), plus output shapes and the flat layer lists.
 
+mod common;
+
+use common::formula_inputs;
 use runner::backbone::{Backbone, Classifier};
 use runner::spec::BatchNormPolicy;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor, nn};
-
-fn inputs(batch: usize, size: usize) -> Tensor {
-    let mut v = Vec::with_capacity(batch * 3 * size * size);
-    for n in 0..batch {
-        for c in 0..3 {
-            for h in 0..size {
-                for w in 0..size {
-                    v.push((2.0 * (0.05 * h as f64 * (c + 1) as f64 + 0.03 * w as f64 + 1.3 * n as f64).sin()) as f32);
-                }
-            }
-        }
-    }
-    Tensor::from_slice(&v).view([batch as i64, 3, size as i64, size as i64])
-}
 
 /// Fills every variable from the fixture script's formula; returns the digest of the name listing.
 fn formula_weights(vs: &nn::VarStore) -> (usize, String) {
@@ -57,7 +46,7 @@ fn formula_weights(vs: &nn::VarStore) -> (usize, String) {
 #[test]
 fn logits_match_torchvision_on_formula_weights() {
     let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/backbones.json")).unwrap();
-    let x = inputs(2, 64);
+    let x = formula_inputs(2, 64);
     for b in [
         Backbone::Resnet18,
         Backbone::Resnet34,
@@ -103,7 +92,7 @@ fn layer_lists_match_the_declared_counts_and_cover_every_parameter() {
             assert!(in_layer != in_head, "{b}: `{name}` must be in exactly one of a layer or the head");
         }
         // Shapes at a small size: the head sees (batch, classes).
-        let out = tch::no_grad(|| model.forward(&inputs(1, 64), 0, BatchNormPolicy::AllFrozen, false));
+        let out = tch::no_grad(|| model.forward(&formula_inputs(1, 64), 0, BatchNormPolicy::AllFrozen, false));
         assert_eq!(out.size(), vec![1, 7], "{b}");
     }
 }

@@ -3,25 +3,13 @@
 //! scripts/make_fixtures.py (PyTorch + efficientnet-lite-pytorch); the inputs
 //! are recomputed here from the same formula, so no Python is needed.
 
+mod common;
+
+use common::formula_inputs;
 use runner::backbone::{Backbone, Classifier};
 use runner::spec::BatchNormPolicy;
 use runner::weights;
 use tch::{Device, Kind, Tensor, nn};
-
-fn inputs(batch: usize, size: usize) -> Tensor {
-    let mut v = Vec::with_capacity(batch * 3 * size * size);
-    for n in 0..batch {
-        for c in 0..3 {
-            for h in 0..size {
-                for w in 0..size {
-                    let x = 2.0 * (0.05 * h as f64 * (c + 1) as f64 + 0.03 * w as f64 + 1.3 * n as f64).sin();
-                    v.push(x as f32);
-                }
-            }
-        }
-    }
-    Tensor::from_slice(&v).view([batch as i64, 3, size as i64, size as i64])
-}
 
 #[test]
 fn pretrained_logits_match_the_reference() {
@@ -46,7 +34,7 @@ fn pretrained_logits_match_the_reference() {
             .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
             .collect();
         let expected = Tensor::from_slice(&expected).view([batch as i64, 1000]);
-        let got = tch::no_grad(|| model.forward(&inputs(batch, size), 0, BatchNormPolicy::AllFrozen, false))
+        let got = tch::no_grad(|| model.forward(&formula_inputs(batch, size), 0, BatchNormPolicy::AllFrozen, false))
             .to_kind(Kind::Double);
         let rel = f64::try_from((&got - &expected).abs().max()).unwrap() / f64::try_from(expected.abs().max()).unwrap();
         println!("efficientnet_lite0 at {size}px: max abs error / max |logit| = {rel:.2e}");

@@ -1,7 +1,8 @@
 //! Weights from a URL, against a loopback HTTP server: download into the
 //! cache, cache hit, checksum mismatch, server down.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,26 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use runner::weights::download::fetch;
 use sha2::{Digest, Sha256};
 
-/// Serves `body` for every GET on 127.0.0.1; returns the base URL and a request counter.
-fn serve(body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(16) {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            counter.fetch_add(1, Ordering::SeqCst);
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
-        }
-    });
-    (format!("http://{addr}"), hits)
+/// Serves `body` under any path ending in `name`.
+fn serve(name: &str, body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
+    common::serve_files([(name.to_string(), body)].into())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -39,7 +23,7 @@ fn hex(bytes: &[u8]) -> String {
 fn downloads_once_then_hits_the_cache() {
     let body: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
     let prefix = &hex(&body)[..8];
-    let (base, hits) = serve(body.clone());
+    let (base, hits) = serve(&format!("tiny-{prefix}.pth"), body.clone());
     let cache = tempfile::tempdir().unwrap();
     // torchvision-style name: the sha256 prefix in the file name is checked.
     let url = format!("{base}/models/tiny-{prefix}.pth");
@@ -53,7 +37,10 @@ fn downloads_once_then_hits_the_cache() {
 
 #[test]
 fn a_checksum_mismatch_deletes_the_download_and_fails() {
-    let (base, _) = serve(b"not the weights you asked for".to_vec());
+    let body = b"not the weights you asked for".to_vec();
+    let (base, _) = common::serve_files(
+        [("w.safetensors".to_string(), body.clone()), ("resnet18-f37072fd.pth".to_string(), body)].into(),
+    );
     let cache = tempfile::tempdir().unwrap();
     let url = format!("{base}/w.safetensors");
     let err = fetch(&url, Some("0123456789abcdef"), cache.path(), true).unwrap_err().to_string();

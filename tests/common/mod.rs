@@ -97,3 +97,18 @@ pub fn serve_files(
     });
     (format!("http://{addr}"), hits)
 }
+
+/// The reference fixtures' inputs: x[n,c,h,w] = float32(2 sin(0.05 h (c+1) + 0.03 w + 1.3 n)).
+pub fn formula_inputs(batch: usize, size: usize) -> tch::Tensor {
+    let mut v = Vec::with_capacity(batch * 3 * size * size);
+    for n in 0..batch {
+        for c in 0..3 {
+            for h in 0..size {
+                for w in 0..size {
+                    v.push((2.0 * (0.05 * h as f64 * (c + 1) as f64 + 0.03 * w as f64 + 1.3 * n as f64).sin()) as f32);
+                }
+            }
+        }
+    }
+    tch::Tensor::from_slice(&v).view([batch as i64, 3, size as i64, size as i64])
+}
