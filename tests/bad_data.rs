@@ -111,3 +111,19 @@ fn bad_files_are_reported_and_the_run_trains_on_the_rest() {
     assert!(stderr(&o).starts_with("error: data.strict is set and 5 files cannot be used: "), "{}", stderr(&o));
     assert!(!dir.path().join("strict-out").exists());
 }
+
+#[test]
+fn a_class_with_no_usable_image_is_an_error_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shapes(dir.path(), 2, 4);
+    let bees = data.join("bees");
+    std::fs::create_dir_all(&bees).unwrap();
+    for i in 0..3 {
+        std::fs::write(bees.join(format!("{i}.jpg")), b"").unwrap();
+    }
+    std::fs::write(dir.path().join("spec.toml"), tiny_spec(&data)).unwrap();
+    let o = runner(dir.path(), &["run", "spec.toml", "--out", "out"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "error: class `bees` has no usable training image (3 files skipped in all)\n");
+    assert!(!dir.path().join("out").exists());
+}
