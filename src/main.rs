@@ -228,15 +228,13 @@ fn summary(target: &str, set: &[String], image_size: i64) -> Result<()> {
             let spec = exp.runs[0].spec.clone();
             let classes = match spec.model.head.classes {
                 runner::spec::Classes::Count(n) => n as i64,
-                runner::spec::Classes::Auto => {
-                    match runner::data::discover(Path::new(&spec.data.source), &spec.data.split, spec.seed) {
-                        Ok(files) => files.classes.len() as i64,
-                        Err(_) => {
-                            println!("(data.source not readable: the head is shown with 2 classes)");
-                            2
-                        }
+                runner::spec::Classes::Auto => match run::data_files(&spec, true) {
+                    Ok(files) => files.classes.len() as i64,
+                    Err(_) => {
+                        println!("(data.source not readable: the head is shown with 2 classes)");
+                        2
                     }
-                }
+                },
             };
             let hidden = spec.model.head.hidden.iter().map(|&h| h as i64).collect();
             (spec.model.backbone, spec.data.image_size as i64, classes, hidden, spec.phases)

@@ -88,10 +88,15 @@ pub fn run_id(spec: &Spec, manifest_sha256: &str) -> String {
     weights::sha256_hex(&bytes)[..10].to_string()
 }
 
+/// The files of a spec's data: its source made a folder (downloaded, extracted), then split.
+pub fn data_files(spec: &Spec, quiet: bool) -> Result<data::FileSplit> {
+    let root = crate::archive::materialize(&spec.data.source, quiet)?;
+    data::discover(&root, &spec.data.split, spec.seed)
+}
+
 /// Finds a run's data and hashes every file of it (no decoding) to name the run.
 pub fn identify(spec: &Spec, quiet: bool) -> Result<Identity> {
-    let root = crate::archive::materialize(&spec.data.source, quiet)?;
-    let files = data::discover(&root, &spec.data.split, spec.seed)?;
+    let files = data_files(spec, quiet)?;
     let manifest = data::manifest(&files, quiet)?;
     let manifest_sha256 = weights::sha256_hex(data::manifest_csv(&manifest).as_bytes());
     Ok(Identity { run_id: run_id(spec, &manifest_sha256), files, manifest, manifest_sha256 })
@@ -108,9 +113,7 @@ pub fn read_summary(dir: &Path) -> Option<Summary> {
 
 /// Everything a run needs, checked and loaded, with nothing written yet.
 pub fn prepare(spec: &Spec, device: Device, quiet: bool) -> Result<Trainer> {
-    let root = crate::archive::materialize(&spec.data.source, quiet)?;
-    let files = data::discover(&root, &spec.data.split, spec.seed)?;
-    prepare_files(spec, &files, device, quiet)
+    prepare_files(spec, &data_files(spec, quiet)?, device, quiet)
 }
 
 /// [`prepare`] for data already discovered.
@@ -155,8 +158,7 @@ fn head_mismatch(spec: &Spec, classes: &[String]) -> Option<String> {
 pub fn preflight(exp: &Experiment) -> Result<(), SpecError> {
     for (i, run) in exp.runs.iter().enumerate() {
         let spec = &run.spec;
-        let Ok(root) = crate::archive::materialize(&spec.data.source, false) else { continue };
-        let Ok(files) = data::discover(&root, &spec.data.split, spec.seed) else { continue };
+        let Ok(files) = data_files(spec, false) else { continue };
         if let Some(msg) = head_mismatch(spec, &files.classes) {
             let mut e = exp.source.error(&["model", "head", "classes"], msg);
             if exp.runs.len() > 1 {
