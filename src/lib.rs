@@ -7,9 +7,13 @@
 pub mod archive;
 pub mod atomic;
 pub mod backbone;
+pub mod checkpoint;
+pub mod confusion;
 pub mod cuda;
 pub mod data;
 pub mod experiment;
+pub mod failpoint;
+pub mod optim;
 pub mod plot;
 pub mod predict;
 pub mod run;

@@ -32,9 +32,12 @@ enum Command {
         /// Root of the run directories.
         #[arg(long, default_value = "reports/runs")]
         out: PathBuf,
-        /// Run again even when a completed result exists.
-        #[arg(long)]
+        /// Run again from the start even when a completed result or a checkpoint exists.
+        #[arg(long, conflicts_with = "resume")]
         force: bool,
+        /// Continue interrupted runs from their last checkpoint (runs without one start afresh).
+        #[arg(long)]
+        resume: bool,
         /// No progress bars or per-epoch lines (for CI).
         #[arg(long, short)]
         quiet: bool,
@@ -195,19 +198,32 @@ fn report(outcome: &run::RunOutcome) -> Result<()> {
     if !outcome.ran {
         println!("run {} already completed (use --force to rerun)", s.run_id);
     }
-    let best = s.best_val_acc.map_or("n/a".to_string(), |a| format!("{a:.4}"));
+    let best = s.best_value.map_or("n/a".to_string(), |a| format!("{a:.4}"));
+    let stopped = match &s.early_stopping {
+        Some(es) if !es.stopped_after.is_empty() && s.epochs < s.epochs_planned => {
+            format!(", stopped early after {} of {} epochs", s.epochs, s.epochs_planned)
+        }
+        _ => String::new(),
+    };
     println!(
-        "run {} {}: best val_acc {best} at epoch {} of {} ({:.1}s)",
+        "run {} {}: best {} {best} at epoch {} of {}{stopped} ({:.1}s)",
         s.run_id,
         serde_json::to_value(s.status)?.as_str().unwrap_or("?"),
+        s.monitor.name(),
         s.best_epoch.unwrap_or(0),
         s.epochs_planned,
         s.wall_s
     );
+    if let Some(acc) = s.test_acc {
+        println!("test:    acc {acc:.4} on {} images", s.test_images);
+    }
     let dir = outcome.dir.display();
     println!("metrics: {dir}/metrics.csv");
     println!("curves:  {dir}/curves.png");
     println!("weights: {dir}/best.safetensors");
+    if s.test_acc.is_some() {
+        println!("test:    {dir}/test_metrics.csv, {dir}/confusion.png");
+    }
     Ok(())
 }
 
@@ -366,10 +382,10 @@ fn truncate(s: &str, n: usize) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { spec, set, out, force, quiet, device: dev } => {
+        Command::Run { spec, set, out, force, resume, quiet, device: dev } => {
             let exp = load(&spec, &set)?;
             run::preflight(&exp)?;
-            let opts = RunOptions { out, force, quiet, device: device(dev)? };
+            let opts = RunOptions { out, force, resume, quiet, device: device(dev)? };
             let total = exp.runs.len();
             let mut failed = vec![];
             for (i, planned) in exp.runs.iter().enumerate() {

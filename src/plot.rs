@@ -7,9 +7,11 @@ use std::sync::Once;
 
 use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
-use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::{FontStyle, FontTransform};
 
 use crate::atomic::with_temp_path;
+use crate::confusion::Confusion;
 use crate::table::EpochRecord;
 
 const WIDTH: u32 = 900;
@@ -47,6 +49,67 @@ pub fn write_curves(path: &Path, title: &str, rows: &[EpochRecord]) -> Result<()
     with_temp_path(path, |tmp| {
         img.save_with_format(tmp, image::ImageFormat::Png).with_context(|| format!("cannot write {}", tmp.display()))
     })
+}
+
+/// Draws the confusion matrix as `confusion.png`: rows are true classes, columns
+/// predictions, each cell shaded by the fraction of its row and labelled with its count.
+pub fn write_confusion(path: &Path, title: &str, confusion: &Confusion) -> Result<()> {
+    register_font();
+    let k = confusion.classes.len().max(1) as i32;
+    let cell = (560 / k).clamp(24, 120);
+    let label_w = 170;
+    let (width, height) = ((label_w + cell * k + 40) as u32, (110 + cell * k + label_w) as u32);
+    let mut rgb = vec![0u8; (width * height * 3) as usize];
+    {
+        let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the confusion matrix: {e}");
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let title_style = TextStyle::from((FONT, 20).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+        root.draw_text(
+            &format!("{title}: test accuracy {:.4}", confusion.accuracy()),
+            &title_style,
+            (width as i32 / 2, 10),
+        )
+        .map_err(err)?;
+        let (x0, y0) = (label_w, 80);
+        let font = |size: i32| TextStyle::from((FONT, size).into_font());
+        let label = font(14);
+        root.draw_text("predicted", &font(15).pos(Pos::new(HPos::Center, VPos::Top)), (x0 + cell * k / 2, 45))
+            .map_err(err)?;
+        root.draw_text("true", &font(15).pos(Pos::new(HPos::Left, VPos::Center)), (10, y0 - 20)).map_err(err)?;
+        for (i, row) in confusion.counts.iter().enumerate() {
+            let total: u64 = row.iter().sum();
+            let y = y0 + cell * i as i32;
+            let name = truncate_label(&confusion.classes[i]);
+            root.draw_text(&name, &label.pos(Pos::new(HPos::Right, VPos::Center)), (x0 - 8, y + cell / 2))
+                .map_err(err)?;
+            for (j, &n) in row.iter().enumerate() {
+                let x = x0 + cell * j as i32;
+                let share = if total == 0 { 0.0 } else { n as f64 / total as f64 };
+                let shade = |lo: f64, hi: f64| (lo + (hi - lo) * share).round() as u8;
+                let fill = RGBColor(shade(247.0, 8.0), shade(251.0, 48.0), shade(255.0, 107.0));
+                root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], fill.filled())).map_err(err)?;
+                root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], RGBColor(200, 200, 200))).map_err(err)?;
+                let ink = if share > 0.5 { WHITE } else { BLACK };
+                let text = font((cell / 3).clamp(10, 18)).color(&ink).pos(Pos::new(HPos::Center, VPos::Center));
+                root.draw_text(&n.to_string(), &text, (x + cell / 2, y + cell / 2)).map_err(err)?;
+            }
+        }
+        let rotated = label.transform(FontTransform::Rotate90).pos(Pos::new(HPos::Left, VPos::Center));
+        for (j, c) in confusion.classes.iter().enumerate() {
+            let x = x0 + cell * j as i32 + cell / 2;
+            root.draw_text(&truncate_label(c), &rotated, (x, y0 + cell * k + 8)).map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    let img = image::RgbImage::from_raw(width, height, rgb).context("confusion buffer has the wrong size")?;
+    with_temp_path(path, |tmp| {
+        img.save_with_format(tmp, image::ImageFormat::Png).with_context(|| format!("cannot write {}", tmp.display()))
+    })
+}
+
+fn truncate_label(s: &str) -> String {
+    if s.chars().count() <= 20 { s.to_string() } else { format!("{}…", s.chars().take(19).collect::<String>()) }
 }
 
 fn draw_panel<DB: DrawingBackend>(
@@ -134,6 +197,7 @@ mod tests {
             val_loss: 1.2 / epoch as f64,
             val_acc: 0.45 + 0.05 * epoch as f64,
             seconds: 1.0,
+            train_images_per_s: 1.0,
         }
     }
 
@@ -148,5 +212,18 @@ mod tests {
         assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
         // The marker's green appears in the picture.
         assert!(img.pixels().any(|p| p.0 == [40, 160, 60]));
+    }
+
+    #[test]
+    fn confusion_png_shades_cells_by_row_share() {
+        let classes: Vec<String> = vec!["cat".into(), "dog".into()];
+        let c = Confusion::new(&classes, &[0, 0, 0, 1], &[0, 0, 0, 0]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("confusion.png");
+        write_confusion(&path, "t", &c).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        // A full row share is the darkest blue; an empty cell the lightest.
+        assert!(img.pixels().any(|p| p.0 == [8, 48, 107]));
+        assert!(img.pixels().any(|p| p.0 == [247, 251, 255]));
     }
 }

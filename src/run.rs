@@ -7,13 +7,15 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use tch::{Device, nn};
+use tch::{Device, Tensor, nn};
 
 use crate::atomic::{with_temp_path, write_atomic};
 use crate::backbone::Classifier;
+use crate::checkpoint::{self, Best, Checkpoint, EarlyStopState, TrainState};
+use crate::confusion::Confusion;
 use crate::data::{self, Dataset, Transform};
 use crate::experiment::Experiment;
-use crate::spec::{Classes, Spec, SpecError};
+use crate::spec::{Classes, Monitor, Spec, SpecError, StopScope};
 use crate::table::{self, EpochRecord};
 use crate::train::Trainer;
 use crate::{plot, weights};
@@ -25,6 +27,8 @@ pub struct RunOptions {
     /// Rerun even when a completed result exists.
     pub force: bool,
     pub quiet: bool,
+    /// Continue an interrupted run from its checkpoint.
+    pub resume: bool,
     pub device: Device,
 }
 
@@ -43,11 +47,26 @@ pub struct Summary {
     pub run_id: String,
     pub experiment: String,
     pub status: Status,
+    /// The metric that picks the best epoch (`early_stopping.monitor`, or val_acc).
+    pub monitor: Monitor,
+    /// The monitored metric at the best epoch.
+    pub best_value: Option<f64>,
+    /// val_acc at the best epoch.
     pub best_val_acc: Option<f64>,
     pub best_epoch: Option<usize>,
     /// Epochs completed.
     pub epochs: usize,
     pub epochs_planned: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStopState>,
+    /// The best weights on the test split, when the data has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_acc: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
+    /// The epochs after which the run was resumed, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed_after: Vec<usize>,
     pub wall_s: f64,
     pub runner_version: String,
     pub backbone: String,
@@ -59,6 +78,8 @@ pub struct Summary {
     /// sha256 of manifest.csv: exactly which files (and contents) the run used.
     pub manifest_sha256: String,
     pub threads: i32,
+    #[serde(default)]
+    pub interop_threads: i32,
     pub device: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -170,6 +191,31 @@ pub fn preflight(exp: &Experiment) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// The files a run writes; a fresh start removes them all first.
+const OUTPUTS: [&str; 13] = [
+    "metrics.csv",
+    "metrics.parquet",
+    "timing.csv",
+    "curves.png",
+    "best.safetensors",
+    "skipped.csv",
+    "manifest.csv",
+    "test_metrics.csv",
+    "confusion.csv",
+    "confusion.png",
+    "run.log",
+    "summary.json",
+    checkpoint::FILE,
+];
+
+/// A run that stopped because its loss stopped being a number.
+#[derive(Debug, thiserror::Error)]
+#[error("training diverged in epoch {epoch}: the train loss is {loss}")]
+pub struct Diverged {
+    pub epoch: usize,
+    pub loss: f64,
+}
+
 /// Runs `spec` into its run directory under `opts.out`.
 pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
     let started = Instant::now();
@@ -181,24 +227,64 @@ pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
     {
         return Ok(RunOutcome { dir, summary, ran: false });
     }
+    let config_sha256 = weights::sha256_hex(&spec.canonical());
+    let checkpoint_path = dir.join(checkpoint::FILE);
+    let resume = if checkpoint_path.exists() && !opts.force {
+        let ck = Checkpoint::read(&checkpoint_path)?;
+        if !opts.resume {
+            bail!(
+                "{} holds an interrupted run (checkpoint after epoch {} of {}): pass --resume to continue it, \
+                 or --force to start it over",
+                dir.display(),
+                ck.state.epoch,
+                spec.total_epochs()
+            );
+        }
+        if ck.state.config_sha256 != config_sha256 || ck.state.run_id != id.run_id {
+            bail!(
+                "refusing to resume: {} was written by a different config (run {}, config sha256 {}); \
+                 this spec is run {}. Use --force to start over",
+                checkpoint_path.display(),
+                ck.state.run_id,
+                &ck.state.config_sha256[..12.min(ck.state.config_sha256.len())],
+                id.run_id
+            );
+        }
+        Some(ck)
+    } else {
+        if opts.resume && !opts.force && !dir.exists() {
+            refuse_changed_config(&opts.out, spec)?;
+        }
+        None
+    };
     let threads = configure_threads();
     let mut trainer = prepare_files(spec, &id.files, opts.device, opts.quiet)?;
 
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
-    // A forced rerun starts clean: stale metrics or weights must not survive it.
-    for stale in ["metrics.csv", "metrics.parquet", "curves.png", "best.safetensors", "skipped.csv", "manifest.csv"] {
-        let _ = std::fs::remove_file(dir.join(stale));
+    remove_temporaries(&dir);
+    if resume.is_none() {
+        // A fresh start: nothing of an earlier attempt survives it.
+        for stale in OUTPUTS {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
     }
     write_atomic(&dir.join("config.toml"), spec.to_toml().as_bytes())?;
     write_atomic(&dir.join("manifest.csv"), data::manifest_csv(&id.manifest).as_bytes())?;
+    let mut log = RunLog::open(&dir, opts.quiet);
     let mut summary = Summary {
         run_id: id.run_id.clone(),
         experiment: spec.name.clone(),
         status: Status::Running,
+        monitor: spec.monitor(),
+        best_value: None,
         best_val_acc: None,
         best_epoch: None,
         epochs: 0,
         epochs_planned: spec.total_epochs(),
+        early_stopping: None,
+        test_acc: None,
+        test_loss: None,
+        resumed_after: vec![],
         wall_s: 0.0,
         runner_version: env!("CARGO_PKG_VERSION").into(),
         backbone: spec.model.backbone.to_string(),
@@ -209,34 +295,163 @@ pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
         test_images: trainer.data.test.len(),
         manifest_sha256: id.manifest_sha256.clone(),
         threads,
+        interop_threads: tch::get_num_interop_threads(),
         device: format!("{:?}", opts.device).to_lowercase(),
         error: None,
     };
-    if !trainer.data.skipped.is_empty() {
-        write_skipped(&dir, &trainer.data.skipped)?;
-        if !opts.quiet {
+    if let Some(ck) = &resume {
+        let earlier = read_summary(&dir);
+        summary.resumed_after = earlier.map(|s| s.resumed_after).unwrap_or_default();
+        summary.resumed_after.push(ck.state.epoch);
+        log.line(&format!(
+            "resuming run {} after epoch {} of {} ({threads} threads; it started with {})",
+            id.run_id,
+            ck.state.epoch,
+            spec.total_epochs(),
+            ck.state.threads
+        ));
+        if ck.state.threads != threads && !opts.quiet {
             eprintln!(
-                "warning: skipped {} unreadable image files (listed in {})",
-                trainer.data.skipped.len(),
-                dir.join("skipped.csv").display()
+                "warning: resuming with {threads} threads, the run started with {}: the numbers may differ \
+                 in the last digits from an uninterrupted run",
+                ck.state.threads
             );
         }
+    } else {
+        log.line(&format!(
+            "starting run {} of {}: {} epochs, {} train / {} val / {} test images, {threads} threads, {}",
+            id.run_id,
+            spec.name,
+            spec.total_epochs(),
+            summary.train_images,
+            summary.val_images,
+            summary.test_images,
+            summary.device
+        ));
+    }
+    if !trainer.data.skipped.is_empty() {
+        write_skipped(&dir, &trainer.data.skipped)?;
+        let msg = format!(
+            "skipped {} unreadable image files (listed in {})",
+            trainer.data.skipped.len(),
+            dir.join("skipped.csv").display()
+        );
+        if !opts.quiet {
+            eprintln!("warning: {msg}");
+        }
+        log.quiet_line(&msg);
     }
     write_summary(&dir, &summary)?;
 
-    let result = train_all(spec, &mut trainer, &dir, &mut summary, opts.quiet, started);
+    let state = match resume {
+        Some(ck) => restore(&mut trainer, ck)?,
+        None => {
+            let mut state = TrainState::new(&id.run_id, &config_sha256, threads);
+            state.early_stopping =
+                spec.early_stopping.as_ref().map(|e| EarlyStopState::new(e.monitor, e.patience, e.min_delta));
+            (state, vec![], vec![])
+        }
+    };
+    let result = train_all(spec, &mut trainer, &dir, &mut summary, state, &mut log, started)
+        .and_then(|()| evaluate_test(spec, &mut trainer, &dir, &mut summary, &mut log));
     summary.wall_s = started.elapsed().as_secs_f64();
     match &result {
         Ok(()) => summary.status = Status::Completed,
         Err(e) => {
-            let msg = format!("{e:#}");
-            summary.status = if msg.contains("diverged") { Status::Diverged } else { Status::Failed };
-            summary.error = Some(msg);
+            summary.status = if e.is::<Diverged>() { Status::Diverged } else { Status::Failed };
+            summary.error = Some(format!("{e:#}"));
         }
     }
     write_summary(&dir, &summary)?;
+    log.quiet_line(&match &result {
+        Ok(()) => format!("completed in {:.1}s", summary.wall_s),
+        Err(e) => format!("{}: {e:#}", serde_json::to_value(summary.status)?.as_str().unwrap_or("failed")),
+    });
+    if result.is_ok() {
+        // The best weights and the metrics are the result; the last epoch's state is no longer needed.
+        let _ = std::fs::remove_file(&checkpoint_path);
+    }
     result.with_context(|| format!("run {} failed (partial results in {})", summary.run_id, dir.display()))?;
     Ok(RunOutcome { dir, summary, ran: true })
+}
+
+/// `--resume` for a spec that has no run directory: if the same experiment has an
+/// interrupted run of another config, say how its config differs instead of starting afresh.
+fn refuse_changed_config(out: &Path, spec: &Spec) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out.join(&spec.name)) else { return Ok(()) };
+    let mine = serde_json::to_value(spec)?;
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if !dir.join(checkpoint::FILE).exists() {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(dir.join("config.toml")) else { continue };
+        let Ok(theirs) = toml::from_str::<Spec>(&text) else { continue };
+        let mut changes = vec![];
+        diff_values("", &serde_json::to_value(&theirs)?, &mine, &mut changes);
+        bail!(
+            "refusing to resume: the interrupted run {} of `{}` has a different config ({}); resuming it with \
+             this spec would mix two experiments. Restore the spec, or run without --resume to start a new run",
+            dir.display(),
+            spec.name,
+            if changes.is_empty() { "its data changed".to_string() } else { changes.join(", ") }
+        );
+    }
+    Ok(())
+}
+
+/// Dotted keys whose values differ, as `key: old -> new`.
+fn diff_values(prefix: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    let key = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                diff_values(&key(k), a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null), out);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff_values(&key(&i.to_string()), x, y, out);
+            }
+        }
+        (a, b) if a != b => out.push(format!("{prefix}: {a} -> {b}")),
+        _ => {}
+    }
+}
+
+/// Removes temporary files left by a process killed while writing.
+fn remove_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Puts a checkpoint's weights into the model; returns its state, metrics rows and optimizer state.
+/// A run's training state, its metrics rows and its current optimizer's state.
+type Restored = (TrainState, Vec<EpochRecord>, Vec<(String, Tensor)>);
+
+fn restore(trainer: &mut Trainer, ck: Checkpoint) -> Result<Restored> {
+    let vars = trainer.vs.variables();
+    if ck.model.len() != vars.len() {
+        bail!("the checkpoint holds {} variables, the model {}", ck.model.len(), vars.len());
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (name, value) in &ck.model {
+            let Some(var) = vars.get(name) else { bail!("the checkpoint's variable {name} is not in the model") };
+            if var.size() != value.size() {
+                bail!("checkpoint variable {name} has shape {:?}, the model {:?}", value.size(), var.size());
+            }
+            var.shallow_clone().copy_(value);
+        }
+        Ok(())
+    })?;
+    Ok((ck.state, ck.rows, ck.optimizer))
 }
 
 fn train_all(
@@ -244,44 +459,203 @@ fn train_all(
     trainer: &mut Trainer,
     dir: &Path,
     summary: &mut Summary,
-    quiet: bool,
+    (mut state, mut rows, mut optimizer_state): Restored,
+    log: &mut RunLog,
     started: Instant,
 ) -> Result<()> {
     let total = spec.total_epochs();
     let title = format!("{} ({})", spec.name, summary.run_id);
-    let mut rows: Vec<EpochRecord> = vec![];
-    // After every epoch: best weights, metrics, curves and summary on disk.
-    let mut on_epoch = |r: &EpochRecord, vs: &nn::VarStore| -> Result<()> {
-        if !quiet {
-            println!(
-                "epoch {:>3}/{total} {:<18} lr {:.1e}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  {:.1}s",
-                r.epoch, r.phase, r.lr, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.seconds
-            );
+    let monitor = spec.monitor();
+    let scope = spec.early_stopping.as_ref().map(|e| e.scope);
+    let lrs = spec.phase_lrs();
+    let best_path = dir.join("best.safetensors");
+    sync_summary(summary, &state, &rows);
+    while !state.finished {
+        let p = state.next_phase;
+        let phase = &spec.phases[p];
+        let mut run = trainer.start_phase(phase, lrs[p]);
+        if state.next_phase_epoch > 0 {
+            run.opt.load_state(&optimizer_state).context("cannot restore the optimizer from the checkpoint")?;
+        } else if scope == Some(StopScope::Phase)
+            && let Some(es) = &mut state.early_stopping
+        {
+            es.reset();
         }
-        rows.push(r.clone());
-        if r.val_acc.is_finite() && summary.best_val_acc.is_none_or(|best| r.val_acc > best) {
-            save_weights(vs, &dir.join("best.safetensors"))?;
-            summary.best_val_acc = Some(r.val_acc);
-            summary.best_epoch = Some(r.epoch);
+        optimizer_state.clear();
+        for e in state.next_phase_epoch..phase.epochs {
+            let epoch = state.epoch + 1;
+            let lr = phase.schedule.lr_at(lrs[p], e, phase.epochs);
+            let s = trainer.run_epoch(&mut run, lr, epoch, total);
+            let r = EpochRecord {
+                epoch,
+                phase: phase.name.clone(),
+                lr,
+                train_loss: s.train_loss,
+                train_acc: s.train_acc,
+                val_loss: s.val_loss,
+                val_acc: s.val_acc,
+                seconds: s.seconds,
+                train_images_per_s: s.train_images_per_s,
+            };
+            log.line(&format!(
+                "epoch {:>3}/{total} {:<18} lr {:.1e}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  \
+                 {:.1}s {:.0} img/s",
+                r.epoch,
+                r.phase,
+                r.lr,
+                r.train_loss,
+                r.train_acc,
+                r.val_loss,
+                r.val_acc,
+                r.seconds,
+                r.train_images_per_s
+            ));
+            rows.push(r.clone());
+            if !r.train_loss.is_finite() {
+                // The weights are ruined: keep the metrics so far and the last good checkpoint as they are.
+                table::write_metrics(dir, &rows)?;
+                plot::write_curves(&dir.join("curves.png"), &title, &rows)?;
+                summary.epochs = epoch;
+                return Err(Diverged { epoch, loss: r.train_loss }.into());
+            }
+            let value = monitor_value(monitor, &r);
+            if monitor.improves(value, state.best.as_ref().map(|b| b.value), 0.0) {
+                save_weights(&trainer.vs, &best_path)?;
+                state.best = Some(Best { epoch, monitor, value });
+            }
+            let stop = state.early_stopping.as_mut().is_some_and(|es| es.update(epoch, value));
+            state.epoch = epoch;
+            state.row_phases.push(phase.name.clone());
+            let phase_over = stop || e + 1 == phase.epochs;
+            if phase_over {
+                state.next_phase = p + 1;
+                state.next_phase_epoch = 0;
+                state.finished = state.next_phase == spec.phases.len() || (stop && scope == Some(StopScope::Run));
+            } else {
+                state.next_phase_epoch = e + 1;
+            }
+            table::write_metrics(dir, &rows)?;
+            plot::write_curves(&dir.join("curves.png"), &title, &rows)?;
+            let ck = Checkpoint {
+                state: state.clone(),
+                rows: rows.clone(),
+                model: named_variables(&trainer.vs),
+                optimizer: if phase_over { vec![] } else { run.opt.state_tensors() },
+            };
+            ck.write(&dir.join(checkpoint::FILE))?;
+            sync_summary(summary, &state, &rows);
+            summary.wall_s = started.elapsed().as_secs_f64();
+            write_summary(dir, summary)?;
+            if stop {
+                let es = state.early_stopping.as_ref().expect("stopping needs early stopping");
+                log.line(&format!(
+                    "early stopping after epoch {epoch}: {} has not improved by more than {} for {} epochs \
+                     (best {:.4} at epoch {}){}",
+                    monitor.name(),
+                    es.min_delta,
+                    es.patience,
+                    es.best.unwrap_or(f64::NAN),
+                    es.best_epoch.unwrap_or(0),
+                    if state.finished { "" } else { "; going on with the next phase" }
+                ));
+            }
+            if phase_over {
+                break;
+            }
         }
-        summary.epochs = r.epoch;
-        summary.wall_s = started.elapsed().as_secs_f64();
-        table::write_metrics(dir, &rows)?;
-        plot::write_curves(&dir.join("curves.png"), &title, &rows)?;
-        write_summary(dir, summary)
-    };
-    let mut first_epoch = 1;
-    for (phase, lr) in spec.phases.iter().zip(spec.phase_lrs()) {
-        trainer.train_phase(phase, lr, first_epoch, total, &mut on_epoch)?;
-        first_epoch += phase.epochs;
     }
     Ok(())
 }
 
+/// The summary's view of the training state.
+fn sync_summary(summary: &mut Summary, state: &TrainState, rows: &[EpochRecord]) {
+    summary.epochs = state.epoch;
+    summary.best_epoch = state.best.as_ref().map(|b| b.epoch);
+    summary.best_value = state.best.as_ref().map(|b| b.value);
+    summary.best_val_acc = summary.best_epoch.and_then(|e| rows.get(e - 1)).map(|r| r.val_acc);
+    summary.early_stopping = state.early_stopping.clone();
+}
+
+fn monitor_value(monitor: Monitor, r: &EpochRecord) -> f64 {
+    match monitor {
+        Monitor::ValAcc => r.val_acc,
+        Monitor::ValLoss => r.val_loss,
+        Monitor::TrainAcc => r.train_acc,
+        Monitor::TrainLoss => r.train_loss,
+    }
+}
+
+/// With a test split: the best weights, evaluated once on it.
+fn evaluate_test(
+    spec: &Spec,
+    trainer: &mut Trainer,
+    dir: &Path,
+    summary: &mut Summary,
+    log: &mut RunLog,
+) -> Result<()> {
+    let best = dir.join("best.safetensors");
+    if trainer.data.test.is_empty() || !best.exists() {
+        return Ok(());
+    }
+    tch::no_grad(|| trainer.vs.read_safetensors(&best)).with_context(|| format!("cannot load {}", best.display()))?;
+    let (loss, acc) = trainer.evaluate(&trainer.data.test);
+    let predicted = trainer.predict(&trainer.data.test);
+    let truth = Vec::<i64>::try_from(&trainer.data.test.labels).context("test labels")?;
+    let confusion = Confusion::new(&trainer.data.classes, &truth, &predicted);
+    confusion.write(dir)?;
+    plot::write_confusion(&dir.join("confusion.png"), &format!("{} ({})", spec.name, summary.run_id), &confusion)?;
+    summary.test_acc = Some(acc);
+    summary.test_loss = Some(loss);
+    log.line(&format!(
+        "test ({} images, best weights of epoch {}): loss {loss:.4} acc {acc:.4}; per class in {}",
+        trainer.data.test.len(),
+        summary.best_epoch.unwrap_or(0),
+        dir.join("test_metrics.csv").display()
+    ));
+    Ok(())
+}
+
+/// Every variable by name, sorted.
+fn named_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+/// run.log in the run directory: what happened, with times; lines also go to
+/// stdout unless quiet. Logging never fails a run.
+struct RunLog {
+    file: Option<std::fs::File>,
+    quiet: bool,
+}
+
+impl RunLog {
+    fn open(dir: &Path, quiet: bool) -> RunLog {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("run.log")).ok();
+        RunLog { file, quiet }
+    }
+
+    /// Logs and prints.
+    fn line(&mut self, msg: &str) {
+        if !self.quiet {
+            println!("{msg}");
+        }
+        self.quiet_line(msg);
+    }
+
+    /// Logs only.
+    fn quiet_line(&mut self, msg: &str) {
+        use std::io::Write;
+        if let Some(f) = &mut self.file {
+            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+            let _ = writeln!(f, "{now} {msg}");
+        }
+    }
+}
+
 /// Saves every variable (backbone and head) as safetensors, atomically.
 pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
-    let mut named: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let named = named_variables(vs);
     with_temp_path(path, |tmp| {
         tch::Tensor::write_safetensors(&named, tmp).with_context(|| format!("cannot write {}", tmp.display()))
     })
@@ -301,8 +675,11 @@ fn write_skipped(dir: &Path, skipped: &[data::Skipped]) -> Result<()> {
     write_atomic(&dir.join("skipped.csv"), csv.as_bytes())
 }
 
-/// intra-op threads = cores, inter-op = 1; returns the intra-op count.
+/// intra-op threads = cores (or `RUNNER_THREADS`), inter-op = 1; returns the intra-op count.
 fn configure_threads() -> i32 {
+    static INTEROP: std::sync::Once = std::sync::Once::new();
+    // libtorch accepts the inter-op count only once, before any parallel work.
+    INTEROP.call_once(|| tch::set_num_interop_threads(1));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
     let threads = std::env::var("RUNNER_THREADS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(cores);
     tch::set_num_threads(threads);

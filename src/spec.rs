@@ -28,6 +28,72 @@ pub struct Spec {
     pub data: DataSpec,
     pub model: ModelSpec,
     pub phases: Vec<PhaseSpec>,
+    /// Stop when the monitored metric stops improving; also picks what "best" means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStoppingSpec>,
+}
+
+/// `early_stopping = { monitor = "val_acc", patience = 3, min_delta = 0.0, scope = "run" }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStoppingSpec {
+    #[serde(default)]
+    pub monitor: Monitor,
+    /// Epochs without an improvement of more than `min_delta` before stopping.
+    pub patience: usize,
+    #[serde(default)]
+    pub min_delta: f64,
+    #[serde(default)]
+    pub scope: StopScope,
+}
+
+/// A per-epoch metric; accuracies improve upwards, losses downwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    #[default]
+    ValAcc,
+    ValLoss,
+    TrainAcc,
+    TrainLoss,
+}
+
+impl Monitor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Monitor::ValAcc => "val_acc",
+            Monitor::ValLoss => "val_loss",
+            Monitor::TrainAcc => "train_acc",
+            Monitor::TrainLoss => "train_loss",
+        }
+    }
+
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Monitor::ValAcc | Monitor::TrainAcc)
+    }
+
+    /// Whether `value` beats `reference` by more than `min_delta`.
+    pub fn improves(self, value: f64, reference: Option<f64>, min_delta: f64) -> bool {
+        if !value.is_finite() {
+            return false;
+        }
+        match reference {
+            None => true,
+            Some(r) if self.higher_is_better() => value - min_delta > r,
+            Some(r) => value + min_delta < r,
+        }
+    }
+}
+
+/// What patience running out stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopScope {
+    /// The whole run; the count carries across phases.
+    #[default]
+    Run,
+    /// The current phase; each phase starts with fresh patience.
+    Phase,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -565,7 +631,23 @@ impl Spec {
                 ));
             }
         }
+        if let Some(es) = &self.early_stopping {
+            if es.patience == 0 {
+                return Err(("early_stopping.patience".into(), "expected at least 1 epoch, found 0".into()));
+            }
+            if !(es.min_delta >= 0.0 && es.min_delta.is_finite()) {
+                return Err((
+                    "early_stopping.min_delta".into(),
+                    format!("expected a finite value >= 0, found {}", es.min_delta),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The metric that picks the best epoch: `early_stopping.monitor`, or val_acc.
+    pub fn monitor(&self) -> Monitor {
+        self.early_stopping.as_ref().map_or(Monitor::ValAcc, |e| e.monitor)
     }
 
     /// Absolute learning rate of each phase (`lr_factor` resolved against the previous phase).

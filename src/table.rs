@@ -18,7 +18,10 @@ pub struct EpochRecord {
     pub train_acc: f64,
     pub val_loss: f64,
     pub val_acc: f64,
+    /// Wall time of the epoch (training and validation). Timing is kept out of
+    /// metrics.csv, which is byte-identical when a run is repeated.
     pub seconds: f64,
+    pub train_images_per_s: f64,
 }
 
 fn frame(rows: &[EpochRecord]) -> Result<DataFrame> {
@@ -34,14 +37,25 @@ fn frame(rows: &[EpochRecord]) -> Result<DataFrame> {
             col_f64("train_acc", |r| r.train_acc),
             col_f64("val_loss", |r| r.val_loss),
             col_f64("val_acc", |r| r.val_acc),
-            col_f64("seconds", |r| r.seconds),
         ],
     )?;
     Ok(df)
 }
 
-/// Writes `metrics.csv` and `metrics.parquet` into `dir`, each atomically.
+/// Writes `metrics.csv` and `metrics.parquet`, and the epochs' timing in
+/// `timing.csv`, into `dir`, each atomically.
 pub fn write_metrics(dir: &Path, rows: &[EpochRecord]) -> Result<()> {
+    let mut timing = String::from("epoch,phase,seconds,train_images_per_s\n");
+    for r in rows {
+        timing.push_str(&format!(
+            "{},{},{:.3},{:.1}\n",
+            r.epoch,
+            crate::data::csv_field(&r.phase),
+            r.seconds,
+            r.train_images_per_s
+        ));
+    }
+    write_atomic(&dir.join("timing.csv"), timing.as_bytes())?;
     let mut df = frame(rows)?;
     let mut csv = Vec::new();
     CsvWriter::new(&mut csv).include_header(true).finish(&mut df).context("cannot format metrics.csv")?;
@@ -75,11 +89,12 @@ mod tests {
                 val_loss: 0.9,
                 val_acc: 0.25 * e as f64,
                 seconds: 1.5,
+                train_images_per_s: 10.0,
             })
             .collect();
         write_metrics(dir.path(), &rows).unwrap();
         let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
-        assert_eq!(csv.lines().next().unwrap(), "epoch,phase,lr,train_loss,train_acc,val_loss,val_acc,seconds");
+        assert_eq!(csv.lines().next().unwrap(), "epoch,phase,lr,train_loss,train_acc,val_loss,val_acc");
         assert_eq!(csv.lines().count(), 4);
         let df = read_metrics(&dir.path().join("metrics.parquet")).unwrap();
         assert_eq!(df.height(), 3);

@@ -148,7 +148,9 @@ fn run_writes_every_output_and_reuses_a_completed_run() {
     assert_eq!(runs.len(), 1);
     let run = &runs[0];
     let run_id = run.file_name().unwrap().to_str().unwrap().to_string();
-    for f in ["config.toml", "metrics.csv", "metrics.parquet", "curves.png", "best.safetensors", "summary.json"] {
+    for f in
+        ["config.toml", "metrics.csv", "metrics.parquet", "timing.csv", "curves.png", "best.safetensors", "run.log"]
+    {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     let summary: serde_json::Value =
@@ -161,7 +163,7 @@ fn run_writes_every_output_and_reuses_a_completed_run() {
 
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "epoch,phase,lr,train_loss,train_acc,val_loss,val_acc,seconds");
+    assert_eq!(lines[0], "epoch,phase,lr,train_loss,train_acc,val_loss,val_acc");
     assert!(lines[1].starts_with("1,head,0.001,"), "{}", lines[1]);
     assert!(lines[2].starts_with("2,fine_tune,0.0001"), "{}", lines[2]);
 

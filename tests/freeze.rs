@@ -26,7 +26,7 @@ fn frozen_layers_are_bit_identical_after_a_phase() {
     // Phase 2 of the spec: freeze_up_to = 10, SGD with momentum.
     let before = snapshot(&trainer.vs);
     let lr = spec.phase_lrs()[1];
-    trainer.train_phase(&spec.phases[1], lr, 1, 1, &mut |_, _| Ok(())).unwrap();
+    trainer.train_phase(&spec.phases[1], lr, 1, 1);
     let after = snapshot(&trainer.vs);
 
     let (mut frozen, mut moved) = (0, 0);
@@ -49,7 +49,7 @@ fn frozen_layers_are_bit_identical_after_a_phase() {
 
     // Phase 1: "all" freezes the whole backbone; only the head moves.
     let before = snapshot(&trainer.vs);
-    trainer.train_phase(&spec.phases[0], 1e-3, 2, 2, &mut |_, _| Ok(())).unwrap();
+    trainer.train_phase(&spec.phases[0], 1e-3, 2, 2);
     let after = snapshot(&trainer.vs);
     for (name, t) in &before {
         assert_eq!(t.equal(&after[name]), !name.starts_with("_fc."), "`{name}`");
@@ -71,7 +71,7 @@ fn batchnorm_policies() {
         spec.phases[1].batchnorm = serde_json::from_value(serde_json::json!(policy)).unwrap();
         let mut trainer = prepare(&spec, Device::Cpu, true).unwrap();
         let before = snapshot(&trainer.vs);
-        trainer.train_phase(&spec.phases[1], 1e-2, 1, 1, &mut |_, _| Ok(())).unwrap();
+        trainer.train_phase(&spec.phases[1], 1e-2, 1, 1);
         let after = snapshot(&trainer.vs);
         let changed = |name: &str| !before[name].equal(&after[name]);
         (

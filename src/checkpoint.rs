@@ -1,0 +1,329 @@
+//! `checkpoint.safetensors`: everything needed to continue a run exactly where
+//! it stopped, after every epoch, in one file that is replaced atomically.
+//!
+//! Tensors: `model/<variable>` (every variable, BatchNorm statistics included),
+//! `optim/<parameter>/<buffer>` and `optim/steps` (the current phase's optimizer),
+//! and `metrics` (one f64 row per epoch so far, in [`METRIC_COLUMNS`] order).
+//! The rest of the state is JSON in the file's metadata under `runner.state`.
+//!
+//! Random state needs no saving: every epoch reseeds the shuffling and
+//! augmentation generator and libtorch's generator from (seed, epoch).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::atomic::with_temp_path;
+use crate::spec::Monitor;
+use crate::table::EpochRecord;
+
+pub const FILE: &str = "checkpoint.safetensors";
+const STATE_KEY: &str = "runner.state";
+const FORMAT: u32 = 1;
+pub const METRIC_COLUMNS: [&str; 7] =
+    ["lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "train_images_per_s"];
+
+/// The best epoch so far by the monitored metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    pub epoch: usize,
+    pub monitor: Monitor,
+    pub value: f64,
+}
+
+/// Early stopping as Keras counts it: epochs since the monitored metric last
+/// improved by more than `min_delta`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopState {
+    pub monitor: Monitor,
+    pub patience: usize,
+    pub min_delta: f64,
+    /// The reference value improvements are measured against.
+    pub best: Option<f64>,
+    pub best_epoch: Option<usize>,
+    /// Epochs since the last improvement.
+    pub wait: usize,
+    /// The epochs after which patience ran out (one per phase at most with scope = "phase").
+    pub stopped_after: Vec<usize>,
+}
+
+impl EarlyStopState {
+    pub fn new(monitor: Monitor, patience: usize, min_delta: f64) -> Self {
+        EarlyStopState { monitor, patience, min_delta, best: None, best_epoch: None, wait: 0, stopped_after: vec![] }
+    }
+
+    /// Counts one epoch; true when patience has run out.
+    pub fn update(&mut self, epoch: usize, value: f64) -> bool {
+        if self.monitor.improves(value, self.best, self.min_delta) {
+            self.best = Some(value);
+            self.best_epoch = Some(epoch);
+            self.wait = 0;
+            return false;
+        }
+        self.wait += 1;
+        if self.wait >= self.patience {
+            self.stopped_after.push(epoch);
+            return true;
+        }
+        false
+    }
+
+    /// A new phase with fresh patience (scope = "phase").
+    pub fn reset(&mut self) {
+        self.best = None;
+        self.best_epoch = None;
+        self.wait = 0;
+    }
+}
+
+/// Where a run stands after an epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub format: u32,
+    pub run_id: String,
+    /// sha256 of the canonical spec the run was started with.
+    pub config_sha256: String,
+    pub runner_version: String,
+    pub threads: i32,
+    /// Epochs completed, across phases.
+    pub epoch: usize,
+    /// The next epoch: its phase and how many epochs of that phase are done.
+    pub next_phase: usize,
+    pub next_phase_epoch: usize,
+    /// All phases done, or stopped early: only the final evaluation is left.
+    pub finished: bool,
+    pub best: Option<Best>,
+    pub early_stopping: Option<EarlyStopState>,
+    /// The phase of each metrics row.
+    pub row_phases: Vec<String>,
+}
+
+impl TrainState {
+    pub fn new(run_id: &str, config_sha256: &str, threads: i32) -> Self {
+        TrainState {
+            format: FORMAT,
+            run_id: run_id.into(),
+            config_sha256: config_sha256.into(),
+            runner_version: env!("CARGO_PKG_VERSION").into(),
+            threads,
+            epoch: 0,
+            next_phase: 0,
+            next_phase_epoch: 0,
+            finished: false,
+            best: None,
+            early_stopping: None,
+            row_phases: vec![],
+        }
+    }
+}
+
+pub struct Checkpoint {
+    pub state: TrainState,
+    pub rows: Vec<EpochRecord>,
+    /// Variable name -> value.
+    pub model: Vec<(String, Tensor)>,
+    /// The optimizer's state ([`crate::optim::Optimizer::state_tensors`]); empty between phases.
+    pub optimizer: Vec<(String, Tensor)>,
+}
+
+/// A CPU tensor as safetensors sees it; its bytes are copied only when written.
+struct CpuView {
+    tensor: Tensor,
+    dtype: Dtype,
+    shape: Vec<usize>,
+}
+
+impl CpuView {
+    fn new(t: &Tensor) -> Result<Self> {
+        let tensor = t.detach().to_device(Device::Cpu).contiguous();
+        let dtype = Dtype::try_from(tensor.kind()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let shape = tensor.size().iter().map(|&d| d as usize).collect();
+        Ok(CpuView { tensor, dtype, shape })
+    }
+}
+
+impl View for &CpuView {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        let mut bytes = vec![0u8; self.data_len()];
+        self.tensor.copy_data_u8(&mut bytes, self.tensor.numel());
+        bytes.into()
+    }
+    fn data_len(&self) -> usize {
+        self.tensor.numel() * self.tensor.kind().elt_size_in_bytes()
+    }
+}
+
+fn metrics_tensor(rows: &[EpochRecord]) -> Tensor {
+    let flat: Vec<f64> = rows
+        .iter()
+        .flat_map(|r| [r.lr, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.seconds, r.train_images_per_s])
+        .collect();
+    Tensor::from_slice(&flat).view([rows.len() as i64, METRIC_COLUMNS.len() as i64])
+}
+
+impl Checkpoint {
+    /// Writes the checkpoint to `path` atomically: a kill at any moment leaves the previous one.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let mut views: Vec<(String, CpuView)> = vec![("metrics".into(), CpuView::new(&metrics_tensor(&self.rows))?)];
+        for (name, t) in &self.model {
+            views.push((format!("model/{name}"), CpuView::new(t)?));
+        }
+        for (name, t) in &self.optimizer {
+            views.push((format!("optim/{name}"), CpuView::new(t)?));
+        }
+        let state = serde_json::to_string(&self.state).context("cannot serialise the training state")?;
+        let metadata = Some(HashMap::from([(STATE_KEY.to_string(), state)]));
+        let bytes = safetensors::tensor::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), &metadata)
+            .with_context(|| format!("cannot serialise {}", path.display()))?;
+        let epoch = self.state.epoch;
+        with_temp_path(path, |tmp| {
+            use std::io::Write;
+            let mut file = std::fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            let (first, rest) = bytes.split_at(bytes.len() / 2);
+            file.write_all(first)
+                .and_then(|()| file.flush())
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            crate::failpoint::hit(|| format!("checkpoint-{epoch}"));
+            file.write_all(rest).with_context(|| format!("cannot write {}", tmp.display()))
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<Checkpoint> {
+        let damaged = |what: String| {
+            anyhow::anyhow!(
+                "checkpoint {} is damaged ({what}); delete it, or rerun with --force to start the run over",
+                path.display()
+            )
+        };
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| damaged(format!("{e:?}")))?;
+        let state_json = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(STATE_KEY))
+            .ok_or_else(|| damaged(format!("no {STATE_KEY} metadata")))?;
+        let state: TrainState =
+            serde_json::from_str(state_json).map_err(|e| damaged(format!("training state: {e}")))?;
+        if state.format != FORMAT {
+            bail!("checkpoint {} has format {}, this runner reads format {FORMAT}", path.display(), state.format);
+        }
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| damaged(format!("{e:?}")))?;
+        let mut model = vec![];
+        let mut optimizer = vec![];
+        let mut metrics = None;
+        for (name, view) in file.tensors() {
+            let t: Tensor = view.try_into().map_err(|e| damaged(format!("{name}: {e}")))?;
+            if let Some(var) = name.strip_prefix("model/") {
+                model.push((var.to_string(), t));
+            } else if let Some(key) = name.strip_prefix("optim/") {
+                optimizer.push((key.to_string(), t));
+            } else if name == "metrics" {
+                metrics = Some(t);
+            } else {
+                return Err(damaged(format!("unexpected tensor {name}")));
+            }
+        }
+        model.sort_by(|a, b| a.0.cmp(&b.0));
+        let metrics = metrics.ok_or_else(|| damaged("no metrics".into()))?;
+        let n = state.row_phases.len();
+        if metrics.size() != [n as i64, METRIC_COLUMNS.len() as i64] || metrics.kind() != Kind::Double {
+            return Err(damaged(format!("metrics has shape {:?} for {n} epochs", metrics.size())));
+        }
+        let flat = Vec::<f64>::try_from(&metrics.flatten(0, -1)).map_err(|e| damaged(e.to_string()))?;
+        let rows = flat
+            .chunks(METRIC_COLUMNS.len())
+            .zip(&state.row_phases)
+            .enumerate()
+            .map(|(i, (v, phase))| EpochRecord {
+                epoch: i + 1,
+                phase: phase.clone(),
+                lr: v[0],
+                train_loss: v[1],
+                train_acc: v[2],
+                val_loss: v[3],
+                val_acc: v[4],
+                seconds: v[5],
+                train_images_per_s: v[6],
+            })
+            .collect();
+        Ok(Checkpoint { state, rows, model, optimizer })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_stopping_counts_like_keras() {
+        let mut es = EarlyStopState::new(Monitor::ValAcc, 2, 0.01);
+        assert!(!es.update(1, 0.5));
+        assert!(!es.update(2, 0.505)); // not by more than min_delta
+        assert_eq!((es.wait, es.best), (1, Some(0.5)));
+        assert!(!es.update(3, 0.6));
+        assert!(!es.update(4, 0.6));
+        assert!(es.update(5, f64::NAN));
+        assert_eq!(es.stopped_after, [5]);
+        assert_eq!(es.best_epoch, Some(3));
+        let mut loss = EarlyStopState::new(Monitor::ValLoss, 1, 0.0);
+        assert!(!loss.update(1, 1.0));
+        assert!(!loss.update(2, 0.9));
+        assert!(loss.update(3, 0.95));
+    }
+
+    #[test]
+    fn round_trip_is_exact_and_damage_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let rows: Vec<EpochRecord> = (1..=2)
+            .map(|e| EpochRecord {
+                epoch: e,
+                phase: format!("p{e}"),
+                lr: 0.1 / e as f64,
+                train_loss: f64::NAN,
+                train_acc: 1.0 / 3.0,
+                val_loss: 0.7,
+                val_acc: 0.25,
+                seconds: 1.5,
+                train_images_per_s: 100.0,
+            })
+            .collect();
+        let mut state = TrainState::new("abc", "sha", 2);
+        state.row_phases = rows.iter().map(|r| r.phase.clone()).collect();
+        state.epoch = 2;
+        state.early_stopping = Some(EarlyStopState::new(Monitor::ValLoss, 3, 0.0));
+        let w = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
+        let ck = Checkpoint {
+            state,
+            rows: rows.clone(),
+            model: vec![("a.weight".into(), w.shallow_clone())],
+            optimizer: vec![("steps".into(), Tensor::from(7i64))],
+        };
+        ck.write(&path).unwrap();
+        let back = Checkpoint::read(&path).unwrap();
+        assert!(back.model[0].1.equal(&w));
+        assert_eq!(back.optimizer[0].1.int64_value(&[]), 7);
+        assert_eq!(back.state.early_stopping, ck.state.early_stopping);
+        assert_eq!(back.rows.len(), 2);
+        assert!(back.rows[0].train_loss.is_nan());
+        assert_eq!(back.rows[1].lr.to_bits(), rows[1].lr.to_bits());
+        assert_eq!(back.rows[1].train_acc.to_bits(), rows[1].train_acc.to_bits());
+        // No temporary file is left beside it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let e = Checkpoint::read(&path).err().unwrap().to_string();
+        assert!(e.contains("is damaged") && e.contains("--force"), "{e}");
+    }
+}

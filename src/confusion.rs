@@ -1,0 +1,132 @@
+//! Test-split evaluation: the confusion matrix and per-class precision, recall and F1.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::atomic::write_atomic;
+use crate::data::csv_field;
+
+/// `counts[t][p]`: images of true class `t` predicted as `p`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confusion {
+    pub classes: Vec<String>,
+    pub counts: Vec<Vec<u64>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassScores {
+    pub class: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: u64,
+}
+
+impl Confusion {
+    pub fn new(classes: &[String], truth: &[i64], predicted: &[i64]) -> Self {
+        let k = classes.len();
+        let mut counts = vec![vec![0u64; k]; k];
+        for (&t, &p) in truth.iter().zip(predicted) {
+            counts[t as usize][p as usize] += 1;
+        }
+        Confusion { classes: classes.to_vec(), counts }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().flatten().sum()
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        let right: u64 = (0..self.classes.len()).map(|i| self.counts[i][i]).sum();
+        right as f64 / self.total().max(1) as f64
+    }
+
+    /// Per class, as scikit-learn's classification_report computes them (0 where undefined).
+    pub fn scores(&self) -> Vec<ClassScores> {
+        let k = self.classes.len();
+        (0..k)
+            .map(|c| {
+                let tp = self.counts[c][c] as f64;
+                let support: u64 = self.counts[c].iter().sum();
+                let predicted: u64 = (0..k).map(|t| self.counts[t][c]).sum();
+                let ratio = |a: f64, b: u64| if b == 0 { 0.0 } else { a / b as f64 };
+                let precision = ratio(tp, predicted);
+                let recall = ratio(tp, support);
+                let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+                ClassScores { class: self.classes[c].clone(), precision, recall, f1, support }
+            })
+            .collect()
+    }
+
+    /// `confusion.csv` (rows: true class, columns: predicted) and `test_metrics.csv`
+    /// (per class, then the unweighted mean as `macro_avg`).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let mut csv = String::from("true\\predicted");
+        for c in &self.classes {
+            csv.push(',');
+            csv.push_str(&csv_field(c));
+        }
+        csv.push('\n');
+        for (c, row) in self.classes.iter().zip(&self.counts) {
+            csv.push_str(&csv_field(c));
+            for n in row {
+                csv.push_str(&format!(",{n}"));
+            }
+            csv.push('\n');
+        }
+        write_atomic(&dir.join("confusion.csv"), csv.as_bytes())?;
+
+        let scores = self.scores();
+        let mut csv = String::from("class,precision,recall,f1,support\n");
+        for s in &scores {
+            csv.push_str(&format!(
+                "{},{:.6},{:.6},{:.6},{}\n",
+                csv_field(&s.class),
+                s.precision,
+                s.recall,
+                s.f1,
+                s.support
+            ));
+        }
+        let k = scores.len().max(1) as f64;
+        let mean = |f: fn(&ClassScores) -> f64| scores.iter().map(f).sum::<f64>() / k;
+        csv.push_str(&format!(
+            "macro_avg,{:.6},{:.6},{:.6},{}\n",
+            mean(|s| s.precision),
+            mean(|s| s.recall),
+            mean(|s| s.f1),
+            self.total()
+        ));
+        write_atomic(&dir.join("test_metrics.csv"), csv.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_match_a_hand_count() {
+        let classes: Vec<String> = ["ant", "bee", "wasp"].iter().map(|s| s.to_string()).collect();
+        // ant: 3 right, 1 as bee; bee: 2 right; wasp: 1 as ant, never predicted right.
+        let truth = [0, 0, 0, 0, 1, 1, 2];
+        let pred = [0, 0, 0, 1, 1, 1, 0];
+        let c = Confusion::new(&classes, &truth, &pred);
+        assert_eq!(c.counts, vec![vec![3, 1, 0], vec![0, 2, 0], vec![1, 0, 0]]);
+        assert!((c.accuracy() - 5.0 / 7.0).abs() < 1e-12);
+        let s = c.scores();
+        assert!((s[0].precision - 0.75).abs() < 1e-12 && (s[0].recall - 0.75).abs() < 1e-12);
+        assert!((s[1].precision - 2.0 / 3.0).abs() < 1e-12 && s[1].recall == 1.0);
+        assert!((s[1].f1 - 0.8).abs() < 1e-12);
+        assert_eq!((s[2].precision, s[2].recall, s[2].f1, s[2].support), (0.0, 0.0, 0.0, 1));
+
+        let dir = tempfile::tempdir().unwrap();
+        c.write(dir.path()).unwrap();
+        let csv = std::fs::read_to_string(dir.path().join("confusion.csv")).unwrap();
+        assert_eq!(csv, "true\\predicted,ant,bee,wasp\nant,3,1,0\nbee,0,2,0\nwasp,1,0,0\n");
+        let m = std::fs::read_to_string(dir.path().join("test_metrics.csv")).unwrap();
+        assert!(m.contains("bee,0.666667,1.000000,0.800000,2\n"), "{m}");
+        assert!(m.ends_with(",7\n"), "{m}");
+    }
+}
