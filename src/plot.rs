@@ -58,7 +58,7 @@ pub fn write_confusion(path: &Path, title: &str, confusion: &Confusion) -> Resul
     let k = confusion.classes.len().max(1) as i32;
     let cell = (560 / k).clamp(24, 120);
     let label_w = 170;
-    let (width, height) = ((label_w + cell * k + 40) as u32, (110 + cell * k + label_w) as u32);
+    let (width, height) = ((label_w + cell * k + 40) as u32, (100 + cell * k + 130) as u32);
     let mut rgb = vec![0u8; (width * height * 3) as usize];
     {
         let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the confusion matrix: {e}");
