@@ -100,6 +100,9 @@ pub struct TrainState {
     pub early_stopping: Option<EarlyStopState>,
     /// The phase of each metrics row.
     pub row_phases: Vec<String>,
+    /// fp16 loss scaling (absent in fp32 runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<crate::optim::GradScaler>,
 }
 
 impl TrainState {
@@ -117,6 +120,7 @@ impl TrainState {
             best: None,
             early_stopping: None,
             row_phases: vec![],
+            scaler: None,
         }
     }
 }

@@ -461,7 +461,8 @@ impl Transform {
 
     fn normalize(&self, x: &Tensor) -> Tensor {
         let device = x.device();
-        (x.to_kind(Kind::Float) / 255.0 - self.mean.to_device(device)) / self.std.to_device(device)
+        let on = |t: &Tensor| if t.device() == device { t.shallow_clone() } else { t.to_device(device) };
+        (x.to_kind(Kind::Float) / 255.0 - on(&self.mean)) / on(&self.std)
     }
 }
 

@@ -71,8 +71,14 @@ fn split_key(key: &str) -> Vec<String> {
 }
 
 /// Environment variables that configure runner itself, not a spec value.
-const NOT_SPEC_VARS: &[&str] =
-    &["RUNNER_CACHE", "RUNNER_THREADS", "RUNNER_DATASETS_MIRROR", "RUNNER_FAILPOINT", "RUNNER_FAILPOINT_MARKER"];
+const NOT_SPEC_VARS: &[&str] = &[
+    "RUNNER_CACHE",
+    "RUNNER_THREADS",
+    "RUNNER_DATASETS_MIRROR",
+    "RUNNER_FAILPOINT",
+    "RUNNER_FAILPOINT_MARKER",
+    "RUNNER_FEATURE_CACHE_MB",
+];
 
 /// `RUNNER_DATA__BATCH_SIZE=16` style overrides, sorted by variable name.
 pub fn env_overrides() -> Vec<Override> {

@@ -165,6 +165,60 @@ impl Optimizer {
     }
 }
 
+/// Dynamic loss scaling for fp16 training, as `torch.amp.GradScaler` does it:
+/// scale the loss, unscale the gradients, skip the step when any is not finite
+/// (and halve the scale), double the scale after 2000 good steps in a row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GradScaler {
+    pub scale: f64,
+    /// Good steps since the scale last changed.
+    pub growth_tracker: u32,
+    /// Steps skipped because of overflow, for the log.
+    #[serde(default)]
+    pub skipped: u64,
+}
+
+impl Default for GradScaler {
+    fn default() -> Self {
+        GradScaler { scale: 65536.0, growth_tracker: 0, skipped: 0 }
+    }
+}
+
+impl GradScaler {
+    const GROWTH_INTERVAL: u32 = 2000;
+
+    /// Unscales the gradients of `opt`'s parameters and steps unless one overflowed.
+    /// Returns whether the step was taken.
+    pub fn step(&mut self, opt: &mut Optimizer) -> bool {
+        let inv = 1.0 / self.scale;
+        let finite = tch::no_grad(|| {
+            let mut all = Vec::with_capacity(opt.params.len());
+            for (_, p) in &opt.params {
+                let mut g = p.grad();
+                if g.defined() {
+                    let _ = g.g_mul_scalar_(inv);
+                    all.push(g.isfinite().all());
+                }
+            }
+            // One wait for the device per step, as GradScaler's found_inf check.
+            all.is_empty() || Tensor::stack(&all, 0).all().int64_value(&[]) == 1
+        });
+        if finite {
+            opt.step();
+            self.growth_tracker += 1;
+            if self.growth_tracker == Self::GROWTH_INTERVAL {
+                self.scale *= 2.0;
+                self.growth_tracker = 0;
+            }
+        } else {
+            self.scale *= 0.5;
+            self.growth_tracker = 0;
+            self.skipped += 1;
+        }
+        finite
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +310,23 @@ mod tests {
                 assert!((g - w).abs() < 1e-12, "{s:?}: {got:?} vs {want:?}");
             }
         }
+    }
+
+    #[test]
+    fn grad_scaler_skips_overflowing_steps_and_backs_off() {
+        let s = spec(OptimizerKind::Sgd, 0.0, false, None);
+        let w = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let mut opt = Optimizer::new(&s, 0.1, vec![("w".into(), w.shallow_clone())]);
+        let mut scaler = GradScaler::default();
+        // d(sum(w) * scale)/dw = scale; unscaled, a plain SGD step of 0.1.
+        (w.sum(Kind::Float) * scaler.scale).backward();
+        assert!(scaler.step(&mut opt));
+        assert_eq!(Vec::<f32>::try_from(&w.detach()).unwrap(), [0.9, 1.9]);
+        opt.zero_grad();
+        (w.sum(Kind::Float) * f64::INFINITY).backward();
+        assert!(!scaler.step(&mut opt));
+        assert_eq!(Vec::<f32>::try_from(&w.detach()).unwrap(), [0.9, 1.9], "an overflowing step is skipped");
+        assert_eq!((scaler.scale, scaler.skipped), (32768.0, 1));
     }
 
     #[test]

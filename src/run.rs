@@ -15,7 +15,7 @@ use crate::checkpoint::{self, Best, Checkpoint, EarlyStopState, TrainState};
 use crate::confusion::Confusion;
 use crate::data::{self, Dataset, Transform};
 use crate::experiment::Experiment;
-use crate::spec::{Classes, Monitor, Spec, SpecError, StopScope};
+use crate::spec::{Classes, Monitor, Precision, Spec, SpecError, StopScope};
 use crate::table::{self, EpochRecord};
 use crate::train::Trainer;
 use crate::{plot, weights};
@@ -80,6 +80,9 @@ pub struct Summary {
     pub threads: i32,
     #[serde(default)]
     pub interop_threads: i32,
+    /// The arithmetic the run trained in (fp16 falls back to fp32 on the CPU).
+    #[serde(default)]
+    pub precision: Precision,
     pub device: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -157,7 +160,16 @@ pub fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device, quiet
     }
     let (mean, std) = backbone.normalization();
     let transform = Transform::new(spec.data.image_size, &spec.data.augment, mean, std);
-    Ok(Trainer::new(vs, model, dataset, transform, spec.data.batch_size, spec.seed, quiet))
+    let mut trainer = Trainer::new(vs, model, dataset, transform, spec.data.batch_size, spec.seed, quiet);
+    trainer.cache = spec.data.cache;
+    trainer.precision = spec.precision;
+    if spec.precision == Precision::Fp16 && !device.is_cuda() {
+        if !quiet {
+            eprintln!("warning: precision = \"fp16\" needs a CUDA device; training in fp32 on the CPU");
+        }
+        trainer.precision = Precision::Fp32;
+    }
+    Ok(trainer)
 }
 
 /// Why `model.head.classes` cannot fit a dataset with these classes, if it cannot.
@@ -296,6 +308,7 @@ pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
         manifest_sha256: id.manifest_sha256.clone(),
         threads,
         interop_threads: tch::get_num_interop_threads(),
+        precision: trainer.precision,
         device: format!("{:?}", opts.device).to_lowercase(),
         error: None,
     };
@@ -328,6 +341,9 @@ pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
             summary.test_images,
             summary.device
         ));
+    }
+    if let Some(note) = trainer.place_data() {
+        log.line(&note);
     }
     if !trainer.data.skipped.is_empty() {
         write_skipped(&dir, &trainer.data.skipped)?;
@@ -451,6 +467,9 @@ fn restore(trainer: &mut Trainer, ck: Checkpoint) -> Result<Restored> {
         }
         Ok(())
     })?;
+    if let Some(scaler) = &ck.state.scaler {
+        trainer.scaler = scaler.clone();
+    }
     Ok((ck.state, ck.rows, ck.optimizer))
 }
 
@@ -474,6 +493,7 @@ fn train_all(
         let p = state.next_phase;
         let phase = &spec.phases[p];
         let mut run = trainer.start_phase(phase, lrs[p]);
+        log.line(&format!("phase {} ({}): {}", p + 1, phase.name, run.cache_note));
         if state.next_phase_epoch > 0 {
             run.opt.load_state(&optimizer_state).context("cannot restore the optimizer from the checkpoint")?;
         } else if scope == Some(StopScope::Phase)
@@ -536,6 +556,7 @@ fn train_all(
             }
             table::write_metrics(dir, &rows)?;
             plot::write_curves(&dir.join("curves.png"), &title, &rows)?;
+            state.scaler = (trainer.precision == Precision::Fp16).then(|| trainer.scaler.clone());
             let ck = Checkpoint {
                 state: state.clone(),
                 rows: rows.clone(),
@@ -600,7 +621,7 @@ fn evaluate_test(
     tch::no_grad(|| trainer.vs.read_safetensors(&best)).with_context(|| format!("cannot load {}", best.display()))?;
     let (loss, acc) = trainer.evaluate(&trainer.data.test);
     let predicted = trainer.predict(&trainer.data.test);
-    let truth = Vec::<i64>::try_from(&trainer.data.test.labels).context("test labels")?;
+    let truth = Vec::<i64>::try_from(&trainer.data.test.labels.to_device(Device::Cpu)).context("test labels")?;
     let confusion = Confusion::new(&trainer.data.classes, &truth, &predicted);
     confusion.write(dir)?;
     plot::write_confusion(&dir.join("confusion.png"), &format!("{} ({})", spec.name, summary.run_id), &confusion)?;

@@ -31,6 +31,23 @@ pub struct Spec {
     /// Stop when the monitored metric stops improving; also picks what "best" means.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStoppingSpec>,
+    /// Arithmetic of training steps: "fp32", or "fp16" (autocast with a loss scaler, CUDA only).
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Fp16,
+}
+
+impl Precision {
+    fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
 }
 
 /// `early_stopping = { monitor = "val_acc", patience = 3, min_delta = 0.0, scope = "run" }`
@@ -115,6 +132,24 @@ pub struct DataSpec {
     /// Fail on a file that cannot be decoded instead of skipping it.
     #[serde(default)]
     pub strict: bool,
+    /// Compute a frozen prefix once per phase instead of every epoch, where that is exact.
+    #[serde(default, skip_serializing_if = "CacheMode::is_auto")]
+    pub cache: CacheMode,
+}
+
+/// `data.cache`: "auto" caches the frozen part's output when a phase allows it; "off" never does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheMode {
+    #[default]
+    Auto,
+    Off,
+}
+
+impl CacheMode {
+    fn is_auto(&self) -> bool {
+        *self == CacheMode::Auto
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

