@@ -492,6 +492,8 @@ fn train_all(
     while !state.finished {
         let p = state.next_phase;
         let phase = &spec.phases[p];
+        trainer.later_boundaries =
+            spec.phases[p + 1..].iter().map(|later| trainer.frozen_layers(later.freeze_up_to)).collect();
         let mut run = trainer.start_phase(phase, lrs[p]);
         log.line(&format!("phase {} ({}): {}", p + 1, phase.name, run.cache_note));
         if state.next_phase_epoch > 0 {
@@ -636,9 +638,9 @@ fn evaluate_test(
     Ok(())
 }
 
-/// Every variable by name, sorted.
+/// Every variable by name, sorted, in standard (contiguous NCHW) memory.
 fn named_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.contiguous())).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     named
 }

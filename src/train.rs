@@ -86,6 +86,25 @@ pub struct EpochStats {
     pub train_images_per_s: f64,
 }
 
+/// The same values with NHWC memory under the NCHW shape (PyTorch's `channels_last`),
+/// by the permute + contiguous trick; tensors that are not 4-D are returned as they are.
+pub fn channels_last(x: &Tensor) -> Tensor {
+    if x.dim() != 4 {
+        return x.shallow_clone();
+    }
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// Whether to train in channels-last memory: on the CPU, where oneDNN's convolutions
+/// (depthwise ones above all) run about twice as fast that way; `RUNNER_CHANNELS_LAST=0|1` overrides.
+fn use_channels_last(device: Device) -> bool {
+    match std::env::var("RUNNER_CHANNELS_LAST").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => device == Device::Cpu,
+    }
+}
+
 /// The torch seed of an epoch (SplitMix64 of the run seed and the epoch).
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     let mut z = seed.wrapping_add((epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -113,6 +132,12 @@ pub struct Trainer {
     pub precision: Precision,
     /// fp16 loss scaling; its state is part of a checkpoint.
     pub scaler: GradScaler,
+    /// Weights, inputs and cached activations are in channels-last memory.
+    pub channels_last: bool,
+    /// Freeze indices of the phases to come, whose activations a cache pass may keep.
+    pub later_boundaries: Vec<usize>,
+    /// Activations (train, val) kept for a later phase, by layer index.
+    stash: std::collections::BTreeMap<usize, (Tensor, Tensor)>,
 }
 
 impl Trainer {
@@ -132,6 +157,17 @@ impl Trainer {
         let mut transform = transform;
         transform.mean = transform.mean.to_device(device);
         transform.std = transform.std.to_device(device);
+        let channels_last = use_channels_last(device);
+        if channels_last {
+            tch::no_grad(|| {
+                for (_, mut var) in vs.variables() {
+                    if var.dim() == 4 {
+                        let cl = self::channels_last(&var);
+                        var.set_data(&cl);
+                    }
+                }
+            });
+        }
         Trainer {
             vs,
             model,
@@ -146,11 +182,19 @@ impl Trainer {
             cache: CacheMode::Auto,
             precision: Precision::Fp32,
             scaler: GradScaler::default(),
+            channels_last,
+            later_boundaries: vec![],
+            stash: Default::default(),
         }
     }
 
     fn amp(&self) -> bool {
         self.precision == Precision::Fp16
+    }
+
+    /// An input batch in the memory format the weights are in.
+    fn layout(&self, x: Tensor) -> Tensor {
+        if self.channels_last { channels_last(&x) } else { x }
     }
 
     /// On CUDA, moves the decoded images (uint8) and labels to the GPU when they fit
@@ -209,6 +253,9 @@ impl Trainer {
         let params = self.apply_freeze(frozen);
         self.transform.augment = phase.augment.clone().unwrap_or_else(|| self.default_augment.clone());
         let started = Instant::now();
+        // Kept activations stay valid while every layer below them stays frozen, BatchNorm included.
+        let keep = phase.batchnorm != BatchNormPolicy::Train;
+        self.stash.retain(|&k, _| keep && k <= frozen);
         let (cache, cache_note) = match self.cache_blocker(frozen, phase.batchnorm) {
             Some(reason) => (None, format!("full forward every epoch ({reason})")),
             None => self.build_cache(frozen),
@@ -238,51 +285,84 @@ impl Trainer {
     }
 
     /// Runs the frozen prefix over every train and val image once, if it fits the budget.
-    fn build_cache(&self, frozen: usize) -> (Option<FeatureCache>, String) {
+    /// In the same pass it keeps the activations at the freeze indices of later phases
+    /// that lie below this one (`later_boundaries`), so the next phase need not recompute them.
+    fn build_cache(&mut self, frozen: usize) -> (Option<FeatureCache>, String) {
         let layers = self.model.backbone.layers().len();
-        let what = if frozen >= layers {
-            "pooled features".to_string()
-        } else {
-            format!("activations at layer {frozen} ({})", self.model.backbone.layers()[frozen].name)
+        let what = |k: usize| {
+            if k >= layers {
+                "pooled features".to_string()
+            } else {
+                format!("activations at layer {k} ({})", self.model.backbone.layers()[k].name)
+            }
         };
+        if let Some((train, val)) = self.stash.remove(&frozen) {
+            let note = format!("trains on the {} cached by the previous phase", what(frozen));
+            return (Some(FeatureCache { start: frozen, train, val }), note);
+        }
         let images = self.data.train.len() + self.data.val.len();
-        let Some(probe) = (!self.data.train.is_empty()).then(|| {
-            let x = self.transform.eval(&self.data.train.images.narrow(0, 0, 1), self.device);
-            self.model.frozen_prefix(&x, frozen)
-        }) else {
+        if self.data.train.is_empty() {
             return (None, "full forward every epoch (no train images)".into());
+        }
+        let mut ks: Vec<usize> = self.later_boundaries.iter().copied().filter(|&k| k > 0 && k < frozen).collect();
+        ks.push(frozen);
+        ks.sort_unstable();
+        ks.dedup();
+        let probe = {
+            let x = self.layout(self.transform.eval(&self.data.train.images.narrow(0, 0, 1), self.device));
+            self.model.frozen_prefixes(&x, &ks)
         };
-        let bytes = (probe.numel() * 4 * images) as u64;
+        let per_image: Vec<u64> = probe.iter().map(|t| (t.numel() * 4) as u64).collect();
         let budget = cache_budget_bytes(self.device);
+        let bytes = per_image[ks.len() - 1] * images as u64;
         if bytes > budget {
             return (
                 None,
                 format!(
-                    "full forward every epoch: the {what} of {images} images need {} MiB, over the cache budget of \
+                    "full forward every epoch: the {} of {images} images need {} MiB, over the cache budget of \
                      {} MiB (RUNNER_FEATURE_CACHE_MB)",
+                    what(frozen),
                     bytes >> 20,
                     budget >> 20
                 ),
             );
         }
+        if per_image.iter().sum::<u64>() * images as u64 > budget {
+            ks = vec![frozen];
+        }
         let bar = self.progress(images, 0, 0);
-        bar.set_message(format!("caching {what}"));
-        let run = |split: &Split| -> Tensor {
+        bar.set_message(format!("caching {}", what(frozen)));
+        let run = |split: &Split| -> Vec<Tensor> {
             let n = split.len() as i64;
-            let mut parts = vec![];
+            let mut parts: Vec<Vec<Tensor>> = ks.iter().map(|_| vec![]).collect();
             let mut start = 0;
             while start < n {
                 let len = (self.batch_size as i64).min(n - start);
-                let x = self.transform.eval(&split.images.narrow(0, start, len), self.device);
-                parts.push(tch::autocast(self.amp(), || self.model.frozen_prefix(&x, frozen)).to_kind(Kind::Float));
+                let x = self.layout(self.transform.eval(&split.images.narrow(0, start, len), self.device));
+                let outs = tch::autocast(self.amp(), || self.model.frozen_prefixes(&x, &ks));
+                for (part, out) in parts.iter_mut().zip(outs) {
+                    part.push(out.to_kind(Kind::Float));
+                }
                 bar.inc(len as u64);
                 start += len;
             }
-            if parts.is_empty() { probe.narrow(0, 0, 0) } else { Tensor::cat(&parts, 0) }
+            parts
+                .into_iter()
+                .zip(&probe)
+                .map(|(p, pr)| self.layout(if p.is_empty() { pr.narrow(0, 0, 0) } else { Tensor::cat(&p, 0) }))
+                .collect()
         };
-        let cache = FeatureCache { start: frozen, train: run(&self.data.train), val: run(&self.data.val) };
+        let (mut train, mut val) = (run(&self.data.train), run(&self.data.val));
         bar.finish_and_clear();
-        let note = format!("trains on cached {what} of {images} images ({:.1} MiB)", bytes as f64 / (1 << 20) as f64);
+        let cache = FeatureCache { start: frozen, train: train.pop().expect("one"), val: val.pop().expect("one") };
+        for ((k, t), v) in ks.iter().zip(train).zip(val) {
+            self.stash.insert(*k, (t, v));
+        }
+        let note = format!(
+            "trains on cached {} of {images} images ({:.1} MiB)",
+            what(frozen),
+            bytes as f64 / (1 << 20) as f64
+        );
         (Some(cache), note)
     }
 
@@ -350,10 +430,11 @@ impl Trainer {
             let idx = order_t.narrow(0, (b * self.batch_size) as i64, chunk.len() as i64);
             let labels = labels_t.index_select(0, &idx.to_device(self.device));
             let x = match &phase.cache {
-                Some(c) => c.train.index_select(0, &idx),
+                // index_select returns standard layout: back to the weights' layout.
+                Some(c) => self.layout(c.train.index_select(0, &idx)),
                 None => {
                     let images = self.data.train.images.index_select(0, &idx);
-                    self.transform.train(&images, rng, self.device)
+                    self.layout(self.transform.train(&images, rng, self.device))
                 }
             };
             let (logits, loss) = tch::autocast(self.amp(), || {
@@ -396,7 +477,7 @@ impl Trainer {
     /// Mean loss and accuracy on `split`, everything in inference mode.
     pub fn evaluate(&self, split: &Split) -> (f64, f64) {
         self.mean_loss_acc(split.len() as i64, &split.labels, |first, len| {
-            let x = self.transform.eval(&split.images.narrow(0, first, len), self.device);
+            let x = self.layout(self.transform.eval(&split.images.narrow(0, first, len), self.device));
             self.model.forward(&x, 0, BatchNormPolicy::AllFrozen, false)
         })
     }
@@ -435,7 +516,7 @@ impl Trainer {
             let mut start = 0;
             while start < n {
                 let len = (self.batch_size as i64).min(n - start);
-                let x = self.transform.eval(&split.images.narrow(0, start, len), self.device);
+                let x = self.layout(self.transform.eval(&split.images.narrow(0, start, len), self.device));
                 let logits = tch::autocast(self.amp(), || self.model.forward(&x, 0, BatchNormPolicy::AllFrozen, false));
                 out.extend(Vec::<i64>::try_from(&logits.argmax(-1, false).to_device(Device::Cpu)).unwrap_or_default());
                 start += len;

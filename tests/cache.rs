@@ -36,7 +36,13 @@ fn cached_and_full_forward_runs_agree() {
 
     let (cached, out) = run(root, "cached", &[]);
     assert!(out.contains("phase 1 (head): trains on cached pooled features"), "{out}");
-    assert!(out.contains("phase 2 (fine_tune): trains on cached activations at layer 10"), "{out}");
+    // Phase 1's pass kept the activations phase 2 starts from.
+    assert!(
+        out.contains(
+            "phase 2 (fine_tune): trains on the activations at layer 10 (block 9) cached by the previous phase"
+        ),
+        "{out}"
+    );
     let (full, out) = run(root, "full", &["--set", "data.cache=\"off\""]);
     assert!(out.contains("full forward every epoch (data.cache = \"off\")"), "{out}");
 
@@ -59,4 +65,35 @@ fn cached_and_full_forward_runs_agree() {
     // With augmentation the frozen part sees new inputs every epoch: no cache.
     let (_, out) = run(root, "augmented", &["--set", "data.augment=[\"hflip\"]"]);
     assert!(out.contains("full forward every epoch (the inputs are augmented)"), "{out}");
+}
+
+#[test]
+fn a_run_on_cached_features_resumes_to_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = shapes(root, 3, 12);
+    std::fs::write(root.join("spec.toml"), tiny_spec(&data).replace("epochs = 1", "epochs = 2")).unwrap();
+    let (clean, _) = run(root, "clean", &["--quiet"]);
+
+    // Killed in the second fine-tuning epoch: the resumed phase computes its cache afresh.
+    let marker = root.join("reached");
+    let mut child = common::runner_bin()
+        .current_dir(root)
+        .args(["run", "spec.toml", "--out", "killed", "--quiet"])
+        .env("RUNNER_THREADS", "2")
+        .env("RUNNER_FAILPOINT", "epoch-4-batch-2")
+        .env("RUNNER_FAILPOINT_MARKER", &marker)
+        .spawn()
+        .unwrap();
+    while !marker.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before the failpoint");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (resumed, out) = run(root, "killed", &["--resume"]);
+    assert!(out.contains("phase 2 (fine_tune): trains on cached activations at layer 10"), "{out}");
+    for f in ["metrics.csv", "metrics.parquet", "best.safetensors"] {
+        assert!(std::fs::read(clean.join(f)).unwrap() == std::fs::read(resumed.join(f)).unwrap(), "{f} differs");
+    }
 }

@@ -39,6 +39,7 @@ struct ConvBn {
     bn: nn::BatchNorm,
     kernel: i64,
     stride: i64,
+    groups: i64,
 }
 
 impl ConvBn {
@@ -52,12 +53,25 @@ impl ConvBn {
             bn: nn::batch_norm2d(p / bn, cout, bn_cfg),
             kernel,
             stride,
+            groups,
         }
     }
 
     fn forward(&self, xs: &Tensor, train: bool, relu6: bool) -> Tensor {
-        let x = same_pad(xs, self.kernel, self.stride).apply(&self.conv).apply_t(&self.bn, train);
-        if relu6 { x.clamp(0.0, 6.0) } else { x }
+        let (h, w) = (xs.size()[2], xs.size()[3]);
+        let (s, k) = (self.stride, self.kernel);
+        let pad = |n: i64| (((n + s - 1) / s - 1) * s + k - n).max(0);
+        let (ph, pw) = (pad(h), pad(w));
+        // Symmetric "same" padding is the convolution's own padding: no padded copy of the input
+        // (which would also lose a channels-last layout). Only the odd case pads explicitly.
+        let x = if ph % 2 == 0 && pw % 2 == 0 {
+            let c = &self.conv;
+            xs.conv2d(&c.ws, c.bs.as_ref(), [s, s], [ph / 2, pw / 2], [1, 1], self.groups)
+        } else {
+            same_pad(xs, k, s).apply(&self.conv)
+        };
+        let x = x.apply_t(&self.bn, train);
+        if relu6 { x.relu6() } else { x }
     }
 }
 

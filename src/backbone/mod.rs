@@ -263,6 +263,24 @@ impl Classifier {
         })
     }
 
+    /// [`Classifier::frozen_prefix`] at several depths `ks` (ascending) in one pass.
+    pub fn frozen_prefixes(&self, xs: &Tensor, ks: &[usize]) -> Vec<Tensor> {
+        let layers = self.backbone.layers().len();
+        tch::no_grad(|| {
+            let mut out = Vec::with_capacity(ks.len());
+            let mut x = xs.shallow_clone();
+            let mut done = 0;
+            for &k in ks {
+                while done < k.min(layers) {
+                    x = self.backbone.forward_layer(done, &x, false);
+                    done += 1;
+                }
+                out.push(if k >= layers { self.finish(&x) } else { x.shallow_clone() });
+            }
+            out
+        })
+    }
+
     /// The logits for `x` = [`Classifier::frozen_prefix`]`(images, start)`.
     pub fn forward_cached(&self, x: &Tensor, start: usize, frozen: usize, bn: BatchNormPolicy, train: bool) -> Tensor {
         if start >= self.backbone.layers().len() {
@@ -318,7 +336,10 @@ pub(crate) fn same_pad(xs: &Tensor, kernel: i64, stride: i64) -> Tensor {
     if ph == 0 && pw == 0 {
         return xs.shallow_clone();
     }
-    xs.constant_pad_nd([pw / 2, pw - pw / 2, ph / 2, ph - ph / 2])
+    let padded = xs.constant_pad_nd([pw / 2, pw - pw / 2, ph / 2, ph - ph / 2]);
+    // The pad comes out in standard layout; a channels-last input stays channels-last.
+    let strides = xs.stride();
+    if xs.size()[1] > 1 && strides[1] == 1 { crate::train::channels_last(&padded) } else { padded }
 }
 
 #[cfg(test)]
