@@ -70,6 +70,7 @@ def spec_text(a, data, weights):
     augment = '["random_resized_crop", "hflip"]' if a.augment else "[]"
     return f'''name = "bench"
 seed = 0
+precision = "{a.precision}"
 
 [data]
 source = "{data}"
@@ -115,6 +116,8 @@ def main():
     ap.add_argument("--data-dir", default=str(ROOT / "datasets/bench"))
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the reference then preloads its data too)")
+    ap.add_argument("--precision", default="fp32", help="fp16: runner's precision = \"fp16\", the reference's AMP")
     a = ap.parse_args()
 
     weights = a.weights if a.weights and pathlib.Path(a.weights).exists() else ""
@@ -128,7 +131,7 @@ def main():
         spec = pathlib.Path(tmp) / "bench.toml"
         spec.write_text(spec_text(a, data, weights))
         r = measured_child([a.runner, "run", spec, "--out", pathlib.Path(tmp) / "runs", "--quiet", "--force",
-                            "--device", "cpu"], env)
+                            "--device", a.device], env)
         (run_dir,) = (pathlib.Path(tmp) / "runs/bench").iterdir()
         timing = list(csv.DictReader(open(run_dir / "timing.csv")))
         metrics = list(csv.DictReader(open(run_dir / "metrics.csv")))
@@ -143,7 +146,9 @@ def main():
             cmd = [a.python, ROOT / "bench/torch_reference.py", "--data", data, "--model", a.model,
                    "--weights", weights, "--image-size", a.image_size, "--batch-size", a.batch_size,
                    "--epochs", *a.epochs, "--freeze", a.freeze, "--lr", a.lr, "--lr-factor", a.lr_factor,
-                   "--threads", a.threads, "--workers", a.workers] + (["--augment"] if a.augment else [])
+                   "--threads", a.threads, "--workers", a.workers, "--device", a.device] \
+                + (["--augment"] if a.augment else []) + (["--amp"] if a.precision == "fp16" else []) \
+                + (["--preload"] if a.device == "cuda" else [])
             r = measured_child(cmd, env)
             ref = json.loads(r["out"])
             results["pytorch"] = {"wall_s": r["wall"], "rss_mib": r["rss_mib"], "epochs": ref["epochs"],
@@ -159,11 +164,14 @@ def main():
     per_phase = lambda r, p, key: mean([e[key] for e in r["epochs"] if e["phase"] == p])
     print(f"{a.model}, {a.image_size} px, {sum(1 for _ in data.glob('*/*/*'))} images, batch {a.batch_size}, "
           f"epochs {a.epochs[0]}+{a.epochs[1]}, phase 2 from layer {a.freeze}, "
-          f"augment {'on' if a.augment else 'off'}, {a.threads} threads")
+          f"augment {'on' if a.augment else 'off'}, {a.threads} threads, {a.device}, {a.precision}")
     print(f"{'':<32}" + "".join(f"{k:>14}" for k in results) + f"{'ratio':>10}")
     row("wall time (s)", lambda r: r["wall_s"])
     row("phase 1 train images/s", lambda r: per_phase(r, 1, "train_images_per_s"), "{:.1f}")
     row("phase 2 train images/s", lambda r: per_phase(r, 2, "train_images_per_s"), "{:.1f}")
+    # Without each phase's first epoch (cuDNN autotuning, cache building, warm-up).
+    steady = lambda r, p: mean([e["train_images_per_s"] for e in r["epochs"] if e["phase"] == p][1:] or [0])
+    row("phase 2 images/s, later epochs", lambda r: steady(r, 2), "{:.1f}")
     row("mean epoch time (s)", lambda r: mean([e["seconds"] for e in r["epochs"]]))
     row("peak memory (MiB)", lambda r: r["rss_mib"], "{:.0f}")
     row("final val acc", lambda r: r["epochs"][-1]["val_acc"], "{:.4f}")

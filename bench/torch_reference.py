@@ -75,7 +75,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--amp", action="store_true", help="fp16 autocast with a GradScaler (CUDA)")
+    ap.add_argument("--preload", action="store_true",
+                    help="decode every image once (resize + center crop, uint8) and keep the batches on the device, "
+                         "as runner does; without augmentation only")
     args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
     started = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -92,9 +100,38 @@ def main():
     val_set = datasets.ImageFolder(f"{args.data}/val", eval_tf)
     loader = lambda ds, shuffle: DataLoader(ds, batch_size=args.batch_size, shuffle=shuffle,
                                             num_workers=args.workers, persistent_workers=args.workers > 0)
-    train_loader, val_loader = loader(train_set, True), loader(val_set, False)
+    if not args.preload:
+        train_loader, val_loader = loader(train_set, True), loader(val_set, False)
+
+    if args.preload:
+        if args.augment:
+            raise SystemExit("--preload is for runs without augmentation")
+        crop = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(args.image_size),
+                                   transforms.PILToTensor()])
+        mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+
+        def preloaded(folder, shuffle):
+            ds = datasets.ImageFolder(folder, crop)
+            xs = torch.stack([ds[i][0] for i in range(len(ds))]).to(device)
+            ys = torch.tensor(ds.targets, device=device)
+
+            def batches():
+                order = torch.randperm(len(ys), device=device) if shuffle else torch.arange(len(ys), device=device)
+                for i in range(0, len(ys), args.batch_size):
+                    idx = order[i:i + args.batch_size]
+                    yield (xs[idx].float() / 255 - mean_t) / std_t, ys[idx]
+            return batches, len(ys)
+
+        train_batches, _ = preloaded(f"{args.data}/train", True)
+        val_batches, n_val = preloaded(f"{args.data}/val", False)
+    else:
+        train_batches = lambda: ((x.to(device), y.to(device)) for x, y in train_loader)
+        val_batches, n_val = (lambda: ((x.to(device), y.to(device)) for x, y in val_loader)), len(val_set)
 
     model, layers, head = build(args.model, args.weights, len(train_set.classes))
+    model.to(device)
+    scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
     criterion = nn.CrossEntropyLoss()
     epochs = []
     lr = args.lr
@@ -109,20 +146,25 @@ def main():
             seen = 0
             loss_sum = 0.0
             correct = 0
-            for x, y in train_loader:
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            for x, y in train_batches():
                 optimizer.zero_grad()
-                out = model(x)
-                loss = criterion(out, y)
-                loss.backward()
-                optimizer.step()
+                with torch.autocast(device.type, dtype=torch.float16, enabled=args.amp):
+                    out = model(x)
+                    loss = criterion(out, y)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 seen += len(y)
-                loss_sum += loss.item() * len(y)
-                correct += (out.argmax(1) == y).sum().item()
+                loss_sum += loss.detach() * len(y)
+                correct += (out.argmax(1) == y).sum()
+            loss_sum, correct = loss_sum.item(), correct.item()
             train_s = time.perf_counter() - t0
             model.eval()
             val_correct = 0
-            with torch.no_grad():
-                for x, y in val_loader:
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=args.amp):
+                for x, y in val_batches():
                     val_correct += (model(x).argmax(1) == y).sum().item()
             epochs.append({
                 "phase": phase + 1,
@@ -130,7 +172,7 @@ def main():
                 "train_images_per_s": seen / train_s,
                 "train_loss": loss_sum / seen,
                 "train_acc": correct / seen,
-                "val_acc": val_correct / len(val_set),
+                "val_acc": val_correct / n_val,
             })
     print(json.dumps({"wall_s": time.perf_counter() - started, "epochs": epochs, "torch": torch.__version__,
                       "threads": torch.get_num_threads(), "workers": args.workers}))

@@ -192,16 +192,16 @@ impl GradScaler {
     pub fn step(&mut self, opt: &mut Optimizer) -> bool {
         let inv = 1.0 / self.scale;
         let finite = tch::no_grad(|| {
-            let mut all = Vec::with_capacity(opt.params.len());
+            let mut grads = Vec::with_capacity(opt.params.len());
             for (_, p) in &opt.params {
                 let mut g = p.grad();
                 if g.defined() {
                     let _ = g.g_mul_scalar_(inv);
-                    all.push(g.isfinite().all());
+                    grads.push(g.flatten(0, -1));
                 }
             }
-            // One wait for the device per step, as GradScaler's found_inf check.
-            all.is_empty() || Tensor::stack(&all, 0).all().int64_value(&[]) == 1
+            // One check over all gradients, and one wait for the device per step, as GradScaler's found_inf.
+            grads.is_empty() || Tensor::cat(&grads, 0).isfinite().all().int64_value(&[]) == 1
         });
         if finite {
             opt.step();

@@ -105,6 +105,41 @@ fn use_channels_last(device: Device) -> bool {
     }
 }
 
+// libtorch's current autocast switch. tch's `autocast` goes through the deprecated
+// device-less `at::autocast::set_enabled`, which logs a deprecation warning on every call:
+// one per batch would flood stderr. These are the C++ functions that replace it
+// (`c10::DeviceType` is an int8 enum; CUDA = 1), exported by libtorch_cpu.
+unsafe extern "C" {
+    #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
+    fn at_set_autocast_enabled(device_type: i8, enabled: bool);
+    #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
+    fn at_is_autocast_enabled(device_type: i8) -> bool;
+}
+
+const CUDA_DEVICE_TYPE: i8 = 1;
+
+/// Runs `f` under CUDA fp16 autocast when `on` (what `torch.autocast("cuda")` does);
+/// nothing at all happens for fp32.
+fn mixed_precision<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    if !on {
+        return f();
+    }
+    // SAFETY: plain calls into libtorch with a valid device type; the previous state is restored.
+    let previous = unsafe { at_is_autocast_enabled(CUDA_DEVICE_TYPE) };
+    unsafe {
+        at_set_autocast_enabled(CUDA_DEVICE_TYPE, true);
+        torch_sys::at_autocast_increment_nesting();
+    }
+    let result = f();
+    unsafe {
+        if torch_sys::at_autocast_decrement_nesting() == 0 {
+            torch_sys::at_autocast_clear_cache();
+        }
+        at_set_autocast_enabled(CUDA_DEVICE_TYPE, previous);
+    }
+    result
+}
+
 /// The torch seed of an epoch (SplitMix64 of the run seed and the epoch).
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     let mut z = seed.wrapping_add((epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -339,7 +374,7 @@ impl Trainer {
             while start < n {
                 let len = (self.batch_size as i64).min(n - start);
                 let x = self.layout(self.transform.eval(&split.images.narrow(0, start, len), self.device));
-                let outs = tch::autocast(self.amp(), || self.model.frozen_prefixes(&x, &ks));
+                let outs = self.model.frozen_prefixes(&x, &ks);
                 for (part, out) in parts.iter_mut().zip(outs) {
                     part.push(out.to_kind(Kind::Float));
                 }
@@ -352,7 +387,7 @@ impl Trainer {
                 .map(|(p, pr)| self.layout(if p.is_empty() { pr.narrow(0, 0, 0) } else { Tensor::cat(&p, 0) }))
                 .collect()
         };
-        let (mut train, mut val) = (run(&self.data.train), run(&self.data.val));
+        let (mut train, mut val) = mixed_precision(self.amp(), || (run(&self.data.train), run(&self.data.val)));
         bar.finish_and_clear();
         let cache = FeatureCache { start: frozen, train: train.pop().expect("one"), val: val.pop().expect("one") };
         for ((k, t), v) in ks.iter().zip(train).zip(val) {
@@ -437,7 +472,8 @@ impl Trainer {
                     self.layout(self.transform.train(&images, rng, self.device))
                 }
             };
-            let (logits, loss) = tch::autocast(self.amp(), || {
+            // Forward under autocast, backward and the update outside it, as PyTorch's AMP recipe.
+            let (logits, loss) = mixed_precision(self.amp(), || {
                 let logits = match &phase.cache {
                     Some(c) => self.model.forward_cached(&x, c.start, step.frozen, step.bn, true),
                     None => self.model.forward(&x, step.frozen, step.bn, true),
@@ -491,37 +527,43 @@ impl Trainer {
 
     /// Batches of `n` examples through `logits(first, len)`, summed on the device: one sync at the end.
     fn mean_loss_acc(&self, n: i64, labels: &Tensor, logits: impl Fn(i64, i64) -> Tensor) -> (f64, f64) {
-        tch::no_grad(|| {
-            let mut loss_sum = Tensor::zeros([], (Kind::Double, self.device));
-            let mut correct = Tensor::zeros([], (Kind::Int64, self.device));
-            let mut first = 0;
-            while first < n {
-                let len = (self.batch_size as i64).min(n - first);
-                let y = labels.narrow(0, first, len).to_device(self.device);
-                let out = tch::autocast(self.amp(), || logits(first, len)).to_kind(Kind::Float);
-                loss_sum += out.cross_entropy_for_logits(&y).to_kind(Kind::Double) * len as f64;
-                correct += out.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
-                first += len;
-            }
-            let n = n.max(1) as f64;
-            (loss_sum.double_value(&[]) / n, correct.int64_value(&[]) as f64 / n)
+        mixed_precision(self.amp(), || {
+            tch::no_grad(|| {
+                let mut loss_sum = Tensor::zeros([], (Kind::Double, self.device));
+                let mut correct = Tensor::zeros([], (Kind::Int64, self.device));
+                let mut first = 0;
+                while first < n {
+                    let len = (self.batch_size as i64).min(n - first);
+                    let y = labels.narrow(0, first, len).to_device(self.device);
+                    let out = logits(first, len).to_kind(Kind::Float);
+                    loss_sum += out.cross_entropy_for_logits(&y).to_kind(Kind::Double) * len as f64;
+                    correct += out.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
+                    first += len;
+                }
+                let n = n.max(1) as f64;
+                (loss_sum.double_value(&[]) / n, correct.int64_value(&[]) as f64 / n)
+            })
         })
     }
 
     /// Predicted class of every image of `split`, in inference mode.
     pub fn predict(&self, split: &Split) -> Vec<i64> {
-        tch::no_grad(|| {
-            let n = split.len() as i64;
-            let mut out = Vec::with_capacity(n as usize);
-            let mut start = 0;
-            while start < n {
-                let len = (self.batch_size as i64).min(n - start);
-                let x = self.layout(self.transform.eval(&split.images.narrow(0, start, len), self.device));
-                let logits = tch::autocast(self.amp(), || self.model.forward(&x, 0, BatchNormPolicy::AllFrozen, false));
-                out.extend(Vec::<i64>::try_from(&logits.argmax(-1, false).to_device(Device::Cpu)).unwrap_or_default());
-                start += len;
-            }
-            out
+        mixed_precision(self.amp(), || {
+            tch::no_grad(|| {
+                let n = split.len() as i64;
+                let mut out = Vec::with_capacity(n as usize);
+                let mut start = 0;
+                while start < n {
+                    let len = (self.batch_size as i64).min(n - start);
+                    let x = self.layout(self.transform.eval(&split.images.narrow(0, start, len), self.device));
+                    let logits = self.model.forward(&x, 0, BatchNormPolicy::AllFrozen, false);
+                    out.extend(
+                        Vec::<i64>::try_from(&logits.argmax(-1, false).to_device(Device::Cpu)).unwrap_or_default(),
+                    );
+                    start += len;
+                }
+                out
+            })
         })
     }
 
