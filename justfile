@@ -31,6 +31,11 @@ sweep:
 report:
     @echo "runner report is not implemented yet (issue 7); each run writes metrics.csv and curves.png in its directory" >&2; exit 1
 
+# runner against the PyTorch tutorial recipe (docs/performance.md); PYTHON must have torch,
+# torchvision and efficientnet-lite-pytorch, e.g. PYTHON=~/.cache/runner/bench-venv/bin/python.
+bench *ARGS: build
+    python3 bench/compare.py --python "${PYTHON:-python3}" {{ARGS}}
+
 test *ARGS: setup
     {{with_torch}} cargo test {{ARGS}}
 
