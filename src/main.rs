@@ -385,7 +385,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run { spec, set, out, force, resume, quiet, device: dev } => {
             let exp = load(&spec, &set)?;
             run::preflight(&exp)?;
-            let opts = RunOptions { out, force, resume, quiet, device: device(dev)? };
+            let refuse_changed_config = exp.runs.len() == 1;
+            let opts = RunOptions { out, force, resume, refuse_changed_config, quiet, device: device(dev)? };
             let total = exp.runs.len();
             let mut failed = vec![];
             for (i, planned) in exp.runs.iter().enumerate() {

@@ -29,6 +29,10 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Continue an interrupted run from its checkpoint.
     pub resume: bool,
+    /// With `resume`: when the spec's run has no directory but the experiment has an
+    /// interrupted run of another config, refuse (a single-run spec that was edited).
+    /// Off for grids, whose other points are legitimately other configs.
+    pub refuse_changed_config: bool,
     pub device: Device,
 }
 
@@ -264,7 +268,7 @@ pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
         }
         Some(ck)
     } else {
-        if opts.resume && !opts.force && !dir.exists() {
+        if opts.resume && opts.refuse_changed_config && !opts.force && !dir.exists() {
             refuse_changed_config(&opts.out, spec)?;
         }
         None
@@ -398,7 +402,10 @@ fn refuse_changed_config(out: &Path, spec: &Spec) -> Result<()> {
     let mine = serde_json::to_value(spec)?;
     for entry in entries.flatten() {
         let dir = entry.path();
-        if !dir.join(checkpoint::FILE).exists() {
+        // Interrupted: a checkpoint, and neither completed nor diverged (a diverged run keeps its last one).
+        let interrupted = dir.join(checkpoint::FILE).exists()
+            && read_summary(&dir).is_none_or(|s| matches!(s.status, Status::Running | Status::Failed));
+        if !interrupted {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(dir.join("config.toml")) else { continue };
