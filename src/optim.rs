@@ -113,14 +113,16 @@ impl Optimizer {
                     }
                     OptimizerKind::Rmsprop => {
                         let sq = state.entry("square_avg").or_insert_with(|| p.zeros_like());
-                        let _ = sq.g_mul_scalar_(RMS_ALPHA).g_add_(&(&g * &g * (1.0 - RMS_ALPHA)));
-                        let avg = sq.sqrt() + RMS_EPS;
+                        // Fused multiply-adds: fewer kernels per parameter (each is a dispatch).
+                        let _ = sq.g_mul_scalar_(RMS_ALPHA).addcmul_(&(&g * (1.0 - RMS_ALPHA)), &g);
+                        let mut avg = sq.sqrt();
+                        let _ = avg.g_add_scalar_(RMS_EPS);
                         if self.momentum > 0.0 {
                             let buf = state.entry("momentum_buffer").or_insert_with(|| p.zeros_like());
-                            let _ = buf.g_mul_scalar_(self.momentum).g_add_(&(&g / &avg));
+                            let _ = buf.g_mul_scalar_(self.momentum).addcdiv_(&g, &avg);
                             let _ = p.g_sub_(&(&*buf * self.lr));
                         } else {
-                            let _ = p.g_sub_(&(g / avg * self.lr));
+                            let _ = p.addcdiv_(&(g * -self.lr), &avg);
                         }
                     }
                 }
