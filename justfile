@@ -25,11 +25,22 @@ demo *ARGS:
 run SPEC *ARGS: build
     target/debug/runner run {{SPEC}} {{ARGS}}
 
-sweep:
-    @echo "runner sweep is not implemented yet (issue 7); run specs one by one with 'just run SPEC'" >&2; exit 1
+# Every run of every spec under experiments/ (or the given paths and flags), then the report.
+# e.g. `just sweep --dry-run`, `just sweep experiments/quickstart.toml --shard 0/2`.
+sweep *ARGS: build
+    target/debug/runner sweep {{ARGS}}
 
-report:
-    @echo "runner report is not implemented yet (issue 7); each run writes metrics.csv and curves.png in its directory" >&2; exit 1
+# reports/summary.{csv,parquet,md}, reports/plots/ and reports/index.html from reports/runs.
+report: build
+    target/debug/runner report
+
+# Rerun recorded runs and compare their metrics, e.g. `just verify reports/runs/quickstart/*`.
+verify +DIRS: build
+    target/debug/runner verify {{DIRS}}
+
+# What CI does last: rerun the committed CI experiment and verify it against its record.
+verify-ci:
+    bash scripts/ci-verify.sh
 
 # runner against the PyTorch tutorial recipe (docs/performance.md); PYTHON must have torch,
 # torchvision and efficientnet-lite-pytorch, e.g. PYTHON=~/.cache/runner/bench-venv/bin/python.

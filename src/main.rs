@@ -10,6 +10,7 @@ use runner::experiment::{Experiment, describe_varying, parse_set};
 use runner::predict::Predictor;
 use runner::run::{self, RunOptions};
 use runner::spec::SpecError;
+use runner::sweep::{self, Engine, Shard};
 use runner::synth::{self, SynthOptions};
 
 /// Declarative transfer learning: TOML experiment specs run on libtorch.
@@ -43,6 +44,80 @@ enum Command {
         quiet: bool,
         #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
         device: DeviceArg,
+    },
+    /// Every run of every spec under PATHS: completed runs are skipped, interrupted
+    /// ones resume, failed ones do not stop the others; ends with a table and a report.
+    Sweep {
+        /// Spec files or folders of them.
+        #[arg(default_value = "experiments")]
+        paths: Vec<PathBuf>,
+        /// Override a key in every spec (repeatable; last wins).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Root of the run directories.
+        #[arg(long, default_value = "reports/runs")]
+        out: PathBuf,
+        /// List what would run, resume or be skipped, and run nothing.
+        #[arg(long, conflicts_with = "emit")]
+        dry_run: bool,
+        /// Take only shard I of N (0-based: I/N), for N workers sharing a filesystem.
+        #[arg(long, value_name = "I/N", conflicts_with = "emit")]
+        shard: Option<Shard>,
+        /// Write a cluster job (to stdout) that runs this sweep as --workers shards.
+        #[arg(long, value_enum, requires = "workers")]
+        emit: Option<Engine>,
+        /// With --emit: the number of array tasks / indexed pods.
+        #[arg(long, requires = "emit")]
+        workers: Option<usize>,
+        /// With --emit: GPUs per worker (0 for CPU only).
+        #[arg(long, default_value_t = 1)]
+        gpus: u32,
+        /// With --emit k8s: the container image (runner on its PATH).
+        #[arg(long)]
+        image: Option<String>,
+        /// With --emit k8s: the PersistentVolumeClaim holding this project, mounted at /work.
+        #[arg(long, default_value = "runner-work")]
+        volume_claim: String,
+        /// With --emit: the job's name.
+        #[arg(long, default_value = "runner-sweep")]
+        job_name: String,
+        /// Where the closing report goes.
+        #[arg(long, default_value = "reports")]
+        report_dir: PathBuf,
+        /// No report at the end.
+        #[arg(long)]
+        no_report: bool,
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+        device: DeviceArg,
+    },
+    /// Tables, leaderboards, comparison plots and an HTML page of every run.
+    Report {
+        /// Root of the run directories.
+        #[arg(long, default_value = "reports/runs")]
+        runs: PathBuf,
+        /// Where summary.csv, summary.parquet, summary.md, plots/ and index.html go.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+    },
+    /// Rerun recorded runs from their config and compare the metrics, epoch by epoch.
+    Verify {
+        /// Run directories (each with config.toml, metrics.csv and summary.json).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Largest absolute difference accepted (0: bit for bit, for the recording machine).
+        #[arg(long, default_value_t = 0.0)]
+        tolerance: f64,
+        /// Rerun on this device instead of the recorded one.
+        #[arg(long, value_enum)]
+        device: Option<DeviceArg>,
+        /// Keep the rerun's folder.
+        #[arg(long)]
+        keep: bool,
+        /// Show the rerun's epochs.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Show the runs of a spec without running anything.
     Plan {
@@ -386,7 +461,8 @@ fn run(cli: Cli) -> Result<()> {
             let exp = load(&spec, &set)?;
             run::preflight(&exp)?;
             let refuse_changed_config = exp.runs.len() == 1;
-            let opts = RunOptions { out, force, resume, refuse_changed_config, quiet, device: device(dev)? };
+            let opts =
+                RunOptions { out, force, resume, refuse_changed_config, quiet, device: device(dev)?, threads: None };
             let total = exp.runs.len();
             let mut failed = vec![];
             for (i, planned) in exp.runs.iter().enumerate() {
@@ -406,6 +482,146 @@ fn run(cli: Cli) -> Result<()> {
             if !failed.is_empty() {
                 bail!("{} of {total} runs failed: {}", failed.len(), failed.join(", "));
             }
+        }
+        Command::Sweep {
+            paths,
+            set,
+            out,
+            dry_run,
+            shard,
+            emit,
+            workers,
+            gpus,
+            image,
+            volume_claim,
+            job_name,
+            report_dir,
+            no_report,
+            quiet,
+            device: dev,
+        } => {
+            let overrides = set
+                .iter()
+                .map(|raw| {
+                    parse_set(raw).map_err(|msg| SpecError {
+                        file: PathBuf::from("--set"),
+                        key: String::new(),
+                        line_col: None,
+                        message: msg,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let runs = sweep::expand(&paths, &overrides)?;
+            if let Some(engine) = emit {
+                let args = sweep::SweepArgs {
+                    paths,
+                    sets: set,
+                    out,
+                    device: dev.to_possible_value().expect("no skipped variants").get_name().to_string(),
+                };
+                let opts = sweep::EmitOptions {
+                    workers: workers.expect("clap requires --workers"),
+                    gpus,
+                    job_name,
+                    image,
+                    volume_claim,
+                };
+                print!("{}", sweep::emit(engine, &args, &opts)?);
+                eprintln!(
+                    "{} runs in {} shards of about {} runs each",
+                    runs.len(),
+                    opts.workers,
+                    runs.len().div_ceil(opts.workers)
+                );
+                return Ok(());
+            }
+            let total = runs.len();
+            let runs = match shard {
+                Some(s) => s.select(runs),
+                None => runs,
+            };
+            let of = shard.map_or(String::new(), |s| format!(" (shard {s}: {} of {total})", runs.len()));
+            if dry_run {
+                println!("{:<4} {:<20} {:<10} {:>6}  {:<28} varying", "#", "experiment", "run id", "epochs", "action");
+                let mut counts = std::collections::BTreeMap::new();
+                for (k, r) in runs.iter().enumerate() {
+                    let (id, action) = sweep::plan(r, &out);
+                    *counts.entry(action.describe().split(' ').next().unwrap_or("").to_string()).or_insert(0) += 1;
+                    println!(
+                        "{:<4} {:<20} {:<10} {:>6}  {:<28} {}",
+                        k + 1,
+                        r.experiment(),
+                        id.as_deref().unwrap_or("?"),
+                        r.planned.spec.total_epochs(),
+                        action.describe(),
+                        r.varying()
+                    );
+                }
+                let counts: Vec<String> = counts.iter().map(|(a, n)| format!("{n} {a}")).collect();
+                println!("{} runs{of}: {}; nothing was run", runs.len(), counts.join(", "));
+                return Ok(());
+            }
+            println!("sweep: {} runs{of}", runs.len());
+            let opts = RunOptions {
+                out: out.clone(),
+                force: false,
+                resume: true,
+                refuse_changed_config: false,
+                quiet,
+                device: device(dev)?,
+                threads: None,
+            };
+            let rows = sweep::execute(&runs, &opts);
+            print!("{}", sweep::table(&rows));
+            if !no_report && out.is_dir() {
+                match runner::report::write(&out, &report_dir) {
+                    Ok(w) => println!("{}", runner::report::describe(&w, &report_dir)),
+                    Err(e) => eprintln!("warning: no report: {e:#}"),
+                }
+            }
+            let failed = rows.iter().filter(|r| r.outcome.is_failure()).count();
+            if failed > 0 {
+                bail!("{failed} of {} runs failed", rows.len());
+            }
+        }
+        Command::Report { runs, out } => {
+            let written = runner::report::write(&runs, &out)?;
+            println!("{}", runner::report::describe(&written, &out));
+            for f in &written.files {
+                println!("  {}", f.display());
+            }
+        }
+        Command::Verify { dirs, tolerance, device: dev, keep, verbose } => {
+            if tolerance.is_nan() || tolerance < 0.0 {
+                bail!("--tolerance: expected a difference of 0 or more, found {tolerance}");
+            }
+            let opts = runner::verify::VerifyOptions {
+                tolerance,
+                device: dev.map(device).transpose()?,
+                keep,
+                quiet: !verbose,
+            };
+            let mut failed = vec![];
+            for dir in &dirs {
+                match runner::verify::verify(dir, &opts) {
+                    Ok(v) => {
+                        for line in &v.lines {
+                            println!("{line}");
+                        }
+                        if !v.passed {
+                            failed.push(dir.display().to_string());
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        failed.push(dir.display().to_string());
+                    }
+                }
+            }
+            if !failed.is_empty() {
+                bail!("{} of {} runs did not verify: {}", failed.len(), dirs.len(), failed.join(", "));
+            }
+            println!("{} runs verified", dirs.len());
         }
         Command::Plan { spec, set, out } => {
             let exp = load(&spec, &set)?;

@@ -108,8 +108,144 @@ pub fn write_confusion(path: &Path, title: &str, confusion: &Confusion) -> Resul
     })
 }
 
+/// Renders `width` x `height` pixels with `draw` and writes the PNG atomically.
+fn write_png(
+    path: &Path,
+    (width, height): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
+    register_font();
+    let mut rgb = vec![0u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("drawing {}: {e}", path.display()))?;
+        draw(&root)?;
+        root.present().map_err(|e| anyhow!("drawing {}: {e}", path.display()))?;
+    }
+    let img = image::RgbImage::from_raw(width, height, rgb).context("plot buffer has the wrong size")?;
+    with_temp_path(path, |tmp| {
+        img.save_with_format(tmp, image::ImageFormat::Png).with_context(|| format!("cannot write {}", tmp.display()))
+    })
+}
+
+/// The val-accuracy curves of several runs of one experiment in one panel, with a
+/// dashed marker at each epoch where one of them starts a later phase.
+pub fn write_comparison(path: &Path, title: &str, runs: &[(String, Vec<EpochRecord>)]) -> Result<()> {
+    write_png(path, (1000, 560), |root| {
+        let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the comparison: {e}");
+        let last = runs.iter().filter_map(|(_, rows)| rows.last()).map(|r| r.epoch).max().unwrap_or(1).max(2) as f64;
+        let min = runs.iter().flat_map(|(_, rows)| rows.iter().map(|r| r.val_acc)).filter(|v| v.is_finite());
+        let lo = (min.fold(1.0, f64::min) - 0.05).clamp(0.0, 0.9);
+        let mut chart = ChartBuilder::on(root)
+            .margin(14)
+            .caption(title, (FONT, 20))
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.5..last + 0.5, lo..1.0)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .x_labels((last as usize).clamp(2, 20))
+            .x_label_formatter(&|x| format!("{}", x.round() as i64))
+            .light_line_style(RGBColor(238, 238, 238))
+            .y_desc("val accuracy")
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 14))
+            .draw()
+            .map_err(err)?;
+        let mut starts: Vec<(usize, String)> = runs.iter().flat_map(|(_, rows)| phase_starts(rows)).collect();
+        starts.sort();
+        starts.dedup_by_key(|(epoch, _)| *epoch);
+        let marker = RGBColor(40, 160, 60);
+        for (i, (epoch, phase)) in starts.iter().enumerate() {
+            let x = *epoch as f64 - 0.5;
+            let dashes = (0..20).map(|k| {
+                let y = lo + (1.0 - lo) * k as f64 / 20.0;
+                PathElement::new(vec![(x, y), (x, y + (1.0 - lo) / 40.0)], marker.stroke_width(2))
+            });
+            let drawn = chart.draw_series(dashes).map_err(err)?;
+            if i == 0 {
+                drawn
+                    .label(format!("a later phase starts ({phase})"))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y)], marker.stroke_width(2)));
+            }
+        }
+        for (i, (label, rows)) in runs.iter().enumerate() {
+            let colour = Palette99::pick(i).to_rgba();
+            let points: Vec<(f64, f64)> =
+                rows.iter().map(|r| (r.epoch as f64, r.val_acc)).filter(|(_, y)| y.is_finite()).collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+                .map_err(err)?
+                .label(truncate_label_to(label, 60))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, colour.filled()))).map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 12))
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    })
+}
+
+/// One horizontal bar per run: its best val accuracy (no bar for a run without one).
+pub fn write_best_bars(path: &Path, title: &str, bars: &[(String, Option<f64>)]) -> Result<()> {
+    const ROW: i32 = 28;
+    const BAR_W: i32 = 460;
+    // Room for the longest label (about 7 px a character at 13 px), within reason.
+    let longest = bars.iter().map(|(l, _)| l.chars().count().min(58)).max().unwrap_or(8) as i32;
+    let label_w = (7 * longest + 24).clamp(120, 420);
+    let n = bars.len().max(1) as i32;
+    let (width, height) = (label_w + BAR_W + 90, 56 + ROW * n + 40);
+    write_png(path, (width as u32, height as u32), |root| {
+        let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the bars: {e}");
+        let font = |size: i32| TextStyle::from((FONT, size).into_font());
+        root.draw_text(title, &font(20).pos(Pos::new(HPos::Left, VPos::Top)), (14, 12)).map_err(err)?;
+        let (x0, y0) = (label_w, 56);
+        let bar = RGBColor(31, 119, 180);
+        let left = Pos::new(HPos::Left, VPos::Center);
+        for (i, (label, value)) in bars.iter().enumerate() {
+            let y = y0 + ROW * i as i32;
+            let centre = y + ROW / 2;
+            let right = Pos::new(HPos::Right, VPos::Center);
+            root.draw_text(&truncate_label_to(label, 58), &font(13).pos(right), (x0 - 8, centre)).map_err(err)?;
+            match value.filter(|v| v.is_finite()) {
+                Some(v) => {
+                    let x1 = x0 + (BAR_W as f64 * v.clamp(0.0, 1.0)).round() as i32;
+                    root.draw(&Rectangle::new([(x0, y + 4), (x1.max(x0 + 1), y + ROW - 4)], bar.filled()))
+                        .map_err(err)?;
+                    root.draw_text(&format!("{v:.4}"), &font(13).pos(left), (x1 + 6, centre)).map_err(err)?;
+                }
+                None => {
+                    root.draw_text("no result", &font(13).color(&RED).pos(left), (x0 + 6, centre)).map_err(err)?;
+                }
+            }
+        }
+        let axis_y = y0 + ROW * n + 6;
+        root.draw(&PathElement::new(vec![(x0, y0 - 4), (x0, axis_y)], BLACK)).map_err(err)?;
+        root.draw(&PathElement::new(vec![(x0, axis_y), (x0 + BAR_W, axis_y)], BLACK)).map_err(err)?;
+        for tick in 0..=4 {
+            let x = x0 + BAR_W * tick / 4;
+            root.draw(&PathElement::new(vec![(x, axis_y), (x, axis_y + 4)], BLACK)).map_err(err)?;
+            let top = Pos::new(HPos::Center, VPos::Top);
+            root.draw_text(&format!("{:.2}", tick as f64 / 4.0), &font(12).pos(top), (x, axis_y + 6)).map_err(err)?;
+        }
+        Ok(())
+    })
+}
+
+fn truncate_label_to(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
+}
+
 fn truncate_label(s: &str) -> String {
-    if s.chars().count() <= 20 { s.to_string() } else { format!("{}…", s.chars().take(19).collect::<String>()) }
+    truncate_label_to(s, 20)
 }
 
 fn draw_panel<DB: DrawingBackend>(
@@ -225,5 +361,28 @@ mod tests {
         // A full row share is the darkest blue; an empty cell the lightest.
         assert!(img.pixels().any(|p| p.0 == [8, 48, 107]));
         assert!(img.pixels().any(|p| p.0 == [247, 251, 255]));
+    }
+
+    #[test]
+    fn comparison_and_bars_draw_every_run() {
+        let a: Vec<_> = (1..=4).map(|e| row(e, if e <= 2 { "head" } else { "fine_tune" })).collect();
+        let b: Vec<_> = (1..=3).map(|e| row(e, if e <= 1 { "head" } else { "fine_tune" })).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cmp.png");
+        write_comparison(&path, "exp", &[("a".into(), a), ("b".into(), b)]).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        // Both runs' colours and the phase marker are in the picture.
+        for colour in [Palette99::pick(0).to_rgba(), Palette99::pick(1).to_rgba()] {
+            assert!(img.pixels().any(|p| p.0 == [colour.0, colour.1, colour.2]));
+        }
+        assert!(img.pixels().any(|p| p.0 == [40, 160, 60]));
+        let bars = dir.path().join("bars.png");
+        write_best_bars(&bars, "exp", &[("a".into(), Some(0.5)), ("b".into(), Some(1.0)), ("c".into(), None)]).unwrap();
+        let img = image::open(&bars).unwrap().to_rgb8();
+        // Bar lengths are proportional: the full bar's row is twice the half bar's.
+        let blue_in_row = |y: u32| (0..img.width()).filter(|&x| img.get_pixel(x, y).0 == [31, 119, 180]).count();
+        let (half, full) = (blue_in_row(56 + 14), blue_in_row(56 + 28 + 14));
+        assert!(half > 100 && (full as i64 - 2 * half as i64).abs() <= 2, "{half} {full}");
+        assert_eq!(blue_in_row(56 + 56 + 14), 0);
     }
 }

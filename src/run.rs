@@ -18,7 +18,7 @@ use crate::experiment::Experiment;
 use crate::spec::{Classes, Monitor, Precision, Spec, SpecError, StopScope};
 use crate::table::{self, EpochRecord};
 use crate::train::Trainer;
-use crate::{plot, weights};
+use crate::{lock, plot, weights};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -34,6 +34,8 @@ pub struct RunOptions {
     /// Off for grids, whose other points are legitimately other configs.
     pub refuse_changed_config: bool,
     pub device: Device,
+    /// Intra-op threads; `None`: `RUNNER_THREADS`, else every core.
+    pub threads: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,15 +234,38 @@ pub struct Diverged {
     pub loss: f64,
 }
 
+/// A run that another process is running now (it holds the run's lock).
+#[derive(Debug, thiserror::Error)]
+#[error("run {run_id} of `{experiment}` is being run by another process ({holder})")]
+pub struct Busy {
+    pub experiment: String,
+    pub run_id: String,
+    pub holder: String,
+}
+
 /// Runs `spec` into its run directory under `opts.out`.
 pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
-    let started = Instant::now();
     let id = identify(spec, opts.quiet)?;
-    let dir = run_dir(&opts.out, spec, &id);
-    if let Some(summary) = read_summary(&dir)
-        && summary.status == Status::Completed
-        && !opts.force
-    {
+    execute_identified(spec, &id, opts)
+}
+
+/// [`execute`] for a run already identified.
+pub fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) -> Result<RunOutcome> {
+    let started = Instant::now();
+    let dir = run_dir(&opts.out, spec, id);
+    let completed = || read_summary(&dir).filter(|s| s.status == Status::Completed && !opts.force);
+    if let Some(summary) = completed() {
+        return Ok(RunOutcome { dir, summary, ran: false });
+    }
+    // Held until this function returns: nothing below races another worker.
+    let _lock = match lock::claim(&lock::path(&opts.out, &spec.name, &id.run_id))? {
+        lock::Claim::Held(held) => held,
+        lock::Claim::Busy(holder) => {
+            return Err(Busy { experiment: spec.name.clone(), run_id: id.run_id.clone(), holder }.into());
+        }
+    };
+    // Another worker may have completed it between the first look and the lock.
+    if let Some(summary) = completed() {
         return Ok(RunOutcome { dir, summary, ran: false });
     }
     let config_sha256 = weights::sha256_hex(&spec.canonical());
@@ -273,7 +298,7 @@ pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
         }
         None
     };
-    let threads = configure_threads();
+    let threads = configure_threads(opts.threads);
     let mut trainer = prepare_files(spec, &id.files, opts.device, opts.quiet)?;
 
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
@@ -705,13 +730,16 @@ fn write_skipped(dir: &Path, skipped: &[data::Skipped]) -> Result<()> {
     write_atomic(&dir.join("skipped.csv"), csv.as_bytes())
 }
 
-/// intra-op threads = cores (or `RUNNER_THREADS`), inter-op = 1; returns the intra-op count.
-fn configure_threads() -> i32 {
+/// intra-op threads = `threads`, else `RUNNER_THREADS`, else cores; inter-op = 1.
+/// Returns the intra-op count.
+fn configure_threads(threads: Option<i32>) -> i32 {
     static INTEROP: std::sync::Once = std::sync::Once::new();
     // libtorch accepts the inter-op count only once, before any parallel work.
     INTEROP.call_once(|| tch::set_num_interop_threads(1));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
-    let threads = std::env::var("RUNNER_THREADS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(cores);
+    let threads = threads.filter(|n| *n > 0).unwrap_or_else(|| {
+        std::env::var("RUNNER_THREADS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(cores)
+    });
     tch::set_num_threads(threads);
     threads
 }

@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use polars::prelude::{Column, CsvWriter, DataFrame, ParquetReader, ParquetWriter, SerReader, SerWriter};
+use polars::prelude::{
+    Column, CsvReadOptions, CsvWriter, DataFrame, DataType, ParquetReader, ParquetWriter, SerReader, SerWriter,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
@@ -72,6 +74,50 @@ pub fn read_metrics(path: &Path) -> Result<DataFrame> {
     ParquetReader::new(file).finish().with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// A run's epochs from its `metrics.parquet` (timing columns are zero: they live in timing.csv).
+pub fn read_records(path: &Path) -> Result<Vec<EpochRecord>> {
+    records(&read_metrics(path)?).with_context(|| format!("unexpected columns in {}", path.display()))
+}
+
+/// Reads `metrics.csv` (a recorded run's text form, as verify compares it).
+pub fn read_records_csv(path: &Path) -> Result<Vec<EpochRecord>> {
+    let df = CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .and_then(|r| r.finish())
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    records(&df).with_context(|| format!("unexpected columns in {}", path.display()))
+}
+
+fn records(df: &DataFrame) -> Result<Vec<EpochRecord>> {
+    let f64s = |name: &str| -> Result<Vec<f64>> {
+        let col = df.column(name)?.cast(&DataType::Float64)?;
+        let ca = col.f64()?;
+        Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or(f64::NAN)).collect())
+    };
+    let epochs = df.column("epoch")?.cast(&DataType::UInt64)?;
+    let epochs = epochs.u64()?;
+    let epochs: Vec<usize> = (0..epochs.len()).map(|i| epochs.get(i).unwrap_or(0) as usize).collect();
+    let phases = df.column("phase")?.cast(&DataType::String)?;
+    let phases = phases.str()?;
+    let phases: Vec<String> = (0..phases.len()).map(|i| phases.get(i).unwrap_or("").to_string()).collect();
+    let (lr, tl, ta, vl, va) =
+        (f64s("lr")?, f64s("train_loss")?, f64s("train_acc")?, f64s("val_loss")?, f64s("val_acc")?);
+    Ok((0..df.height())
+        .map(|i| EpochRecord {
+            epoch: epochs[i],
+            phase: phases[i].clone(),
+            lr: lr[i],
+            train_loss: tl[i],
+            train_acc: ta[i],
+            val_loss: vl[i],
+            val_acc: va[i],
+            seconds: 0.0,
+            train_images_per_s: 0.0,
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +146,9 @@ mod tests {
         assert_eq!(df.height(), 3);
         let val = df.column("val_acc").unwrap().f64().unwrap();
         assert_eq!(val.get(2), Some(0.75));
+        let timeless = |r: &EpochRecord| EpochRecord { seconds: 0.0, train_images_per_s: 0.0, ..r.clone() };
+        let expected: Vec<EpochRecord> = rows.iter().map(timeless).collect();
+        assert_eq!(read_records(&dir.path().join("metrics.parquet")).unwrap(), expected);
+        assert_eq!(read_records_csv(&dir.path().join("metrics.csv")).unwrap(), expected);
     }
 }

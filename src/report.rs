@@ -1,0 +1,490 @@
+//! `runner report`: every run under a runs folder in one place.
+//!
+//! Writes, into the report folder:
+//! - `summary.csv` and `summary.parquet`: one row per run (experiment, run id,
+//!   the values that tell the experiment's runs apart, status, best val_acc and
+//!   epoch, test_acc, wall time);
+//! - `summary.md`: a leaderboard per experiment;
+//! - `plots/<experiment>-val_acc.png` (the runs' val-accuracy curves overlaid,
+//!   with phase markers) and `plots/<experiment>-best.png` (best accuracy per run);
+//! - `index.html`: all of it, linking every run's curves, confusion matrix and config.
+//!
+//! The report is a function of the run directories alone: no clock, no host,
+//! so the same runs give the same files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use polars::prelude::{Column, CsvWriter, DataFrame, ParquetWriter, SerWriter};
+
+use crate::atomic::write_atomic;
+use crate::plot;
+use crate::run::{Status, Summary};
+use crate::table::{self, EpochRecord};
+
+/// One run as the report sees it.
+#[derive(Debug, Clone)]
+pub struct RunEntry {
+    pub dir: PathBuf,
+    pub summary: Summary,
+    /// config.toml flattened to dotted keys (`phases.1.optimizer.lr`), values as TOML.
+    pub config: BTreeMap<String, String>,
+    pub rows: Vec<EpochRecord>,
+}
+
+/// What `write` produced.
+#[derive(Debug)]
+pub struct Written {
+    pub runs: usize,
+    pub experiments: usize,
+    pub files: Vec<PathBuf>,
+    /// Run folders that could not be read, and why.
+    pub unreadable: Vec<String>,
+}
+
+/// Every run directory `<runs>/<experiment>/<run id>/` with a summary.json, in name order.
+pub fn collect(runs: &Path) -> Result<(Vec<RunEntry>, Vec<String>)> {
+    let mut entries = vec![];
+    let mut unreadable = vec![];
+    let dirs = |path: &Path| -> Result<Vec<PathBuf>> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect();
+        dirs.sort();
+        Ok(dirs)
+    };
+    for experiment in dirs(runs)? {
+        for dir in dirs(&experiment)? {
+            match read_entry(&dir) {
+                Ok(entry) => entries.push(entry),
+                Err(e) => unreadable.push(format!("{}: {e:#}", dir.display())),
+            }
+        }
+    }
+    Ok((entries, unreadable))
+}
+
+fn read_entry(dir: &Path) -> Result<RunEntry> {
+    let text = std::fs::read_to_string(dir.join("summary.json")).context("no summary.json")?;
+    let summary: Summary = serde_json::from_str(&text).context("summary.json is not a run summary")?;
+    let config = match std::fs::read_to_string(dir.join("config.toml")) {
+        Ok(text) => {
+            let table: toml::Table = toml::from_str(&text).context("config.toml is not TOML")?;
+            let mut flat = BTreeMap::new();
+            flatten("", &toml::Value::Table(table), &mut flat);
+            flat
+        }
+        Err(_) => BTreeMap::new(),
+    };
+    let metrics = dir.join("metrics.parquet");
+    let rows = if metrics.exists() { table::read_records(&metrics)? } else { vec![] };
+    Ok(RunEntry { dir: dir.to_path_buf(), summary, config, rows })
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+    let key = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+    match value {
+        toml::Value::Table(t) => t.iter().for_each(|(k, v)| flatten(&key(k), v, out)),
+        toml::Value::Array(a) if a.iter().any(|v| v.is_table()) => {
+            a.iter().enumerate().for_each(|(i, v)| flatten(&key(&i.to_string()), v, out))
+        }
+        v => {
+            out.insert(prefix.to_string(), v.to_string());
+        }
+    }
+}
+
+/// The config keys whose values differ between runs: the grid's axes (and any
+/// edit made to the spec between runs).
+pub fn varying_keys(runs: &[&RunEntry]) -> Vec<String> {
+    let keys: BTreeSet<&String> = runs.iter().flat_map(|r| r.config.keys()).collect();
+    keys.into_iter()
+        .filter(|k| {
+            let mut values = runs.iter().map(|r| r.config.get(*k));
+            let first = values.next().flatten();
+            values.any(|v| v != first)
+        })
+        .cloned()
+        .collect()
+}
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Running => "running",
+        Status::Completed => "completed",
+        Status::Failed => "failed",
+        Status::Diverged => "diverged",
+    }
+}
+
+/// Runs of one experiment, best first (runs without a best value last).
+fn ranked<'a>(runs: &[&'a RunEntry]) -> Vec<&'a RunEntry> {
+    let mut v = runs.to_vec();
+    v.sort_by(|a, b| {
+        let key = |r: &RunEntry| r.summary.best_val_acc.filter(|x| x.is_finite());
+        match (key(a), key(b)) {
+            (Some(x), Some(y)) => y.total_cmp(&x),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+        .then_with(|| a.summary.run_id.cmp(&b.summary.run_id))
+    });
+    v
+}
+
+/// The runs grouped by experiment, in name order.
+fn by_experiment(entries: &[RunEntry]) -> BTreeMap<&str, Vec<&RunEntry>> {
+    let mut groups: BTreeMap<&str, Vec<&RunEntry>> = BTreeMap::new();
+    for e in entries {
+        groups.entry(e.summary.experiment.as_str()).or_default().push(e);
+    }
+    groups
+}
+
+/// The summary table: one row per run, ranked within each experiment.
+pub fn summary_frame(entries: &[RunEntry]) -> Result<DataFrame> {
+    let groups = by_experiment(entries);
+    let mut ordered: Vec<&RunEntry> = vec![];
+    let mut grid_columns: Vec<String> = vec![];
+    for runs in groups.values() {
+        for k in varying_keys(runs) {
+            if !grid_columns.contains(&k) {
+                grid_columns.push(k);
+            }
+        }
+        ordered.extend(ranked(runs));
+    }
+    let groups_varying: BTreeMap<&str, Vec<String>> = groups.iter().map(|(k, v)| (*k, varying_keys(v))).collect();
+    let str_col = |name: &str, f: &dyn Fn(&RunEntry) -> String| {
+        Column::new(name.into(), ordered.iter().map(|r| f(r)).collect::<Vec<_>>())
+    };
+    let mut columns = vec![
+        str_col("experiment", &|r| r.summary.experiment.clone()),
+        str_col("run_id", &|r| r.summary.run_id.clone()),
+    ];
+    for key in &grid_columns {
+        let values: Vec<Option<String>> = ordered
+            .iter()
+            .map(|r| {
+                let varies = groups_varying.get(r.summary.experiment.as_str()).is_some_and(|v| v.contains(key));
+                if varies { r.config.get(key).cloned() } else { None }
+            })
+            .collect();
+        columns.push(Column::new(key.as_str().into(), values));
+    }
+    columns.extend([
+        str_col("status", &|r| status_name(r.summary.status).to_string()),
+        Column::new("best_val_acc".into(), ordered.iter().map(|r| r.summary.best_val_acc).collect::<Vec<_>>()),
+        Column::new(
+            "best_epoch".into(),
+            ordered.iter().map(|r| r.summary.best_epoch.map(|e| e as u32)).collect::<Vec<_>>(),
+        ),
+        Column::new("epochs".into(), ordered.iter().map(|r| r.summary.epochs as u32).collect::<Vec<_>>()),
+        Column::new(
+            "epochs_planned".into(),
+            ordered.iter().map(|r| r.summary.epochs_planned as u32).collect::<Vec<_>>(),
+        ),
+        Column::new("test_acc".into(), ordered.iter().map(|r| r.summary.test_acc).collect::<Vec<_>>()),
+        Column::new("wall_s".into(), ordered.iter().map(|r| r.summary.wall_s).collect::<Vec<_>>()),
+        str_col("backbone", &|r| r.summary.backbone.clone()),
+        str_col("dir", &|r| r.dir.to_string_lossy().into_owned()),
+    ]);
+    Ok(DataFrame::new(ordered.len(), columns)?)
+}
+
+/// A file name made of an experiment's name (which may hold anything a TOML string can).
+fn file_stem(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+}
+
+/// `target` as a link from a page in `base`: relative where possible, percent-encoded.
+fn href(base: &Path, target: &Path) -> String {
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (base, target) = (abs(base), abs(target));
+    let rel = pathdiff::diff_paths(&target, &base).unwrap_or(target);
+    const UNSAFE: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    percent_encoding::utf8_percent_encode(&rel.to_string_lossy(), UNSAFE).to_string()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.filter(|x| x.is_finite()).map_or("".into(), |x| format!("{x:.4}"))
+}
+
+/// What sets a run apart within its experiment: `lr_factor=0.5 seed=2` (last key segments).
+fn values_label(run: &RunEntry, varying: &[String]) -> String {
+    let values: Vec<String> = varying
+        .iter()
+        .filter_map(|k| run.config.get(k).map(|v| format!("{}={v}", k.rsplit('.').next().unwrap_or(k))))
+        .collect();
+    values.join(" ")
+}
+
+/// A run's label in plots: its id and its varying values.
+fn label(run: &RunEntry, varying: &[String]) -> String {
+    format!("{} {}", run.summary.run_id, values_label(run, varying)).trim_end().to_string()
+}
+
+/// Writes the report of every run under `runs` into `out`.
+pub fn write(runs: &Path, out: &Path) -> Result<Written> {
+    if !runs.is_dir() {
+        bail!("{}: no runs folder (run `runner run SPEC` or `runner sweep` first)", runs.display());
+    }
+    let (entries, unreadable) = collect(runs)?;
+    if entries.is_empty() {
+        bail!("no runs under {} (each run folder has a summary.json)", runs.display());
+    }
+    let plots = out.join("plots");
+    std::fs::create_dir_all(&plots).with_context(|| format!("cannot create {}", plots.display()))?;
+    let mut files = vec![];
+
+    let mut df = summary_frame(&entries)?;
+    let mut csv = Vec::new();
+    CsvWriter::new(&mut csv).include_header(true).finish(&mut df).context("cannot format summary.csv")?;
+    write_atomic(&out.join("summary.csv"), &csv)?;
+    let mut parquet = Vec::new();
+    ParquetWriter::new(&mut parquet).finish(&mut df).context("cannot format summary.parquet")?;
+    write_atomic(&out.join("summary.parquet"), &parquet)?;
+    files.extend([out.join("summary.csv"), out.join("summary.parquet")]);
+
+    let groups = by_experiment(&entries);
+    let mut md = String::from("# Runs\n\n");
+    let completed = entries.iter().filter(|e| e.summary.status == Status::Completed).count();
+    let _ = writeln!(
+        md,
+        "{} runs of {} experiment(s) under `{}`: {completed} completed, {} not.\n",
+        entries.len(),
+        groups.len(),
+        runs.display(),
+        entries.len() - completed
+    );
+    let mut html = String::new();
+    let mut sections = String::new();
+    for (name, group) in &groups {
+        let varying = varying_keys(group);
+        let ranked = ranked(group);
+        let stem = file_stem(name);
+        let curves_png = plots.join(format!("{stem}-val_acc.png"));
+        let best_png = plots.join(format!("{stem}-best.png"));
+        let series: Vec<(String, Vec<EpochRecord>)> =
+            ranked.iter().filter(|r| !r.rows.is_empty()).map(|r| (label(r, &varying), r.rows.clone())).collect();
+        plot::write_comparison(&curves_png, &format!("{name}: val accuracy of {} runs", series.len()), &series)?;
+        let bars: Vec<(String, Option<f64>)> =
+            ranked.iter().map(|r| (label(r, &varying), r.summary.best_val_acc)).collect();
+        plot::write_best_bars(&best_png, &format!("{name}: best val accuracy per run"), &bars)?;
+        files.extend([curves_png.clone(), best_png.clone()]);
+
+        // Markdown leaderboard.
+        let _ = writeln!(md, "## {name}\n");
+        let mut head = String::from("| rank | run id |");
+        let mut rule = String::from("|---:|---|");
+        for k in &varying {
+            let _ = write!(head, " {k} |");
+            rule.push_str("---|");
+        }
+        head.push_str(" status | best val_acc | best epoch | test_acc | wall |");
+        rule.push_str("---|---:|---:|---:|---:|");
+        let _ = writeln!(md, "{head}\n{rule}");
+        for (i, r) in ranked.iter().enumerate() {
+            let s = &r.summary;
+            let mut line = format!("| {} | [{}]({}) |", i + 1, s.run_id, href(out, &r.dir));
+            for k in &varying {
+                let _ = write!(line, " {} |", r.config.get(k).map_or("", String::as_str).replace('|', "\\|"));
+            }
+            let _ = writeln!(
+                line,
+                " {} | {} | {} | {} | {:.1} s |",
+                status_name(s.status),
+                fmt_opt(s.best_val_acc),
+                s.best_epoch.map_or("".into(), |e| e.to_string()),
+                fmt_opt(s.test_acc),
+                s.wall_s
+            );
+            md.push_str(&line);
+        }
+        let _ = writeln!(
+            md,
+            "\n![{name}: val accuracy]({})\n![{name}: best per run]({})\n",
+            href(out, &curves_png),
+            href(out, &best_png)
+        );
+
+        // HTML section.
+        let id = html_escape(&stem);
+        let _ = writeln!(html, "<li><a href=\"#{id}\">{}</a> ({} runs)</li>", html_escape(name), group.len());
+        let _ = writeln!(sections, "<section id=\"{id}\">\n<h2>{}</h2>", html_escape(name));
+        let _ = writeln!(sections, "<table>\n<tr><th>rank</th><th>run id</th>");
+        for k in &varying {
+            let _ = write!(sections, "<th>{}</th>", html_escape(k));
+        }
+        let _ = writeln!(
+            sections,
+            "<th>status</th><th>best val_acc</th><th>best epoch</th><th>test_acc</th><th>wall</th></tr>"
+        );
+        for (i, r) in ranked.iter().enumerate() {
+            let s = &r.summary;
+            let _ = write!(
+                sections,
+                "<tr><td>{}</td><td><a href=\"#{id}-{}\">{}</a></td>",
+                i + 1,
+                html_escape(&s.run_id),
+                html_escape(&s.run_id)
+            );
+            for k in &varying {
+                let _ = write!(sections, "<td>{}</td>", html_escape(r.config.get(k).map_or("", String::as_str)));
+            }
+            let _ = writeln!(
+                sections,
+                "<td class=\"{status}\">{status}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td></tr>",
+                fmt_opt(s.best_val_acc),
+                s.best_epoch.map_or("".into(), |e| e.to_string()),
+                fmt_opt(s.test_acc),
+                s.wall_s,
+                status = status_name(s.status),
+            );
+        }
+        let _ = writeln!(sections, "</table>");
+        let _ = writeln!(
+            sections,
+            "<div class=\"plots\"><img src=\"{}\" alt=\"{n}: val accuracy of every run\">\
+             <img src=\"{}\" alt=\"{n}: best val accuracy per run\"></div>",
+            href(out, &curves_png),
+            href(out, &best_png),
+            n = html_escape(name)
+        );
+        for r in &ranked {
+            let s = &r.summary;
+            let _ = writeln!(
+                sections,
+                "<div class=\"run\" id=\"{id}-{}\">\n<h3>{} <small>{}</small></h3>",
+                html_escape(&s.run_id),
+                html_escape(&s.run_id),
+                html_escape(&values_label(r, &varying)),
+            );
+            if let Some(error) = &s.error {
+                let _ = writeln!(sections, "<p class=\"error\">{}</p>", html_escape(error));
+            }
+            let mut links = vec![];
+            for file in
+                ["config.toml", "metrics.csv", "summary.json", "run.log", "test_metrics.csv", "best.safetensors"]
+            {
+                if r.dir.join(file).exists() {
+                    links.push(format!("<a href=\"{}\">{file}</a>", href(out, &r.dir.join(file))));
+                }
+            }
+            let _ = writeln!(sections, "<p>{}</p>", links.join(" · "));
+            for (file, alt) in [("curves.png", "learning curves"), ("confusion.png", "test confusion matrix")] {
+                if r.dir.join(file).exists() {
+                    let _ = writeln!(
+                        sections,
+                        "<a href=\"{src}\"><img class=\"thumb\" src=\"{src}\" alt=\"{} {alt}\"></a>",
+                        html_escape(&s.run_id),
+                        src = href(out, &r.dir.join(file))
+                    );
+                }
+            }
+            let _ = writeln!(sections, "</div>");
+        }
+        let _ = writeln!(sections, "</section>");
+    }
+    if !unreadable.is_empty() {
+        let _ = writeln!(md, "## Unreadable run folders\n");
+        for u in &unreadable {
+            let _ = writeln!(md, "- {u}");
+        }
+    }
+    write_atomic(&out.join("summary.md"), md.as_bytes())?;
+    files.push(out.join("summary.md"));
+
+    let page = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>runner report</title>\n\
+         <style>\n{STYLE}</style>\n</head>\n<body>\n<h1>runner report</h1>\n\
+         <p>{} runs of {} experiment(s) under <code>{}</code>: {completed} completed. \
+         Tables: <a href=\"summary.csv\">summary.csv</a>, <a href=\"summary.parquet\">summary.parquet</a>, \
+         <a href=\"summary.md\">summary.md</a>.</p>\n<ul>\n{html}</ul>\n{sections}{}</body>\n</html>\n",
+        entries.len(),
+        groups.len(),
+        html_escape(&runs.display().to_string()),
+        if unreadable.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<h2>Unreadable run folders</h2>\n<ul>{}</ul>\n",
+                unreadable.iter().map(|u| format!("<li>{}</li>", html_escape(u))).collect::<String>()
+            )
+        }
+    );
+    write_atomic(&out.join("index.html"), page.as_bytes())?;
+    files.push(out.join("index.html"));
+    Ok(Written { runs: entries.len(), experiments: groups.len(), files, unreadable })
+}
+
+const STYLE: &str = "body { font-family: sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th { background: #f3f3f3; }
+td.failed, td.diverged, p.error { color: #b00; }
+.plots img { max-width: 48%; margin-right: 1%; vertical-align: top; }
+.run { border-top: 1px solid #ddd; padding-top: 0.5em; }
+img.thumb { width: 420px; margin: 0.3em 0.6em 0.3em 0; border: 1px solid #eee; }
+";
+
+/// The summary line `runner report` prints.
+pub fn describe(w: &Written, out: &Path) -> String {
+    let mut s =
+        format!("report of {} runs ({} experiment(s)): {}", w.runs, w.experiments, out.join("index.html").display());
+    for u in &w.unreadable {
+        let _ = write!(s, "\nwarning: skipped {u}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, lr: &str, epochs: &str) -> RunEntry {
+        let config = [("name", "\"e\""), ("phases.0.optimizer.lr", lr), ("phases.0.epochs", epochs)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let summary: Summary = serde_json::from_value(serde_json::json!({
+            "run_id": id, "experiment": "e", "status": "completed", "monitor": "val_acc",
+            "best_value": null, "best_val_acc": null, "best_epoch": null, "epochs": 0, "epochs_planned": 1,
+            "wall_s": 0.0, "runner_version": "0", "backbone": "resnet18", "classes": [], "train_images": 0,
+            "val_images": 0, "skipped_files": 0, "test_images": 0, "manifest_sha256": "", "threads": 1,
+            "device": "cpu"
+        }))
+        .unwrap();
+        RunEntry { dir: PathBuf::from(id), summary, config, rows: vec![] }
+    }
+
+    #[test]
+    fn varying_keys_are_the_ones_that_differ() {
+        let (a, b, c) = (entry("a", "0.1", "3"), entry("b", "0.01", "3"), entry("c", "0.1", "3"));
+        assert_eq!(varying_keys(&[&a, &b, &c]), vec!["phases.0.optimizer.lr".to_string()]);
+        assert!(varying_keys(&[&a, &c]).is_empty());
+    }
+
+    #[test]
+    fn flatten_indexes_arrays_of_tables() {
+        let table: toml::Table =
+            toml::from_str("a = 1\n[b]\nc = [1, 2]\n[[p]]\nx = \"s\"\n[[p]]\nx = \"t\"\n").unwrap();
+        let mut flat = BTreeMap::new();
+        flatten("", &toml::Value::Table(table), &mut flat);
+        let keys: Vec<&str> = flat.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["a", "b.c", "p.0.x", "p.1.x"]);
+        assert_eq!(flat["p.1.x"], "\"t\"");
+        assert_eq!(flat["b.c"], "[1, 2]");
+    }
+}

@@ -1,0 +1,271 @@
+//! `runner verify RUN_DIR`: rerun a recorded run from its own config.toml and
+//! compare the metrics it gives with the recorded metrics.csv, epoch by epoch.
+//!
+//! On the machine and thread count that recorded the run the numbers must be
+//! equal to the last bit (the default, tolerance 0); elsewhere (another CPU,
+//! another libtorch build) `--tolerance` allows an absolute difference. The rerun
+//! goes to a scratch folder; the recorded run is never touched.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use tch::Device;
+
+use crate::run::{self, RunOptions, Status, Summary};
+use crate::spec::Spec;
+use crate::table::{self, EpochRecord};
+
+pub struct VerifyOptions {
+    /// Largest absolute difference accepted; 0: bit for bit.
+    pub tolerance: f64,
+    /// Where to rerun; `None`: the device the run recorded.
+    pub device: Option<Device>,
+    /// Keep the rerun's folder (printed) instead of removing it.
+    pub keep: bool,
+    pub quiet: bool,
+}
+
+/// The first metric that differs by more than the tolerance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    pub epoch: usize,
+    pub phase: String,
+    pub metric: &'static str,
+    pub recorded: f64,
+    pub rerun: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    pub epochs: usize,
+    /// The largest absolute difference over every compared value.
+    pub max_diff: f64,
+    pub first_difference: Option<Difference>,
+}
+
+const METRICS: [&str; 5] = ["lr", "train_loss", "train_acc", "val_loss", "val_acc"];
+
+fn metric(r: &EpochRecord, name: &str) -> f64 {
+    match name {
+        "lr" => r.lr,
+        "train_loss" => r.train_loss,
+        "train_acc" => r.train_acc,
+        "val_loss" => r.val_loss,
+        _ => r.val_acc,
+    }
+}
+
+/// Compares two runs' epochs in order. Equal means the same bits (NaN equals NaN)
+/// with `tolerance` 0, else an absolute difference of at most `tolerance`.
+pub fn compare(recorded: &[EpochRecord], rerun: &[EpochRecord], tolerance: f64) -> Comparison {
+    let mut max_diff: f64 = 0.0;
+    let mut first = None;
+    for (a, b) in recorded.iter().zip(rerun) {
+        if a.epoch != b.epoch || a.phase != b.phase {
+            first.get_or_insert(Difference {
+                epoch: a.epoch,
+                phase: format!("{} (rerun: epoch {} of {})", a.phase, b.epoch, b.phase),
+                metric: "epoch",
+                recorded: a.epoch as f64,
+                rerun: b.epoch as f64,
+            });
+            continue;
+        }
+        for name in METRICS {
+            let (x, y) = (metric(a, name), metric(b, name));
+            let same = x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
+            let diff = if same {
+                0.0
+            } else if x.is_finite() && y.is_finite() {
+                (x - y).abs()
+            } else {
+                f64::INFINITY
+            };
+            max_diff = max_diff.max(diff);
+            let differs = if tolerance == 0.0 { !same } else { diff > tolerance };
+            if differs && first.is_none() {
+                first =
+                    Some(Difference { epoch: a.epoch, phase: a.phase.clone(), metric: name, recorded: x, rerun: y });
+            }
+        }
+    }
+    if recorded.len() != rerun.len() && first.is_none() {
+        let at = recorded.len().min(rerun.len());
+        let row = recorded.get(at).or(rerun.get(at)).expect("the longer list has this row");
+        first = Some(Difference {
+            epoch: row.epoch,
+            phase: row.phase.clone(),
+            metric: "epochs",
+            recorded: recorded.len() as f64,
+            rerun: rerun.len() as f64,
+        });
+    }
+    Comparison { epochs: recorded.len(), max_diff, first_difference: first }
+}
+
+/// What verifying one run found.
+pub struct Verdict {
+    pub dir: PathBuf,
+    pub comparison: Comparison,
+    /// The test accuracy, recorded and rerun, when the run has a test split.
+    pub test_acc: Option<(f64, f64)>,
+    pub passed: bool,
+    pub lines: Vec<String>,
+}
+
+fn device_of(summary: &Summary) -> Result<Device> {
+    if summary.device.starts_with("cuda") {
+        crate::cuda::load_cuda_backend();
+        if !tch::Cuda::is_available() {
+            bail!(
+                "the run was recorded on {}, and no CUDA device is visible here: pass --device cpu \
+                 with a --tolerance to compare across devices",
+                summary.device
+            );
+        }
+        Ok(Device::Cuda(0))
+    } else {
+        Ok(Device::Cpu)
+    }
+}
+
+/// Reruns the run recorded in `dir` and compares.
+pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Verdict> {
+    let config = dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
+    let spec = Spec::from_str_at(&text, &config)?;
+    let summary = run::read_summary(dir).with_context(|| format!("no readable summary.json in {}", dir.display()))?;
+    if summary.status != Status::Completed {
+        bail!("{} did not complete (status {:?}): there is nothing to verify", dir.display(), summary.status);
+    }
+    let recorded = table::read_records_csv(&dir.join("metrics.csv"))?;
+    let device = match opts.device {
+        Some(d) => d,
+        None => device_of(&summary)?,
+    };
+    let scratch = std::env::temp_dir().join(format!("runner-verify-{}-{}", std::process::id(), summary.run_id));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let run_opts = RunOptions {
+        out: scratch.clone(),
+        force: true,
+        resume: false,
+        refuse_changed_config: false,
+        quiet: opts.quiet,
+        device,
+        threads: Some(summary.threads),
+    };
+    let mut lines = vec![format!(
+        "{}: rerunning {} run {} ({} epochs) on {} with {} threads, as recorded by runner {}",
+        dir.display(),
+        summary.experiment,
+        summary.run_id,
+        summary.epochs,
+        format!("{device:?}").to_lowercase(),
+        summary.threads,
+        summary.runner_version
+    )];
+    let outcome = run::execute(&spec, &run_opts);
+    let result = (|| -> Result<Verdict> {
+        let outcome = outcome?;
+        let rerun_summary = &outcome.summary;
+        let mut passed = true;
+        if rerun_summary.run_id != summary.run_id {
+            passed = false;
+            lines.push(format!(
+                "  the rerun is run {}, not {}: its data differs from the recorded run's \
+                 (manifest sha256 {} here, {} recorded)",
+                rerun_summary.run_id,
+                summary.run_id,
+                &rerun_summary.manifest_sha256[..12.min(rerun_summary.manifest_sha256.len())],
+                &summary.manifest_sha256[..12.min(summary.manifest_sha256.len())]
+            ));
+        }
+        if rerun_summary.runner_version != summary.runner_version {
+            lines.push(format!(
+                "  note: recorded by runner {}, rerun by {}",
+                summary.runner_version, rerun_summary.runner_version
+            ));
+        }
+        let rerun = table::read_records_csv(&outcome.dir.join("metrics.csv"))?;
+        let comparison = compare(&recorded, &rerun, opts.tolerance);
+        let test_acc = summary.test_acc.zip(rerun_summary.test_acc);
+        match &comparison.first_difference {
+            None if comparison.max_diff == 0.0 => {
+                lines.push(format!("  identical: every metric of {} epochs has the same bits", comparison.epochs))
+            }
+            None => lines.push(format!(
+                "  within tolerance {}: {} epochs, largest difference {:.3e}",
+                opts.tolerance, comparison.epochs, comparison.max_diff
+            )),
+            Some(d) => {
+                passed = false;
+                lines.push(format!(
+                    "  DIFFERS from epoch {} ({}): {} recorded {} rerun {} (difference {:.3e}, tolerance {})",
+                    d.epoch,
+                    d.phase,
+                    d.metric,
+                    d.recorded,
+                    d.rerun,
+                    (d.recorded - d.rerun).abs(),
+                    opts.tolerance
+                ));
+            }
+        }
+        if let Some((a, b)) = test_acc {
+            let ok = if opts.tolerance == 0.0 { a.to_bits() == b.to_bits() } else { (a - b).abs() <= opts.tolerance };
+            if !ok {
+                passed = false;
+            }
+            lines.push(format!("  test_acc recorded {a} rerun {b}: {}", if ok { "same" } else { "DIFFERS" }));
+        }
+        Ok(Verdict { dir: dir.to_path_buf(), comparison, test_acc, passed, lines: std::mem::take(&mut lines) })
+    })();
+    if opts.keep {
+        eprintln!("the rerun is kept in {}", scratch.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    result.with_context(|| format!("cannot verify {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(vals: &[f64]) -> Vec<EpochRecord> {
+        vals.iter()
+            .enumerate()
+            .map(|(i, &v)| EpochRecord {
+                epoch: i + 1,
+                phase: if i < 2 { "head".into() } else { "fine_tune".into() },
+                lr: 1e-3,
+                train_loss: v,
+                train_acc: 0.5,
+                val_loss: v,
+                val_acc: 0.5,
+                seconds: 0.0,
+                train_images_per_s: 0.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exact_is_bitwise_and_tolerance_is_absolute() {
+        let a = rows(&[1.0, 0.5, 0.25]);
+        assert_eq!(compare(&a, &a, 0.0).first_difference, None);
+        let b = rows(&[1.0, 0.5, 0.25 + 1e-9]);
+        let d = compare(&a, &b, 0.0).first_difference.unwrap();
+        assert_eq!((d.epoch, d.metric, d.phase.as_str()), (3, "train_loss", "fine_tune"));
+        assert_eq!(compare(&a, &b, 1e-6).first_difference, None);
+        assert!((compare(&a, &b, 1e-6).max_diff - 1e-9).abs() < 1e-12);
+        let nan = rows(&[1.0, f64::NAN]);
+        assert_eq!(compare(&nan, &nan, 0.0).first_difference, None);
+        assert!(compare(&nan, &rows(&[1.0, 0.5]), 1.0).first_difference.is_some());
+    }
+
+    #[test]
+    fn a_missing_epoch_is_a_difference() {
+        let d = compare(&rows(&[1.0, 0.5, 0.25]), &rows(&[1.0, 0.5]), 0.0).first_difference.unwrap();
+        assert_eq!((d.epoch, d.metric), (3, "epochs"));
+    }
+}

@@ -1,0 +1,66 @@
+//! `runner verify`: a recorded run reruns to the same bits on the machine that
+//! recorded it; a changed metric is found at its epoch; a tolerance accepts small
+//! differences; the recorded run is never touched.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{runner, shapes, stderr, stdout, tiny_spec};
+
+fn the_run(root: &std::path::Path) -> PathBuf {
+    let exp = root.join("runs/tiny");
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&exp).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1);
+    dirs[0].clone()
+}
+
+#[test]
+fn verify_reruns_and_compares_epoch_by_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let source = shapes(root, 3, 10);
+    std::fs::write(root.join("spec.toml"), tiny_spec(&source)).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = the_run(root);
+    let dir_arg = dir.to_string_lossy().into_owned();
+
+    let o = runner(root, &["verify", &dir_arg]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("identical: every metric of 2 epochs has the same bits"), "{out}");
+    assert!(out.contains("1 runs verified"), "{out}");
+
+    // A recorded value off in its last digits, in epoch 2.
+    let csv_path = dir.join("metrics.csv");
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    let mut lines: Vec<String> = csv.lines().map(str::to_string).collect();
+    let mut cells: Vec<String> = lines[2].split(',').map(str::to_string).collect();
+    let val_loss: f64 = cells[5].parse().unwrap();
+    cells[5] = format!("{}", val_loss + 1e-7);
+    lines[2] = cells.join(",");
+    let tampered = lines.join("\n") + "\n";
+    std::fs::write(&csv_path, &tampered).unwrap();
+    let before: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+
+    let o = runner(root, &["verify", &dir_arg]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.contains("DIFFERS from epoch 2 (fine_tune): val_loss"), "{out}");
+    assert!(stderr(&o).contains("1 of 1 runs did not verify"), "{}", stderr(&o));
+
+    let o = runner(root, &["verify", &dir_arg, "--tolerance", "1e-6"]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("within tolerance 0.000001"), "{}", stdout(&o));
+
+    // The recorded run is as it was: same files, the tampered CSV included.
+    let after: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(before, after);
+    assert_eq!(std::fs::read_to_string(&csv_path).unwrap(), tampered);
+
+    // Not a run directory.
+    let o = runner(root, &["verify", "spec.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("config.toml"), "{}", stderr(&o));
+}
