@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use polars::prelude::{Column, CsvWriter, DataFrame, ParquetWriter, SerWriter};
+use polars::prelude::{Column, DataFrame};
 
 use crate::atomic::write_atomic;
 use crate::plot;
@@ -248,13 +248,7 @@ pub fn write(runs: &Path, out: &Path) -> Result<Written> {
     std::fs::create_dir_all(&plots).with_context(|| format!("cannot create {}", plots.display()))?;
     let mut files = vec![];
 
-    let mut df = summary_frame(&entries)?;
-    let mut csv = Vec::new();
-    CsvWriter::new(&mut csv).include_header(true).finish(&mut df).context("cannot format summary.csv")?;
-    write_atomic(&out.join("summary.csv"), &csv)?;
-    let mut parquet = Vec::new();
-    ParquetWriter::new(&mut parquet).finish(&mut df).context("cannot format summary.parquet")?;
-    write_atomic(&out.join("summary.parquet"), &parquet)?;
+    table::write_frame(&mut summary_frame(&entries)?, out, "summary")?;
     files.extend([out.join("summary.csv"), out.join("summary.parquet")]);
 
     let groups = by_experiment(&entries);

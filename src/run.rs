@@ -168,6 +168,7 @@ pub fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device, quiet
     let transform = Transform::new(spec.data.image_size, &spec.data.augment, mean, std);
     let mut trainer = Trainer::new(vs, model, dataset, transform, spec.data.batch_size, spec.seed, quiet);
     trainer.cache = spec.data.cache;
+    trainer.cache_views = spec.data.cache_views;
     trainer.precision = spec.precision;
     if spec.precision == Precision::Fp16 && !device.is_cuda() {
         if !quiet {

@@ -135,7 +135,20 @@ pub struct DataSpec {
     /// Compute a frozen prefix once per phase instead of every epoch, where that is exact.
     #[serde(default, skip_serializing_if = "CacheMode::is_auto")]
     pub cache: CacheMode,
+    /// With augmentation: cache this many augmented views of every train image through
+    /// the frozen layers, and train each epoch on one view per image. 0: no augmented
+    /// caching (full forward every epoch). With `augment = ["hflip"]` alone, 2 views (the
+    /// image and its mirror) are exact.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_views: usize,
 }
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The most augmented views a cache may hold (each one is a copy of the cache).
+pub const MAX_CACHE_VIEWS: usize = 32;
 
 /// `data.cache`: "auto" caches the frozen part's output when a phase allows it; "off" never does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -560,6 +573,12 @@ impl Spec {
         }
         if d.batch_size == 0 {
             return Err(("data.batch_size".into(), "expected at least 1, found 0".into()));
+        }
+        if d.cache_views > MAX_CACHE_VIEWS {
+            return Err((
+                "data.cache_views".into(),
+                format!("expected 0 to {MAX_CACHE_VIEWS} views, found {}", d.cache_views),
+            ));
         }
         let split_ok = (2..=3).contains(&d.split.len())
             && d.split.iter().all(|f| *f > 0.0 && *f < 1.0)

@@ -58,14 +58,17 @@ pub fn write_metrics(dir: &Path, rows: &[EpochRecord]) -> Result<()> {
         ));
     }
     write_atomic(&dir.join("timing.csv"), timing.as_bytes())?;
-    let mut df = frame(rows)?;
+    write_frame(&mut frame(rows)?, dir, "metrics")
+}
+
+/// Writes `df` as `<dir>/<stem>.csv` and `<dir>/<stem>.parquet`, each atomically.
+pub fn write_frame(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<()> {
     let mut csv = Vec::new();
-    CsvWriter::new(&mut csv).include_header(true).finish(&mut df).context("cannot format metrics.csv")?;
-    write_atomic(&dir.join("metrics.csv"), &csv)?;
+    CsvWriter::new(&mut csv).include_header(true).finish(df).with_context(|| format!("cannot format {stem}.csv"))?;
+    write_atomic(&dir.join(format!("{stem}.csv")), &csv)?;
     let mut parquet = Vec::new();
-    ParquetWriter::new(&mut parquet).finish(&mut df).context("cannot format metrics.parquet")?;
-    write_atomic(&dir.join("metrics.parquet"), &parquet)?;
-    Ok(())
+    ParquetWriter::new(&mut parquet).finish(df).with_context(|| format!("cannot format {stem}.parquet"))?;
+    write_atomic(&dir.join(format!("{stem}.parquet")), &parquet)
 }
 
 /// Reads `metrics.parquet` back (used by tests and reports).

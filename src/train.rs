@@ -19,8 +19,8 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
@@ -52,8 +52,39 @@ pub struct PhaseRun {
 struct FeatureCache {
     /// The first layer not covered: the phase's freeze index.
     start: usize,
+    /// `views` x train images: view `v` of image `i` at row `v * n + i`.
     train: Tensor,
     val: Tensor,
+    views: Views,
+}
+
+/// Which inputs a cache holds for the train images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Views {
+    /// The unaugmented images (no augmentation): exact.
+    Plain,
+    /// `augment = ["hflip"]`: each image and its mirror; an epoch picks one per image
+    /// with the very draws the full forward would make, so the cache is exact.
+    Mirrored,
+    /// This many augmented views drawn once; an epoch picks one per image at random.
+    Sampled(usize),
+}
+
+impl Views {
+    fn count(self) -> usize {
+        match self {
+            Views::Plain => 1,
+            Views::Mirrored => 2,
+            Views::Sampled(k) => k,
+        }
+    }
+}
+
+/// The random stream that draws cached view `v` (far from the epochs' streams).
+fn view_rng(seed: u64, v: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(u64::MAX - v as u64);
+    rng
 }
 
 /// Default memory for a feature cache: 4 GiB (`RUNNER_FEATURE_CACHE_MB` overrides it),
@@ -163,6 +194,8 @@ pub struct Trainer {
     seed: u64,
     /// `data.cache`.
     pub cache: CacheMode,
+    /// `data.cache_views`: augmented views to cache (0: none).
+    pub cache_views: usize,
     /// The arithmetic training steps use (fp16 only on CUDA).
     pub precision: Precision,
     /// fp16 loss scaling; its state is part of a checkpoint.
@@ -215,6 +248,7 @@ impl Trainer {
             default_augment,
             seed,
             cache: CacheMode::Auto,
+            cache_views: 0,
             precision: Precision::Fp32,
             scaler: GradScaler::default(),
             channels_last,
@@ -310,8 +344,8 @@ impl Trainer {
             Some("data.cache = \"off\"")
         } else if frozen == 0 {
             Some("nothing is frozen")
-        } else if !self.transform.augment.is_empty() {
-            Some("the inputs are augmented")
+        } else if !self.transform.augment.is_empty() && self.cache_views == 0 {
+            Some("the inputs are augmented; data.cache_views = K would cache K augmented views")
         } else if bn == BatchNormPolicy::Train {
             Some("batchnorm = \"train\" updates the frozen layers' statistics")
         } else {
@@ -331,9 +365,13 @@ impl Trainer {
                 format!("activations at layer {k} ({})", self.model.backbone.layers()[k].name)
             }
         };
+        let views = self.views();
+        if views != Views::Plain {
+            return self.build_view_cache(frozen, views, &what(frozen));
+        }
         if let Some((train, val)) = self.stash.remove(&frozen) {
             let note = format!("trains on the {} cached by the previous phase", what(frozen));
-            return (Some(FeatureCache { start: frozen, train, val }), note);
+            return (Some(FeatureCache { start: frozen, train, val, views }), note);
         }
         let images = self.data.train.len() + self.data.val.len();
         if self.data.train.is_empty() {
@@ -389,7 +427,8 @@ impl Trainer {
         };
         let (mut train, mut val) = mixed_precision(self.amp(), || (run(&self.data.train), run(&self.data.val)));
         bar.finish_and_clear();
-        let cache = FeatureCache { start: frozen, train: train.pop().expect("one"), val: val.pop().expect("one") };
+        let cache =
+            FeatureCache { start: frozen, train: train.pop().expect("one"), val: val.pop().expect("one"), views };
         for ((k, t), v) in ks.iter().zip(train).zip(val) {
             self.stash.insert(*k, (t, v));
         }
@@ -399,6 +438,81 @@ impl Trainer {
             bytes as f64 / (1 << 20) as f64
         );
         (Some(cache), note)
+    }
+
+    /// What a cache of the current phase holds for the train images.
+    fn views(&self) -> Views {
+        match self.transform.augment.as_slice() {
+            [] => Views::Plain,
+            [Augment::Hflip] if self.cache_views >= 2 => Views::Mirrored,
+            _ => Views::Sampled(self.cache_views.max(1)),
+        }
+    }
+
+    /// A cache of `views` of every train image (and the plain val images) at layer `frozen`.
+    /// Sampled views are drawn from their own random streams, apart from the epochs'.
+    fn build_view_cache(&mut self, frozen: usize, views: Views, what: &str) -> (Option<FeatureCache>, String) {
+        let (n_train, n_val) = (self.data.train.len(), self.data.val.len());
+        if n_train == 0 {
+            return (None, "full forward every epoch (no train images)".into());
+        }
+        let probe = {
+            let x = self.layout(self.transform.eval(&self.data.train.images.narrow(0, 0, 1), self.device));
+            self.model.frozen_prefixes(&x, &[frozen]).pop().expect("one")
+        };
+        let per_image = (probe.numel() * 4) as u64;
+        let k = views.count();
+        let bytes = per_image * (k * n_train + n_val) as u64;
+        let budget = cache_budget_bytes(self.device);
+        if bytes > budget {
+            return (
+                None,
+                format!(
+                    "full forward every epoch: {k} views of the {what} of {n_train} train images need {} MiB, over \
+                     the cache budget of {} MiB (RUNNER_FEATURE_CACHE_MB)",
+                    bytes >> 20,
+                    budget >> 20
+                ),
+            );
+        }
+        let bar = self.progress(k * n_train + n_val, 0, 0);
+        bar.set_message(format!("caching {k} views of the {what}"));
+        let prefix = |x: Tensor| self.model.frozen_prefixes(&self.layout(x), &[frozen]).pop().expect("one");
+        let pass = |split: &Split, input: &dyn Fn(&Tensor) -> Tensor| -> Tensor {
+            let n = split.len() as i64;
+            let mut parts = vec![];
+            let mut start = 0;
+            while start < n {
+                let len = (self.batch_size as i64).min(n - start);
+                parts.push(prefix(input(&split.images.narrow(0, start, len))).to_kind(Kind::Float));
+                bar.inc(len as u64);
+                start += len;
+            }
+            if parts.is_empty() { probe.narrow(0, 0, 0) } else { Tensor::cat(&parts, 0) }
+        };
+        let (train, val) = mixed_precision(self.amp(), || {
+            let mut train = vec![];
+            for v in 0..k {
+                let rng = std::cell::RefCell::new(view_rng(self.seed, v));
+                train.push(pass(&self.data.train, &|images| match views {
+                    Views::Mirrored if v == 1 => self.transform.eval(images, self.device).flip([3]),
+                    Views::Mirrored => self.transform.eval(images, self.device),
+                    _ => self.transform.train(images, &mut *rng.borrow_mut(), self.device),
+                }));
+            }
+            let val = pass(&self.data.val, &|images| self.transform.eval(images, self.device));
+            (self.layout(Tensor::cat(&train, 0)), self.layout(val))
+        });
+        bar.finish_and_clear();
+        let kind = match views {
+            Views::Mirrored => "2 exact views (as is and mirrored)".to_string(),
+            _ => format!("{k} augmented views drawn once"),
+        };
+        let note = format!(
+            "trains on cached {what} of {kind} of {n_train} train images ({:.1} MiB)",
+            bytes as f64 / (1 << 20) as f64
+        );
+        (Some(FeatureCache { start: frozen, train, val, views }), note)
     }
 
     /// Every epoch of a phase, numbered from `first_epoch`, without checkpoints
@@ -452,6 +566,21 @@ impl Trainer {
         // The permutation goes to the data's device once; batches are slices of it.
         let source = phase.cache.as_ref().map_or(&self.data.train.images, |c| &c.train);
         let order_t = Tensor::from_slice(&order).to_device(source.device());
+        // With cached views: the row of the view each image trains on this epoch. Mirrored
+        // views take the draws the full forward's hflip takes, in the same order.
+        let picks_t = phase.cache.as_ref().filter(|c| c.views != Views::Plain).map(|c| {
+            let picks: Vec<i64> = order
+                .iter()
+                .map(|&i| {
+                    let v = match c.views {
+                        Views::Mirrored => rng.random_bool(0.5) as i64,
+                        _ => rng.random_range(0..c.views.count() as i64),
+                    };
+                    v * n as i64 + i
+                })
+                .collect();
+            Tensor::from_slice(&picks).to_device(source.device())
+        });
         let labels_t = self.data.train.labels.to_device(self.device);
         let bar = self.progress(n, epoch, total_epochs);
         let mut shown = Instant::now();
@@ -466,7 +595,12 @@ impl Trainer {
             let labels = labels_t.index_select(0, &idx.to_device(self.device));
             let x = match &phase.cache {
                 // index_select returns standard layout: back to the weights' layout.
-                Some(c) => self.layout(c.train.index_select(0, &idx)),
+                Some(c) => {
+                    let rows = picks_t
+                        .as_ref()
+                        .map_or(idx.shallow_clone(), |p| p.narrow(0, (b * self.batch_size) as i64, chunk.len() as i64));
+                    self.layout(c.train.index_select(0, &rows))
+                }
                 None => {
                     let images = self.data.train.images.index_select(0, &idx);
                     self.layout(self.transform.train(&images, rng, self.device))

@@ -62,9 +62,57 @@ fn cached_and_full_forward_runs_agree() {
         assert!(diff < 1e-4, "{name}: {diff}");
     }
 
-    // With augmentation the frozen part sees new inputs every epoch: no cache.
+    // With augmentation the frozen part sees new inputs every epoch: no cache unless views are asked for.
     let (_, out) = run(root, "augmented", &["--set", "data.augment=[\"hflip\"]"]);
-    assert!(out.contains("full forward every epoch (the inputs are augmented)"), "{out}");
+    assert!(out.contains("full forward every epoch (the inputs are augmented; data.cache_views"), "{out}");
+}
+
+#[test]
+fn cached_mirror_views_equal_the_full_forward_with_hflip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = shapes(root, 3, 12);
+    let spec = tiny_spec(&data)
+        .replace("epochs = 1", "epochs = 2")
+        .replace("batch_size = 8", "batch_size = 8\naugment = [\"hflip\"]");
+    std::fs::write(root.join("spec.toml"), spec).unwrap();
+
+    let (full, out) = run(root, "full", &[]);
+    assert!(out.contains("full forward every epoch (the inputs are augmented"), "{out}");
+    let (views, out) = run(root, "views", &["--set", "data.cache_views=2"]);
+    assert!(
+        out.contains("phase 1 (head): trains on cached pooled features of 2 exact views (as is and mirrored)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("phase 2 (fine_tune): trains on cached activations at layer 10 (block 9) of 2 exact views"),
+        "{out}"
+    );
+    let (a, b) = (metrics(&views), metrics(&full));
+    assert_eq!(a.len(), 4);
+    for (ra, rb) in a.iter().zip(&b) {
+        for (x, y) in ra.iter().zip(rb) {
+            assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{ra:?} vs {rb:?}");
+        }
+    }
+
+    // Random crops have no exact finite set of views: K are drawn once and sampled per epoch.
+    let (sampled, out) = run(
+        root,
+        "sampled",
+        &["--set", "data.cache_views=3", "--set", "data.augment=[\"random_resized_crop\", \"hflip\"]"],
+    );
+    assert!(out.contains("trains on cached pooled features of 3 augmented views drawn once of"), "{out}");
+    let m = metrics(&sampled);
+    assert_eq!(m.len(), 4);
+    assert!(m.iter().flatten().all(|v| v.is_finite()));
+    // The same spec again gives the same numbers: the views are drawn from the seed.
+    let (again, _) = run(
+        root,
+        "sampled_again",
+        &["--set", "data.cache_views=3", "--set", "data.augment=[\"random_resized_crop\", \"hflip\"]"],
+    );
+    assert_eq!(std::fs::read(sampled.join("metrics.csv")).unwrap(), std::fs::read(again.join("metrics.csv")).unwrap());
 }
 
 #[test]
