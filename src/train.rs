@@ -497,7 +497,7 @@ impl Trainer {
                 train.push(pass(&self.data.train, &|images| match views {
                     Views::Mirrored if v == 1 => self.transform.eval(images, self.device).flip([3]),
                     Views::Mirrored => self.transform.eval(images, self.device),
-                    _ => self.transform.train(images, &mut *rng.borrow_mut(), self.device),
+                    _ => self.transform.train(images, &mut rng.borrow_mut(), self.device),
                 }));
             }
             let val = pass(&self.data.val, &|images| self.transform.eval(images, self.device));
