@@ -654,8 +654,7 @@ fn evaluate_test(
         return Ok(());
     }
     tch::no_grad(|| trainer.vs.read_safetensors(&best)).with_context(|| format!("cannot load {}", best.display()))?;
-    let (loss, acc) = trainer.evaluate(&trainer.data.test);
-    let predicted = trainer.predict(&trainer.data.test);
+    let (loss, acc, predicted) = trainer.evaluate_and_predict(&trainer.data.test);
     let truth = Vec::<i64>::try_from(&trainer.data.test.labels.to_device(Device::Cpu)).context("test labels")?;
     let confusion = Confusion::new(&trainer.data.classes, &truth, &predicted);
     confusion.write(dir)?;

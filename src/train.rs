@@ -458,7 +458,7 @@ impl Trainer {
         }
         let probe = {
             let x = self.layout(self.transform.eval(&self.data.train.images.narrow(0, 0, 1), self.device));
-            self.model.frozen_prefixes(&x, &[frozen]).pop().expect("one")
+            self.model.frozen_prefix(&x, frozen)
         };
         let per_image = (probe.numel() * 4) as u64;
         let k = views.count();
@@ -477,7 +477,7 @@ impl Trainer {
         }
         let bar = self.progress(k * n_train + n_val, 0, 0);
         bar.set_message(format!("caching {k} views of the {what}"));
-        let prefix = |x: Tensor| self.model.frozen_prefixes(&self.layout(x), &[frozen]).pop().expect("one");
+        let prefix = |x: Tensor| self.model.frozen_prefix(&self.layout(x), frozen);
         let pass = |split: &Split, input: &dyn Fn(&Tensor) -> Tensor| -> Tensor {
             let n = split.len() as i64;
             let mut parts = vec![];
@@ -646,7 +646,17 @@ impl Trainer {
 
     /// Mean loss and accuracy on `split`, everything in inference mode.
     pub fn evaluate(&self, split: &Split) -> (f64, f64) {
-        self.mean_loss_acc(split.len() as i64, &split.labels, |first, len| {
+        let (loss, acc, _) = self.evaluate_split(split, false);
+        (loss, acc)
+    }
+
+    /// [`Trainer::evaluate`], and the predicted class of every image, in one pass.
+    pub fn evaluate_and_predict(&self, split: &Split) -> (f64, f64, Vec<i64>) {
+        self.evaluate_split(split, true)
+    }
+
+    fn evaluate_split(&self, split: &Split, predict: bool) -> (f64, f64, Vec<i64>) {
+        self.mean_loss_acc(split.len() as i64, &split.labels, predict, |first, len| {
             let x = self.layout(self.transform.eval(&split.images.narrow(0, first, len), self.device));
             self.model.forward(&x, 0, BatchNormPolicy::AllFrozen, false)
         })
@@ -654,49 +664,46 @@ impl Trainer {
 
     /// Mean loss and accuracy of cached inputs (the output of the first `start` layers).
     fn evaluate_inputs(&self, inputs: &Tensor, labels: &Tensor, start: usize) -> (f64, f64) {
-        self.mean_loss_acc(inputs.size()[0], labels, |first, len| {
+        let (loss, acc, _) = self.mean_loss_acc(inputs.size()[0], labels, false, |first, len| {
             self.model.forward_cached(&inputs.narrow(0, first, len), start, 0, BatchNormPolicy::AllFrozen, false)
-        })
+        });
+        (loss, acc)
     }
 
-    /// Batches of `n` examples through `logits(first, len)`, summed on the device: one sync at the end.
-    fn mean_loss_acc(&self, n: i64, labels: &Tensor, logits: impl Fn(i64, i64) -> Tensor) -> (f64, f64) {
+    /// Batches of `n` examples through `logits(first, len)`, summed on the device: one sync
+    /// at the end. With `predict`, also every example's predicted class (else empty).
+    fn mean_loss_acc(
+        &self,
+        n: i64,
+        labels: &Tensor,
+        predict: bool,
+        logits: impl Fn(i64, i64) -> Tensor,
+    ) -> (f64, f64, Vec<i64>) {
         mixed_precision(self.amp(), || {
             tch::no_grad(|| {
                 let mut loss_sum = Tensor::zeros([], (Kind::Double, self.device));
                 let mut correct = Tensor::zeros([], (Kind::Int64, self.device));
+                let mut predicted = vec![];
                 let mut first = 0;
                 while first < n {
                     let len = (self.batch_size as i64).min(n - first);
                     let y = labels.narrow(0, first, len).to_device(self.device);
                     let out = logits(first, len).to_kind(Kind::Float);
                     loss_sum += out.cross_entropy_for_logits(&y).to_kind(Kind::Double) * len as f64;
-                    correct += out.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
+                    let classes = out.argmax(-1, false);
+                    correct += classes.eq_tensor(&y).sum(Kind::Int64);
+                    if predict {
+                        predicted.push(classes);
+                    }
                     first += len;
                 }
+                let predicted = if predicted.is_empty() {
+                    vec![]
+                } else {
+                    Vec::<i64>::try_from(&Tensor::cat(&predicted, 0).to_device(Device::Cpu)).unwrap_or_default()
+                };
                 let n = n.max(1) as f64;
-                (loss_sum.double_value(&[]) / n, correct.int64_value(&[]) as f64 / n)
-            })
-        })
-    }
-
-    /// Predicted class of every image of `split`, in inference mode.
-    pub fn predict(&self, split: &Split) -> Vec<i64> {
-        mixed_precision(self.amp(), || {
-            tch::no_grad(|| {
-                let n = split.len() as i64;
-                let mut out = Vec::with_capacity(n as usize);
-                let mut start = 0;
-                while start < n {
-                    let len = (self.batch_size as i64).min(n - start);
-                    let x = self.layout(self.transform.eval(&split.images.narrow(0, start, len), self.device));
-                    let logits = self.model.forward(&x, 0, BatchNormPolicy::AllFrozen, false);
-                    out.extend(
-                        Vec::<i64>::try_from(&logits.argmax(-1, false).to_device(Device::Cpu)).unwrap_or_default(),
-                    );
-                    start += len;
-                }
-                out
+                (loss_sum.double_value(&[]) / n, correct.int64_value(&[]) as f64 / n, predicted)
             })
         })
     }

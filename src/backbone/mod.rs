@@ -253,14 +253,7 @@ impl Classifier {
     /// autograd: the output of layer `k - 1`, pooled when `k` is every layer. This
     /// is what the feature cache stores.
     pub fn frozen_prefix(&self, xs: &Tensor, k: usize) -> Tensor {
-        let layers = self.backbone.layers().len();
-        tch::no_grad(|| {
-            let mut x = xs.shallow_clone();
-            for i in 0..k.min(layers) {
-                x = self.backbone.forward_layer(i, &x, false);
-            }
-            if k >= layers { self.finish(&x) } else { x }
-        })
+        self.frozen_prefixes(xs, &[k]).pop().expect("one depth, one output")
     }
 
     /// [`Classifier::frozen_prefix`] at several depths `ks` (ascending) in one pass.
