@@ -75,6 +75,9 @@ pub struct Summary {
     pub resumed_after: Vec<usize>,
     pub wall_s: f64,
     pub runner_version: String,
+    /// [`NUMERICS_VERSION`] of the runner that ran it (1: before it was recorded).
+    #[serde(default = "numerics_v1")]
+    pub numerics_version: u32,
     pub backbone: String,
     pub classes: Vec<String>,
     pub train_images: usize,
@@ -94,6 +97,10 @@ pub struct Summary {
     pub error: Option<String>,
 }
 
+fn numerics_v1() -> u32 {
+    1
+}
+
 pub struct RunOutcome {
     pub dir: PathBuf,
     pub summary: Summary,
@@ -110,11 +117,20 @@ pub struct Identity {
     pub manifest_sha256: String,
 }
 
+/// The version of the numbers runner computes from a spec. Bump it with any change that
+/// makes a spec give other metrics (seeding, optimizer formulas, layouts, ...): runs
+/// completed by an earlier version then get new ids and run again instead of being
+/// reported "already completed" with the old numbers. CI's `runner verify` of the
+/// recorded experiment (scripts/ci-verify.sh) is what notices a forgotten bump.
+pub const NUMERICS_VERSION: u32 = 2;
+
 /// The id of a run of `spec` on the data whose manifest.csv has this sha256.
 pub fn run_id(spec: &Spec, manifest_sha256: &str) -> String {
     let mut bytes = spec.canonical();
     bytes.push(b'\n');
     bytes.extend_from_slice(manifest_sha256.as_bytes());
+    // Runs of version 1 (before the version existed) hashed nothing more: they all get new ids.
+    bytes.extend_from_slice(format!("\nnumerics {NUMERICS_VERSION}").as_bytes());
     weights::sha256_hex(&bytes)[..10].to_string()
 }
 
@@ -329,6 +345,7 @@ pub fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) -> Resu
         resumed_after: vec![],
         wall_s: 0.0,
         runner_version: env!("CARGO_PKG_VERSION").into(),
+        numerics_version: NUMERICS_VERSION,
         backbone: spec.model.backbone.to_string(),
         classes: trainer.data.classes.clone(),
         train_images: trainer.data.train.len(),

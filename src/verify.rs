@@ -103,6 +103,10 @@ pub fn compare(recorded: &[EpochRecord], rerun: &[EpochRecord], tolerance: f64) 
     Comparison { epochs: recorded.len(), max_diff, first_difference: first }
 }
 
+fn short(sha: &str) -> &str {
+    &sha[..12.min(sha.len())]
+}
+
 /// What verifying one run found.
 pub struct Verdict {
     pub dir: PathBuf,
@@ -171,14 +175,22 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Verdict> {
         let mut passed = true;
         if rerun_summary.run_id != summary.run_id {
             passed = false;
-            lines.push(format!(
-                "  the rerun is run {}, not {}: its data differs from the recorded run's \
-                 (manifest sha256 {} here, {} recorded)",
-                rerun_summary.run_id,
-                summary.run_id,
-                &rerun_summary.manifest_sha256[..12.min(rerun_summary.manifest_sha256.len())],
-                &summary.manifest_sha256[..12.min(summary.manifest_sha256.len())]
-            ));
+            let why = if rerun_summary.manifest_sha256 != summary.manifest_sha256 {
+                format!(
+                    "its data differs from the recorded run's (manifest sha256 {} here, {} recorded)",
+                    short(&rerun_summary.manifest_sha256),
+                    short(&summary.manifest_sha256)
+                )
+            } else if rerun_summary.numerics_version != summary.numerics_version {
+                format!(
+                    "runner's numerics version is {}, the recording's {}: the numbers are expected to differ \
+                     (record the run anew)",
+                    rerun_summary.numerics_version, summary.numerics_version
+                )
+            } else {
+                "its config resolves differently here (changed spec defaults?)".to_string()
+            };
+            lines.push(format!("  the rerun is run {}, not {}: {why}", rerun_summary.run_id, summary.run_id));
         }
         if rerun_summary.runner_version != summary.runner_version {
             lines.push(format!(
