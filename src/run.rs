@@ -274,49 +274,32 @@ pub fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) -> Resu
     if let Some(summary) = completed() {
         return Ok(RunOutcome { dir, summary, ran: false });
     }
-    // Held until this function returns: nothing below races another worker.
-    let _lock = match lock::claim(&lock::path(&opts.out, &spec.name, &id.run_id))? {
-        lock::Claim::Held(held) => held,
-        lock::Claim::Busy(holder) => {
-            return Err(Busy { experiment: spec.name.clone(), run_id: id.run_id.clone(), holder }.into());
-        }
-    };
-    // Another worker may have completed it between the first look and the lock.
-    if let Some(summary) = completed() {
-        return Ok(RunOutcome { dir, summary, ran: false });
+    let lock_path = lock::path(&opts.out, &spec.name, &id.run_id);
+    let busy = |holder: String| Busy { experiment: spec.name.clone(), run_id: id.run_id.clone(), holder };
+    if let Some(holder) = lock::holder_of(&lock_path) {
+        return Err(busy(holder).into());
     }
     let config_sha256 = weights::sha256_hex(&spec.canonical());
     let checkpoint_path = dir.join(checkpoint::FILE);
-    let resume = if checkpoint_path.exists() && !opts.force {
-        let ck = Checkpoint::read(&checkpoint_path)?;
-        if !opts.resume {
-            bail!(
-                "{} holds an interrupted run (checkpoint after epoch {} of {}): pass --resume to continue it, \
-                 or --force to start it over",
-                dir.display(),
-                ck.state.epoch,
-                spec.total_epochs()
-            );
-        }
-        if ck.state.config_sha256 != config_sha256 || ck.state.run_id != id.run_id {
-            bail!(
-                "refusing to resume: {} was written by a different config (run {}, config sha256 {}); \
-                 this spec is run {}. Use --force to start over",
-                checkpoint_path.display(),
-                ck.state.run_id,
-                &ck.state.config_sha256[..12.min(ck.state.config_sha256.len())],
-                id.run_id
-            );
-        }
-        Some(ck)
-    } else {
-        if opts.resume && opts.refuse_changed_config && !opts.force && !dir.exists() {
-            refuse_changed_config(&opts.out, spec)?;
-        }
-        None
-    };
+    let modified = || std::fs::metadata(&checkpoint_path).and_then(|m| m.modified()).ok();
+    // What can be refused is refused before the slow part (data, weights).
+    let seen = modified();
+    let mut resume = find_checkpoint(spec, id, &dir, opts, &config_sha256)?;
     let threads = configure_threads(opts.threads);
     let mut trainer = prepare_files(spec, &id.files, opts.device, opts.quiet)?;
+
+    // Claim the run; nothing has been written so far. Held until this function returns.
+    let _lock = match lock::claim(&lock_path)? {
+        lock::Claim::Held(held) => held,
+        lock::Claim::Busy(holder) => return Err(busy(holder).into()),
+    };
+    // Another worker may have completed the run, or moved its checkpoint on, meanwhile.
+    if let Some(summary) = completed() {
+        return Ok(RunOutcome { dir, summary, ran: false });
+    }
+    if modified() != seen {
+        resume = find_checkpoint(spec, id, &dir, opts, &config_sha256)?;
+    }
 
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
     remove_temporaries(&dir);
@@ -436,6 +419,46 @@ pub fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) -> Resu
     }
     result.with_context(|| format!("run {} failed (partial results in {})", summary.run_id, dir.display()))?;
     Ok(RunOutcome { dir, summary, ran: true })
+}
+
+/// The checkpoint to resume from, if the run has one and may continue: an error when
+/// it may not (no `--resume`, or another config wrote it).
+fn find_checkpoint(
+    spec: &Spec,
+    id: &Identity,
+    dir: &Path,
+    opts: &RunOptions,
+    config_sha256: &str,
+) -> Result<Option<Checkpoint>> {
+    let checkpoint_path = dir.join(checkpoint::FILE);
+    if checkpoint_path.exists() && !opts.force {
+        let ck = Checkpoint::read(&checkpoint_path)?;
+        if !opts.resume {
+            bail!(
+                "{} holds an interrupted run (checkpoint after epoch {} of {}): pass --resume to continue it, \
+                 or --force to start it over",
+                dir.display(),
+                ck.state.epoch,
+                spec.total_epochs()
+            );
+        }
+        if ck.state.config_sha256 != config_sha256 || ck.state.run_id != id.run_id {
+            bail!(
+                "refusing to resume: {} was written by a different config (run {}, config sha256 {}); \
+                 this spec is run {}. Use --force to start over",
+                checkpoint_path.display(),
+                ck.state.run_id,
+                &ck.state.config_sha256[..12.min(ck.state.config_sha256.len())],
+                id.run_id
+            );
+        }
+        Ok(Some(ck))
+    } else {
+        if opts.resume && opts.refuse_changed_config && !opts.force && !dir.exists() {
+            refuse_changed_config(&opts.out, spec)?;
+        }
+        Ok(None)
+    }
 }
 
 /// `--resume` for a spec that has no run directory: if the same experiment has an
