@@ -128,6 +128,23 @@ fn write_png(
     })
 }
 
+/// Line colours for overlaid runs (matplotlib's "tab10", which reads well on white).
+const SERIES: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// Where a later phase starts, in the comparison plot: dark grey dashes, apart from every series colour.
+const PHASE_MARKER: RGBColor = RGBColor(80, 80, 80);
+
 /// The val-accuracy curves of several runs of one experiment in one panel, with a
 /// dashed marker at each epoch where one of them starts a later phase.
 pub fn write_comparison(path: &Path, title: &str, runs: &[(String, Vec<EpochRecord>)]) -> Result<()> {
@@ -157,7 +174,7 @@ pub fn write_comparison(path: &Path, title: &str, runs: &[(String, Vec<EpochReco
         let mut starts: Vec<(usize, String)> = runs.iter().flat_map(|(_, rows)| phase_starts(rows)).collect();
         starts.sort();
         starts.dedup_by_key(|(epoch, _)| *epoch);
-        let marker = RGBColor(40, 160, 60);
+        let marker = PHASE_MARKER;
         for (i, (epoch, phase)) in starts.iter().enumerate() {
             let x = *epoch as f64 - 0.5;
             let dashes = (0..20).map(|k| {
@@ -172,7 +189,7 @@ pub fn write_comparison(path: &Path, title: &str, runs: &[(String, Vec<EpochReco
             }
         }
         for (i, (label, rows)) in runs.iter().enumerate() {
-            let colour = Palette99::pick(i).to_rgba();
+            let colour = SERIES[i % SERIES.len()];
             let points: Vec<(f64, f64)> =
                 rows.iter().map(|r| (r.epoch as f64, r.val_acc)).filter(|(_, y)| y.is_finite()).collect();
             chart
@@ -372,10 +389,10 @@ mod tests {
         write_comparison(&path, "exp", &[("a".into(), a), ("b".into(), b)]).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         // Both runs' colours and the phase marker are in the picture.
-        for colour in [Palette99::pick(0).to_rgba(), Palette99::pick(1).to_rgba()] {
-            assert!(img.pixels().any(|p| p.0 == [colour.0, colour.1, colour.2]));
+        for colour in [SERIES[0], SERIES[1], PHASE_MARKER] {
+            assert!(img.pixels().any(|p| p.0 == [colour.0, colour.1, colour.2]), "{colour:?}");
         }
-        assert!(img.pixels().any(|p| p.0 == [40, 160, 60]));
+        assert!(!img.pixels().any(|p| p.0 == [SERIES[2].0, SERIES[2].1, SERIES[2].2]), "only two runs");
         let bars = dir.path().join("bars.png");
         write_best_bars(&bars, "exp", &[("a".into(), Some(0.5)), ("b".into(), Some(1.0)), ("c".into(), None)]).unwrap();
         let img = image::open(&bars).unwrap().to_rgb8();
