@@ -170,6 +170,21 @@ fn fetch_archive(url: &str, sha256: Option<&str>, quiet: bool) -> Result<PathBuf
 
 /// The folder a `data.source` names: a folder as is; a `.zip` (a local file, an
 /// http(s) URL, or a known dataset's name) extracted once into `datasets/<name>/`.
+/// Whether [`materialize`] would download something for `source` (a known dataset or
+/// an archive URL not yet extracted under `datasets/`): plans say so instead of fetching.
+pub fn needs_fetch(source: &str) -> bool {
+    if KNOWN.iter().any(|k| k.name == source) {
+        return !Path::new("datasets").join(source).is_dir();
+    }
+    let lower = source.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return false;
+    }
+    let name = source.split(['?', '#']).next().unwrap_or("").rsplit('/').next().unwrap_or("");
+    let stem = name.trim_end_matches(".zip").trim_end_matches(".ZIP").trim_end_matches(".tar.gz");
+    stem.is_empty() || !Path::new("datasets").join(stem).is_dir()
+}
+
 pub fn materialize(source: &str, quiet: bool) -> Result<PathBuf> {
     if let Some(k) = KNOWN.iter().find(|k| k.name == source) {
         let target = Path::new("datasets").join(k.name);
@@ -285,6 +300,14 @@ pub fn cifar10_to_image_folder(archive: &Path, target: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use zip::write::SimpleFileOptions;
+
+    #[test]
+    fn plans_know_which_sources_would_download() {
+        assert!(!needs_fetch("datasets/shapes"));
+        assert!(!needs_fetch("local.zip"));
+        assert!(needs_fetch("https://data.example/sets/never-extracted-9f3a.zip?x=1"));
+        assert!(needs_fetch("https://data.example/"));
+    }
 
     fn make_zip(path: &Path, entries: &[(&str, &[u8])]) {
         let mut w = zip::ZipWriter::new(std::fs::File::create(path).unwrap());

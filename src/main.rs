@@ -628,7 +628,15 @@ fn run(cli: Cli) -> Result<()> {
             println!("{:<12} {:<10} {:>6}  varying", "run id", "completed", "epochs");
             let mut unreadable = None;
             for planned in &exp.runs {
-                let (id, done) = match run::identify(&planned.spec, false) {
+                if runner::archive::needs_fetch(&planned.spec.data.source) {
+                    unreadable.get_or_insert(format!("{} is downloaded by the first run", planned.spec.data.source));
+                }
+                let identity = if runner::archive::needs_fetch(&planned.spec.data.source) {
+                    Err(anyhow::anyhow!("not downloaded yet"))
+                } else {
+                    run::identify(&planned.spec, false)
+                };
+                let (id, done) = match identity {
                     Ok(id) => {
                         let dir = run::run_dir(&out, &planned.spec, &id);
                         let done = run::read_summary(&dir).is_some_and(|s| s.status == run::Status::Completed);

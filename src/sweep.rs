@@ -132,6 +132,8 @@ pub enum Action {
     Busy(String),
     /// Its data cannot be read (the run will fail and say why).
     Unreadable(String),
+    /// Its data is downloaded first (the plan does not download it, so has no run id).
+    Fetch,
 }
 
 impl Action {
@@ -142,6 +144,7 @@ impl Action {
             Action::Skip => "skip (completed)".into(),
             Action::Busy(holder) => format!("skip (running: {holder})"),
             Action::Unreadable(e) => format!("fail ({e})"),
+            Action::Fetch => "run (downloads its data first)".into(),
         }
     }
 }
@@ -149,6 +152,9 @@ impl Action {
 /// The run id and what a sweep would do; reads the run's files, writes nothing.
 pub fn plan(run: &SweepRun, out: &Path) -> (Option<String>, Action) {
     let spec = &run.planned.spec;
+    if crate::archive::needs_fetch(&spec.data.source) {
+        return (None, Action::Fetch);
+    }
     let id = match run::identify(spec, true) {
         Ok(id) => id,
         Err(e) => return (None, Action::Unreadable(format!("{e:#}"))),
