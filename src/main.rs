@@ -621,7 +621,7 @@ fn run(cli: Cli) -> Result<()> {
             if !failed.is_empty() {
                 bail!("{} of {} runs did not verify: {}", failed.len(), dirs.len(), failed.join(", "));
             }
-            println!("{} runs verified", dirs.len());
+            println!("verified: {} of {} runs", dirs.len(), dirs.len());
         }
         Command::Plan { spec, set, out } => {
             let exp = load(&spec, &set)?;

@@ -30,7 +30,7 @@ fn verify_reruns_and_compares_epoch_by_epoch() {
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("identical: every metric of 2 epochs has the same bits"), "{out}");
-    assert!(out.contains("1 runs verified"), "{out}");
+    assert!(out.contains("verified: 1 of 1 runs"), "{out}");
 
     // A recorded value off in its last digits, in epoch 2.
     let csv_path = dir.join("metrics.csv");
