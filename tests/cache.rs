@@ -124,19 +124,8 @@ fn a_run_on_cached_features_resumes_to_the_same_bytes() {
     let (clean, _) = run(root, "clean", &["--quiet"]);
 
     // Killed in the second fine-tuning epoch: the resumed phase computes its cache afresh.
-    let marker = root.join("reached");
-    let mut child = common::runner_bin()
-        .current_dir(root)
-        .args(["run", "spec.toml", "--out", "killed", "--quiet"])
-        .env("RUNNER_THREADS", "2")
-        .env("RUNNER_FAILPOINT", "epoch-4-batch-2")
-        .env("RUNNER_FAILPOINT_MARKER", &marker)
-        .spawn()
-        .unwrap();
-    while !marker.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before the failpoint");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut child =
+        common::start_at_failpoint(root, &["run", "spec.toml", "--out", "killed", "--quiet"], "epoch-4-batch-2");
     child.kill().unwrap();
     child.wait().unwrap();
     let (resumed, out) = run(root, "killed", &["--resume"]);

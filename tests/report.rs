@@ -7,38 +7,15 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{runner, shapes, stderr, stdout};
+use common::{runner, shapes, stderr, stdout, tiny_spec};
 
-/// Two phases, a test split (so a confusion matrix), and a grid over the fine-tuning lr.
+/// Two phases (2 + 1 epochs), a test split (so a confusion matrix), and `grid`.
 fn spec(name: &str, source: &Path, grid: &str) -> String {
-    format!(
-        r#"name = "{name}"
-seed = 1
-
-[data]
-source = "{}"
-image_size = 32
-batch_size = 8
-split = [0.6, 0.2, 0.2]
-
-[model]
-backbone = "efficientnet_lite0"
-weights = "none"
-
-[[phases]]
-name = "head"
-epochs = 2
-freeze_up_to = "all"
-optimizer = {{ kind = "adam", lr = 1e-3 }}
-
-[[phases]]
-name = "fine_tune"
-epochs = 1
-freeze_up_to = 10
-optimizer = {{ kind = "sgd", lr_factor = 0.1, momentum = 0.9 }}
-{grid}"#,
-        source.display()
-    )
+    let spec = tiny_spec(source)
+        .replace("name = \"tiny\"", &format!("name = \"{name}\""))
+        .replace("batch_size = 8", "batch_size = 8\nsplit = [0.6, 0.2, 0.2]")
+        .replacen("epochs = 1", "epochs = 2", 1);
+    format!("{spec}{grid}")
 }
 
 fn chromium() -> Option<PathBuf> {

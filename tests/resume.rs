@@ -5,10 +5,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
 
-use common::{runner, runner_bin, shapes, stderr, stdout};
+use common::{runner, shapes, stderr, stdout};
 use runner::checkpoint::Checkpoint;
 
 /// Two phases (Adam, then SGD with momentum from layer 10), a test split, dropout.
@@ -73,28 +72,9 @@ fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
 
-/// Starts a run that stops at `failpoint`; returns once it is there.
+/// Starts a run into `out` that stops at `failpoint`; returns once it is there.
 fn start_and_wait(root: &Path, out: &str, failpoint: &str) -> Child {
-    let marker = root.join(format!("{out}.reached"));
-    let mut child = runner_bin()
-        .current_dir(root)
-        .args(["run", "spec.toml", "--out", out, "--quiet"])
-        .env("RUNNER_THREADS", "2")
-        .env("RUNNER_FAILPOINT", failpoint)
-        .env("RUNNER_FAILPOINT_MARKER", &marker)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !marker.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the run ended ({status}) before reaching {failpoint}");
-        }
-        assert!(start.elapsed() < Duration::from_secs(600), "never reached {failpoint}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    common::start_at_failpoint(root, &["run", "spec.toml", "--out", out, "--quiet"], failpoint)
 }
 
 fn kill(mut child: Child) {

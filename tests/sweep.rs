@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{runner, runner_bin, shapes, stderr, stdout};
+use common::{runner, runner_bin, shapes, stderr, stdout, tiny_spec};
 
 /// A grid of `seeds.len()` runs of a tiny two-phase spec (random init, 32 px).
 fn grid_spec(name: &str, source: &Path, seeds: &[u32]) -> String {
@@ -19,37 +19,8 @@ fn grid_spec(name: &str, source: &Path, seeds: &[u32]) -> String {
 /// [`grid_spec`] with `epochs` epochs per phase.
 fn grid_spec_epochs(name: &str, source: &Path, seeds: &[u32], epochs: usize) -> String {
     let seeds: Vec<String> = seeds.iter().map(u32::to_string).collect();
-    format!(
-        r#"name = "{name}"
-seed = 0
-
-[data]
-source = "{}"
-image_size = 32
-batch_size = 8
-
-[model]
-backbone = "efficientnet_lite0"
-weights = "none"
-
-[[phases]]
-name = "head"
-epochs = {epochs}
-freeze_up_to = "all"
-optimizer = {{ kind = "adam", lr = 1e-3 }}
-
-[[phases]]
-name = "fine_tune"
-epochs = {epochs}
-freeze_up_to = 10
-optimizer = {{ kind = "sgd", lr_factor = 0.1, momentum = 0.9 }}
-
-[grid]
-seed = [{}]
-"#,
-        source.display(),
-        seeds.join(", ")
-    )
+    let spec = tiny_spec(source).replace("name = \"tiny\"", &format!("name = \"{name}\""));
+    format!("{}\n[grid]\nseed = [{}]\n", spec.replace("epochs = 1", &format!("epochs = {epochs}")), seeds.join(", "))
 }
 
 struct Fixture {

@@ -61,6 +61,33 @@ optimizer = {{ kind = "sgd", lr_factor = 0.1, momentum = 0.9 }}
     )
 }
 
+/// Starts `runner ARGS` in `cwd` with `RUNNER_FAILPOINT=failpoint` and returns once
+/// the run has reached it (it then waits there to be killed).
+pub fn start_at_failpoint(cwd: &Path, args: &[&str], failpoint: &str) -> std::process::Child {
+    let marker = cwd.join(format!("{failpoint}.{}.reached", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let mut child = runner_bin()
+        .current_dir(cwd)
+        .args(args)
+        .env("RUNNER_THREADS", "2")
+        .env("RUNNER_FAILPOINT", failpoint)
+        .env("RUNNER_FAILPOINT_MARKER", &marker)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("runner starts");
+    let start = std::time::Instant::now();
+    while !marker.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before reaching {failpoint}");
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(600), "never reached {failpoint}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(&marker);
+    child
+}
+
 /// A loopback HTTP server: GET /<anything>/<file> answers with `files[file]`, or 404.
 /// Returns the base URL and the number of requests answered so far.
 pub fn serve_files(
