@@ -34,36 +34,23 @@ pub fn phase_starts(rows: &[EpochRecord]) -> Vec<(usize, String)> {
 
 /// Draws `curves.png` into `path` (atomically).
 pub fn write_curves(path: &Path, title: &str, rows: &[EpochRecord]) -> Result<()> {
-    register_font();
-    let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("drawing curves: {e}"))?;
+    write_png(path, (WIDTH, HEIGHT), |root| {
         let root = root.titled(title, (FONT, 22)).map_err(|e| anyhow!("drawing curves: {e}"))?;
         let (top, bottom) = root.split_vertically(HEIGHT / 2 - 15);
         draw_panel(&top, rows, "Accuracy", |r| (r.train_acc, r.val_acc), true)?;
-        draw_panel(&bottom, rows, "Loss", |r| (r.train_loss, r.val_loss), false)?;
-        root.present().map_err(|e| anyhow!("drawing curves: {e}"))?;
-    }
-    let img = image::RgbImage::from_raw(WIDTH, HEIGHT, rgb).context("curves buffer has the wrong size")?;
-    with_temp_path(path, |tmp| {
-        img.save_with_format(tmp, image::ImageFormat::Png).with_context(|| format!("cannot write {}", tmp.display()))
+        draw_panel(&bottom, rows, "Loss", |r| (r.train_loss, r.val_loss), false)
     })
 }
 
 /// Draws the confusion matrix as `confusion.png`: rows are true classes, columns
 /// predictions, each cell shaded by the fraction of its row and labelled with its count.
 pub fn write_confusion(path: &Path, title: &str, confusion: &Confusion) -> Result<()> {
-    register_font();
     let k = confusion.classes.len().max(1) as i32;
     let cell = (560 / k).clamp(24, 120);
     let label_w = 170;
     let (width, height) = ((label_w + cell * k + 40) as u32, (100 + cell * k + 130) as u32);
-    let mut rgb = vec![0u8; (width * height * 3) as usize];
-    {
+    write_png(path, (width, height), |root| {
         let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the confusion matrix: {e}");
-        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
         let title_style = TextStyle::from((FONT, 20).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
         root.draw_text(
             &format!("{title}: test accuracy {:.4}", confusion.accuracy()),
@@ -100,11 +87,7 @@ pub fn write_confusion(path: &Path, title: &str, confusion: &Confusion) -> Resul
             let x = x0 + cell * j as i32 + cell / 2;
             root.draw_text(&truncate_label(c), &rotated, (x, y0 + cell * k + 8)).map_err(err)?;
         }
-        root.present().map_err(err)?;
-    }
-    let img = image::RgbImage::from_raw(width, height, rgb).context("confusion buffer has the wrong size")?;
-    with_temp_path(path, |tmp| {
-        img.save_with_format(tmp, image::ImageFormat::Png).with_context(|| format!("cannot write {}", tmp.display()))
+        Ok(())
     })
 }
 
