@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tch::{Device, Tensor};
 
 use runner::backbone::{Backbone, parameter_count};
-use runner::experiment::{Experiment, describe_varying, parse_set};
+use runner::experiment::{Experiment, Override, describe_varying, parse_set};
 use runner::predict::Predictor;
 use runner::run::{self, RunOptions};
 use runner::spec::SpecError;
@@ -254,18 +254,21 @@ fn device(arg: DeviceArg) -> Result<Device> {
 
 /// Loads a spec with its `--set` overrides.
 fn load(spec: &Path, set: &[String]) -> Result<Experiment> {
-    let sets = set
-        .iter()
+    Ok(Experiment::load(spec, &parse_sets(set, spec)?)?)
+}
+
+/// `--set` flags as overrides; a malformed one is a spec error naming `file`.
+fn parse_sets(set: &[String], file: &Path) -> Result<Vec<Override>, SpecError> {
+    set.iter()
         .map(|raw| {
             parse_set(raw).map_err(|msg| SpecError {
-                file: spec.to_path_buf(),
+                file: file.to_path_buf(),
                 key: String::new(),
                 line_col: None,
                 message: msg,
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Experiment::load(spec, &sets)?)
+        .collect()
 }
 
 fn report(outcome: &run::RunOutcome) -> Result<()> {
@@ -500,17 +503,7 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
             device: dev,
         } => {
-            let overrides = set
-                .iter()
-                .map(|raw| {
-                    parse_set(raw).map_err(|msg| SpecError {
-                        file: PathBuf::from("--set"),
-                        key: String::new(),
-                        line_col: None,
-                        message: msg,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let overrides = parse_sets(&set, Path::new("--set"))?;
             let runs = sweep::expand(&paths, &overrides)?;
             if let Some(engine) = emit {
                 let args = sweep::SweepArgs {
