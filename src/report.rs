@@ -150,17 +150,14 @@ fn by_experiment(entries: &[RunEntry]) -> BTreeMap<&str, Vec<&RunEntry>> {
 /// The summary table: one row per run, ranked within each experiment.
 pub fn summary_frame(entries: &[RunEntry]) -> Result<DataFrame> {
     let groups = by_experiment(entries);
-    let mut ordered: Vec<&RunEntry> = vec![];
-    let mut grid_columns: Vec<String> = vec![];
-    for runs in groups.values() {
-        for k in varying_keys(runs) {
-            if !grid_columns.contains(&k) {
-                grid_columns.push(k);
-            }
-        }
-        ordered.extend(ranked(runs));
-    }
     let groups_varying: BTreeMap<&str, Vec<String>> = groups.iter().map(|(k, v)| (*k, varying_keys(v))).collect();
+    let mut grid_columns: Vec<&String> = vec![];
+    for k in groups_varying.values().flatten() {
+        if !grid_columns.contains(&k) {
+            grid_columns.push(k);
+        }
+    }
+    let ordered: Vec<&RunEntry> = groups.values().flat_map(|runs| ranked(runs)).collect();
     let str_col = |name: &str, f: &dyn Fn(&RunEntry) -> String| {
         Column::new(name.into(), ordered.iter().map(|r| f(r)).collect::<Vec<_>>())
     };
@@ -168,7 +165,7 @@ pub fn summary_frame(entries: &[RunEntry]) -> Result<DataFrame> {
         str_col("experiment", &|r| r.summary.experiment.clone()),
         str_col("run_id", &|r| r.summary.run_id.clone()),
     ];
-    for key in &grid_columns {
+    for &key in &grid_columns {
         let values: Vec<Option<String>> = ordered
             .iter()
             .map(|r| {
