@@ -539,7 +539,7 @@ fn run(cli: Cli) -> Result<()> {
                 let mut counts = std::collections::BTreeMap::new();
                 for (k, r) in runs.iter().enumerate() {
                     let (id, action) = sweep::plan(r, &out);
-                    *counts.entry(action.describe().split(' ').next().unwrap_or("").to_string()).or_insert(0) += 1;
+                    *counts.entry(action.verb()).or_insert(0) += 1;
                     println!(
                         "{:<4} {:<20} {:<10} {:>6}  {:<28} {}",
                         k + 1,

@@ -137,6 +137,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// What the sweep does, in one word: run, resume, skip or fail.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Run | Action::Fetch => "run",
+            Action::Resume(_) => "resume",
+            Action::Skip | Action::Busy(_) => "skip",
+            Action::Unreadable(_) => "fail",
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Action::Run => "run".into(),
@@ -160,12 +170,13 @@ pub fn plan(run: &SweepRun, out: &Path) -> (Option<String>, Action) {
         Err(e) => return (None, Action::Unreadable(format!("{e:#}"))),
     };
     let dir = run::run_dir(out, spec, &id);
+    let summary = run::read_summary(&dir);
     let action = if let Some(holder) = lock::holder_of(&lock::path(out, &spec.name, &id.run_id)) {
         Action::Busy(holder)
-    } else if run::read_summary(&dir).is_some_and(|s| s.status == Status::Completed) {
+    } else if summary.as_ref().is_some_and(|s| s.status == Status::Completed) {
         Action::Skip
     } else if dir.join(checkpoint::FILE).exists() {
-        Action::Resume(run::read_summary(&dir).map_or(0, |s| s.epochs))
+        Action::Resume(summary.map_or(0, |s| s.epochs))
     } else {
         Action::Run
     };
