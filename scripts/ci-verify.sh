@@ -11,9 +11,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
-runner_setup_libtorch
-bash scripts/fetch-weights.sh
-cargo build --quiet --bin runner
+runner_build
 runner=target/debug/runner
 if [ ! -d target/ci-shapes ]; then
     "$runner" data synth --out target/ci-shapes --classes 3 --per-class 24 --size 64 --seed 7 >/dev/null

@@ -5,9 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
-runner_setup_libtorch
-bash scripts/fetch-weights.sh
-cargo build --quiet --bin runner
+runner_build
 if [ ! -d datasets/shapes ]; then
     target/debug/runner data synth --out datasets/shapes
 fi

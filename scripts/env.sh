@@ -21,3 +21,10 @@ runner_setup_libtorch() {
         bash "$RUNNER_ROOT/scripts/fetch-libtorch.sh" "$LIBTORCH" || return 1
     fi
 }
+
+# libtorch, the pretrained weights, then target/debug/runner (the demo and ci-verify.sh).
+runner_build() {
+    runner_setup_libtorch || return 1
+    bash "$RUNNER_ROOT/scripts/fetch-weights.sh" || return 1
+    (cd "$RUNNER_ROOT" && cargo build --quiet --bin runner)
+}
