@@ -79,6 +79,7 @@ const NOT_SPEC_VARS: &[&str] = &[
     "RUNNER_FAILPOINT",
     "RUNNER_FAILPOINT_MARKER",
     "RUNNER_FEATURE_CACHE_MB",
+    "RUNNER_MALLOC",
 ];
 
 /// `RUNNER_DATA__BATCH_SIZE=16` style overrides, sorted by variable name.

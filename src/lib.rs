@@ -14,6 +14,7 @@ pub mod data;
 pub mod experiment;
 pub mod failpoint;
 pub mod lock;
+pub mod malloc;
 pub mod optim;
 pub mod plot;
 pub mod predict;
