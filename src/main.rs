@@ -354,7 +354,7 @@ fn summary(target: &str, set: &[String], image_size: i64) -> Result<()> {
     let mut trainable = vec![0i64; phases.len()];
     tch::no_grad(|| {
         for (i, layer) in layers.iter().enumerate() {
-            x = model.backbone.forward_layer(i, &x, false);
+            x = model.backbone.forward_layer(i, &x, runner::backbone::Mode::Infer);
             let params = parameter_count(&vs, &layer.prefixes);
             total += params;
             print!(

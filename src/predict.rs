@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor, nn};
 use crate::backbone::{Backbone, Classifier};
 use crate::data::{Transform, decode, resize_side};
 use crate::run::read_summary;
-use crate::spec::{BatchNormPolicy, Spec};
+use crate::spec::Spec;
 use crate::weights;
 
 /// A model ready to classify: weights loaded, class names where known.
@@ -84,7 +84,7 @@ impl Predictor {
         let images = Tensor::from_slice(&chw).view([1, 3, side, side]);
         let probs = tch::no_grad(|| {
             let x = self.transform.eval(&images, Device::Cpu);
-            self.model.forward(&x, 0, BatchNormPolicy::AllFrozen, false).softmax(-1, Kind::Double)
+            self.model.infer(&x).softmax(-1, Kind::Double)
         });
         let k = k.min(probs.size()[1] as usize) as i64;
         let (values, indices) = probs.topk(k, 1, true, true);

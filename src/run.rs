@@ -122,7 +122,8 @@ pub struct Identity {
 /// completed by an earlier version then get new ids and run again instead of being
 /// reported "already completed" with the old numbers. CI's `runner verify` of the
 /// recorded experiment (scripts/ci-verify.sh) is what notices a forgotten bump.
-pub const NUMERICS_VERSION: u32 = 2;
+/// 3: BatchNorm folded into the convolution in inference, drop-connect as one multiply.
+pub const NUMERICS_VERSION: u32 = 3;
 
 /// The id of a run of `spec` on the data whose manifest.csv has this sha256.
 pub fn run_id(spec: &Spec, manifest_sha256: &str) -> String {

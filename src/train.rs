@@ -658,14 +658,14 @@ impl Trainer {
     fn evaluate_split(&self, split: &Split, predict: bool) -> (f64, f64, Vec<i64>) {
         self.mean_loss_acc(split.len() as i64, &split.labels, predict, |first, len| {
             let x = self.layout(self.transform.eval(&split.images.narrow(0, first, len), self.device));
-            self.model.forward(&x, 0, BatchNormPolicy::AllFrozen, false)
+            self.model.infer(&x)
         })
     }
 
     /// Mean loss and accuracy of cached inputs (the output of the first `start` layers).
     fn evaluate_inputs(&self, inputs: &Tensor, labels: &Tensor, start: usize) -> (f64, f64) {
         let (loss, acc, _) = self.mean_loss_acc(inputs.size()[0], labels, false, |first, len| {
-            self.model.forward_cached(&inputs.narrow(0, first, len), start, 0, BatchNormPolicy::AllFrozen, false)
+            self.model.infer_from(&inputs.narrow(0, first, len), start)
         });
         (loss, acc)
     }

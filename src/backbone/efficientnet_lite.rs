@@ -13,7 +13,7 @@
 use tch::Tensor;
 use tch::nn;
 
-use super::{LayerInfo, Network, same_pad};
+use super::{LayerInfo, Mode, Network, conv_bn, same_pad};
 
 pub const LAYER_COUNT: usize = 18;
 const FEATURES: i64 = 1280;
@@ -57,21 +57,23 @@ impl ConvBn {
         }
     }
 
-    fn forward(&self, xs: &Tensor, train: bool, relu6: bool) -> Tensor {
+    fn forward(&self, xs: &Tensor, mode: Mode, relu6: bool) -> Tensor {
         let (h, w) = (xs.size()[2], xs.size()[3]);
         let (s, k) = (self.stride, self.kernel);
         let pad = |n: i64| (((n + s - 1) / s - 1) * s + k - n).max(0);
         let (ph, pw) = (pad(h), pad(w));
         // Symmetric "same" padding is the convolution's own padding: no padded copy of the input
         // (which would also lose a channels-last layout). Only the odd case pads explicitly.
-        let x = if ph % 2 == 0 && pw % 2 == 0 {
-            let c = &self.conv;
-            xs.conv2d(&c.ws, c.bs.as_ref(), [s, s], [ph / 2, pw / 2], [1, 1], self.groups)
+        let mut x = if ph % 2 == 0 && pw % 2 == 0 {
+            conv_bn(xs, &self.conv, &self.bn, BN_EPS, s, [ph / 2, pw / 2], self.groups, mode)
         } else {
-            same_pad(xs, k, s).apply(&self.conv)
+            conv_bn(&same_pad(xs, k, s), &self.conv, &self.bn, BN_EPS, s, [0, 0], self.groups, mode)
         };
-        let x = x.apply_t(&self.bn, train);
-        if relu6 { x.relu6() } else { x }
+        // In place: BatchNorm's backward needs its input, not its output.
+        if relu6 {
+            let _ = x.relu6_();
+        }
+        x
     }
 }
 
@@ -84,20 +86,21 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+    fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
         let mut x = match &self.expand {
-            Some(e) => e.forward(xs, train, true),
+            Some(e) => e.forward(xs, mode, true),
             None => xs.shallow_clone(),
         };
-        x = self.depthwise.forward(&x, train, true);
-        x = self.project.forward(&x, train, false);
+        x = self.depthwise.forward(&x, mode, true);
+        x = self.project.forward(&x, mode, false);
         if !self.residual {
             return x;
         }
-        if train && self.drop_connect > 0.0 {
+        if mode.train() && self.drop_connect > 0.0 {
             let keep = 1.0 - self.drop_connect;
             let mask = (Tensor::rand([x.size()[0], 1, 1, 1], (x.kind(), x.device())) + keep).floor();
-            x = x / keep * mask;
+            // One pass over the activations: the 1 / keep scale goes into the per-sample mask.
+            x = x * (mask / keep);
         }
         x + xs
     }
@@ -158,11 +161,11 @@ impl Network for EfficientNetLite {
         &self.layers
     }
 
-    fn forward_layer(&self, index: usize, xs: &Tensor, train: bool) -> Tensor {
+    fn forward_layer(&self, index: usize, xs: &Tensor, mode: Mode) -> Tensor {
         match index {
-            0 => self.stem.forward(xs, train, true),
-            i if i <= self.blocks.len() => self.blocks[i - 1].forward(xs, train),
-            _ => self.head.forward(xs, train, true),
+            0 => self.stem.forward(xs, mode, true),
+            i if i <= self.blocks.len() => self.blocks[i - 1].forward(xs, mode),
+            _ => self.head.forward(xs, mode, true),
         }
     }
 
@@ -190,7 +193,7 @@ mod tests {
         let mut h = x;
         let mut sizes = vec![];
         for i in 0..LAYER_COUNT {
-            h = net.forward_layer(i, &h, false);
+            h = net.forward_layer(i, &h, Mode::Eval);
             sizes.push(h.size());
         }
         assert_eq!(sizes[0], vec![2, 32, 48, 48]);

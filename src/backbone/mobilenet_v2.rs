@@ -7,7 +7,10 @@
 use tch::Tensor;
 use tch::nn;
 
-use super::{LayerInfo, Network};
+use super::{LayerInfo, Mode, Network, conv_bn};
+
+/// torchvision's BatchNorm2d epsilon.
+const BN_EPS: f64 = 1e-5;
 
 /// (expansion, output channels, repeats, first stride), as in the paper's table 2.
 const SETTINGS: [(i64, i64, usize, i64); 7] =
@@ -17,19 +20,30 @@ const SETTINGS: [(i64, i64, usize, i64); 7] =
 struct ConvBn {
     conv: nn::Conv2D,
     bn: nn::BatchNorm,
+    stride: i64,
+    padding: i64,
+    groups: i64,
     relu6: bool,
 }
 
 impl ConvBn {
     #[allow(clippy::too_many_arguments)]
     fn new(conv: nn::Path, bn: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, relu6: bool) -> Self {
-        let cfg = nn::ConvConfig { stride, padding: (k - 1) / 2, groups, bias: false, ..Default::default() };
-        ConvBn { conv: nn::conv2d(conv, cin, cout, k, cfg), bn: nn::batch_norm2d(bn, cout, Default::default()), relu6 }
+        let padding = (k - 1) / 2;
+        let cfg = nn::ConvConfig { stride, padding, groups, bias: false, ..Default::default() };
+        let bn_cfg = nn::BatchNormConfig { eps: BN_EPS, ..Default::default() };
+        let (conv, bn) = (nn::conv2d(conv, cin, cout, k, cfg), nn::batch_norm2d(bn, cout, bn_cfg));
+        ConvBn { conv, bn, stride, padding, groups, relu6 }
     }
 
-    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        let x = xs.apply(&self.conv).apply_t(&self.bn, train);
-        if self.relu6 { x.clamp(0.0, 6.0) } else { x }
+    fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
+        let p = self.padding;
+        let mut x = conv_bn(xs, &self.conv, &self.bn, BN_EPS, self.stride, [p, p], self.groups, mode);
+        // In place: BatchNorm's backward needs its input, not its output.
+        if self.relu6 {
+            let _ = x.relu6_();
+        }
+        x
     }
 }
 
@@ -91,11 +105,11 @@ impl Network for MobileNetV2 {
         &self.layers
     }
 
-    fn forward_layer(&self, index: usize, xs: &Tensor, train: bool) -> Tensor {
+    fn forward_layer(&self, index: usize, xs: &Tensor, mode: Mode) -> Tensor {
         let stage = &self.stages[index];
         let mut x = xs.shallow_clone();
         for c in &stage.convs {
-            x = c.forward(&x, train);
+            x = c.forward(&x, mode);
         }
         if stage.residual { x + xs } else { x }
     }

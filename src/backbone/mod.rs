@@ -38,12 +38,30 @@ pub struct LayerInfo {
     pub has_batchnorm: bool,
 }
 
+/// How a layer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// BatchNorm on batch statistics (updating its running averages); drop-connect and dropout on.
+    Train,
+    /// BatchNorm on its running statistics; autograd records as usual.
+    Eval,
+    /// As `Eval`, for a caller that holds `tch::no_grad`: a BatchNorm may be folded into
+    /// the convolution before it (see [`conv_bn`]).
+    Infer,
+}
+
+impl Mode {
+    pub fn train(self) -> bool {
+        self == Mode::Train
+    }
+}
+
 /// A built backbone: layers run one at a time so that a frozen prefix can run
 /// without autograd and in inference mode.
 pub trait Network: Send {
     fn layers(&self) -> &[LayerInfo];
-    /// Runs layer `index`; `train` selects BatchNorm's batch statistics (and drop-connect).
-    fn forward_layer(&self, index: usize, xs: &Tensor, train: bool) -> Tensor;
+    /// Runs layer `index` in `mode`.
+    fn forward_layer(&self, index: usize, xs: &Tensor, mode: Mode) -> Tensor;
     /// Width of the feature vector fed to the head.
     fn feature_dim(&self) -> i64;
     /// Whether the last layer's output is global-average-pooled into that vector
@@ -223,7 +241,7 @@ impl Classifier {
     pub fn features_from(&self, x: &Tensor, start: usize, frozen: usize, bn: BatchNormPolicy, train: bool) -> Tensor {
         let layers = self.backbone.layers().len();
         let frozen = frozen.min(layers);
-        let mode = |i: usize| {
+        let batch_statistics = |i: usize| {
             train
                 && match bn {
                     BatchNormPolicy::Frozen => i >= frozen,
@@ -234,12 +252,14 @@ impl Classifier {
         let mut x = tch::no_grad(|| {
             let mut x = x.shallow_clone();
             for i in start..frozen.max(start) {
-                x = self.backbone.forward_layer(i, &x, mode(i));
+                let mode = if batch_statistics(i) { Mode::Train } else { Mode::Infer };
+                x = self.backbone.forward_layer(i, &x, mode);
             }
             x
         });
         for i in frozen.max(start)..layers {
-            x = self.backbone.forward_layer(i, &x, mode(i));
+            let mode = if batch_statistics(i) { Mode::Train } else { Mode::Eval };
+            x = self.backbone.forward_layer(i, &x, mode);
         }
         self.finish(&x)
     }
@@ -265,7 +285,7 @@ impl Classifier {
             let mut done = 0;
             for &k in ks {
                 while done < k.min(layers) {
-                    x = self.backbone.forward_layer(done, &x, false);
+                    x = self.backbone.forward_layer(done, &x, Mode::Infer);
                     done += 1;
                 }
                 out.push(if k >= layers { self.finish(&x) } else { x.shallow_clone() });
@@ -281,6 +301,24 @@ impl Classifier {
         } else {
             self.head(&self.features_from(x, start, frozen, bn, train), train)
         }
+    }
+
+    /// The logits in inference mode, without autograd (evaluation and prediction).
+    pub fn infer(&self, xs: &Tensor) -> Tensor {
+        self.infer_from(xs, 0)
+    }
+
+    /// [`Classifier::infer`] for `x` = [`Classifier::frozen_prefix`]`(images, start)`.
+    pub fn infer_from(&self, x: &Tensor, start: usize) -> Tensor {
+        tch::no_grad(|| {
+            let layers = self.backbone.layers().len();
+            let mut x = x.shallow_clone();
+            for i in start..layers {
+                x = self.backbone.forward_layer(i, &x, Mode::Infer);
+            }
+            let features = if start >= layers { x } else { self.finish(&x) };
+            self.head(&features, false)
+        })
     }
 
     pub fn head(&self, features: &Tensor, train: bool) -> Tensor {
@@ -320,6 +358,42 @@ pub fn has_prefix(name: &str, prefix: &str) -> bool {
     name == prefix || name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'))
 }
 
+/// Convolution `conv` (with the given stride, padding and groups; it keeps no copy of
+/// them) followed by BatchNorm `bn` (epsilon `eps`), in `mode`. In [`Mode::Infer`] the
+/// BatchNorm is folded into the convolution: weights w * g / sqrt(v + eps) and bias
+/// beta + (b - m) * g / sqrt(v + eps), with m and v its running statistics. One pass
+/// over the activations instead of two; the result equals conv-then-BatchNorm up to
+/// float rounding.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_bn(
+    xs: &Tensor,
+    conv: &nn::Conv2D,
+    bn: &nn::BatchNorm,
+    eps: f64,
+    stride: i64,
+    padding: [i64; 2],
+    groups: i64,
+    mode: Mode,
+) -> Tensor {
+    let stride = [stride, stride];
+    if mode != Mode::Infer {
+        return xs.conv2d(&conv.ws, conv.bs.as_ref(), stride, padding, [1, 1], groups).apply_t(bn, mode.train());
+    }
+    let mut scale = (&bn.running_var + eps).rsqrt();
+    if let Some(gamma) = &bn.ws {
+        scale *= gamma;
+    }
+    let mut shift = match &conv.bs {
+        Some(b) => (b - &bn.running_mean) * &scale,
+        None => -(&bn.running_mean * &scale),
+    };
+    if let Some(beta) = &bn.bs {
+        shift += beta;
+    }
+    let weight = &conv.ws * scale.view([-1, 1, 1, 1]);
+    xs.conv2d(&weight, Some(&shift), stride, padding, [1, 1], groups)
+}
+
 /// Shared TensorFlow-style "same" padding: pads so that the output is ceil(input / stride),
 /// putting the odd pixel at the bottom/right as TensorFlow does.
 pub(crate) fn same_pad(xs: &Tensor, kernel: i64, stride: i64) -> Tensor {
@@ -357,6 +431,66 @@ mod tests {
         let odd = Tensor::zeros([1, 1, 25, 25], (Kind::Float, tch::Device::Cpu));
         // stride 2, kernel 5 on an odd input: 4 in all, 2 each side.
         assert_eq!(same_pad(&odd, 5, 2).size(), vec![1, 1, 29, 29]);
+    }
+
+    /// BatchNorm running statistics and affine parameters far from their initial 0/1, so
+    /// that folding them into the convolutions has something to get wrong.
+    fn randomise_batchnorm(vs: &nn::VarStore) {
+        tch::manual_seed(3);
+        tch::no_grad(|| {
+            for (name, mut t) in vs.variables() {
+                let r = Tensor::rand(t.size(), (Kind::Float, t.device()));
+                let v = if name.ends_with("running_var") {
+                    r * 2.0 + 0.5
+                } else if name.ends_with("running_mean") || name.contains("bn") && name.ends_with("bias") {
+                    r - 0.5
+                } else if name.contains("bn") && name.ends_with("weight") {
+                    r + 0.5
+                } else {
+                    continue;
+                };
+                t.copy_(&v);
+            }
+        });
+    }
+
+    #[test]
+    fn conv_bn_folding_equals_conv_then_batchnorm() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let p = vs.root();
+        for (groups, bias) in [(1, false), (8, false), (1, true)] {
+            let cfg = nn::ConvConfig { stride: 2, groups, bias, ..Default::default() };
+            let conv = nn::conv2d(&p / format!("conv{groups}{bias}"), 8, 16, 3, cfg);
+            let bn = nn::batch_norm2d(
+                &p / format!("bn{groups}{bias}"),
+                16,
+                nn::BatchNormConfig { eps: 1e-3, ..Default::default() },
+            );
+            randomise_batchnorm(&vs);
+            let x = Tensor::randn([2, 8, 11, 11], (Kind::Float, tch::Device::Cpu));
+            let plain = tch::no_grad(|| conv_bn(&x, &conv, &bn, 1e-3, 2, [1, 1], groups, Mode::Eval));
+            let folded = tch::no_grad(|| conv_bn(&x, &conv, &bn, 1e-3, 2, [1, 1], groups, Mode::Infer));
+            assert_eq!(plain.size(), vec![2, 16, 6, 6]);
+            let diff = (&plain - &folded).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "groups {groups}, bias {bias}: folded differs by {diff}");
+            assert!(plain.abs().max().double_value(&[]) > 0.1, "a test that compares zeros proves nothing");
+        }
+    }
+
+    #[test]
+    fn inference_equals_the_eval_forward_for_every_folding_backbone() {
+        for kind in [Backbone::EfficientnetLite0, Backbone::MobilenetV2, Backbone::Resnet18] {
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let model = Classifier::new(kind, &vs.root(), 5, 0.2);
+            randomise_batchnorm(&vs);
+            let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, tch::Device::Cpu));
+            let eval = tch::no_grad(|| model.forward(&x, 0, BatchNormPolicy::AllFrozen, false));
+            let infer = model.infer(&x);
+            let scale = eval.abs().max().double_value(&[]);
+            let diff = (&eval - &infer).abs().max().double_value(&[]);
+            assert!(scale > 1e-3, "{kind}: logits all but zero");
+            assert!(diff <= 1e-4 * scale.max(1.0), "{kind}: inference differs by {diff} (logits up to {scale})");
+        }
     }
 
     #[test]

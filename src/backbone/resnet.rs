@@ -8,33 +8,51 @@
 use tch::Tensor;
 use tch::nn;
 
-use super::{LayerInfo, Network};
+use super::{LayerInfo, Mode, Network, conv_bn};
 
-fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv2D {
-    nn::conv2d(p, cin, cout, k, nn::ConvConfig { stride, padding: k / 2, bias: false, ..Default::default() })
+/// torchvision's BatchNorm2d epsilon.
+const BN_EPS: f64 = 1e-5;
+
+/// A bias-free convolution (padding kernel / 2) and its BatchNorm.
+struct ConvBn {
+    conv: nn::Conv2D,
+    bn: nn::BatchNorm,
+    stride: i64,
+    padding: i64,
 }
 
-fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, Default::default())
+impl ConvBn {
+    fn new(conv: nn::Path, bn: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> Self {
+        let padding = k / 2;
+        let cfg = nn::ConvConfig { stride, padding, bias: false, ..Default::default() };
+        let bn_cfg = nn::BatchNormConfig { eps: BN_EPS, ..Default::default() };
+        ConvBn { conv: nn::conv2d(conv, cin, cout, k, cfg), bn: nn::batch_norm2d(bn, cout, bn_cfg), stride, padding }
+    }
+
+    fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
+        let p = self.padding;
+        conv_bn(xs, &self.conv, &self.bn, BN_EPS, self.stride, [p, p], 1, mode)
+    }
 }
 
 struct Block {
-    convs: Vec<(nn::Conv2D, nn::BatchNorm)>,
-    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+    convs: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
 }
 
 impl Block {
-    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+    fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
         let mut x = xs.shallow_clone();
         let last = self.convs.len() - 1;
-        for (i, (c, b)) in self.convs.iter().enumerate() {
-            x = x.apply(c).apply_t(b, train);
+        for (i, c) in self.convs.iter().enumerate() {
+            x = c.forward(&x, mode);
             if i < last {
-                x = x.relu();
+                // In place: BatchNorm's backward needs its input, not its output.
+                let _ = x.relu_();
             }
         }
         let identity = match &self.downsample {
-            Some((c, b)) => xs.apply(c).apply_t(b, train),
+            Some(c) => c.forward(xs, mode),
             None => xs.shallow_clone(),
         };
         (x + identity).relu()
@@ -42,7 +60,7 @@ impl Block {
 }
 
 pub struct ResNet {
-    stem: (nn::Conv2D, nn::BatchNorm),
+    stem: ConvBn,
     blocks: Vec<Block>,
     layers: Vec<LayerInfo>,
     features: i64,
@@ -51,7 +69,7 @@ pub struct ResNet {
 impl ResNet {
     /// `bottleneck`: ResNet-50's 1-3-1 blocks with expansion 4; else basic 3-3 blocks.
     pub fn new(p: &nn::Path, depths: [usize; 4], bottleneck: bool) -> Self {
-        let stem = (conv(p / "conv1", 3, 64, 7, 2), bn(p / "bn1", 64));
+        let stem = ConvBn::new(p / "conv1", p / "bn1", 3, 64, 7, 2);
         let expansion = if bottleneck { 4 } else { 1 };
         let mut layers =
             vec![LayerInfo { prefixes: vec!["conv1".into(), "bn1".into()], name: "stem".into(), has_batchnorm: true }];
@@ -65,18 +83,18 @@ impl ResNet {
                 let cout = width * expansion;
                 let convs = if bottleneck {
                     vec![
-                        (conv(&bp / "conv1", cin, width, 1, 1), bn(&bp / "bn1", width)),
-                        (conv(&bp / "conv2", width, width, 3, stride), bn(&bp / "bn2", width)),
-                        (conv(&bp / "conv3", width, cout, 1, 1), bn(&bp / "bn3", cout)),
+                        ConvBn::new(&bp / "conv1", &bp / "bn1", cin, width, 1, 1),
+                        ConvBn::new(&bp / "conv2", &bp / "bn2", width, width, 3, stride),
+                        ConvBn::new(&bp / "conv3", &bp / "bn3", width, cout, 1, 1),
                     ]
                 } else {
                     vec![
-                        (conv(&bp / "conv1", cin, width, 3, stride), bn(&bp / "bn1", width)),
-                        (conv(&bp / "conv2", width, width, 3, 1), bn(&bp / "bn2", width)),
+                        ConvBn::new(&bp / "conv1", &bp / "bn1", cin, width, 3, stride),
+                        ConvBn::new(&bp / "conv2", &bp / "bn2", width, width, 3, 1),
                     ]
                 };
                 let downsample = (stride != 1 || cin != cout)
-                    .then(|| (conv(&bp / "downsample" / 0, cin, cout, 1, stride), bn(&bp / "downsample" / 1, cout)));
+                    .then(|| ConvBn::new(&bp / "downsample" / 0, &bp / "downsample" / 1, cin, cout, 1, stride));
                 blocks.push(Block { convs, downsample });
                 let prefix = format!("layer{}.{i}", stage + 1);
                 layers.push(LayerInfo { name: prefix.clone(), prefixes: vec![prefix], has_batchnorm: true });
@@ -92,12 +110,13 @@ impl Network for ResNet {
         &self.layers
     }
 
-    fn forward_layer(&self, index: usize, xs: &Tensor, train: bool) -> Tensor {
+    fn forward_layer(&self, index: usize, xs: &Tensor, mode: Mode) -> Tensor {
         if index == 0 {
-            let (c, b) = &self.stem;
-            return xs.apply(c).apply_t(b, train).relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+            let mut x = self.stem.forward(xs, mode);
+            let _ = x.relu_();
+            return x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }
-        self.blocks[index - 1].forward(xs, train)
+        self.blocks[index - 1].forward(xs, mode)
     }
 
     fn feature_dim(&self) -> i64 {

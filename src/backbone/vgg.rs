@@ -10,7 +10,7 @@
 use tch::Tensor;
 use tch::nn;
 
-use super::{LayerInfo, Network};
+use super::{LayerInfo, Mode, Network};
 
 const CFG: [i64; 18] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0];
 const DROPOUT: f64 = 0.5;
@@ -83,7 +83,8 @@ impl Network for Vgg {
         &self.layers
     }
 
-    fn forward_layer(&self, index: usize, xs: &Tensor, train: bool) -> Tensor {
+    fn forward_layer(&self, index: usize, xs: &Tensor, mode: Mode) -> Tensor {
+        let train = mode.train();
         match &self.modules[index] {
             Module::Conv(c) => xs.apply(c),
             Module::Bn(b) => xs.apply_t(b, train),
