@@ -10,6 +10,13 @@
 #                                        runner's numbers; commit tests/fixtures/ci_run)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# The same instruction set on every x86_64 machine, recording and verifying alike: oneDNN
+# otherwise picks AVX-512 kernels where the CPU has them and AVX2 ones where not, and
+# their sums differ in the last bits (on one Intel machine: 9e-5 in a phase-2 train loss
+# after 3 epochs). MKL_CBWR asks MKL for results that do not depend on the CPU model.
+export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX2}"
+export ATEN_CPU_CAPABILITY="${ATEN_CPU_CAPABILITY:-avx2}"
+export MKL_CBWR="${MKL_CBWR:-AVX2}"
 source scripts/env.sh
 runner_build
 runner=target/debug/runner
