@@ -734,7 +734,10 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    runner::malloc::tune();
+    if let Err(e) = runner::malloc::tune() {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,11 +12,12 @@
 //! [`tune`] keeps freed blocks in the heap for reuse instead: blocks up to glibc's
 //! largest mmap threshold (32 MiB on 64-bit) come from the heap, and the heap is not
 //! trimmed below [`TRIM_THRESHOLD`] of free memory. What it costs is memory that stays
-//! mapped after a peak (the peak itself does not grow). Tensors above 32 MiB (large
+//! mapped after a peak (on the benchmark the peak RSS grew by ~10 MiB). Tensors above 32 MiB (large
 //! images at large batches) are still mapped and unmapped per use.
 //!
 //! A user who sets glibc's own tunables (`GLIBC_TUNABLES=glibc.malloc.*`) keeps them;
-//! `RUNNER_MALLOC=system` leaves glibc's defaults alone.
+//! `RUNNER_MALLOC=system` leaves glibc's defaults alone (`RUNNER_MALLOC=tuned`, or unset,
+//! is the above; any other value is refused).
 
 /// Free memory at the top of the heap that stays mapped.
 pub const TRIM_THRESHOLD: usize = 1 << 30;
@@ -35,15 +36,22 @@ pub enum Tuning {
 }
 
 /// Applies the settings once per process; later calls return the first outcome.
-pub fn tune() -> Tuning {
+/// Fails, before touching anything, on a `RUNNER_MALLOC` other than `system` or `tuned`.
+pub fn tune() -> anyhow::Result<Tuning> {
     static OUTCOME: std::sync::OnceLock<Tuning> = std::sync::OnceLock::new();
-    *OUTCOME.get_or_init(|| {
+    let choice = std::env::var("RUNNER_MALLOC").unwrap_or_default();
+    if !matches!(choice.as_str(), "" | "system" | "tuned") {
+        anyhow::bail!(
+            "RUNNER_MALLOC={choice:?} is not understood: use \"system\" (glibc's defaults) or \"tuned\" (the default)"
+        );
+    }
+    Ok(*OUTCOME.get_or_init(|| {
         let user_tunables = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."));
-        if user_tunables || std::env::var("RUNNER_MALLOC").is_ok_and(|v| v == "system") {
+        if user_tunables || choice == "system" {
             return Tuning::UserChoice;
         }
         apply()
-    })
+    }))
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -71,7 +79,7 @@ mod tests {
         if std::env::var_os("GLIBC_TUNABLES").is_some() || std::env::var_os("RUNNER_MALLOC").is_some() {
             return;
         }
-        assert_eq!(tune(), Tuning::Tuned);
+        assert_eq!(tune().unwrap(), Tuning::Tuned);
         // An 8 MiB block, far over glibc's default mmap threshold, now comes from the heap:
         // the count of separately mapped blocks does not grow while it is alive.
         // SAFETY: mallinfo2 only reads allocator statistics.

@@ -286,7 +286,7 @@ pub fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) -> Resu
     // What can be refused is refused before the slow part (data, weights).
     let seen = modified();
     let mut resume = find_checkpoint(spec, id, &dir, opts, &config_sha256)?;
-    crate::malloc::tune();
+    crate::malloc::tune()?;
     let threads = configure_threads(opts.threads);
     let mut trainer = prepare_files(spec, &id.files, opts.device, opts.quiet)?;
 

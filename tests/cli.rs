@@ -15,6 +15,34 @@ fn missing_spec_file() {
 }
 
 #[test]
+fn an_unknown_allocator_choice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shapes(dir.path(), 2, 4);
+    let spec = dir.path().join("exp.toml");
+    std::fs::write(&spec, tiny_spec(&data)).unwrap();
+    let o = runner_bin()
+        .current_dir(dir.path())
+        .args(["run", "exp.toml"])
+        .env("RUNNER_MALLOC", "jemalloc")
+        .output()
+        .expect("runner starts");
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "error: RUNNER_MALLOC=\"jemalloc\" is not understood: use \"system\" (glibc's defaults) or \"tuned\" (the default)\n"
+    );
+    assert!(!dir.path().join("reports").exists());
+    // The documented opt-out is not a spec key: the same run goes through with it.
+    let o = runner_bin()
+        .current_dir(dir.path())
+        .args(["plan", "exp.toml"])
+        .env("RUNNER_MALLOC", "system")
+        .output()
+        .expect("runner starts");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
 fn misspelt_key_points_at_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = shapes(dir.path(), 2, 4);
