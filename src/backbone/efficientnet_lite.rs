@@ -100,7 +100,7 @@ impl Block {
             let keep = 1.0 - self.drop_connect;
             let mask = (Tensor::rand([x.size()[0], 1, 1, 1], (x.kind(), x.device())) + keep).floor();
             // One pass over the activations: the 1 / keep scale goes into the per-sample mask.
-            x = x * (mask / keep);
+            x *= mask / keep;
         }
         x + xs
     }
