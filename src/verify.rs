@@ -147,10 +147,13 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Verdict> {
         Some(d) => d,
         None => device_of(&summary)?,
     };
-    let scratch = std::env::temp_dir().join(format!("runner-verify-{}-{}", std::process::id(), summary.run_id));
-    let _ = std::fs::remove_dir_all(&scratch);
+    // Removed when dropped (also on a panic), unless --keep keeps it.
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("runner-verify-{}-", summary.run_id))
+        .tempdir()
+        .context("cannot make a scratch folder for the rerun")?;
     let run_opts = RunOptions {
-        out: scratch.clone(),
+        out: scratch.path().to_path_buf(),
         force: true,
         resume: false,
         refuse_changed_config: false,
@@ -233,9 +236,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Verdict> {
         Ok(Verdict { dir: dir.to_path_buf(), comparison, test_acc, passed, lines: std::mem::take(&mut lines) })
     })();
     if opts.keep {
-        eprintln!("the rerun is kept in {}", scratch.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&scratch);
+        eprintln!("the rerun is kept in {}", scratch.keep().display());
     }
     result.with_context(|| format!("cannot verify {}", dir.display()))
 }
