@@ -308,17 +308,12 @@ impl Classifier {
         self.infer_from(xs, 0)
     }
 
-    /// [`Classifier::infer`] for `x` = [`Classifier::frozen_prefix`]`(images, start)`.
+    /// [`Classifier::infer`] for `x` = [`Classifier::frozen_prefix`]`(images, start)`:
+    /// [`Classifier::forward_cached`] with every layer frozen, so every layer runs in
+    /// [`Mode::Infer`].
     pub fn infer_from(&self, x: &Tensor, start: usize) -> Tensor {
-        tch::no_grad(|| {
-            let layers = self.backbone.layers().len();
-            let mut x = x.shallow_clone();
-            for i in start..layers {
-                x = self.backbone.forward_layer(i, &x, Mode::Infer);
-            }
-            let features = if start >= layers { x } else { self.finish(&x) };
-            self.head(&features, false)
-        })
+        let layers = self.backbone.layers().len();
+        tch::no_grad(|| self.forward_cached(x, start, layers, BatchNormPolicy::AllFrozen, false))
     }
 
     pub fn head(&self, features: &Tensor, train: bool) -> Tensor {
@@ -434,22 +429,22 @@ mod tests {
     }
 
     /// BatchNorm running statistics and affine parameters far from their initial 0/1, so
-    /// that folding them into the convolutions has something to get wrong.
+    /// that folding them into the convolutions has something to get wrong. A BatchNorm is
+    /// whatever has a `running_mean`, whatever the backbone calls it.
     fn randomise_batchnorm(vs: &nn::VarStore) {
         tch::manual_seed(3);
+        let vars = vs.variables();
+        let batchnorms: Vec<&str> = vars.keys().filter_map(|n| n.strip_suffix(".running_mean")).collect();
+        assert!(!batchnorms.is_empty(), "no BatchNorm to randomise");
         tch::no_grad(|| {
-            for (name, mut t) in vs.variables() {
-                let r = Tensor::rand(t.size(), (Kind::Float, t.device()));
-                let v = if name.ends_with("running_var") {
-                    r * 2.0 + 0.5
-                } else if name.ends_with("running_mean") || name.contains("bn") && name.ends_with("bias") {
-                    r - 0.5
-                } else if name.contains("bn") && name.ends_with("weight") {
-                    r + 0.5
-                } else {
-                    continue;
-                };
-                t.copy_(&v);
+            for bn in batchnorms {
+                for (field, low, width) in
+                    [("running_mean", -0.5, 1.0), ("running_var", 0.5, 2.0), ("weight", 0.5, 1.0), ("bias", -0.5, 1.0)]
+                {
+                    let mut t = vars[&format!("{bn}.{field}")].shallow_clone();
+                    let r = Tensor::rand(t.size(), (Kind::Float, t.device())) * width + low;
+                    t.copy_(&r);
+                }
             }
         });
     }
