@@ -64,11 +64,12 @@ impl ConvBn {
         let (ph, pw) = (pad(h), pad(w));
         // Symmetric "same" padding is the convolution's own padding: no padded copy of the input
         // (which would also lose a channels-last layout). Only the odd case pads explicitly.
-        let mut x = if ph % 2 == 0 && pw % 2 == 0 {
-            conv_bn(xs, &self.conv, &self.bn, BN_EPS, s, [ph / 2, pw / 2], self.groups, mode)
+        let (input, padding) = if ph % 2 == 0 && pw % 2 == 0 {
+            (xs.shallow_clone(), [ph / 2, pw / 2])
         } else {
-            conv_bn(&same_pad(xs, k, s), &self.conv, &self.bn, BN_EPS, s, [0, 0], self.groups, mode)
+            (same_pad(xs, k, s), [0, 0])
         };
+        let mut x = conv_bn(&input, &self.conv, &self.bn, BN_EPS, s, padding, self.groups, mode);
         // In place: BatchNorm's backward needs its input, not its output.
         if relu6 {
             let _ = x.relu6_();
