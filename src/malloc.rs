@@ -24,7 +24,7 @@ pub const TRIM_THRESHOLD: usize = 1 << 30;
 /// glibc's upper bound for `M_MMAP_THRESHOLD` on 64-bit targets.
 pub const MMAP_THRESHOLD: usize = 32 << 20;
 
-/// What [`tune`] did, for the run log.
+/// What [`tune`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tuning {
     /// Heap reuse as described in the module docs.
