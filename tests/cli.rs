@@ -20,12 +20,7 @@ fn an_unknown_allocator_choice_is_refused() {
     let data = shapes(dir.path(), 2, 4);
     let spec = dir.path().join("exp.toml");
     std::fs::write(&spec, tiny_spec(&data)).unwrap();
-    let o = runner_bin()
-        .current_dir(dir.path())
-        .args(["run", "exp.toml"])
-        .env("RUNNER_MALLOC", "jemalloc")
-        .output()
-        .expect("runner starts");
+    let o = runner_with_env(dir.path(), &["run", "exp.toml"], &[("RUNNER_MALLOC", "jemalloc")]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(
         stderr(&o),
@@ -33,12 +28,7 @@ fn an_unknown_allocator_choice_is_refused() {
     );
     assert!(!dir.path().join("reports").exists());
     // The documented opt-out is not a spec key: the same run goes through with it.
-    let o = runner_bin()
-        .current_dir(dir.path())
-        .args(["plan", "exp.toml"])
-        .env("RUNNER_MALLOC", "system")
-        .output()
-        .expect("runner starts");
+    let o = runner_with_env(dir.path(), &["plan", "exp.toml"], &[("RUNNER_MALLOC", "system")]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 

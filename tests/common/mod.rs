@@ -12,7 +12,17 @@ pub fn runner_bin() -> Command {
 
 /// Runs the binary in `cwd` with the given arguments.
 pub fn runner(cwd: &Path, args: &[&str]) -> Output {
-    runner_bin().current_dir(cwd).args(args).env("RUNNER_THREADS", "2").output().expect("runner starts")
+    runner_with_env(cwd, args, &[])
+}
+
+/// [`runner`] with these environment variables set as well.
+pub fn runner_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = runner_bin();
+    cmd.current_dir(cwd).args(args).env("RUNNER_THREADS", "2");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("runner starts")
 }
 
 pub fn stdout(o: &Output) -> String {
