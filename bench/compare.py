@@ -48,6 +48,21 @@ def measured_child(cmd, env):
     return r
 
 
+def measured(cmd, env, device):
+    """measured_child, plus the peak GPU memory in use meanwhile (nvidia-smi, every 100 ms) on CUDA."""
+    if device != "cuda":
+        return measured_child(cmd, env)
+    smi = subprocess.Popen(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-lms", "100"],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        r = measured_child(cmd, env)
+    finally:
+        smi.terminate()
+    samples = [int(x) for x in smi.communicate()[0].split() if x.isdigit()]
+    r["gpu_mib"] = max(samples, default=0)
+    return r
+
+
 def make_data(runner, root, per_class, size):
     """Synthetic shapes (runner data synth), split into train/ and val/ folders (every 5th image to val)."""
     split = root / "split"
@@ -117,7 +132,10 @@ def main():
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (the reference then preloads its data too)")
-    ap.add_argument("--precision", default="fp32", help="fp16: runner's precision = \"fp16\", the reference's AMP")
+    ap.add_argument("--precision", default="fp32",
+                    help="fp16 / bf16: runner's precision = \"fp16\" / \"bf16\", the reference's autocast in that type")
+    ap.add_argument("--reference-channels-last", action="store_true",
+                    help="the reference's model and inputs in channels-last memory (what PyTorch users do on GPUs)")
     a = ap.parse_args()
 
     weights = a.weights if a.weights and pathlib.Path(a.weights).exists() else ""
@@ -130,14 +148,14 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         spec = pathlib.Path(tmp) / "bench.toml"
         spec.write_text(spec_text(a, data, weights))
-        r = measured_child([a.runner, "run", spec, "--out", pathlib.Path(tmp) / "runs", "--quiet", "--force",
-                            "--device", a.device], env)
+        r = measured([a.runner, "run", spec, "--out", pathlib.Path(tmp) / "runs", "--quiet", "--force",
+                      "--device", a.device], env, a.device)
         (run_dir,) = (pathlib.Path(tmp) / "runs/bench").iterdir()
         timing = list(csv.DictReader(open(run_dir / "timing.csv")))
         metrics = list(csv.DictReader(open(run_dir / "metrics.csv")))
         phase_of = lambda row: 1 if row["phase"] == "head" else 2
         results["runner"] = {
-            "wall_s": r["wall"], "rss_mib": r["rss_mib"],
+            "wall_s": r["wall"], "rss_mib": r["rss_mib"], "gpu_mib": r.get("gpu_mib"),
             "epochs": [{"phase": phase_of(t), "seconds": float(t["seconds"]),
                         "train_images_per_s": float(t["train_images_per_s"]), "val_acc": float(m["val_acc"])}
                        for t, m in zip(timing, metrics)],
@@ -147,11 +165,15 @@ def main():
                    "--weights", weights, "--image-size", a.image_size, "--batch-size", a.batch_size,
                    "--epochs", *a.epochs, "--freeze", a.freeze, "--lr", a.lr, "--lr-factor", a.lr_factor,
                    "--threads", a.threads, "--workers", a.workers, "--device", a.device] \
-                + (["--augment"] if a.augment else []) + (["--amp"] if a.precision == "fp16" else []) \
+                + (["--augment"] if a.augment else []) \
+                + (["--amp"] if a.precision in ("fp16", "bf16") else []) \
+                + (["--amp-dtype", "bfloat16"] if a.precision == "bf16" else []) \
+                + (["--channels-last"] if a.reference_channels_last else []) \
                 + (["--preload"] if a.device == "cuda" else [])
-            r = measured_child(cmd, env)
+            r = measured(cmd, env, a.device)
             ref = json.loads(r["out"])
-            results["pytorch"] = {"wall_s": r["wall"], "rss_mib": r["rss_mib"], "epochs": ref["epochs"],
+            results["pytorch"] = {"wall_s": r["wall"], "rss_mib": r["rss_mib"], "gpu_mib": r.get("gpu_mib"),
+                                  "epochs": ref["epochs"],
                                   "torch": ref["torch"], "workers": ref["workers"]}
 
     def row(name, f, fmt="{:.2f}"):
@@ -164,7 +186,8 @@ def main():
     per_phase = lambda r, p, key: mean([e[key] for e in r["epochs"] if e["phase"] == p])
     print(f"{a.model}, {a.image_size} px, {sum(1 for _ in data.glob('*/*/*'))} images, batch {a.batch_size}, "
           f"epochs {a.epochs[0]}+{a.epochs[1]}, phase 2 from layer {a.freeze}, "
-          f"augment {'on' if a.augment else 'off'}, {a.threads} threads, {a.device}, {a.precision}")
+          f"augment {'on' if a.augment else 'off'}, {a.threads} threads, {a.device}, {a.precision}"
+          + (", reference channels-last" if a.reference_channels_last else ""))
     print(f"{'':<32}" + "".join(f"{k:>14}" for k in results) + f"{'ratio':>10}")
     row("wall time (s)", lambda r: r["wall_s"])
     row("phase 1 train images/s", lambda r: per_phase(r, 1, "train_images_per_s"), "{:.1f}")
@@ -174,6 +197,8 @@ def main():
     row("phase 2 images/s, later epochs", lambda r: steady(r, 2), "{:.1f}")
     row("mean epoch time (s)", lambda r: mean([e["seconds"] for e in r["epochs"]]))
     row("peak memory (MiB)", lambda r: r["rss_mib"], "{:.0f}")
+    if a.device == "cuda":
+        row("peak GPU memory in use (MiB)", lambda r: r["gpu_mib"] or 0, "{:.0f}")
     row("final val acc", lambda r: r["epochs"][-1]["val_acc"], "{:.4f}")
     row("best val acc", lambda r: max(e["val_acc"] for e in r["epochs"]), "{:.4f}")
     if a.json:

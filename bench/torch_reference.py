@@ -76,7 +76,10 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--amp", action="store_true", help="fp16 autocast with a GradScaler (CUDA)")
+    ap.add_argument("--amp", action="store_true", help="autocast (fp16 with a GradScaler, bf16 without one)")
+    ap.add_argument("--amp-dtype", default="float16", choices=["float16", "bfloat16"])
+    ap.add_argument("--channels-last", action="store_true",
+                    help="model and inputs in channels-last memory, as PyTorch users do for convnets on tensor cores")
     ap.add_argument("--preload", action="store_true",
                     help="decode every image once (resize + center crop, uint8) and keep the batches on the device, "
                          "as runner does; without augmentation only")
@@ -120,18 +123,22 @@ def main():
                 order = torch.randperm(len(ys), device=device) if shuffle else torch.arange(len(ys), device=device)
                 for i in range(0, len(ys), args.batch_size):
                     idx = order[i:i + args.batch_size]
-                    yield (xs[idx].float() / 255 - mean_t) / std_t, ys[idx]
+                    x = (xs[idx].float() / 255 - mean_t) / std_t
+                    yield x.contiguous(memory_format=memory_format), ys[idx]
             return batches, len(ys)
 
         train_batches, _ = preloaded(f"{args.data}/train", True)
         val_batches, n_val = preloaded(f"{args.data}/val", False)
     else:
-        train_batches = lambda: ((x.to(device), y.to(device)) for x, y in train_loader)
-        val_batches, n_val = (lambda: ((x.to(device), y.to(device)) for x, y in val_loader)), len(val_set)
+        to_device = lambda x: x.to(device).contiguous(memory_format=memory_format)
+        train_batches = lambda: ((to_device(x), y.to(device)) for x, y in train_loader)
+        val_batches, n_val = (lambda: ((to_device(x), y.to(device)) for x, y in val_loader)), len(val_set)
 
     model, layers, head = build(args.model, args.weights, len(train_set.classes))
-    model.to(device)
-    scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    amp_dtype = getattr(torch, args.amp_dtype)
+    scaler = torch.amp.GradScaler("cuda", enabled=args.amp and amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss()
     epochs = []
     lr = args.lr
@@ -150,7 +157,7 @@ def main():
             correct = torch.zeros((), device=device, dtype=torch.long)
             for x, y in train_batches():
                 optimizer.zero_grad()
-                with torch.autocast(device.type, dtype=torch.float16, enabled=args.amp):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
                     out = model(x)
                     loss = criterion(out, y)
                 scaler.scale(loss).backward()
@@ -163,7 +170,7 @@ def main():
             train_s = time.perf_counter() - t0
             model.eval()
             val_correct = 0
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=args.amp):
+            with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
                 for x, y in val_batches():
                     val_correct += (model(x).argmax(1) == y).sum().item()
             epochs.append({
