@@ -5,11 +5,14 @@
 #   2. LIBTORCH_USE_PYTORCH=1: torch-sys asks the active python3's torch;
 #   3. otherwise a CPU-only libtorch cut out of the PyPI torch wheel, fetched
 #      once by scripts/fetch-libtorch.sh into the per-user cache.
-# It also points RUNNER_CACHE at the per-user cache where weights live.
+# It also points RUNNER_CACHE at the per-user cache where weights live, and puts
+# the cached `just` and target/debug (where `runner` is built) on PATH.
 
 RUNNER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export RUNNER_CACHE="${RUNNER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/runner}"
 RUNNER_TORCH_VERSION="2.11.0"
+RUNNER_JUST_VERSION="1.59.0"
+export PATH="$RUNNER_CACHE/tools/bin:$RUNNER_ROOT/target/debug:$PATH"
 
 runner_setup_libtorch() {
     if [ -n "${LIBTORCH:-}" ]; then
@@ -22,9 +25,39 @@ runner_setup_libtorch() {
     fi
 }
 
-# libtorch, the pretrained weights, then target/debug/runner (the demo and ci-verify.sh).
+# `just` (the justfile's runner): the prebuilt binary of PyPI's rust-just, installed
+# once into the per-user cache, unless a `just` is on PATH already. So that it works in
+# the user's next shell too, it is linked into cargo's bin folder (~/.cargo/bin, on the
+# PATH of anyone with cargo) when no other `just` is there.
+runner_setup_just() {
+    local tools="$RUNNER_CACHE/tools" dir="$RUNNER_CACHE/tools/just-$RUNNER_JUST_VERSION"
+    if ! command -v just >/dev/null 2>&1; then
+        if [ ! -x "$dir/bin/just" ]; then
+            echo "runner: installing just $RUNNER_JUST_VERSION (pip package rust-just) into $dir" >&2
+            rm -rf "$dir.partial"
+            PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
+                --no-warn-script-location --only-binary=:all: --target "$dir.partial" \
+                "rust-just==$RUNNER_JUST_VERSION" || { echo "runner: could not install just" >&2; return 1; }
+            rm -rf "$dir" && mv "$dir.partial" "$dir"
+        fi
+        mkdir -p "$tools/bin" && ln -sf "$dir/bin/just" "$tools/bin/just"
+    fi
+    local cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+    if [ -x "$tools/bin/just" ] && [ -d "$cargo_bin" ] && [ ! -e "$cargo_bin/just" ]; then
+        ln -s "$tools/bin/just" "$cargo_bin/just" &&
+            echo "runner: linked just into $cargo_bin (remove that link to undo)" >&2
+    fi
+    return 0
+}
+
+# libtorch, the pretrained weights, just, then target/debug/runner (the demo and ci-verify.sh).
 runner_build() {
     runner_setup_libtorch || return 1
     bash "$RUNNER_ROOT/scripts/fetch-weights.sh" || return 1
-    (cd "$RUNNER_ROOT" && cargo build --quiet --bin runner)
+    runner_setup_just || return 1
+    if [ ! -x "$RUNNER_ROOT/target/debug/runner" ]; then
+        echo "runner: building target/debug/runner; the first build compiles libtorch's C++ bindings and about" \
+             "300 crates, about 8 minutes on 2 cores (later builds take seconds)" >&2
+    fi
+    (cd "$RUNNER_ROOT" && cargo build --bin runner)
 }

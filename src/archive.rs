@@ -119,19 +119,33 @@ struct Known {
     url: &'static str,
     /// sha256 of the archive, where known; otherwise the first download's is recorded and checked after.
     sha256: Option<&'static str>,
+    /// Folder names the tutorials give this data, for the hint when such a folder is missing.
+    folders: &'static [&'static str],
 }
 
 const KNOWN: &[Known] = &[
     // The PyTorch transfer-learning tutorial's ants and bees: train/ and val/.
-    Known { name: "hymenoptera", url: "https://download.pytorch.org/tutorial/hymenoptera_data.zip", sha256: None },
+    Known {
+        name: "hymenoptera",
+        url: "https://download.pytorch.org/tutorial/hymenoptera_data.zip",
+        sha256: None,
+        folders: &["hymenoptera_data"],
+    },
     // The TensorFlow tutorial's Microsoft PetImages (Cat/, Dog/), which holds corrupt files.
     Known {
         name: "cats_vs_dogs",
         url: "https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip",
         sha256: None,
+        folders: &["cats_and_dogs", "catsanddogs", "PetImages", "kagglecatsanddogs", "dogs_vs_cats"],
     },
     // CIFAR-10, binary version, turned into an ImageFolder (train/ from the data batches, val/ from the test batch).
-    Known { name: "cifar10", url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", sha256: None },
+    // sha256 as TensorFlow Datasets records it for this URL (170,052,171 bytes).
+    Known {
+        name: "cifar10",
+        url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+        sha256: Some("c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"),
+        folders: &[],
+    },
 ];
 
 pub fn known_names() -> Vec<&'static str> {
@@ -168,28 +182,53 @@ fn fetch_archive(url: &str, sha256: Option<&str>, quiet: bool) -> Result<PathBuf
     Ok(path)
 }
 
-/// The folder a `data.source` names: a folder as is; a `.zip` (a local file, an
-/// http(s) URL, or a known dataset's name) extracted once into `datasets/<name>/`.
-/// Whether [`materialize`] would download something for `source` (a known dataset or
-/// an archive URL not yet extracted under `datasets/`): plans say so instead of fetching.
-pub fn needs_fetch(source: &str) -> bool {
+/// The synthetic dataset runner makes itself (`data.source = "shapes"`): the images
+/// `runner data synth` writes with its defaults, generated into `datasets/shapes/` on
+/// first use, so the quickstart runs on a fresh machine with nothing downloaded.
+pub const SHAPES: &str = "shapes";
+
+/// What the first run does before it can read `source`, when its data is not there
+/// yet: download a known dataset or an archive URL, or generate the synthetic shapes.
+/// Plans say so instead of doing it.
+pub fn pending(source: &str) -> Option<&'static str> {
+    if source == SHAPES {
+        return (!Path::new("datasets").join(SHAPES).is_dir()).then_some("generates its data first");
+    }
     if KNOWN.iter().any(|k| k.name == source) {
-        return !Path::new("datasets").join(source).is_dir();
+        return (!Path::new("datasets").join(source).is_dir()).then_some("downloads its data first");
     }
     let lower = source.to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        return false;
+        return None;
     }
     let name = source.split(['?', '#']).next().unwrap_or("").rsplit('/').next().unwrap_or("");
     let stem = name.trim_end_matches(".zip").trim_end_matches(".ZIP").trim_end_matches(".tar.gz");
-    stem.is_empty() || !Path::new("datasets").join(stem).is_dir()
+    (stem.is_empty() || !Path::new("datasets").join(stem).is_dir()).then_some("downloads its data first")
 }
 
+/// Whether [`materialize`] would download or generate something for `source`.
+pub fn needs_fetch(source: &str) -> bool {
+    pending(source).is_some()
+}
+
+/// The folder a `data.source` names: a folder as is; a `.zip` (a local file, an
+/// http(s) URL, or a known dataset's name) extracted once into `datasets/<name>/`;
+/// `shapes` generated once into `datasets/shapes/`.
 pub fn materialize(source: &str, quiet: bool) -> Result<PathBuf> {
+    if source == SHAPES {
+        let target = Path::new("datasets").join(SHAPES);
+        if !target.is_dir() {
+            if !quiet {
+                eprintln!("generating the synthetic shapes dataset into {}", target.display());
+            }
+            crate::synth::generate(&target, &crate::synth::SynthOptions::default())?;
+        }
+        return Ok(target);
+    }
     if let Some(k) = KNOWN.iter().find(|k| k.name == source) {
         let target = Path::new("datasets").join(k.name);
         if !target.is_dir() {
-            let archive = fetch_archive(&known_url(k), k.sha256, quiet)?;
+            let archive = fetch_archive(&known_url(k), known_sha256(k)?.as_deref(), quiet)?;
             unpack(&archive, &target, quiet)?;
         }
         return Ok(data_root(target));
@@ -210,6 +249,51 @@ pub fn materialize(source: &str, quiet: bool) -> Result<PathBuf> {
         return Ok(data_root(target));
     }
     Ok(PathBuf::from(source))
+}
+
+/// What to tell a user whose data folder `source` does not exist: the named source
+/// whose folder it looks like (which would fetch it), else the kinds of source there are.
+pub fn missing_folder_hint(source: &str) -> String {
+    let norm = |s: &str| s.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
+    let folder = norm(&Path::new(source).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let named = KNOWN.iter().map(|k| (k.name, k.folders)).chain([(SHAPES, &[][..])]);
+    let mut names = vec![];
+    for (name, folders) in named {
+        if !folder.is_empty()
+            && std::iter::once(name).chain(folders.iter().copied()).any(|f| folder.starts_with(&norm(f)))
+        {
+            return format!("set data.source = \"{name}\" and runner fetches it into datasets/{name}/ on first use");
+        }
+        names.push(name);
+    }
+    format!(
+        "data.source takes a folder of class folders (or of train/ and val/ folders), a .zip file or its http(s) \
+         URL, or the name of a dataset runner fetches: {}",
+        names.join(", ")
+    )
+}
+
+/// The sha256 a known dataset's archive must have: `RUNNER_DATASETS_SHA256`'s entry for
+/// it (`name=hex,...`, for a mirror that serves other bytes under the same file name),
+/// else the pinned one, else none (the first download's is recorded).
+fn known_sha256(k: &Known) -> Result<Option<String>> {
+    let Ok(list) = std::env::var("RUNNER_DATASETS_SHA256") else { return Ok(k.sha256.map(str::to_string)) };
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((name, hex)) = entry.split_once('=') else {
+            bail!("RUNNER_DATASETS_SHA256: `{entry}` is not NAME=SHA256");
+        };
+        if !KNOWN.iter().any(|k| k.name == name.trim()) {
+            bail!("RUNNER_DATASETS_SHA256: `{name}` is not a known dataset ({})", known_names().join(", "));
+        }
+        let hex = hex.trim().to_ascii_lowercase();
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            bail!("RUNNER_DATASETS_SHA256: the sha256 for `{name}` must be 64 hex digits");
+        }
+        if name.trim() == k.name {
+            return Ok(Some(hex));
+        }
+    }
+    Ok(k.sha256.map(str::to_string))
 }
 
 fn unpack(archive: &Path, target: &Path, quiet: bool) -> Result<()> {

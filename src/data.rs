@@ -131,7 +131,11 @@ fn class_files(root: &Path) -> Result<BTreeMap<String, Vec<PathBuf>>> {
 /// stratified per class and seeded.
 pub fn discover(root: &Path, split: &[f64], seed: u64) -> Result<FileSplit> {
     if !root.is_dir() {
-        bail!("data folder {} not found", root.display());
+        bail!(
+            "data folder {} not found; {}",
+            root.display(),
+            crate::archive::missing_folder_hint(&root.to_string_lossy())
+        );
     }
     let (train_dir, val_dir, test_dir) = (root.join("train"), root.join("val"), root.join("test"));
     if train_dir.is_dir() && val_dir.is_dir() {

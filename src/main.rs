@@ -198,14 +198,14 @@ enum DataCommand {
         #[arg(long, default_value = "datasets/shapes")]
         out: PathBuf,
         /// Number of classes (shapes), 2 to 5.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = SynthOptions::default().classes)]
         classes: usize,
-        #[arg(long, default_value_t = 150)]
+        #[arg(long, default_value_t = SynthOptions::default().per_class)]
         per_class: usize,
         /// Image side in pixels.
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = SynthOptions::default().size)]
         size: u32,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = SynthOptions::default().seed)]
         seed: u64,
     },
 }
@@ -621,8 +621,11 @@ fn run(cli: Cli) -> Result<()> {
             println!("{:<12} {:<10} {:>6}  varying", "run id", "completed", "epochs");
             let mut unreadable = None;
             for planned in &exp.runs {
-                if runner::archive::needs_fetch(&planned.spec.data.source) {
-                    unreadable.get_or_insert(format!("{} is downloaded by the first run", planned.spec.data.source));
+                if let Some(first) = runner::archive::pending(&planned.spec.data.source) {
+                    unreadable.get_or_insert(format!(
+                        "`{}` is not there yet: the first run {first}",
+                        planned.spec.data.source
+                    ));
                 }
                 let identity = if runner::archive::needs_fetch(&planned.spec.data.source) {
                     Err(anyhow::anyhow!("not downloaded yet"))

@@ -211,10 +211,14 @@ fn head_mismatch(spec: &Spec, classes: &[String]) -> Option<String> {
 }
 
 /// Checks of the runs of an experiment that need to look at their data, before any
-/// run starts. Datasets that cannot be read are left for the run to report.
+/// run starts. Datasets that cannot be read are left for the run to report, and so are
+/// those still to be downloaded or generated: a plan or a dry run fetches nothing.
 pub fn preflight(exp: &Experiment) -> Result<(), SpecError> {
     for (i, run) in exp.runs.iter().enumerate() {
         let spec = &run.spec;
+        if crate::archive::needs_fetch(&spec.data.source) {
+            continue;
+        }
         let Ok(files) = data_files(spec, false) else { continue };
         if let Some(msg) = head_mismatch(spec, &files.classes) {
             let mut e = exp.source.error(&["model", "head", "classes"], msg);

@@ -132,15 +132,16 @@ pub enum Action {
     Busy(String),
     /// Its data cannot be read (the run will fail and say why).
     Unreadable(String),
-    /// Its data is downloaded first (the plan does not download it, so has no run id).
-    Fetch,
+    /// Its data is downloaded or generated first (the plan does neither, so has no run id);
+    /// what is done first.
+    Fetch(&'static str),
 }
 
 impl Action {
     /// What the sweep does, in one word: run, resume, skip or fail.
     pub fn verb(&self) -> &'static str {
         match self {
-            Action::Run | Action::Fetch => "run",
+            Action::Run | Action::Fetch(_) => "run",
             Action::Resume(_) => "resume",
             Action::Skip | Action::Busy(_) => "skip",
             Action::Unreadable(_) => "fail",
@@ -154,7 +155,7 @@ impl Action {
             Action::Skip => "skip (completed)".into(),
             Action::Busy(holder) => format!("skip (running: {holder})"),
             Action::Unreadable(e) => format!("fail ({e})"),
-            Action::Fetch => "run (downloads its data first)".into(),
+            Action::Fetch(first) => format!("run ({first})"),
         }
     }
 }
@@ -162,8 +163,8 @@ impl Action {
 /// The run id and what a sweep would do; reads the run's files, writes nothing.
 pub fn plan(run: &SweepRun, out: &Path) -> (Option<String>, Action) {
     let spec = &run.planned.spec;
-    if crate::archive::needs_fetch(&spec.data.source) {
-        return (None, Action::Fetch);
+    if let Some(first) = crate::archive::pending(&spec.data.source) {
+        return (None, Action::Fetch(first));
     }
     let id = match run::identify(spec, true) {
         Ok(id) => id,

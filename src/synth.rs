@@ -22,6 +22,13 @@ pub struct SynthOptions {
     pub seed: u64,
 }
 
+/// `runner data synth`'s defaults, which `data.source = "shapes"` generates too.
+impl Default for SynthOptions {
+    fn default() -> Self {
+        SynthOptions { classes: 4, per_class: 150, size: 128, seed: 0 }
+    }
+}
+
 /// Is the point (u, v), in shape coordinates (unit radius, centred), inside `shape`?
 fn inside(shape: &str, u: f64, v: f64) -> bool {
     match shape {

@@ -2,9 +2,7 @@
 //! weights both sides compute from a formula (scripts/make_backbone_fixtures.py
 //! wrote the expected values), plus output shapes and the flat layer lists.
 
-mod common;
-
-use common::formula_inputs;
+use crate::common::formula_inputs;
 use runner::backbone::{Backbone, Classifier};
 use runner::spec::BatchNormPolicy;
 use sha2::{Digest, Sha256};
@@ -45,7 +43,7 @@ fn formula_weights(vs: &nn::VarStore) -> (usize, String) {
 
 #[test]
 fn logits_match_torchvision_on_formula_weights() {
-    let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/backbones.json")).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("../fixtures/backbones.json")).unwrap();
     let x = formula_inputs(2, 64);
     for b in [
         Backbone::Resnet18,

@@ -2,11 +2,9 @@
 //! file with its reason, and trains on the rest; images in other modes
 //! (grayscale, CMYK, RGBA, 16-bit, palette) are converted and used.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn png_palette(path: &Path) {
     let file = std::fs::File::create(path).unwrap();

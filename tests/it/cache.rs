@@ -1,11 +1,9 @@
 //! The feature cache is exact: a run that trains on cached activations gives the
 //! numbers of the same run with a full forward pass every epoch, to float tolerance.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{runner, shapes, stderr, stdout, tiny_spec};
+use crate::common::{runner, shapes, stderr, stdout, tiny_spec};
 
 fn run(root: &Path, out: &str, extra: &[&str]) -> (PathBuf, String) {
     let mut args = vec!["run", "spec.toml", "--out", out];
@@ -125,7 +123,7 @@ fn a_run_on_cached_features_resumes_to_the_same_bytes() {
 
     // Killed in the second fine-tuning epoch: the resumed phase computes its cache afresh.
     let mut child =
-        common::start_at_failpoint(root, &["run", "spec.toml", "--out", "killed", "--quiet"], "epoch-4-batch-2");
+        crate::common::start_at_failpoint(root, &["run", "spec.toml", "--out", "killed", "--quiet"], "epoch-4-batch-2");
     child.kill().unwrap();
     child.wait().unwrap();
     let (resumed, out) = run(root, "killed", &["--resume"]);

@@ -1,9 +1,7 @@
 //! The binary as users drive it: outputs of a run, and bad input that gets a
 //! one-line error, a non-zero exit and nothing written.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn missing_spec_file() {

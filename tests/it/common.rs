@@ -1,5 +1,4 @@
 //! Fixtures shared by the integration tests: made by the tests themselves.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -148,4 +147,50 @@ pub fn formula_inputs(batch: usize, size: usize) -> tch::Tensor {
         }
     }
     tch::Tensor::from_slice(&v).view([batch as i64, 3, size as i64, size as i64])
+}
+
+/// A zip archive of these (name, bytes) entries, in order.
+pub fn zip_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in files {
+        w.start_file(name.as_str(), zip::write::SimpleFileOptions::default()).unwrap();
+        std::io::Write::write_all(&mut w, data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// CIFAR-10's binary archive in miniature: its folder, batches.meta.txt, one data batch
+/// (20 records, 2 per class) and the test batch (10 records).
+pub fn cifar_tar_gz() -> Vec<u8> {
+    let classes = "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n";
+    // 20 training records (2 per class) and 10 test records.
+    let batch = |n: usize| -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| std::iter::once((i % 10) as u8).chain((0..3072).map(move |p| ((p + i) % 256) as u8)))
+            .collect()
+    };
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    for (name, data) in [
+        ("cifar-10-batches-bin/batches.meta.txt", classes.as_bytes().to_vec()),
+        ("cifar-10-batches-bin/data_batch_1.bin", batch(20)),
+        ("cifar-10-batches-bin/test_batch.bin", batch(10)),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, data.as_slice()).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// The sha256 of `bytes`, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The folder of this project's shipped experiment specs.
+pub fn experiments_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments")
 }

@@ -3,47 +3,11 @@
 //! CIFAR-10 binary): downloaded once, checksum recorded and checked, extracted
 //! or converted into an ImageFolder.
 
-mod common;
-
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use common::*;
-use zip::write::SimpleFileOptions;
-
-fn zip_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, data) in files {
-        w.start_file(name.as_str(), SimpleFileOptions::default()).unwrap();
-        w.write_all(data).unwrap();
-    }
-    w.finish().unwrap().into_inner()
-}
-
-fn cifar_tar_gz() -> Vec<u8> {
-    let classes = "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n";
-    // 20 training records (2 per class) and 10 test records.
-    let batch = |n: usize| -> Vec<u8> {
-        (0..n)
-            .flat_map(|i| std::iter::once((i % 10) as u8).chain((0..3072).map(move |p| ((p + i) % 256) as u8)))
-            .collect()
-    };
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
-    for (name, data) in [
-        ("cifar-10-batches-bin/batches.meta.txt", classes.as_bytes().to_vec()),
-        ("cifar-10-batches-bin/data_batch_1.bin", batch(20)),
-        ("cifar-10-batches-bin/test_batch.bin", batch(10)),
-    ] {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, name, data.as_slice()).unwrap();
-    }
-    tar.into_inner().unwrap().finish().unwrap()
-}
+use crate::common::*;
 
 fn check(dir: &Path, cache: &Path, base: &str, source: &str) -> std::process::Output {
     runner_bin()
@@ -51,6 +15,8 @@ fn check(dir: &Path, cache: &Path, base: &str, source: &str) -> std::process::Ou
         .args(["data", "check", source, "--image-size", "32"])
         .env("RUNNER_CACHE", cache)
         .env("RUNNER_DATASETS_MIRROR", base)
+        // The miniature CIFAR-10 archive in place of the real one, whose sha256 is pinned.
+        .env("RUNNER_DATASETS_SHA256", format!("cifar10={}", sha256_hex(&cifar_tar_gz())))
         .output()
         .unwrap()
 }

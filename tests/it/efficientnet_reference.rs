@@ -3,9 +3,7 @@
 //! scripts/make_fixtures.py (PyTorch + efficientnet-lite-pytorch); the inputs
 //! are recomputed here from the same formula, so no Python is needed.
 
-mod common;
-
-use common::formula_inputs;
+use crate::common::formula_inputs;
 use runner::backbone::{Backbone, Classifier};
 use runner::spec::BatchNormPolicy;
 use runner::weights;
@@ -18,7 +16,7 @@ fn pretrained_logits_match_the_reference() {
         other => panic!("the pretrained weights are needed (scripts/test.sh fetches them): {other:?}"),
     };
     let fixture: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/efficientnet_lite0_logits.json")).expect("fixture parses");
+        serde_json::from_str(include_str!("../fixtures/efficientnet_lite0_logits.json")).expect("fixture parses");
 
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = Classifier::new(Backbone::EfficientnetLite0, &vs.root(), 1000, 0.2);

@@ -1,8 +1,6 @@
 //! A phase that freezes layers leaves their weights and BatchNorm statistics
 //! bit-identical, and trains everything above them.
 
-mod common;
-
 use std::collections::BTreeMap;
 
 use runner::backbone::has_prefix;
@@ -17,8 +15,8 @@ fn snapshot(vs: &tch::nn::VarStore) -> BTreeMap<String, Tensor> {
 #[test]
 fn frozen_layers_are_bit_identical_after_a_phase() {
     let dir = tempfile::tempdir().unwrap();
-    let data = common::shapes(dir.path(), 2, 10);
-    let spec = Spec::from_str_at(&common::tiny_spec(&data), std::path::Path::new("tiny.toml")).unwrap();
+    let data = crate::common::shapes(dir.path(), 2, 10);
+    let spec = Spec::from_str_at(&crate::common::tiny_spec(&data), std::path::Path::new("tiny.toml")).unwrap();
     let mut trainer = prepare(&spec, Device::Cpu, true).unwrap();
     let layers = trainer.model.backbone.layers().to_vec();
     let frozen_prefixes: Vec<String> = layers[..10].iter().flat_map(|l| l.prefixes.clone()).collect();
@@ -63,8 +61,8 @@ fn frozen_layers_are_bit_identical_after_a_phase() {
 #[test]
 fn batchnorm_policies() {
     let dir = tempfile::tempdir().unwrap();
-    let data = common::shapes(dir.path(), 2, 10);
-    let text = common::tiny_spec(&data).replace("weights = \"none\"", "weights = \"imagenet\"");
+    let data = crate::common::shapes(dir.path(), 2, 10);
+    let text = crate::common::tiny_spec(&data).replace("weights = \"none\"", "weights = \"imagenet\"");
     let spec = Spec::from_str_at(&text, std::path::Path::new("tiny.toml")).unwrap();
     let moved = |policy: &str| {
         let mut spec = spec.clone();

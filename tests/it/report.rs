@@ -2,12 +2,10 @@
 //! comparison plots, and an HTML page that headless Chromium renders with every
 //! image loaded.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{runner, shapes, stderr, stdout, tiny_spec};
+use crate::common::{runner, shapes, stderr, stdout, tiny_spec};
 
 /// Two phases (2 + 1 epochs), a test split (so a confusion matrix), and `grid`.
 fn spec(name: &str, source: &Path, grid: &str) -> String {

@@ -2,12 +2,10 @@
 //! writing its checkpoint, resumes to the same bytes as a run never interrupted;
 //! the same spec run twice gives the same bytes; a diverging run stops cleanly.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Child;
 
-use common::{runner, shapes, stderr, stdout};
+use crate::common::{runner, shapes, stderr, stdout};
 use runner::checkpoint::Checkpoint;
 
 /// Two phases (Adam, then SGD with momentum from layer 10), a test split, dropout.
@@ -74,7 +72,7 @@ fn summary(dir: &Path) -> serde_json::Value {
 
 /// Starts a run into `out` that stops at `failpoint`; returns once it is there.
 fn start_and_wait(root: &Path, out: &str, failpoint: &str) -> Child {
-    common::start_at_failpoint(root, &["run", "spec.toml", "--out", out, "--quiet"], failpoint)
+    crate::common::start_at_failpoint(root, &["run", "spec.toml", "--out", out, "--quiet"], failpoint)
 }
 
 fn kill(mut child: Child) {

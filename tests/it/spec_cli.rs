@@ -1,11 +1,9 @@
 //! Specs through the real binary: layering, grids, `runner plan`, and the exact
 //! message, exit status 2 and empty output for each kind of bad spec.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 /// A spec over a 3-class dataset with a 2x3 grid.
 fn grid_spec(data: &Path) -> String {

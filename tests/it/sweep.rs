@@ -2,14 +2,12 @@
 //! workers with overlapping work each run every run exactly once; one failing run
 //! does not stop the others; the emitted Slurm and Kubernetes jobs run the same sweep.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{runner, runner_bin, shapes, stderr, stdout, tiny_spec};
+use crate::common::{runner, runner_bin, shapes, stderr, stdout, tiny_spec};
 
 /// A grid of `seeds.len()` runs of a tiny two-phase spec (random init, 32 px).
 fn grid_spec(name: &str, source: &Path, seeds: &[u32]) -> String {

@@ -2,11 +2,9 @@
 //! recorded it; a changed metric is found at its epoch; a tolerance accepts small
 //! differences; the recorded run is never touched.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::{runner, shapes, stderr, stdout, tiny_spec};
+use crate::common::{runner, shapes, stderr, stdout, tiny_spec};
 
 fn the_run(root: &std::path::Path) -> PathBuf {
     let exp = root.join("runs/tiny");

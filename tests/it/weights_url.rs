@@ -1,8 +1,6 @@
 //! Weights from a URL, against a loopback HTTP server: download into the
 //! cache, cache hit, checksum mismatch, server down.
 
-mod common;
-
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 /// Serves `body` under any path ending in `name`.
 fn serve(name: &str, body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
-    common::serve_files([(name.to_string(), body)].into())
+    crate::common::serve_files([(name.to_string(), body)].into())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -38,7 +36,7 @@ fn downloads_once_then_hits_the_cache() {
 #[test]
 fn a_checksum_mismatch_deletes_the_download_and_fails() {
     let body = b"not the weights you asked for".to_vec();
-    let (base, _) = common::serve_files(
+    let (base, _) = crate::common::serve_files(
         [("w.safetensors".to_string(), body.clone()), ("resnet18-f37072fd.pth".to_string(), body)].into(),
     );
     let cache = tempfile::tempdir().unwrap();

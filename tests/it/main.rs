@@ -1,0 +1,19 @@
+//! The integration tests: one crate (one link of libtorch and polars), a module per area.
+
+mod common;
+
+mod backbones;
+mod bad_data;
+mod cache;
+mod cli;
+mod datasets_url;
+mod efficientnet_reference;
+mod freeze;
+mod report;
+mod resume;
+mod spec_cli;
+mod sweep;
+mod tutorials;
+mod verify;
+mod weights_files;
+mod weights_url;
