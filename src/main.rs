@@ -535,13 +535,13 @@ fn run(cli: Cli) -> Result<()> {
             };
             let of = shard.map_or(String::new(), |s| format!(" (shard {s}: {} of {total})", runs.len()));
             if dry_run {
-                println!("{:<4} {:<20} {:<10} {:>6}  {:<28} varying", "#", "experiment", "run id", "epochs", "action");
+                println!("{:<4} {:<20} {:<10} {:>6}  {:<31} varying", "#", "experiment", "run id", "epochs", "action");
                 let mut counts = std::collections::BTreeMap::new();
                 for (k, r) in runs.iter().enumerate() {
                     let (id, action) = sweep::plan(r, &out);
                     *counts.entry(action.verb()).or_insert(0) += 1;
                     println!(
-                        "{:<4} {:<20} {:<10} {:>6}  {:<28} {}",
+                        "{:<4} {:<20} {:<10} {:>6}  {:<31} {}",
                         k + 1,
                         r.experiment(),
                         id.as_deref().unwrap_or("?"),
