@@ -527,10 +527,10 @@ fn remove_temporaries(dir: &Path) {
     }
 }
 
-/// Puts a checkpoint's weights into the model; returns its state, metrics rows and optimizer state.
 /// A run's training state, its metrics rows and its current optimizer's state.
 type Restored = (TrainState, Vec<EpochRecord>, Vec<(String, Tensor)>);
 
+/// Puts a checkpoint's weights into the model; returns its state, metrics rows and optimizer state.
 fn restore(trainer: &mut Trainer, ck: Checkpoint) -> Result<Restored> {
     let vars = trainer.vs.variables();
     if ck.model.len() != vars.len() {

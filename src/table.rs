@@ -1,4 +1,5 @@
-//! Per-epoch metrics and their tables. Polars stays inside this module.
+//! Per-epoch metrics and their tables (CSV and Parquet through polars; the report's
+//! summary tables use polars too, in report.rs).
 
 use std::path::Path;
 

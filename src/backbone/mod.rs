@@ -14,8 +14,7 @@ use tch::Tensor;
 use crate::spec::BatchNormPolicy;
 use tch::nn;
 
-/// Backbones a spec may name. Only the implemented ones can be built; the others
-/// are accepted by the spec reader and refused with a clear message.
+/// The backbones a spec may name; every one of them builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backbone {
