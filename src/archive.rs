@@ -154,7 +154,7 @@ pub fn known_names() -> Vec<&'static str> {
 
 /// The URL of a known dataset; `RUNNER_DATASETS_MIRROR` replaces everything before the file name.
 fn known_url(k: &Known) -> String {
-    match std::env::var("RUNNER_DATASETS_MIRROR") {
+    match std::env::var(crate::env::DATASETS_MIRROR) {
         Ok(mirror) if !mirror.is_empty() => {
             format!("{}/{}", mirror.trim_end_matches('/'), k.url.rsplit('/').next().unwrap_or(k.name))
         }
@@ -277,7 +277,7 @@ pub fn missing_folder_hint(source: &str) -> String {
 /// it (`name=hex,...`, for a mirror that serves other bytes under the same file name),
 /// else the pinned one, else none (the first download's is recorded).
 fn known_sha256(k: &Known) -> Result<Option<String>> {
-    let Ok(list) = std::env::var("RUNNER_DATASETS_SHA256") else { return Ok(k.sha256.map(str::to_string)) };
+    let Ok(list) = std::env::var(crate::env::DATASETS_SHA256) else { return Ok(k.sha256.map(str::to_string)) };
     for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let Some((name, hex)) = entry.split_once('=') else {
             bail!("RUNNER_DATASETS_SHA256: `{entry}` is not NAME=SHA256");

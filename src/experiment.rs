@@ -70,23 +70,10 @@ fn split_key(key: &str) -> Vec<String> {
     key.split('.').map(str::to_string).collect()
 }
 
-/// Environment variables that configure runner itself, not a spec value.
-const NOT_SPEC_VARS: &[&str] = &[
-    "RUNNER_CACHE",
-    "RUNNER_THREADS",
-    "RUNNER_DATASETS_MIRROR",
-    "RUNNER_DATASETS_SHA256",
-    "RUNNER_CHANNELS_LAST",
-    "RUNNER_FAILPOINT",
-    "RUNNER_FAILPOINT_MARKER",
-    "RUNNER_FEATURE_CACHE_MB",
-    "RUNNER_MALLOC",
-];
-
 /// `RUNNER_DATA__BATCH_SIZE=16` style overrides, sorted by variable name.
 pub fn env_overrides() -> Vec<Override> {
     let mut vars: Vec<(String, String)> =
-        std::env::vars().filter(|(k, _)| k.starts_with("RUNNER_") && !NOT_SPEC_VARS.contains(&k.as_str())).collect();
+        std::env::vars().filter(|(k, _)| k.starts_with("RUNNER_") && !crate::env::is_setting(k)).collect();
     vars.sort();
     vars.into_iter()
         .map(|(var, value)| Override {

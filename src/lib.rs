@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod confusion;
 pub mod cuda;
 pub mod data;
+pub mod env;
 pub mod experiment;
 pub mod failpoint;
 pub mod lock;

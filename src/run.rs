@@ -784,7 +784,7 @@ fn configure_threads(threads: Option<i32>) -> i32 {
     INTEROP.call_once(|| tch::set_num_interop_threads(1));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
     let threads = threads.filter(|n| *n > 0).unwrap_or_else(|| {
-        std::env::var("RUNNER_THREADS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(cores)
+        std::env::var(crate::env::THREADS).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(cores)
     });
     tch::set_num_threads(threads);
     threads

@@ -90,7 +90,7 @@ fn view_rng(seed: u64, v: usize) -> ChaCha8Rng {
 /// Default memory for a feature cache: 4 GiB (`RUNNER_FEATURE_CACHE_MB` overrides it),
 /// and on the CPU at most half the memory available.
 fn cache_budget_bytes(device: Device) -> u64 {
-    if let Some(mb) = std::env::var("RUNNER_FEATURE_CACHE_MB").ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(mb) = std::env::var(crate::env::FEATURE_CACHE_MB).ok().and_then(|v| v.parse::<u64>().ok()) {
         return mb << 20;
     }
     let budget = 4u64 << 30;
@@ -129,7 +129,7 @@ pub fn channels_last(x: &Tensor) -> Tensor {
 /// Whether to train in channels-last memory: on the CPU, where oneDNN's convolutions
 /// (depthwise ones above all) run about twice as fast that way; `RUNNER_CHANNELS_LAST=0|1` overrides.
 fn use_channels_last(device: Device) -> bool {
-    match std::env::var("RUNNER_CHANNELS_LAST").as_deref() {
+    match std::env::var(crate::env::CHANNELS_LAST).as_deref() {
         Ok("0") => false,
         Ok("1") => true,
         _ => device == Device::Cpu,

@@ -16,7 +16,7 @@ use crate::backbone::{Backbone, has_prefix};
 
 /// The per-user cache: `$RUNNER_CACHE`, else `$XDG_CACHE_HOME/runner`, else `~/.cache/runner`.
 pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("RUNNER_CACHE").filter(|d| !d.is_empty()) {
+    if let Some(dir) = std::env::var_os(crate::env::CACHE).filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
     let base = std::env::var_os("XDG_CACHE_HOME")

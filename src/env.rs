@@ -1,0 +1,54 @@
+//! Every environment variable that configures runner itself, in one table. Any other
+//! `RUNNER_*` variable is a spec key (`RUNNER_DATA__BATCH_SIZE=16`, see experiment.rs);
+//! a name in this table never is.
+
+/// The per-user cache (libtorch, weights, datasets, tools); default `~/.cache/runner`.
+pub const CACHE: &str = "RUNNER_CACHE";
+/// Intra-op threads; default the machine's cores.
+pub const THREADS: &str = "RUNNER_THREADS";
+/// Fetch known datasets' archives from `<URL>/<file name>` instead of their hosts.
+pub const DATASETS_MIRROR: &str = "RUNNER_DATASETS_MIRROR";
+/// `name=sha256,...`: the digests a mirror's archives have, in place of the pinned ones.
+pub const DATASETS_SHA256: &str = "RUNNER_DATASETS_SHA256";
+/// `0`/`1`: channels-last memory on the CPU (default on).
+pub const CHANNELS_LAST: &str = "RUNNER_CHANNELS_LAST";
+/// The feature cache's memory budget in MiB.
+pub const FEATURE_CACHE_MB: &str = "RUNNER_FEATURE_CACHE_MB";
+/// `system`: glibc's own malloc settings instead of runner's.
+pub const MALLOC: &str = "RUNNER_MALLOC";
+/// Tests only: stop at the named point and wait to be killed (failpoint.rs).
+pub const FAILPOINT: &str = "RUNNER_FAILPOINT";
+/// Tests only: the file a failpoint creates when it is reached.
+pub const FAILPOINT_MARKER: &str = "RUNNER_FAILPOINT_MARKER";
+
+/// Every variable above.
+pub const ALL: &[&str] = &[
+    CACHE,
+    THREADS,
+    DATASETS_MIRROR,
+    DATASETS_SHA256,
+    CHANNELS_LAST,
+    FEATURE_CACHE_MB,
+    MALLOC,
+    FAILPOINT,
+    FAILPOINT_MARKER,
+];
+
+/// Whether `name` configures runner (and so is not a spec key).
+pub fn is_setting(name: &str) -> bool {
+    ALL.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_docs_name_every_user_facing_variable() {
+        let docs = include_str!("../docs/spec.md");
+        for name in ALL.iter().filter(|n| !n.starts_with("RUNNER_FAILPOINT")) {
+            assert!(docs.contains(&format!("`{name}")), "docs/spec.md does not mention {name}");
+        }
+        assert!(is_setting("RUNNER_CACHE") && !is_setting("RUNNER_DATA__BATCH_SIZE"));
+    }
+}
