@@ -1,0 +1,31 @@
+//! `runner layers`: a backbone's flat layer list.
+
+use anyhow::{Result, bail};
+use tch::Device;
+
+use runner::backbone::{Backbone, parameter_count};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Backbone name, e.g. efficientnet_lite0.
+    pub backbone: String,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let Args { backbone } = args;
+    let Some(b) = Backbone::from_name(&backbone) else {
+        let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
+        let hint =
+            runner::spec::suggest(&backbone, &names).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
+        bail!("unknown backbone `{backbone}`{hint} (known: {})", names.join(", "));
+    };
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let net = b.build(&vs.root());
+    println!("{:>5}  {:<12} {:>10}  batchnorm", "index", "name", "params");
+    for (i, layer) in net.layers().iter().enumerate() {
+        let params = parameter_count(&vs, &layer.prefixes);
+        println!("{i:>5}  {:<12} {params:>10}  {}", layer.name, if layer.has_batchnorm { "yes" } else { "no" });
+    }
+    println!("freeze_up_to = N freezes layers 0..N-1; \"all\" freezes all {} layers.", net.layers().len());
+    Ok(())
+}

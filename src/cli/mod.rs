@@ -1,0 +1,159 @@
+//! The command line: one module per subcommand, each holding its flags (`Args`) and
+//! what it does (`run`). Flags that several subcommands share are defined here, once.
+
+mod bench;
+mod data;
+mod layers;
+mod plan;
+mod predict;
+mod report;
+mod run;
+mod summary;
+mod sweep;
+mod verify;
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use tch::Device;
+
+use runner::backbone::Backbone;
+use runner::experiment::{Experiment, Override, parse_set};
+use runner::spec::SpecError;
+
+/// Declarative transfer learning: TOML experiment specs run on libtorch.
+#[derive(Parser)]
+#[command(name = "runner", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the runs of an experiment spec (every point of its grid, in order).
+    Run(run::Args),
+    /// Every run of every spec under PATHS: completed runs are skipped, interrupted
+    /// ones resume, failed ones do not stop the others; ends with a table and a report.
+    Sweep(sweep::Args),
+    /// Tables, leaderboards, comparison plots and an HTML page of every run.
+    Report(report::Args),
+    /// Rerun recorded runs from their config and compare the metrics, epoch by epoch.
+    Verify(verify::Args),
+    /// Show the runs of a spec without running anything.
+    Plan(plan::Args),
+    /// Top-k classes of image files, from a finished run or a pretrained backbone.
+    Predict(predict::Args),
+    /// Benchmarks (figures go in docs/performance.md).
+    Bench {
+        #[command(subcommand)]
+        command: bench::Command,
+    },
+    /// Per layer: output shape, parameters, and frozen or trainable in each phase.
+    Summary(summary::Args),
+    /// Print a backbone's flat layer list, which `freeze_up_to` indexes.
+    Layers(layers::Args),
+    /// Dataset tools.
+    Data {
+        #[command(subcommand)]
+        command: data::Command,
+    },
+}
+
+impl Cli {
+    /// Runs the subcommand.
+    pub fn run(self) -> Result<()> {
+        match self.command {
+            Command::Run(args) => run::run(args),
+            Command::Sweep(args) => sweep::run(args),
+            Command::Report(args) => report::run(args),
+            Command::Verify(args) => verify::run(args),
+            Command::Plan(args) => plan::run(args),
+            Command::Predict(args) => predict::run(args),
+            Command::Summary(args) => summary::run(args),
+            Command::Layers(args) => layers::run(args),
+            Command::Bench { command } => bench::run(command),
+            Command::Data { command } => data::run(command),
+        }
+    }
+}
+
+/// `--set KEY=VALUE`: the subcommands that read specs.
+#[derive(clap::Args)]
+pub struct SetFlags {
+    /// Override a spec key, e.g. --set phases.1.optimizer.lr=1e-5 (repeatable; last wins).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// `--device`: the subcommands that train.
+#[derive(clap::Args)]
+pub struct DeviceFlags {
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+}
+
+/// Where training runs: `auto` takes the GPU when libtorch sees one.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+fn device(arg: DeviceArg) -> Result<Device> {
+    let device = match arg {
+        DeviceArg::Cpu => Device::Cpu,
+        DeviceArg::Auto => {
+            runner::cuda::load_cuda_backend();
+            Device::cuda_if_available()
+        }
+        DeviceArg::Cuda => {
+            let loaded = runner::cuda::load_cuda_backend();
+            if !tch::Cuda::is_available() {
+                bail!(
+                    "--device cuda: no CUDA device is visible to libtorch ({}); run against a CUDA libtorch 2.11, \
+                     e.g. LD_LIBRARY_PATH=<torch>/lib",
+                    if loaded { "libtorch_cuda.so loaded, but no GPU answered" } else { "libtorch_cuda.so not found" }
+                );
+            }
+            Device::Cuda(0)
+        }
+    };
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    Ok(device)
+}
+
+/// Loads a spec with its `--set` overrides.
+fn load(spec: &Path, set: &[String]) -> Result<Experiment> {
+    Ok(Experiment::load(spec, &parse_sets(set, spec)?)?)
+}
+
+/// `--set` flags as overrides; a malformed one is a spec error naming `file`.
+fn parse_sets(set: &[String], file: &Path) -> Result<Vec<Override>, SpecError> {
+    set.iter()
+        .map(|raw| {
+            parse_set(raw).map_err(|msg| SpecError {
+                file: file.to_path_buf(),
+                key: String::new(),
+                line_col: None,
+                message: msg,
+            })
+        })
+        .collect()
+}
+
+fn parse_backbone(name: &str) -> Result<Backbone> {
+    Backbone::from_name(name).ok_or_else(|| {
+        let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
+        let hint = runner::spec::suggest(name, &names).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
+        anyhow::anyhow!("unknown backbone `{name}`{hint} (known: {})", names.join(", "))
+    })
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}

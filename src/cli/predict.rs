@@ -1,0 +1,62 @@
+//! `runner predict`: top-k classes of image files.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+
+use runner::predict::Predictor;
+
+use super::parse_backbone;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Image files (JPEG or PNG).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// A run directory (reports/runs/<experiment>/<run-id>): its best weights and class names.
+    #[arg(long, conflicts_with = "backbone", required_unless_present = "backbone")]
+    pub run: Option<PathBuf>,
+    /// A backbone with its pretrained ImageNet head instead.
+    #[arg(long)]
+    pub backbone: Option<String>,
+    /// Weights for --backbone: "imagenet", a file or a URL.
+    #[arg(long, default_value = "imagenet", requires = "backbone")]
+    pub weights: String,
+    /// Input size for --backbone (a run uses its own).
+    #[arg(long, default_value_t = 224)]
+    pub image_size: u32,
+    #[arg(long, short = 'k', default_value_t = 5)]
+    pub top_k: usize,
+    /// Machine-readable output: one JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let Args { images, run, backbone, weights, image_size, top_k, json } = args;
+    let predictor = match (run, backbone) {
+        (Some(dir), _) => Predictor::from_run(&dir)?,
+        (None, Some(name)) => Predictor::from_backbone(parse_backbone(&name)?, &weights, image_size)?,
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let results: Vec<_> = images.iter().map(|p| predictor.predict(p, top_k)).collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            println!("{}", r.path.display());
+            if let Some(e) = &r.error {
+                println!("  error: {e}");
+            }
+            for (i, t) in r.top.iter().enumerate() {
+                let label = t.label.as_deref().map(|l| format!(" {l}")).unwrap_or_default();
+                println!("  {}. {:>4}{label}  {:.4}", i + 1, t.index, t.probability);
+            }
+        }
+    }
+    let failed = results.iter().filter(|r| r.error.is_some()).count();
+    if failed > 0 {
+        bail!("{failed} of {} images could not be read", results.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! `runner run`: training the runs of a spec.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+
+use runner::experiment::describe_varying;
+use runner::run::RunOptions;
+
+use super::{DeviceFlags, SetFlags, device, load};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The experiment spec (TOML).
+    pub spec: PathBuf,
+    #[command(flatten)]
+    pub set: SetFlags,
+    /// Root of the run directories.
+    #[arg(long, default_value = "reports/runs")]
+    pub out: PathBuf,
+    /// Run again from the start even when a completed result or a checkpoint exists.
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
+    /// Continue interrupted runs from their last checkpoint (runs without one start afresh).
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bars or per-epoch lines (for CI).
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub device: DeviceFlags,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let Args { spec, set: SetFlags { set }, out, force, resume, quiet, device: DeviceFlags { device: dev } } = args;
+    let exp = load(&spec, &set)?;
+    runner::run::preflight(&exp)?;
+    let refuse_changed_config = exp.runs.len() == 1;
+    let opts = RunOptions { out, force, resume, refuse_changed_config, quiet, device: device(dev)?, threads: None };
+    let total = exp.runs.len();
+    let mut failed = vec![];
+    for (i, planned) in exp.runs.iter().enumerate() {
+        if total > 1 {
+            println!("== run {}/{total}: {}", i + 1, describe_varying(&planned.varying));
+        }
+        match runner::run::execute(&planned.spec, &opts) {
+            Ok(outcome) => report(&outcome)?,
+            // One failed run of a grid does not stop the others.
+            Err(e) if total > 1 => {
+                eprintln!("error: {e:#}");
+                failed.push(format!("run {}", i + 1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{} of {total} runs failed: {}", failed.len(), failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Prints where a run's results are.
+fn report(outcome: &runner::run::RunOutcome) -> Result<()> {
+    let s = &outcome.summary;
+    if !outcome.ran {
+        println!("run {} already completed (use --force to rerun)", s.run_id);
+    }
+    let best = s.best_value.map_or("n/a".to_string(), |a| format!("{a:.4}"));
+    let stopped = match &s.early_stopping {
+        Some(es) if !es.stopped_after.is_empty() && s.epochs < s.epochs_planned => {
+            format!(", stopped early after {} of {} epochs", s.epochs, s.epochs_planned)
+        }
+        _ => String::new(),
+    };
+    println!(
+        "run {} {}: best {} {best} at epoch {} of {}{stopped} ({:.1}s)",
+        s.run_id,
+        serde_json::to_value(s.status)?.as_str().unwrap_or("?"),
+        s.monitor.name(),
+        s.best_epoch.unwrap_or(0),
+        s.epochs_planned,
+        s.wall_s
+    );
+    if let Some(acc) = s.test_acc {
+        println!("test:    acc {acc:.4} on {} images", s.test_images);
+    }
+    let dir = outcome.dir.display();
+    println!("metrics: {dir}/metrics.csv");
+    println!("curves:  {dir}/curves.png");
+    println!("weights: {dir}/best.safetensors");
+    if s.test_acc.is_some() {
+        println!("test:    {dir}/test_metrics.csv, {dir}/confusion.png");
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! `runner summary`: shapes, parameters and the freeze plan per layer.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use tch::{Device, Tensor};
+
+use runner::backbone::{Backbone, parameter_count};
+
+use super::{SetFlags, load, truncate};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A spec file (its first run) or a backbone name.
+    pub target: String,
+    #[command(flatten)]
+    pub set: SetFlags,
+    /// Input size for a backbone name (a spec uses its data.image_size).
+    #[arg(long, default_value_t = 224)]
+    pub image_size: i64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let Args { target, set: SetFlags { set }, image_size } = args;
+    summary(&target, &set, image_size)
+}
+
+/// `runner summary`: what torchsummary prints, plus the freeze plan of each phase.
+fn summary(target: &str, set: &[String], image_size: i64) -> Result<()> {
+    let (backbone, size, classes, hidden, phases) = match Backbone::from_name(target) {
+        Some(b) => (b, image_size, 1000, vec![], vec![]),
+        None => {
+            let path = Path::new(target);
+            if !path.exists() && !target.ends_with(".toml") {
+                let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
+                bail!("`{target}` is neither a spec file nor a backbone ({})", names.join(", "));
+            }
+            let exp = load(path, set)?;
+            if exp.runs.len() > 1 {
+                println!("(showing the first of {} runs of the grid)", exp.runs.len());
+            }
+            let spec = exp.runs[0].spec.clone();
+            let classes = match spec.model.head.classes {
+                runner::spec::Classes::Count(n) => n as i64,
+                runner::spec::Classes::Auto => match runner::run::data_files(&spec, true) {
+                    Ok(files) => files.classes.len() as i64,
+                    Err(_) => {
+                        println!("(data.source not readable: the head is shown with 2 classes)");
+                        2
+                    }
+                },
+            };
+            let hidden = spec.model.head.hidden.iter().map(|&h| h as i64).collect();
+            (spec.model.backbone, spec.data.image_size as i64, classes, hidden, spec.phases)
+        }
+    };
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let model = runner::backbone::Classifier::with_hidden(backbone, &vs.root(), classes, 0.0, &hidden);
+    let layers = model.backbone.layers();
+    let frozen: Vec<usize> = phases
+        .iter()
+        .map(|p| match p.freeze_up_to {
+            runner::spec::FreezeUpTo::All => layers.len(),
+            runner::spec::FreezeUpTo::Count(n) => n.min(layers.len()),
+        })
+        .collect();
+    print!("{:>5}  {:<16} {:<20} {:>10}  {:<3}", "index", "layer", "output shape", "params", "bn");
+    for p in &phases {
+        print!("  {:<12}", truncate(&p.name, 12));
+    }
+    println!();
+    let mut x = Tensor::zeros([1, 3, size, size], (tch::Kind::Float, Device::Cpu));
+    let mut total = 0;
+    let mut trainable = vec![0i64; phases.len()];
+    tch::no_grad(|| {
+        for (i, layer) in layers.iter().enumerate() {
+            x = model.backbone.forward_layer(i, &x, runner::backbone::Mode::Infer);
+            let params = parameter_count(&vs, &layer.prefixes);
+            total += params;
+            print!(
+                "{i:>5}  {:<16} {:<20} {params:>10}  {:<3}",
+                truncate(&layer.name, 16),
+                format!("{:?}", x.size()),
+                if layer.has_batchnorm { "yes" } else { "" }
+            );
+            for (p, f) in frozen.iter().enumerate() {
+                let state = if i < *f { "frozen" } else { "trainable" };
+                if i >= *f {
+                    trainable[p] += params;
+                }
+                print!("  {state:<12}");
+            }
+            println!();
+        }
+        let pooled =
+            if model.backbone.pooled() { x.adaptive_avg_pool2d([1, 1]).flatten(1, -1) } else { x.shallow_clone() };
+        let head = model.head(&pooled, false);
+        let params = parameter_count(&vs, &[backbone.classifier_prefix().to_string()]);
+        total += params;
+        print!(
+            "{:>5}  {:<16} {:<20} {params:>10}  {:<3}",
+            "",
+            format!("head {}", backbone.classifier_prefix()),
+            format!("{:?}", head.size()),
+            ""
+        );
+        for t in trainable.iter_mut() {
+            *t += params;
+            print!("  {:<12}", "trainable");
+        }
+        println!();
+    });
+    println!("total parameters: {total}");
+    for (p, t) in phases.iter().zip(&trainable) {
+        println!("phase {}: {t} trainable ({:.1}%)", p.name, 100.0 * *t as f64 / total.max(1) as f64);
+    }
+    Ok(())
+}
