@@ -37,7 +37,12 @@ runner_setup_just() {
             rm -rf "$dir.partial"
             PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
                 --no-warn-script-location --only-binary=:all: --target "$dir.partial" \
-                "rust-just==$RUNNER_JUST_VERSION" || { echo "runner: could not install just" >&2; return 1; }
+                "rust-just==$RUNNER_JUST_VERSION" || {
+                echo "runner: could not install just (pip package rust-just); the justfile's recipes need it," \
+                     "the two commands do not" >&2
+                rm -rf "$dir.partial"
+                return 0
+            }
             rm -rf "$dir" && mv "$dir.partial" "$dir"
         fi
         mkdir -p "$tools/bin" && ln -sf "$dir/bin/just" "$tools/bin/just"
