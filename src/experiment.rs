@@ -370,3 +370,28 @@ pub fn describe_varying(varying: &[(String, String)]) -> String {
     }
     varying.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
 }
+
+/// Spec's constructors from a file or text: they read it as an experiment of one run
+/// (here, not in spec.rs, so that spec.rs stays below this module).
+impl Spec {
+    /// Reads the single-run spec at `path` (with `RUNNER_*` overrides); a grid is an error here.
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let source = SpecSource::read(path)?;
+        Self::single(Experiment::from_source(source, &env_overrides())?)
+    }
+
+    /// Parses spec text; `path` is only used to name the file in errors.
+    pub fn from_str_at(text: &str, path: &Path) -> Result<Spec, SpecError> {
+        let source = SpecSource::new(path, text.to_string())?;
+        Self::single(Experiment::from_source(source, &[])?)
+    }
+
+    fn single(mut exp: Experiment) -> Result<Spec, SpecError> {
+        if exp.runs.len() != 1 {
+            return Err(exp
+                .source
+                .error(&["grid"], format!("expected a single run, but the grid gives {}", exp.runs.len())));
+        }
+        Ok(exp.runs.remove(0).spec)
+    }
+}

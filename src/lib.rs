@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod atomic;
 pub mod backbone;
+pub mod catalog;
 pub mod checkpoint;
 pub mod confusion;
 pub mod cuda;

@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use crate::backbone::Backbone;
+use crate::catalog::Backbone;
 
 /// A fully resolved experiment: defaults filled in, ready to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -524,27 +524,6 @@ impl SpecSource {
 }
 
 impl Spec {
-    /// Reads the single-run spec at `path` (with `RUNNER_*` overrides); a grid is an error here.
-    pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let source = SpecSource::read(path)?;
-        Self::single(crate::experiment::Experiment::from_source(source, &crate::experiment::env_overrides())?)
-    }
-
-    /// Parses spec text; `path` is only used to name the file in errors.
-    pub fn from_str_at(text: &str, path: &Path) -> Result<Spec, SpecError> {
-        let source = SpecSource::new(path, text.to_string())?;
-        Self::single(crate::experiment::Experiment::from_source(source, &[])?)
-    }
-
-    fn single(mut exp: crate::experiment::Experiment) -> Result<Spec, SpecError> {
-        if exp.runs.len() != 1 {
-            return Err(exp
-                .source
-                .error(&["grid"], format!("expected a single run, but the grid gives {}", exp.runs.len())));
-        }
-        Ok(exp.runs.remove(0).spec)
-    }
-
     /// Fills in what defaults to other keys, so that the resolved spec says it explicitly.
     pub(crate) fn resolve(&mut self) {
         if self.model.head.dropout.is_none() {

@@ -117,15 +117,6 @@ pub struct EpochStats {
     pub train_images_per_s: f64,
 }
 
-/// The same values with NHWC memory under the NCHW shape (PyTorch's `channels_last`),
-/// by the permute + contiguous trick; tensors that are not 4-D are returned as they are.
-pub fn channels_last(x: &Tensor) -> Tensor {
-    if x.dim() != 4 {
-        return x.shallow_clone();
-    }
-    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
-}
-
 /// Whether to train in channels-last memory: on the CPU, where oneDNN's convolutions
 /// (depthwise ones above all) run about twice as fast that way; `RUNNER_CHANNELS_LAST=0|1` overrides.
 fn use_channels_last(device: Device) -> bool {
@@ -230,7 +221,7 @@ impl Trainer {
             tch::no_grad(|| {
                 for (_, mut var) in vs.variables() {
                     if var.dim() == 4 {
-                        let cl = self::channels_last(&var);
+                        let cl = crate::backbone::channels_last(&var);
                         var.set_data(&cl);
                     }
                 }
@@ -263,7 +254,7 @@ impl Trainer {
 
     /// An input batch in the memory format the weights are in.
     fn layout(&self, x: Tensor) -> Tensor {
-        if self.channels_last { channels_last(&x) } else { x }
+        if self.channels_last { crate::backbone::channels_last(&x) } else { x }
     }
 
     /// On CUDA, moves the decoded images (uint8) and labels to the GPU when they fit

