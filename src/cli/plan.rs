@@ -24,13 +24,13 @@ pub fn run(args: Args) -> Result<()> {
     println!("{:<12} {:<10} {:>6}  varying", "run id", "completed", "epochs");
     let mut unreadable = None;
     for planned in &exp.runs {
-        if let Some(first) = runner::archive::pending(&planned.spec.data.source) {
-            unreadable.get_or_insert(format!("`{}` is not there yet: the first run {first}", planned.spec.data.source));
-        }
-        let identity = if runner::archive::needs_fetch(&planned.spec.data.source) {
-            Err(anyhow::anyhow!("not downloaded yet"))
-        } else {
-            runner::run::identify(&planned.spec, false)
+        let identity = match runner::archive::pending(&planned.spec.data.source) {
+            Some(first) => {
+                unreadable
+                    .get_or_insert(format!("`{}` is not there yet: the first run {first}", planned.spec.data.source));
+                Err(anyhow::anyhow!("not downloaded yet"))
+            }
+            None => runner::run::identify(&planned.spec, false),
         };
         let (id, done) = match identity {
             Ok(id) => {
