@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use runner::spec::SpecError;
+use runner::config::spec::SpecError;
 
 fn main() -> ExitCode {
-    if let Err(e) = runner::malloc::tune() {
+    if let Err(e) = runner::sys::malloc::tune() {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }

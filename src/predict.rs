@@ -8,11 +8,11 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::backbone::{Backbone, Classifier};
+use crate::config::spec::Spec;
 use crate::data::{Transform, decode, resize_side};
+use crate::model::weights;
+use crate::model::{Backbone, Classifier};
 use crate::run::read_summary;
-use crate::spec::Spec;
-use crate::weights;
 
 /// A model ready to classify: weights loaded, class names where known.
 pub struct Predictor {

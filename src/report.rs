@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use polars::prelude::{Column, DataFrame};
 
-use crate::atomic::write_atomic;
-use crate::plot;
+use crate::record::plot;
+use crate::record::table::{self, EpochRecord};
 use crate::run::{Status, Summary};
-use crate::table::{self, EpochRecord};
+use crate::sys::atomic::write_atomic;
 
 /// One run as the report sees it.
 #[derive(Debug, Clone)]

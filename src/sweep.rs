@@ -12,9 +12,9 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
 
-use crate::checkpoint;
-use crate::experiment::{Experiment, Override, PlannedRun, describe_varying};
-use crate::lock;
+use crate::config::experiment::{Experiment, Override, PlannedRun, describe_varying};
+use crate::record::checkpoint;
+use crate::run::lock;
 use crate::run::{self, Busy, Diverged, RunOptions, Status};
 
 /// One run of a sweep, where it comes from.
@@ -163,7 +163,7 @@ impl Action {
 /// The run id and what a sweep would do; reads the run's files, writes nothing.
 pub fn plan(run: &SweepRun, out: &Path) -> (Option<String>, Action) {
     let spec = &run.planned.spec;
-    if let Some(first) = crate::archive::pending(&spec.data.source) {
+    if let Some(first) = crate::data::archive::pending(&spec.data.source) {
         return (None, Action::Fetch(first));
     }
     let id = match run::identify(spec, true) {
@@ -484,7 +484,7 @@ mod tests {
     }
 
     fn dummy(point: usize) -> SweepRun {
-        let spec = crate::spec::Spec::from_str_at(
+        let spec = crate::config::spec::Spec::from_str_at(
             "name = \"t\"\n[data]\nsource = \"d\"\n[model]\nbackbone = \"resnet18\"\n[[phases]]\nname = \"a\"\n\
              epochs = 1\nfreeze_up_to = \"all\"\noptimizer = { kind = \"sgd\", lr = 0.1 }\n",
             Path::new("t.toml"),

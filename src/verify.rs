@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use tch::Device;
 
+use crate::config::spec::Spec;
+use crate::record::table::{self, EpochRecord};
 use crate::run::{self, RunOptions, Status, Summary};
-use crate::spec::Spec;
-use crate::table::{self, EpochRecord};
 
 pub struct VerifyOptions {
     /// Largest absolute difference accepted; 0: bit for bit.
@@ -119,7 +119,7 @@ pub struct Verdict {
 
 fn device_of(summary: &Summary) -> Result<Device> {
     if summary.device.starts_with("cuda") {
-        crate::cuda::load_cuda_backend();
+        crate::sys::cuda::load_cuda_backend();
         if !tch::Cuda::is_available() {
             bail!(
                 "the run was recorded on {}, and no CUDA device is visible here: pass --device cpu \

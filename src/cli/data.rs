@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use runner::synth::{self, SynthOptions};
+use runner::data::synth::{self, SynthOptions};
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -55,7 +55,7 @@ fn data_check(source: &str, split: &[f64], seed: u64, image_size: u32) -> Result
     if !(2..=3).contains(&split.len()) || (split.iter().sum::<f64>() - 1.0).abs() > 1e-6 {
         bail!("--split: expected 2 or 3 fractions that sum to 1, found {split:?}");
     }
-    let root = runner::archive::materialize(source, false)?;
+    let root = runner::data::archive::materialize(source, false)?;
     let files = runner::data::discover(&root, split, seed)?;
     let data = runner::data::load(&files, image_size, false, false)?;
     println!("{}: {} classes", root.display(), data.classes.len());

@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use tch::Device;
 
-use runner::backbone::{Backbone, parameter_count};
+use runner::model::{Backbone, parameter_count};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -15,8 +15,9 @@ pub fn run(args: Args) -> Result<()> {
     let Args { backbone } = args;
     let Some(b) = Backbone::from_name(&backbone) else {
         let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
-        let hint =
-            runner::spec::suggest(&backbone, &names).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
+        let hint = runner::config::spec::suggest(&backbone, &names)
+            .map(|s| format!(", did you mean `{s}`?"))
+            .unwrap_or_default();
         bail!("unknown backbone `{backbone}`{hint} (known: {})", names.join(", "));
     };
     let vs = tch::nn::VarStore::new(Device::Cpu);

@@ -18,9 +18,9 @@ use anyhow::{Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use tch::Device;
 
-use runner::backbone::Backbone;
-use runner::experiment::{Experiment, Override, parse_set};
-use runner::spec::SpecError;
+use runner::config::experiment::{Experiment, Override, parse_set};
+use runner::config::spec::SpecError;
+use runner::model::Backbone;
 
 /// Declarative transfer learning: TOML experiment specs run on libtorch.
 #[derive(Parser)]
@@ -106,11 +106,11 @@ fn device(arg: DeviceArg) -> Result<Device> {
     let device = match arg {
         DeviceArg::Cpu => Device::Cpu,
         DeviceArg::Auto => {
-            runner::cuda::load_cuda_backend();
+            runner::sys::cuda::load_cuda_backend();
             Device::cuda_if_available()
         }
         DeviceArg::Cuda => {
-            let loaded = runner::cuda::load_cuda_backend();
+            let loaded = runner::sys::cuda::load_cuda_backend();
             if !tch::Cuda::is_available() {
                 bail!(
                     "--device cuda: no CUDA device is visible to libtorch ({}); run against a CUDA libtorch 2.11, \
@@ -149,7 +149,8 @@ fn parse_sets(set: &[String], file: &Path) -> Result<Vec<Override>, SpecError> {
 fn parse_backbone(name: &str) -> Result<Backbone> {
     Backbone::from_name(name).ok_or_else(|| {
         let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
-        let hint = runner::spec::suggest(name, &names).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
+        let hint =
+            runner::config::spec::suggest(name, &names).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
         anyhow::anyhow!("unknown backbone `{name}`{hint} (known: {})", names.join(", "))
     })
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use runner::experiment::describe_varying;
+use runner::config::experiment::describe_varying;
 
 use super::{SetFlags, load};
 
@@ -24,7 +24,7 @@ pub fn run(args: Args) -> Result<()> {
     println!("{:<12} {:<10} {:>6}  varying", "run id", "completed", "epochs");
     let mut unreadable = None;
     for planned in &exp.runs {
-        let identity = match runner::archive::pending(&planned.spec.data.source) {
+        let identity = match runner::data::archive::pending(&planned.spec.data.source) {
             Some(first) => {
                 unreadable
                     .get_or_insert(format!("`{}` is not there yet: the first run {first}", planned.spec.data.source));

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use runner::experiment::describe_varying;
+use runner::config::experiment::describe_varying;
 use runner::run::RunOptions;
 
 use super::{DeviceFlags, SetFlags, device, load};

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use tch::{Device, Tensor};
 
-use runner::backbone::{Backbone, parameter_count};
+use runner::model::{Backbone, parameter_count};
 
 use super::{SetFlags, load, truncate};
 
@@ -41,8 +41,8 @@ fn summary(target: &str, set: &[String], image_size: i64) -> Result<()> {
             }
             let spec = exp.runs[0].spec.clone();
             let classes = match spec.model.head.classes {
-                runner::spec::Classes::Count(n) => n as i64,
-                runner::spec::Classes::Auto => match runner::run::data_files(&spec, true) {
+                runner::config::spec::Classes::Count(n) => n as i64,
+                runner::config::spec::Classes::Auto => match runner::run::data_files(&spec, true) {
                     Ok(files) => files.classes.len() as i64,
                     Err(_) => {
                         println!("(data.source not readable: the head is shown with 2 classes)");
@@ -55,13 +55,13 @@ fn summary(target: &str, set: &[String], image_size: i64) -> Result<()> {
         }
     };
     let vs = tch::nn::VarStore::new(Device::Cpu);
-    let model = runner::backbone::Classifier::with_hidden(backbone, &vs.root(), classes, 0.0, &hidden);
+    let model = runner::model::Classifier::with_hidden(backbone, &vs.root(), classes, 0.0, &hidden);
     let layers = model.backbone.layers();
     let frozen: Vec<usize> = phases
         .iter()
         .map(|p| match p.freeze_up_to {
-            runner::spec::FreezeUpTo::All => layers.len(),
-            runner::spec::FreezeUpTo::Count(n) => n.min(layers.len()),
+            runner::config::spec::FreezeUpTo::All => layers.len(),
+            runner::config::spec::FreezeUpTo::Count(n) => n.min(layers.len()),
         })
         .collect();
     print!("{:>5}  {:<16} {:<20} {:>10}  {:<3}", "index", "layer", "output shape", "params", "bn");
@@ -74,7 +74,7 @@ fn summary(target: &str, set: &[String], image_size: i64) -> Result<()> {
     let mut trainable = vec![0i64; phases.len()];
     tch::no_grad(|| {
         for (i, layer) in layers.iter().enumerate() {
-            x = model.backbone.forward_layer(i, &x, runner::backbone::Mode::Infer);
+            x = model.backbone.forward_layer(i, &x, runner::model::Mode::Infer);
             let params = parameter_count(&vs, &layer.prefixes);
             total += params;
             print!(

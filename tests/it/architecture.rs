@@ -1,6 +1,7 @@
-//! The library's top-level modules import each other one way only: in the graph of
-//! `crate::` paths between them (each `src/<module>.rs` or `src/<module>/`, its unit
-//! tests left out) there is no cycle, so the layers can be read bottom-up
+//! The library's top-level modules are layers that import each other one way only: in
+//! the graph of `crate::` paths between them (each `src/<module>.rs` or `src/<module>/`,
+//! its unit tests left out) there is no cycle, and every edge points to a module that
+//! `src/lib.rs` declares earlier, so the layers read bottom-up in that order
 //! (docs/architecture.md). `cargo test architecture -- --nocapture` prints the graph.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,10 +59,19 @@ fn crate_paths(text: &str) -> BTreeSet<String> {
     out
 }
 
-fn module_graph(src: &Path) -> Graph {
+/// The top-level modules in the order `src/lib.rs` declares them: the layers, bottom first.
+fn layers(src: &Path) -> Vec<String> {
     let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
-    let modules: BTreeSet<String> =
-        lib.lines().filter_map(|l| l.trim().strip_prefix("pub mod ")?.strip_suffix(';').map(str::to_string)).collect();
+    lib.lines()
+        .filter_map(|l| {
+            let l = l.trim().strip_prefix("pub ").unwrap_or(l.trim());
+            l.strip_prefix("mod ")?.strip_suffix(';').map(str::to_string)
+        })
+        .collect()
+}
+
+fn module_graph(src: &Path) -> Graph {
+    let modules: BTreeSet<String> = layers(src).into_iter().collect();
     let mut graph = Graph::new();
     for entry in walkdir::WalkDir::new(src).sort_by_file_name() {
         let entry = entry.unwrap();
@@ -132,11 +142,27 @@ fn top_level_modules_import_each_other_one_way_only() {
         println!("{module} -> {}", deps.iter().cloned().collect::<Vec<_>>().join(", "));
     }
     // The parser sees the imports it must: plain paths and `use crate::{...}` groups.
-    for (from, to) in [("run", "train"), ("train", "backbone"), ("backbone", "spec"), ("run", "lock")] {
+    for (from, to) in [("run", "train"), ("train", "model"), ("model", "config"), ("run", "sys")] {
         assert!(graph[from].contains(to), "{from} -> {to} missing from the graph");
     }
     if let Some(cycle) = find_cycle(&graph) {
         panic!("the modules import each other in a circle: {}", cycle.join(" -> "));
     }
     println!("no cycle among {} modules", graph.len());
+}
+
+#[test]
+fn every_import_points_down_the_layers_lib_rs_declares() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let order = layers(&src);
+    let rank = |m: &str| order.iter().position(|o| o == m).unwrap();
+    assert!(order.len() >= 8, "lib.rs declares the layers: {order:?}");
+    let upward: Vec<String> = module_graph(&src)
+        .iter()
+        .flat_map(|(from, deps)| {
+            deps.iter().filter(|to| rank(to) > rank(from)).map(move |to| format!("{from} -> {to}"))
+        })
+        .collect();
+    println!("layers, bottom first: {}", order.join(" < "));
+    assert!(upward.is_empty(), "imports that go up the layers of src/lib.rs: {}", upward.join(", "));
 }

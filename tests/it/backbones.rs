@@ -3,8 +3,8 @@
 //! wrote the expected values), plus output shapes and the flat layer lists.
 
 use crate::common::formula_inputs;
-use runner::backbone::{Backbone, Classifier};
-use runner::spec::BatchNormPolicy;
+use runner::config::spec::BatchNormPolicy;
+use runner::model::{Backbone, Classifier};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor, nn};
 
@@ -85,8 +85,8 @@ fn layer_lists_match_the_declared_counts_and_cover_every_parameter() {
         assert_eq!(layers.len(), b.layer_count(), "{b}");
         let prefixes: Vec<&String> = layers.iter().flat_map(|l| &l.prefixes).collect();
         for name in vs.variables().keys() {
-            let in_layer = prefixes.iter().any(|p| runner::backbone::has_prefix(name, p));
-            let in_head = runner::backbone::has_prefix(name, b.classifier_prefix());
+            let in_layer = prefixes.iter().any(|p| runner::model::has_prefix(name, p));
+            let in_head = runner::model::has_prefix(name, b.classifier_prefix());
             assert!(in_layer != in_head, "{b}: `{name}` must be in exactly one of a layer or the head");
         }
         // Shapes at a small size: the head sees (batch, classes).

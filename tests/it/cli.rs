@@ -184,7 +184,7 @@ fn run_writes_every_output_and_reuses_a_completed_run() {
     assert!(lines[2].starts_with("2,fine_tune,0.0001"), "{}", lines[2]);
 
     // The resolved config is itself a valid spec; with the manifest it gives the same run id.
-    let resolved = runner::spec::Spec::load(&run.join("config.toml")).unwrap();
+    let resolved = runner::config::spec::Spec::load(&run.join("config.toml")).unwrap();
     let manifest = std::fs::read(run.join("manifest.csv")).unwrap();
     let manifest_sha: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&manifest))
         .iter()

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use runner::synth::{SynthOptions, generate};
+use runner::data::synth::{SynthOptions, generate};
 
 pub fn runner_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_runner"))

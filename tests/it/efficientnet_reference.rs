@@ -4,9 +4,9 @@
 //! are recomputed here from the same formula, so no Python is needed.
 
 use crate::common::formula_inputs;
-use runner::backbone::{Backbone, Classifier};
-use runner::spec::BatchNormPolicy;
-use runner::weights;
+use runner::config::spec::BatchNormPolicy;
+use runner::model::weights;
+use runner::model::{Backbone, Classifier};
 use tch::{Device, Kind, Tensor, nn};
 
 #[test]

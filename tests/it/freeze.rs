@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use runner::backbone::has_prefix;
+use runner::config::spec::Spec;
+use runner::model::has_prefix;
 use runner::run::prepare;
-use runner::spec::Spec;
 use tch::{Device, Tensor};
 
 fn snapshot(vs: &tch::nn::VarStore) -> BTreeMap<String, Tensor> {

@@ -84,7 +84,7 @@ fn the_report_tables_plots_and_page() {
     // The single run does not vary: its grid cell is empty.
     let single = rows.iter().find(|r| r[col("experiment")] == "single").unwrap();
     assert_eq!(single[col("phases.1.optimizer.lr_factor")], "");
-    let parquet = runner::table::read_metrics(&reports.join("summary.parquet")).unwrap();
+    let parquet = runner::record::table::read_metrics(&reports.join("summary.parquet")).unwrap();
     assert_eq!(parquet.height(), 3);
     assert_eq!(parquet.get_column_names().len(), header.len());
 

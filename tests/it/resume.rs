@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 
 use crate::common::{runner, shapes, stderr, stdout};
-use runner::checkpoint::Checkpoint;
+use runner::record::checkpoint::Checkpoint;
 
 /// Two phases (Adam, then SGD with momentum from layer 10), a test split, dropout.
 fn spec(source: &Path) -> String {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use runner::weights::{load_into, read};
+use runner::model::weights::{load_into, read};
 use tch::{Device, Kind, Tensor, nn};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use runner::weights::download::fetch;
+use runner::sys::fetch::fetch;
 use sha2::{Digest, Sha256};
 
 /// Serves `body` under any path ending in `name`.

@@ -2,6 +2,9 @@
 //! layer list that `freeze_up_to` indexes, and the classifier a run trains. What a
 //! backbone is called and where its weights come from is in catalog.rs.
 
+pub mod pickle;
+pub mod weights;
+
 mod efficientnet_lite;
 mod mobilenet_v2;
 mod resnet;
@@ -9,8 +12,8 @@ mod vgg;
 
 use tch::Tensor;
 
-pub use crate::catalog::{Backbone, DefaultWeights};
-use crate::spec::BatchNormPolicy;
+pub use crate::config::catalog::{Backbone, DefaultWeights};
+use crate::config::spec::BatchNormPolicy;
 use tch::nn;
 
 /// One entry of a backbone's flat layer list.

@@ -10,9 +10,9 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, FontTransform};
 
-use crate::atomic::with_temp_path;
-use crate::confusion::Confusion;
-use crate::table::EpochRecord;
+use crate::record::confusion::Confusion;
+use crate::record::table::EpochRecord;
+use crate::sys::atomic::with_temp_path;
 
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 800;

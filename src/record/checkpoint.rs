@@ -17,9 +17,9 @@ use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::atomic::with_temp_path;
-use crate::spec::Monitor;
-use crate::table::EpochRecord;
+use crate::config::spec::Monitor;
+use crate::record::table::EpochRecord;
+use crate::sys::atomic::with_temp_path;
 
 pub const FILE: &str = "checkpoint.safetensors";
 const STATE_KEY: &str = "runner.state";
@@ -102,7 +102,7 @@ pub struct TrainState {
     pub row_phases: Vec<String>,
     /// fp16 loss scaling (absent in fp32 runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scaler: Option<crate::optim::GradScaler>,
+    pub scaler: Option<crate::train::optim::GradScaler>,
 }
 
 impl TrainState {
@@ -130,7 +130,7 @@ pub struct Checkpoint {
     pub rows: Vec<EpochRecord>,
     /// Variable name -> value.
     pub model: Vec<(String, Tensor)>,
-    /// The optimizer's state ([`crate::optim::Optimizer::state_tensors`]); empty between phases.
+    /// The optimizer's state ([`crate::train::optim::Optimizer::state_tensors`]); empty between phases.
     pub optimizer: Vec<(String, Tensor)>,
 }
 
@@ -197,7 +197,7 @@ impl Checkpoint {
             file.write_all(first)
                 .and_then(|()| file.flush())
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
-            crate::failpoint::hit(|| format!("checkpoint-{epoch}"));
+            crate::sys::failpoint::hit(|| format!("checkpoint-{epoch}"));
             file.write_all(rest).with_context(|| format!("cannot write {}", tmp.display()))
         })
     }

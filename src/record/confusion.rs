@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::atomic::write_atomic;
 use crate::data::csv_field;
+use crate::sys::atomic::write_atomic;
 
 /// `counts[t][p]`: images of true class `t` predicted as `p`.
 #[derive(Debug, Clone, PartialEq)]

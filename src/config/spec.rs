@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::Backbone;
+use crate::config::catalog::Backbone;
 
 /// A fully resolved experiment: defaults filled in, ready to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

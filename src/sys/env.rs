@@ -45,7 +45,7 @@ mod tests {
 
     #[test]
     fn the_spec_docs_name_every_user_facing_variable() {
-        let docs = include_str!("../docs/spec.md");
+        let docs = include_str!("../../docs/spec.md");
         for name in ALL.iter().filter(|n| !n.starts_with("RUNNER_FAILPOINT")) {
             assert!(docs.contains(&format!("`{name}")), "docs/spec.md does not mention {name}");
         }

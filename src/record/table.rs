@@ -9,7 +9,7 @@ use polars::prelude::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::write_atomic;
+use crate::sys::atomic::write_atomic;
 
 /// One row of metrics.csv: one epoch. The epoch index runs across phases.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ use std::path::Path;
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
-use crate::spec::{Spec, SpecError, SpecSource};
+use crate::config::spec::{Spec, SpecError, SpecSource};
 
 /// Where an override came from, for error messages.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +73,7 @@ fn split_key(key: &str) -> Vec<String> {
 /// `RUNNER_DATA__BATCH_SIZE=16` style overrides, sorted by variable name.
 pub fn env_overrides() -> Vec<Override> {
     let mut vars: Vec<(String, String)> =
-        std::env::vars().filter(|(k, _)| k.starts_with("RUNNER_") && !crate::env::is_setting(k)).collect();
+        std::env::vars().filter(|(k, _)| k.starts_with("RUNNER_") && !crate::sys::env::is_setting(k)).collect();
     vars.sort();
     vars.into_iter()
         .map(|(var, value)| Override {

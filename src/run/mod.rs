@@ -2,6 +2,8 @@
 //! anything is written, then train the phases in order and keep the run
 //! directory (`<out>/<experiment>/<run-id>/`) up to date after every epoch.
 
+pub mod lock;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -9,16 +11,18 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor, nn};
 
-use crate::atomic::{with_temp_path, write_atomic};
-use crate::backbone::Classifier;
-use crate::checkpoint::{self, Best, Checkpoint, EarlyStopState, TrainState};
-use crate::confusion::Confusion;
+use crate::config::experiment::Experiment;
+use crate::config::spec::{Classes, Monitor, Precision, Spec, SpecError, StopScope};
 use crate::data::{self, Dataset, Transform};
-use crate::experiment::Experiment;
-use crate::spec::{Classes, Monitor, Precision, Spec, SpecError, StopScope};
-use crate::table::{self, EpochRecord};
+use crate::model::Classifier;
+use crate::model::weights;
+use crate::record::checkpoint::{self, Best, Checkpoint, EarlyStopState, TrainState};
+use crate::record::confusion::Confusion;
+use crate::record::plot;
+use crate::record::table::{self, EpochRecord};
+use crate::sys::atomic::{with_temp_path, write_atomic};
+use crate::sys::fetch::sha256_hex;
 use crate::train::Trainer;
-use crate::{lock, plot, weights};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -132,12 +136,12 @@ pub fn run_id(spec: &Spec, manifest_sha256: &str) -> String {
     bytes.extend_from_slice(manifest_sha256.as_bytes());
     // Runs of version 1 (before the version existed) hashed nothing more: they all get new ids.
     bytes.extend_from_slice(format!("\nnumerics {NUMERICS_VERSION}").as_bytes());
-    weights::sha256_hex(&bytes)[..10].to_string()
+    sha256_hex(&bytes)[..10].to_string()
 }
 
 /// The files of a spec's data: its source made a folder (downloaded, extracted), then split.
 pub fn data_files(spec: &Spec, quiet: bool) -> Result<data::FileSplit> {
-    let root = crate::archive::materialize(&spec.data.source, quiet)?;
+    let root = crate::data::archive::materialize(&spec.data.source, quiet)?;
     data::discover(&root, &spec.data.split, spec.seed)
 }
 
@@ -145,7 +149,7 @@ pub fn data_files(spec: &Spec, quiet: bool) -> Result<data::FileSplit> {
 pub fn identify(spec: &Spec, quiet: bool) -> Result<Identity> {
     let files = data_files(spec, quiet)?;
     let manifest = data::manifest(&files, quiet)?;
-    let manifest_sha256 = weights::sha256_hex(data::manifest_csv(&manifest).as_bytes());
+    let manifest_sha256 = sha256_hex(data::manifest_csv(&manifest).as_bytes());
     Ok(Identity { run_id: run_id(spec, &manifest_sha256), files, manifest, manifest_sha256 })
 }
 
@@ -216,7 +220,7 @@ fn head_mismatch(spec: &Spec, classes: &[String]) -> Option<String> {
 pub fn preflight(exp: &Experiment) -> Result<(), SpecError> {
     for (i, run) in exp.runs.iter().enumerate() {
         let spec = &run.spec;
-        if crate::archive::needs_fetch(&spec.data.source) {
+        if crate::data::archive::needs_fetch(&spec.data.source) {
             continue;
         }
         let Ok(files) = data_files(spec, false) else { continue };
@@ -284,13 +288,13 @@ pub fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) -> Resu
     if let Some(holder) = lock::holder_of(&lock_path) {
         return Err(busy(holder).into());
     }
-    let config_sha256 = weights::sha256_hex(&spec.canonical());
+    let config_sha256 = sha256_hex(&spec.canonical());
     let checkpoint_path = dir.join(checkpoint::FILE);
     let modified = || std::fs::metadata(&checkpoint_path).and_then(|m| m.modified()).ok();
     // What can be refused is refused before the slow part (data, weights).
     let seen = modified();
     let mut resume = find_checkpoint(spec, id, &dir, opts, &config_sha256)?;
-    crate::malloc::tune()?;
+    crate::sys::malloc::tune()?;
     let threads = configure_threads(opts.threads);
     let mut trainer = prepare_files(spec, &id.files, opts.device, opts.quiet)?;
 
@@ -784,7 +788,7 @@ fn configure_threads(threads: Option<i32>) -> i32 {
     INTEROP.call_once(|| tch::set_num_interop_threads(1));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
     let threads = threads.filter(|n| *n > 0).unwrap_or_else(|| {
-        std::env::var(crate::env::THREADS).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(cores)
+        std::env::var(crate::sys::env::THREADS).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(cores)
     });
     tch::set_num_threads(threads);
     threads

@@ -1,31 +1,17 @@
 //! Pretrained weights: finding them, reading them (safetensors, zip-format
 //! `.pth`, legacy `torch.save`) and copying them into a model by name.
 
-pub mod download;
-pub mod pickle;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
+
 use tch::{Tensor, nn};
 
-use crate::backbone::{Backbone, has_prefix};
-
-/// The per-user cache: `$RUNNER_CACHE`, else `$XDG_CACHE_HOME/runner`, else `~/.cache/runner`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(crate::env::CACHE).filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    base.join("runner")
-}
+use super::pickle;
+use crate::model::{Backbone, has_prefix};
+use crate::sys::fetch::{self as download, cache_dir, sha256_file};
 
 /// What `model.weights` asks for, resolved to a file (or to random initialisation).
 #[derive(Debug, Clone, PartialEq)]
@@ -159,17 +145,4 @@ pub fn load_into(
         }
     });
     Ok(())
-}
-
-/// sha256 of bytes, as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// sha256 of a file, as lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -15,6 +15,8 @@
 //!
 //! Checkpoints, files and display belong to `run.rs`; this module does the numerics.
 
+pub mod optim;
+
 use std::collections::BTreeSet;
 use std::time::Instant;
 
@@ -25,10 +27,10 @@ use rand_chacha::ChaCha8Rng;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
-use crate::backbone::{Classifier, has_prefix};
+use crate::config::spec::{Augment, BatchNormPolicy, CacheMode, FreezeUpTo, PhaseSpec, Precision};
 use crate::data::{Dataset, Split, Transform};
-use crate::optim::{GradScaler, Optimizer};
-use crate::spec::{Augment, BatchNormPolicy, CacheMode, FreezeUpTo, PhaseSpec, Precision};
+use crate::model::{Classifier, has_prefix};
+use crate::train::optim::{GradScaler, Optimizer};
 
 /// How a training step runs: layers below `frozen` are frozen; `bn` picks BatchNorm modes.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +92,7 @@ fn view_rng(seed: u64, v: usize) -> ChaCha8Rng {
 /// Default memory for a feature cache: 4 GiB (`RUNNER_FEATURE_CACHE_MB` overrides it),
 /// and on the CPU at most half the memory available.
 fn cache_budget_bytes(device: Device) -> u64 {
-    if let Some(mb) = std::env::var(crate::env::FEATURE_CACHE_MB).ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(mb) = std::env::var(crate::sys::env::FEATURE_CACHE_MB).ok().and_then(|v| v.parse::<u64>().ok()) {
         return mb << 20;
     }
     let budget = 4u64 << 30;
@@ -120,7 +122,7 @@ pub struct EpochStats {
 /// Whether to train in channels-last memory: on the CPU, where oneDNN's convolutions
 /// (depthwise ones above all) run about twice as fast that way; `RUNNER_CHANNELS_LAST=0|1` overrides.
 fn use_channels_last(device: Device) -> bool {
-    match std::env::var(crate::env::CHANNELS_LAST).as_deref() {
+    match std::env::var(crate::sys::env::CHANNELS_LAST).as_deref() {
         Ok("0") => false,
         Ok("1") => true,
         _ => device == Device::Cpu,
@@ -221,7 +223,7 @@ impl Trainer {
             tch::no_grad(|| {
                 for (_, mut var) in vs.variables() {
                     if var.dim() == 4 {
-                        let cl = crate::backbone::channels_last(&var);
+                        let cl = crate::model::channels_last(&var);
                         var.set_data(&cl);
                     }
                 }
@@ -254,7 +256,7 @@ impl Trainer {
 
     /// An input batch in the memory format the weights are in.
     fn layout(&self, x: Tensor) -> Tensor {
-        if self.channels_last { crate::backbone::channels_last(&x) } else { x }
+        if self.channels_last { crate::model::channels_last(&x) } else { x }
     }
 
     /// On CUDA, moves the decoded images (uint8) and labels to the GPU when they fit
@@ -628,7 +630,7 @@ impl Trainer {
                 ));
                 shown = Instant::now();
             }
-            crate::failpoint::hit(|| format!("epoch-{epoch}-batch-{}", b + 1));
+            crate::sys::failpoint::hit(|| format!("epoch-{epoch}-batch-{}", b + 1));
         }
         bar.finish_and_clear();
         let mean = seen.max(1) as f64;

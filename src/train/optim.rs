@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 use tch::Tensor;
 
-use crate::spec::{OptimizerKind, OptimizerSpec};
+use crate::config::spec::{OptimizerKind, OptimizerSpec};
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;

@@ -1,4 +1,4 @@
-//! Weights from an http(s) URL: downloaded once into the per-user cache,
+//! Files from an http(s) URL (weights, dataset archives): downloaded once into the per-user cache,
 //! checked against a sha256 (given in the spec, or the hex prefix torchvision
 //! puts in its file names), and kept only when the check passes.
 
@@ -8,7 +8,33 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::sha256_file;
+use sha2::{Digest, Sha256};
+
+/// The per-user cache: `$RUNNER_CACHE`, else `$XDG_CACHE_HOME/runner`, else `~/.cache/runner`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(crate::sys::env::CACHE).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("runner")
+}
+
+/// sha256 of bytes, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// The hex digits after the last `-` of a file name (`resnet18-f37072fd.pth` -> `f37072fd`).
 pub fn name_hash_prefix(file: &str) -> Option<&str> {

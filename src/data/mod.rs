@@ -7,6 +7,9 @@
 //! epochs only crop, flip and normalise. Files that cannot be decoded are
 //! skipped and reported, never fatal.
 
+pub mod archive;
+pub mod synth;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -21,7 +24,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
-use crate::spec::Augment;
+use crate::config::spec::Augment;
 
 const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
 /// torchvision's eval pipeline resizes to size / 0.875 (256 for 224) before the center crop.
@@ -134,7 +137,7 @@ pub fn discover(root: &Path, split: &[f64], seed: u64) -> Result<FileSplit> {
         bail!(
             "data folder {} not found; {}",
             root.display(),
-            crate::archive::missing_folder_hint(&root.to_string_lossy())
+            crate::data::archive::missing_folder_hint(&root.to_string_lossy())
         );
     }
     let (train_dir, val_dir, test_dir) = (root.join("train"), root.join("val"), root.join("test"));

@@ -39,7 +39,7 @@ pub enum Tuning {
 /// Fails, before touching anything, on a `RUNNER_MALLOC` other than `system` or `tuned`.
 pub fn tune() -> anyhow::Result<Tuning> {
     static OUTCOME: std::sync::OnceLock<Tuning> = std::sync::OnceLock::new();
-    let choice = std::env::var(crate::env::MALLOC).unwrap_or_default();
+    let choice = std::env::var(crate::sys::env::MALLOC).unwrap_or_default();
     if !matches!(choice.as_str(), "" | "system" | "tuned") {
         anyhow::bail!(
             "RUNNER_MALLOC={choice:?} is not understood: use \"system\" (glibc's defaults) or \"tuned\" (the default)"
@@ -76,7 +76,7 @@ mod tests {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
     fn blocks_under_the_threshold_come_from_the_heap() {
-        if std::env::var_os("GLIBC_TUNABLES").is_some() || std::env::var_os(crate::env::MALLOC).is_some() {
+        if std::env::var_os("GLIBC_TUNABLES").is_some() || std::env::var_os(crate::sys::env::MALLOC).is_some() {
             return;
         }
         assert_eq!(tune().unwrap(), Tuning::Tuned);

@@ -154,7 +154,7 @@ pub fn known_names() -> Vec<&'static str> {
 
 /// The URL of a known dataset; `RUNNER_DATASETS_MIRROR` replaces everything before the file name.
 fn known_url(k: &Known) -> String {
-    match std::env::var(crate::env::DATASETS_MIRROR) {
+    match std::env::var(crate::sys::env::DATASETS_MIRROR) {
         Ok(mirror) if !mirror.is_empty() => {
             format!("{}/{}", mirror.trim_end_matches('/'), k.url.rsplit('/').next().unwrap_or(k.name))
         }
@@ -165,7 +165,7 @@ fn known_url(k: &Known) -> String {
 /// Downloads `url` into the dataset cache once. The first download's sha256 is
 /// recorded beside it (`<file>.sha256`) and every later use checks it.
 fn fetch_archive(url: &str, sha256: Option<&str>, quiet: bool) -> Result<PathBuf> {
-    let cache = crate::weights::cache_dir().join("datasets");
+    let cache = crate::sys::fetch::cache_dir().join("datasets");
     let file = url.split(['?', '#']).next().unwrap_or(url).rsplit('/').next().unwrap_or("");
     if file.is_empty() {
         bail!("cannot tell a file name from the URL {url}");
@@ -174,10 +174,10 @@ fn fetch_archive(url: &str, sha256: Option<&str>, quiet: bool) -> Result<PathBuf
     let record = cache.join(format!("{file}.sha256"));
     let recorded = std::fs::read_to_string(&record).ok().map(|s| s.trim().to_string());
     let expected = sha256.map(str::to_string).or(recorded);
-    crate::weights::download::fetch_to(url, expected.as_deref(), &path, quiet)?;
+    crate::sys::fetch::fetch_to(url, expected.as_deref(), &path, quiet)?;
     if expected.is_none() {
-        let digest = crate::weights::sha256_file(&path)?;
-        crate::atomic::write_atomic(&record, format!("{digest}\n").as_bytes())?;
+        let digest = crate::sys::fetch::sha256_file(&path)?;
+        crate::sys::atomic::write_atomic(&record, format!("{digest}\n").as_bytes())?;
     }
     Ok(path)
 }
@@ -221,7 +221,7 @@ pub fn materialize(source: &str, quiet: bool) -> Result<PathBuf> {
             if !quiet {
                 eprintln!("generating the synthetic shapes dataset into {}", target.display());
             }
-            crate::synth::generate(&target, &crate::synth::SynthOptions::default())?;
+            crate::data::synth::generate(&target, &crate::data::synth::SynthOptions::default())?;
         }
         return Ok(target);
     }
@@ -277,7 +277,7 @@ pub fn missing_folder_hint(source: &str) -> String {
 /// it (`name=hex,...`, for a mirror that serves other bytes under the same file name),
 /// else the pinned one, else none (the first download's is recorded).
 fn known_sha256(k: &Known) -> Result<Option<String>> {
-    let Ok(list) = std::env::var(crate::env::DATASETS_SHA256) else { return Ok(k.sha256.map(str::to_string)) };
+    let Ok(list) = std::env::var(crate::sys::env::DATASETS_SHA256) else { return Ok(k.sha256.map(str::to_string)) };
     for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let Some((name, hex)) = entry.split_once('=') else {
             bail!("RUNNER_DATASETS_SHA256: `{entry}` is not NAME=SHA256");

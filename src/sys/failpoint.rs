@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 fn armed() -> Option<&'static str> {
     static POINT: OnceLock<Option<String>> = OnceLock::new();
-    POINT.get_or_init(|| std::env::var(crate::env::FAILPOINT).ok().filter(|s| !s.is_empty())).as_deref()
+    POINT.get_or_init(|| std::env::var(crate::sys::env::FAILPOINT).ok().filter(|s| !s.is_empty())).as_deref()
 }
 
 /// Stops here for good when the armed point's name is `name()`.
@@ -19,7 +19,7 @@ pub fn hit(name: impl FnOnce() -> String) {
     if point != name() {
         return;
     }
-    if let Ok(marker) = std::env::var(crate::env::FAILPOINT_MARKER) {
+    if let Ok(marker) = std::env::var(crate::sys::env::FAILPOINT_MARKER) {
         let _ = std::fs::write(marker, point);
     }
     loop {
