@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod data;
+pub mod error;
 pub mod model;
 pub mod predict;
 pub mod record;
@@ -18,3 +19,5 @@ pub mod sweep;
 pub mod sys;
 pub mod train;
 pub mod verify;
+
+pub use error::{Error, Result};

@@ -7,19 +7,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use runner::config::spec::SpecError;
-
 fn main() -> ExitCode {
     if let Err(e) = runner::sys::malloc::tune() {
         eprintln!("error: {e:#}");
-        return ExitCode::from(2);
+        return ExitCode::from(runner::error::exit::USAGE);
     }
     match cli::Cli::parse().run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            // A wrong spec is a usage error, like a wrong flag.
-            if e.downcast_ref::<SpecError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
+            ExitCode::from(e.code())
         }
     }
 }

@@ -42,8 +42,12 @@ pub struct Prediction {
 
 impl Predictor {
     /// The best weights of the run in `dir` (its config.toml, summary.json and best.safetensors).
-    pub fn from_run(dir: &Path) -> Result<Predictor> {
-        let spec = Spec::load(&dir.join("config.toml")).map_err(anyhow::Error::from)?;
+    pub fn from_run(dir: &Path) -> crate::Result<Predictor> {
+        let spec = Spec::load(&dir.join("config.toml"))?;
+        Ok(Self::from_run_spec(dir, spec)?)
+    }
+
+    fn from_run_spec(dir: &Path, spec: Spec) -> Result<Predictor> {
         let summary = read_summary(dir).with_context(|| format!("{} has no readable summary.json", dir.display()))?;
         let best = dir.join("best.safetensors");
         if !best.is_file() {
@@ -79,7 +83,9 @@ impl Predictor {
         let side = resize_side(self.image_size) as i64;
         let chw = match decode(path, side as u32) {
             Ok(chw) => chw,
-            Err(reason) => return Prediction { path: path.to_path_buf(), top: vec![], error: Some(reason) },
+            Err(reason) => {
+                return Prediction { path: path.to_path_buf(), top: vec![], error: Some(reason.to_string()) };
+            }
         };
         let images = Tensor::from_slice(&chw).view([1, 3, side, side]);
         let probs = tch::no_grad(|| {

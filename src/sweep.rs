@@ -12,10 +12,11 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
 
+use crate::Error;
 use crate::config::experiment::{Experiment, Override, PlannedRun, describe_varying};
 use crate::record::checkpoint;
 use crate::run::lock;
-use crate::run::{self, Busy, Diverged, RunOptions, Status};
+use crate::run::{self, RunOptions, Status};
 
 /// One run of a sweep, where it comes from.
 #[derive(Debug, Clone)]
@@ -69,7 +70,7 @@ pub fn spec_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// Loads every spec (all of them, before anything runs: a mistake in the tenth
 /// spec is reported now, not hours later) and lists their runs in order.
-pub fn expand(paths: &[PathBuf], overrides: &[Override]) -> Result<Vec<SweepRun>> {
+pub fn expand(paths: &[PathBuf], overrides: &[Override]) -> crate::Result<Vec<SweepRun>> {
     let mut runs = vec![];
     for file in spec_files(paths)? {
         let exp = Experiment::load(&file, overrides)?;
@@ -93,17 +94,24 @@ pub struct Shard {
     pub count: usize,
 }
 
-impl FromStr for Shard {
-    type Err = String;
+/// A `--shard` value that is not `i/n` with `0 <= i < n`.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ShardError {
+    #[error("shard index {index} is out of range: with {count} shards it is 0 to {}", count - 1)]
+    OutOfRange { index: usize, count: usize },
+    #[error("expected i/n with 0 <= i < n (e.g. 0/4, as $SLURM_ARRAY_TASK_ID counts), found `{0}`")]
+    Malformed(String),
+}
 
-    fn from_str(s: &str) -> Result<Shard, String> {
+impl FromStr for Shard {
+    type Err = ShardError;
+
+    fn from_str(s: &str) -> Result<Shard, ShardError> {
         let parsed = s.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
         match parsed {
             Some((index, count)) if count > 0 && index < count => Ok(Shard { index, count }),
-            Some((index, count)) if count > 0 => {
-                Err(format!("shard index {index} is out of range: with {count} shards it is 0 to {}", count - 1))
-            }
-            _ => Err(format!("expected i/n with 0 <= i < n (e.g. 0/4, as $SLURM_ARRAY_TASK_ID counts), found `{s}`")),
+            Some((index, count)) if count > 0 => Err(ShardError::OutOfRange { index, count }),
+            _ => Err(ShardError::Malformed(s.to_string())),
         }
     }
 }
@@ -252,7 +260,7 @@ pub fn execute(runs: &[SweepRun], opts: &RunOptions) -> Vec<Row> {
             varying: run.varying(),
             note: None,
         };
-        let result = run::identify(spec, opts.quiet).and_then(|id| {
+        let result = run::identify(spec, opts.quiet).map_err(Error::from).and_then(|id| {
             row.run_id = Some(id.run_id.clone());
             run::execute_identified(spec, &id, opts)
         });
@@ -272,18 +280,19 @@ pub fn execute(runs: &[SweepRun], opts: &RunOptions) -> Vec<Row> {
                     s.wall_s
                 );
             }
-            Err(e) => {
-                if let Some(busy) = e.downcast_ref::<Busy>() {
+            Err(e) => match e.cause() {
+                Error::Busy { holder, .. } => {
                     row.outcome = Outcome::Busy;
-                    row.note = Some(busy.holder.clone());
+                    row.note = Some(holder.clone());
                     println!("   skipped: {e}");
-                } else {
+                }
+                cause => {
                     row.outcome =
-                        if e.downcast_ref::<Diverged>().is_some() { Outcome::Diverged } else { Outcome::Failed };
+                        if matches!(cause, Error::Diverged { .. }) { Outcome::Diverged } else { Outcome::Failed };
                     row.note = Some(format!("{e:#}"));
                     eprintln!("error: {e:#}");
                 }
-            }
+            },
         }
         rows.push(row);
     }
@@ -472,7 +481,7 @@ mod tests {
     #[test]
     fn shards_parse_and_partition_in_turn() {
         assert_eq!("1/3".parse::<Shard>(), Ok(Shard { index: 1, count: 3 }));
-        assert!("3/3".parse::<Shard>().unwrap_err().contains("0 to 2"));
+        assert!("3/3".parse::<Shard>().unwrap_err().to_string().contains("0 to 2"));
         assert!("1-3".parse::<Shard>().is_err());
         assert!("0/0".parse::<Shard>().is_err());
         let runs = |n: usize| -> Vec<SweepRun> { (1..=n).map(dummy).collect() };

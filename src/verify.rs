@@ -134,10 +134,14 @@ fn device_of(summary: &Summary) -> Result<Device> {
 }
 
 /// Reruns the run recorded in `dir` and compares.
-pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Verdict> {
+pub fn verify(dir: &Path, opts: &VerifyOptions) -> crate::Result<Verdict> {
     let config = dir.join("config.toml");
     let text = std::fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
     let spec = Spec::from_str_at(&text, &config)?;
+    Ok(rerun_and_compare(dir, &spec, opts)?)
+}
+
+fn rerun_and_compare(dir: &Path, spec: &Spec, opts: &VerifyOptions) -> Result<Verdict> {
     let summary = run::read_summary(dir).with_context(|| format!("no readable summary.json in {}", dir.display()))?;
     if summary.status != Status::Completed {
         bail!("{} did not complete (status {:?}): there is nothing to verify", dir.display(), summary.status);
@@ -171,7 +175,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Verdict> {
         summary.threads,
         summary.runner_version
     )];
-    let outcome = run::execute(&spec, &run_opts);
+    let outcome = run::execute(spec, &run_opts);
     let result = (|| -> Result<Verdict> {
         let outcome = outcome?;
         let rerun_summary = &outcome.summary;

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::anyhow;
 use clap::Subcommand;
+use runner::Result;
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -29,14 +30,14 @@ pub fn run(command: Command) -> Result<()> {
                 })
                 .collect();
             if files.is_empty() {
-                bail!("no images under {}", dir.display());
+                return Err(anyhow!("no images under {}", dir.display()).into());
             }
             let mut best = 0.0f64;
             for _ in 0..repeat.max(1) {
                 let start = std::time::Instant::now();
                 for f in &files {
                     // The stored square is 256 (= 224 / 0.875); the 224 crop is a view at batch time.
-                    runner::data::decode(f, runner::data::resize_side(224)).map_err(anyhow::Error::msg)?;
+                    runner::data::decode(f, runner::data::resize_side(224)).map_err(anyhow::Error::from)?;
                 }
                 best = best.max(files.len() as f64 / start.elapsed().as_secs_f64());
             }

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::anyhow;
 use clap::Subcommand;
+use runner::Result;
 
 use runner::data::synth::{self, SynthOptions};
 
@@ -53,7 +54,7 @@ pub fn run(command: Command) -> Result<()> {
 /// `runner data check`: what a run would see of a dataset.
 fn data_check(source: &str, split: &[f64], seed: u64, image_size: u32) -> Result<()> {
     if !(2..=3).contains(&split.len()) || (split.iter().sum::<f64>() - 1.0).abs() > 1e-6 {
-        bail!("--split: expected 2 or 3 fractions that sum to 1, found {split:?}");
+        return Err(anyhow!("--split: expected 2 or 3 fractions that sum to 1, found {split:?}").into());
     }
     let root = runner::data::archive::materialize(source, false)?;
     let files = runner::data::discover(&root, split, seed)?;

@@ -1,6 +1,7 @@
 //! `runner layers`: a backbone's flat layer list.
 
-use anyhow::{Result, bail};
+use anyhow::anyhow;
+use runner::Result;
 use tch::Device;
 
 use runner::model::{Backbone, parameter_count};
@@ -18,7 +19,7 @@ pub fn run(args: Args) -> Result<()> {
         let hint = runner::config::spec::suggest(&backbone, &names)
             .map(|s| format!(", did you mean `{s}`?"))
             .unwrap_or_default();
-        bail!("unknown backbone `{backbone}`{hint} (known: {})", names.join(", "));
+        return Err(anyhow!("unknown backbone `{backbone}`{hint} (known: {})", names.join(", ")).into());
     };
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let net = b.build(&vs.root());

@@ -14,12 +14,13 @@ mod verify;
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::anyhow;
 use clap::{Parser, Subcommand, ValueEnum};
+use runner::Result;
 use tch::Device;
 
 use runner::config::experiment::{Experiment, Override, parse_set};
-use runner::config::spec::SpecError;
+use runner::error::SpecError;
 use runner::model::Backbone;
 
 /// Declarative transfer learning: TOML experiment specs run on libtorch.
@@ -112,11 +113,12 @@ fn device(arg: DeviceArg) -> Result<Device> {
         DeviceArg::Cuda => {
             let loaded = runner::sys::cuda::load_cuda_backend();
             if !tch::Cuda::is_available() {
-                bail!(
+                return Err(anyhow!(
                     "--device cuda: no CUDA device is visible to libtorch ({}); run against a CUDA libtorch 2.11, \
                      e.g. LD_LIBRARY_PATH=<torch>/lib",
                     if loaded { "libtorch_cuda.so loaded, but no GPU answered" } else { "libtorch_cuda.so not found" }
-                );
+                )
+                .into());
             }
             Device::Cuda(0)
         }
@@ -134,16 +136,7 @@ fn load(spec: &Path, set: &[String]) -> Result<Experiment> {
 
 /// `--set` flags as overrides; a malformed one is a spec error naming `file`.
 fn parse_sets(set: &[String], file: &Path) -> Result<Vec<Override>, SpecError> {
-    set.iter()
-        .map(|raw| {
-            parse_set(raw).map_err(|msg| SpecError {
-                file: file.to_path_buf(),
-                key: String::new(),
-                line_col: None,
-                message: msg,
-            })
-        })
-        .collect()
+    set.iter().map(|raw| parse_set(raw, file)).collect()
 }
 
 fn parse_backbone(name: &str) -> Result<Backbone> {
@@ -151,7 +144,7 @@ fn parse_backbone(name: &str) -> Result<Backbone> {
         let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
         let hint =
             runner::config::spec::suggest(name, &names).map(|s| format!(", did you mean `{s}`?")).unwrap_or_default();
-        anyhow::anyhow!("unknown backbone `{name}`{hint} (known: {})", names.join(", "))
+        anyhow!("unknown backbone `{name}`{hint} (known: {})", names.join(", ")).into()
     })
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use runner::Result;
 
 use runner::config::experiment::describe_varying;
 

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::anyhow;
+use runner::Result;
 
 use runner::predict::Predictor;
 
@@ -41,7 +42,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let results: Vec<_> = images.iter().map(|p| predictor.predict(p, top_k)).collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        println!("{}", serde_json::to_string_pretty(&results).map_err(anyhow::Error::from)?);
     } else {
         for r in &results {
             println!("{}", r.path.display());
@@ -56,7 +57,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let failed = results.iter().filter(|r| r.error.is_some()).count();
     if failed > 0 {
-        bail!("{failed} of {} images could not be read", results.len());
+        return Err(anyhow!("{failed} of {} images could not be read", results.len()).into());
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use runner::Result;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::anyhow;
+use runner::Result;
 
 use runner::config::experiment::describe_varying;
 use runner::run::RunOptions;
@@ -54,7 +55,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     if !failed.is_empty() {
-        bail!("{} of {total} runs failed: {}", failed.len(), failed.join(", "));
+        return Err(anyhow!("{} of {total} runs failed: {}", failed.len(), failed.join(", ")).into());
     }
     Ok(())
 }
@@ -75,7 +76,7 @@ fn report(outcome: &runner::run::RunOutcome) -> Result<()> {
     println!(
         "run {} {}: best {} {best} at epoch {} of {}{stopped} ({:.1}s)",
         s.run_id,
-        serde_json::to_value(s.status)?.as_str().unwrap_or("?"),
+        s.status.name(),
         s.monitor.name(),
         s.best_epoch.unwrap_or(0),
         s.epochs_planned,

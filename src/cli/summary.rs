@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::anyhow;
+use runner::Result;
 use tch::{Device, Tensor};
 
 use runner::model::{Backbone, parameter_count};
@@ -33,7 +34,7 @@ fn summary(target: &str, set: &[String], image_size: i64) -> Result<()> {
             let path = Path::new(target);
             if !path.exists() && !target.ends_with(".toml") {
                 let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
-                bail!("`{target}` is neither a spec file nor a backbone ({})", names.join(", "));
+                return Err(anyhow!("`{target}` is neither a spec file nor a backbone ({})", names.join(", ")).into());
             }
             let exp = load(path, set)?;
             if exp.runs.len() > 1 {

@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::anyhow;
 use clap::ValueEnum;
+use runner::Result;
 
 use runner::run::RunOptions;
 use runner::sweep::{Engine, Shard};
@@ -145,7 +146,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let failed = rows.iter().filter(|r| r.outcome.is_failure()).count();
     if failed > 0 {
-        bail!("{failed} of {} runs failed", rows.len());
+        return Err(anyhow!("{failed} of {} runs failed", rows.len()).into());
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::anyhow;
+use runner::Result;
 
 use super::{DeviceArg, device};
 
@@ -28,7 +29,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let Args { dirs, tolerance, device: dev, keep, verbose } = args;
     if tolerance.is_nan() || tolerance < 0.0 {
-        bail!("--tolerance: expected a difference of 0 or more, found {tolerance}");
+        return Err(anyhow!("--tolerance: expected a difference of 0 or more, found {tolerance}").into());
     }
     let opts = runner::verify::VerifyOptions { tolerance, device: dev.map(device).transpose()?, keep, quiet: !verbose };
     let mut failed = vec![];
@@ -49,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     if !failed.is_empty() {
-        bail!("{} of {} runs did not verify: {}", failed.len(), dirs.len(), failed.join(", "));
+        return Err(anyhow!("{} of {} runs did not verify: {}", failed.len(), dirs.len(), failed.join(", ")).into());
     }
     println!("verified: {} of {} runs", dirs.len(), dirs.len());
     Ok(())

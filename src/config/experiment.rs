@@ -21,7 +21,8 @@ use std::path::Path;
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
-use crate::config::spec::{Spec, SpecError, SpecSource};
+use crate::config::spec::{Invalid, Spec, SpecSource};
+use crate::error::SpecError;
 
 /// Where an override came from, for error messages.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,13 +49,18 @@ pub struct Override {
 
 /// Parses `--set key=value`. The value is read as a TOML value (`1e-5`, `true`,
 /// `[1, 2]`, `"x"`), or taken as a plain string when it is not one (`rmsprop`).
-pub fn parse_set(raw: &str) -> Result<Override, String> {
+/// A malformed one is a spec error naming `file` (the spec it applies to, or `--set`).
+pub fn parse_set(raw: &str, file: &Path) -> Result<Override, SpecError> {
     let Some((key, value)) = raw.split_once('=') else {
-        return Err(format!("--set {raw}: expected key=value, e.g. --set phases.1.optimizer.lr=1e-5"));
+        return Err(SpecError::new(
+            file,
+            "",
+            format!("--set {raw}: expected key=value, e.g. --set phases.1.optimizer.lr=1e-5"),
+        ));
     };
     let key = key.trim();
     if key.is_empty() || key.split('.').any(str::is_empty) {
-        return Err(format!("--set {raw}: `{key}` is not a dotted key"));
+        return Err(SpecError::new(file, "", format!("--set {raw}: `{key}` is not a dotted key")));
     }
     Ok(Override { key: split_key(key), value: parse_value(value.trim()), origin: Origin::Set(raw.to_string()) })
 }
@@ -165,7 +171,7 @@ impl Experiment {
             }
             let mut spec: Spec = fig.extract().map_err(|e| source.from_figment(e, &axes_locations(&axes)))?;
             spec.resolve();
-            spec.validate().map_err(|(key, msg)| {
+            spec.validate().map_err(|Invalid { key, message: msg }| {
                 // A bad value set by the grid points at its grid entry.
                 let at = axes
                     .iter()
@@ -333,13 +339,19 @@ fn set(
     let top = &key[0];
     let mut current = fig.find_value(top).unwrap_or_else(|_| Value::Dict(Default::default(), Dict::new()));
     let new = to_value(source, value, &at)?;
-    set_in(&mut current, &key[1..], new, top).map_err(fail)?;
+    set_in(&mut current, &key[1..], new, top, &fail)?;
     let mut dict = Dict::new();
     dict.insert(top.clone(), current);
     Ok(fig.merge(Layer { name: layer.to_string(), dict }))
 }
 
-fn set_in(target: &mut Value, path: &[String], new: Value, at: &str) -> Result<(), String> {
+fn set_in(
+    target: &mut Value,
+    path: &[String],
+    new: Value,
+    at: &str,
+    fail: &dyn Fn(String) -> SpecError,
+) -> Result<(), SpecError> {
     let Some((head, rest)) = path.split_first() else {
         *target = new;
         return Ok(());
@@ -349,17 +361,17 @@ fn set_in(target: &mut Value, path: &[String], new: Value, at: &str) -> Result<(
         Value::Array(_, items) => {
             let len = items.len();
             let index: usize =
-                head.parse().map_err(|_| format!("`{at}` is a list: index it with a number, not `{head}`"))?;
+                head.parse().map_err(|_| fail(format!("`{at}` is a list: index it with a number, not `{head}`")))?;
             let item = items
                 .get_mut(index)
-                .ok_or_else(|| format!("`{at}` has {len} entries, so there is no index {index}"))?;
-            set_in(item, rest, new, &here)
+                .ok_or_else(|| fail(format!("`{at}` has {len} entries, so there is no index {index}")))?;
+            set_in(item, rest, new, &here, fail)
         }
         Value::Dict(_, dict) => {
             let entry = dict.entry(head.clone()).or_insert_with(|| Value::Dict(Default::default(), Dict::new()));
-            set_in(entry, rest, new, &here)
+            set_in(entry, rest, new, &here, fail)
         }
-        _ => Err(format!("`{at}` is a single value, so it has no key `{head}`")),
+        _ => Err(fail(format!("`{at}` is a single value, so it has no key `{head}`"))),
     }
 }
 

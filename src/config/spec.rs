@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::config::catalog::Backbone;
+use crate::error::SpecError;
 
 /// A fully resolved experiment: defaults filled in, ready to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -389,31 +390,144 @@ macro_rules! count_or_keyword {
 count_or_keyword!(Classes, "auto", Auto, "\"auto\" or a number of classes");
 count_or_keyword!(FreezeUpTo, "all", All, "\"all\" or a backbone layer index");
 
-/// A spec that could not be read or is not valid, located as precisely as we can.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", self.render())]
-pub struct SpecError {
-    pub file: PathBuf,
-    /// Dotted key, e.g. `phases.1.optimizer.lr`; empty for whole-file errors.
+/// A value that its type accepts and the spec does not: the dotted key and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{key}`: {message}")]
+pub(crate) struct Invalid {
     pub key: String,
-    pub line_col: Option<(usize, usize)>,
     pub message: String,
 }
 
-impl SpecError {
-    fn new(file: &Path, key: impl Into<String>, message: impl Into<String>) -> Self {
-        SpecError { file: file.to_path_buf(), key: key.into(), line_col: None, message: message.into() }
-    }
+fn invalid(key: &str, message: impl Into<String>) -> Invalid {
+    Invalid { key: key.to_string(), message: message.into() }
+}
 
-    fn render(&self) -> String {
-        let mut s = self.file.display().to_string();
-        if let Some((line, col)) = self.line_col {
-            s.push_str(&format!(":{line}:{col}"));
+impl DataSpec {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.image_size < 32 {
+            return Err(invalid("data.image_size", format!("expected at least 32 pixels, found {}", self.image_size)));
         }
-        if !self.key.is_empty() {
-            s.push_str(&format!(": `{}`", self.key));
+        if self.batch_size == 0 {
+            return Err(invalid("data.batch_size", "expected at least 1, found 0"));
         }
-        format!("{s}: {}", self.message)
+        if self.cache_views > MAX_CACHE_VIEWS {
+            return Err(invalid(
+                "data.cache_views",
+                format!("expected 0 to {MAX_CACHE_VIEWS} views, found {}", self.cache_views),
+            ));
+        }
+        let split_ok = (2..=3).contains(&self.split.len())
+            && self.split.iter().all(|f| *f > 0.0 && *f < 1.0)
+            && (self.split.iter().sum::<f64>() - 1.0).abs() < 1e-6;
+        if !split_ok {
+            return Err(invalid(
+                "data.split",
+                format!(
+                    "expected [train, val] or [train, val, test] fractions in (0, 1) that sum to 1, found {:?}",
+                    self.split
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ModelSpec {
+    fn validate(&self) -> Result<(), Invalid> {
+        if let Classes::Count(n) = self.head.classes
+            && n < 2
+        {
+            return Err(invalid("model.head.classes", format!("expected at least 2 classes, found {n}")));
+        }
+        if self.head.hidden.contains(&0) {
+            return Err(invalid("model.head.hidden", "hidden layer widths must be at least 1"));
+        }
+        if let Some(h) = &self.sha256
+            && !(h.len() >= 8 && h.len() <= 64 && h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+        {
+            return Err(invalid("model.sha256", format!("expected 8 to 64 lowercase hex digits, found {h:?}")));
+        }
+        if let Some(p) = self.head.dropout
+            && !(0.0..1.0).contains(&p)
+        {
+            return Err(invalid("model.head.dropout", format!("expected a probability in [0, 1), found {p}")));
+        }
+        Ok(())
+    }
+}
+
+impl PhaseSpec {
+    /// Checks phase `i`; the key is relative to the phase (`optimizer.lr`).
+    fn validate(&self, i: usize, backbone: Backbone) -> Result<(), Invalid> {
+        if self.epochs == 0 {
+            return Err(invalid("epochs", "expected at least 1 epoch, found 0"));
+        }
+        let layers = backbone.layer_count();
+        if let FreezeUpTo::Count(n) = self.freeze_up_to
+            && n > layers
+        {
+            return Err(invalid(
+                "freeze_up_to",
+                format!(
+                    "{backbone} has {layers} layers (0..{}), so freeze_up_to must be at most {layers} or \"all\", found {n}",
+                    layers - 1
+                ),
+            ));
+        }
+        self.optimizer.validate(i)?;
+        self.schedule.validate(self.epochs)
+    }
+}
+
+impl OptimizerSpec {
+    fn validate(&self, phase: usize) -> Result<(), Invalid> {
+        match (self.lr, self.lr_factor) {
+            (Some(_), Some(_)) => return Err(invalid("optimizer", "expected one of `lr` or `lr_factor`, found both")),
+            (None, None) => {
+                return Err(invalid("optimizer", "expected `lr` (or `lr_factor` after the first phase)"));
+            }
+            (None, Some(_)) if phase == 0 => {
+                return Err(invalid("optimizer.lr_factor", "the first phase has no previous learning rate: give `lr`"));
+            }
+            (Some(lr), None) if !(lr > 0.0 && lr.is_finite()) => {
+                return Err(invalid("optimizer.lr", format!("expected a positive learning rate, found {lr}")));
+            }
+            (None, Some(f)) if !(f > 0.0 && f.is_finite()) => {
+                return Err(invalid("optimizer.lr_factor", format!("expected a positive factor, found {f}")));
+            }
+            _ => {}
+        }
+        if self.momentum < 0.0 || self.weight_decay.is_some_and(|w| w < 0.0) {
+            return Err(invalid("optimizer", "momentum and weight_decay must not be negative"));
+        }
+        if self.nesterov && (self.kind != OptimizerKind::Sgd || self.momentum <= 0.0) {
+            return Err(invalid("optimizer.nesterov", "nesterov needs kind = \"sgd\" and a positive momentum"));
+        }
+        Ok(())
+    }
+}
+
+impl ScheduleSpec {
+    fn validate(&self, epochs: usize) -> Result<(), Invalid> {
+        match self.kind {
+            ScheduleKind::Step if self.step_size.is_none_or(|s| s == 0) => {
+                return Err(invalid("schedule.step_size", "a step schedule needs step_size >= 1"));
+            }
+            ScheduleKind::Step | ScheduleKind::Exponential if self.gamma.is_none_or(|g| !(g > 0.0 && g <= 1.0)) => {
+                return Err(invalid("schedule.gamma", format!("expected gamma in (0, 1], found {:?}", self.gamma)));
+            }
+            ScheduleKind::Constant | ScheduleKind::Cosine if self.step_size.is_some() || self.gamma.is_some() => {
+                return Err(invalid("schedule", "step_size and gamma apply only to step and exponential schedules"));
+            }
+            _ => {}
+        }
+        if self.warmup >= epochs && self.warmup > 0 {
+            return Err(invalid(
+                "schedule.warmup",
+                format!("expected fewer warm-up epochs than the phase's {epochs}, found {}", self.warmup),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -541,136 +655,26 @@ impl Spec {
         self.phases[i].augment.as_deref().unwrap_or(&self.data.augment)
     }
 
-    /// Checks what types alone cannot; returns the offending dotted key and a message.
-    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks what types alone cannot, naming the offending dotted key.
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
-            return Err(("name".into(), format!("expected a plain name usable as a folder, found {:?}", self.name)));
+            return Err(invalid("name", format!("expected a plain name usable as a folder, found {:?}", self.name)));
         }
-        let d = &self.data;
-        if d.image_size < 32 {
-            return Err(("data.image_size".into(), format!("expected at least 32 pixels, found {}", d.image_size)));
-        }
-        if d.batch_size == 0 {
-            return Err(("data.batch_size".into(), "expected at least 1, found 0".into()));
-        }
-        if d.cache_views > MAX_CACHE_VIEWS {
-            return Err((
-                "data.cache_views".into(),
-                format!("expected 0 to {MAX_CACHE_VIEWS} views, found {}", d.cache_views),
-            ));
-        }
-        let split_ok = (2..=3).contains(&d.split.len())
-            && d.split.iter().all(|f| *f > 0.0 && *f < 1.0)
-            && (d.split.iter().sum::<f64>() - 1.0).abs() < 1e-6;
-        if !split_ok {
-            return Err((
-                "data.split".into(),
-                format!(
-                    "expected [train, val] or [train, val, test] fractions in (0, 1) that sum to 1, found {:?}",
-                    d.split
-                ),
-            ));
-        }
-        if let Classes::Count(n) = self.model.head.classes
-            && n < 2
-        {
-            return Err(("model.head.classes".into(), format!("expected at least 2 classes, found {n}")));
-        }
-        if self.model.head.hidden.contains(&0) {
-            return Err(("model.head.hidden".into(), "hidden layer widths must be at least 1".into()));
-        }
-        if let Some(h) = &self.model.sha256
-            && !(h.len() >= 8 && h.len() <= 64 && h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
-        {
-            return Err(("model.sha256".into(), format!("expected 8 to 64 lowercase hex digits, found {h:?}")));
-        }
-        if let Some(p) = self.model.head.dropout
-            && !(0.0..1.0).contains(&p)
-        {
-            return Err(("model.head.dropout".into(), format!("expected a probability in [0, 1), found {p}")));
-        }
+        self.data.validate()?;
+        self.model.validate()?;
         if self.phases.is_empty() {
-            return Err(("phases".into(), "expected at least one [[phases]] entry".into()));
+            return Err(invalid("phases", "expected at least one [[phases]] entry"));
         }
-        let layers = self.model.backbone.layer_count();
         for (i, p) in self.phases.iter().enumerate() {
-            let key = |k: &str| format!("phases.{i}.{k}");
-            if p.epochs == 0 {
-                return Err((key("epochs"), "expected at least 1 epoch, found 0".into()));
-            }
-            if let FreezeUpTo::Count(n) = p.freeze_up_to
-                && n > layers
-            {
-                return Err((
-                    key("freeze_up_to"),
-                    format!(
-                        "{} has {layers} layers (0..{}), so freeze_up_to must be at most {layers} or \"all\", found {n}",
-                        self.model.backbone,
-                        layers - 1
-                    ),
-                ));
-            }
-            let o = &p.optimizer;
-            match (o.lr, o.lr_factor) {
-                (Some(_), Some(_)) => {
-                    return Err((key("optimizer"), "expected one of `lr` or `lr_factor`, found both".into()));
-                }
-                (None, None) => {
-                    return Err((key("optimizer"), "expected `lr` (or `lr_factor` after the first phase)".into()));
-                }
-                (None, Some(_)) if i == 0 => {
-                    return Err((
-                        key("optimizer.lr_factor"),
-                        "the first phase has no previous learning rate: give `lr`".into(),
-                    ));
-                }
-                (Some(lr), None) if !(lr > 0.0 && lr.is_finite()) => {
-                    return Err((key("optimizer.lr"), format!("expected a positive learning rate, found {lr}")));
-                }
-                (None, Some(f)) if !(f > 0.0 && f.is_finite()) => {
-                    return Err((key("optimizer.lr_factor"), format!("expected a positive factor, found {f}")));
-                }
-                _ => {}
-            }
-            if o.momentum < 0.0 || o.weight_decay.is_some_and(|w| w < 0.0) {
-                return Err((key("optimizer"), "momentum and weight_decay must not be negative".into()));
-            }
-            if o.nesterov && (o.kind != OptimizerKind::Sgd || o.momentum <= 0.0) {
-                return Err((
-                    key("optimizer.nesterov"),
-                    "nesterov needs kind = \"sgd\" and a positive momentum".into(),
-                ));
-            }
-            let sch = &p.schedule;
-            match sch.kind {
-                ScheduleKind::Step if sch.step_size.is_none_or(|s| s == 0) => {
-                    return Err((key("schedule.step_size"), "a step schedule needs step_size >= 1".into()));
-                }
-                ScheduleKind::Step | ScheduleKind::Exponential if sch.gamma.is_none_or(|g| !(g > 0.0 && g <= 1.0)) => {
-                    return Err((key("schedule.gamma"), format!("expected gamma in (0, 1], found {:?}", sch.gamma)));
-                }
-                ScheduleKind::Constant | ScheduleKind::Cosine if sch.step_size.is_some() || sch.gamma.is_some() => {
-                    return Err((
-                        key("schedule"),
-                        "step_size and gamma apply only to step and exponential schedules".into(),
-                    ));
-                }
-                _ => {}
-            }
-            if sch.warmup >= p.epochs && sch.warmup > 0 {
-                return Err((
-                    key("schedule.warmup"),
-                    format!("expected fewer warm-up epochs than the phase's {}, found {}", p.epochs, sch.warmup),
-                ));
-            }
+            p.validate(i, self.model.backbone).map_err(|e| Invalid { key: format!("phases.{i}.{}", e.key), ..e })?;
         }
         if let Some(es) = &self.early_stopping {
             if es.patience == 0 {
-                return Err(("early_stopping.patience".into(), "expected at least 1 epoch, found 0".into()));
+                return Err(invalid("early_stopping.patience", "expected at least 1 epoch, found 0"));
             }
             if !(es.min_delta >= 0.0 && es.min_delta.is_finite()) {
-                return Err((
-                    "early_stopping.min_delta".into(),
+                return Err(invalid(
+                    "early_stopping.min_delta",
                     format!("expected a finite value >= 0, found {}", es.min_delta),
                 ));
             }

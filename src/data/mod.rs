@@ -223,7 +223,7 @@ pub struct Decoded {
 /// Decodes one file (any mode: grayscale, palette, RGBA, 16-bit and CMYK become
 /// RGB), resizes its shorter side to `side` (antialiased bilinear, as PIL and
 /// torchvision do) and center-crops it square.
-pub fn decode(path: &Path, side: u32) -> std::result::Result<Vec<u8>, String> {
+pub fn decode(path: &Path, side: u32) -> std::result::Result<Vec<u8>, BadImage> {
     decode_file(path, side).map(|d| d.chw)
 }
 
@@ -238,33 +238,52 @@ fn jpeg_truncated(bytes: &[u8]) -> bool {
     }
 }
 
-pub fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
+/// Why an image file was skipped (the reason skipped.csv records).
+#[derive(Debug, thiserror::Error)]
+pub enum BadImage {
+    #[error("unreadable: {0}")]
+    Unreadable(#[from] std::io::Error),
+    #[error("empty file")]
+    Empty,
+    #[error("not an image (unknown format)")]
+    UnknownFormat,
+    #[error("corrupt or truncated Jpeg: no end-of-image marker after the last scan")]
+    TruncatedJpeg,
+    #[error("corrupt or truncated {format:?}: {source}")]
+    Corrupt { format: image::ImageFormat, source: image::ImageError },
+    #[error("image has no pixels")]
+    NoPixels,
+    #[error("cannot resize: {0}")]
+    Resize(String),
+}
+
+pub fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded, BadImage> {
+    let bytes = std::fs::read(path)?;
     if bytes.is_empty() {
-        return Err("empty file".into());
+        return Err(BadImage::Empty);
     }
-    let format = image::guess_format(&bytes).map_err(|_| "not an image (unknown format)".to_string())?;
+    let format = image::guess_format(&bytes).map_err(|_| BadImage::UnknownFormat)?;
     // The JPEG decoder fills a cut-off scan with grey rather than failing, as PIL does.
     if format == image::ImageFormat::Jpeg && jpeg_truncated(&bytes) {
-        return Err("corrupt or truncated Jpeg: no end-of-image marker after the last scan".into());
+        return Err(BadImage::TruncatedJpeg);
     }
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(&bytes), format);
     reader.no_limits();
-    let img = reader.decode().map_err(|e| format!("corrupt or truncated {format:?}: {e}"))?;
+    let img = reader.decode().map_err(|source| BadImage::Corrupt { format, source })?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
-        return Err("image has no pixels".into());
+        return Err(BadImage::NoPixels);
     }
     let scale = side as f64 / w.min(h) as f64;
     let (nw, nh) = (((w as f64 * scale).round() as u32).max(side), ((h as f64 * scale).round() as u32).max(side));
     let rgb = img.into_rgb8();
     let src = fir::images::Image::from_vec_u8(w, h, rgb.into_raw(), fir::PixelType::U8x3)
-        .map_err(|e| format!("cannot resize: {e}"))?;
+        .map_err(|e| BadImage::Resize(e.to_string()))?;
     // Resize the whole image, then take the center square: torchvision's Resize + CenterCrop.
     let mut dst = fir::images::Image::new(nw, nh, fir::PixelType::U8x3);
     // Bilinear convolution with a support scaled to the reduction: PIL's antialiased BILINEAR.
     let options = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
-    fir::Resizer::new().resize(&src, &mut dst, &options).map_err(|e| format!("cannot resize: {e}"))?;
+    fir::Resizer::new().resize(&src, &mut dst, &options).map_err(|e| BadImage::Resize(e.to_string()))?;
     let hwc = dst.buffer();
     let (x0, y0) = (((nw - side) / 2) as usize, ((nh - side) / 2) as usize);
     let (s, row) = (side as usize, nw as usize * 3);
@@ -319,7 +338,9 @@ fn load_split(samples: &[Sample], side: u32, what: &'static str, quiet: bool) ->
                 labels.push(sample.class as i64);
                 out.sizes.push(d.size);
             }
-            Err(reason) => out.skipped.push(Skipped { path: sample.path.display().to_string(), reason }),
+            Err(reason) => {
+                out.skipped.push(Skipped { path: sample.path.display().to_string(), reason: reason.to_string() })
+            }
         }
     }
     let n = labels.len() as i64;

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor, nn};
 
 use crate::config::experiment::Experiment;
-use crate::config::spec::{Classes, Monitor, Precision, Spec, SpecError, StopScope};
+use crate::config::spec::{Classes, Monitor, Precision, Spec, StopScope};
 use crate::data::{self, Dataset, Transform};
+use crate::error::{Error, SpecError};
 use crate::model::Classifier;
 use crate::model::weights;
 use crate::record::checkpoint::{self, Best, Checkpoint, EarlyStopState, TrainState};
@@ -99,6 +100,18 @@ pub struct Summary {
     pub device: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl Status {
+    /// The status as summary.json spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Diverged => "diverged",
+        }
+    }
 }
 
 fn numerics_v1() -> u32 {
@@ -252,31 +265,14 @@ const OUTPUTS: [&str; 13] = [
     checkpoint::FILE,
 ];
 
-/// A run that stopped because its loss stopped being a number.
-#[derive(Debug, thiserror::Error)]
-#[error("training diverged in epoch {epoch}: the train loss is {loss}")]
-pub struct Diverged {
-    pub epoch: usize,
-    pub loss: f64,
-}
-
-/// A run that another process is running now (it holds the run's lock).
-#[derive(Debug, thiserror::Error)]
-#[error("run {run_id} of `{experiment}` is being run by another process ({holder})")]
-pub struct Busy {
-    pub experiment: String,
-    pub run_id: String,
-    pub holder: String,
-}
-
 /// Runs `spec` into its run directory under `opts.out`.
-pub fn execute(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome> {
+pub fn execute(spec: &Spec, opts: &RunOptions) -> crate::Result<RunOutcome> {
     let id = identify(spec, opts.quiet)?;
     execute_identified(spec, &id, opts)
 }
 
 /// [`execute`] for a run already identified.
-pub fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) -> Result<RunOutcome> {
+pub fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) -> crate::Result<RunOutcome> {
     let started = Instant::now();
     let dir = run_dir(&opts.out, spec, id);
     let completed = || read_summary(&dir).filter(|s| s.status == Status::Completed && !opts.force);
@@ -284,9 +280,9 @@ pub fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) -> Resu
         return Ok(RunOutcome { dir, summary, ran: false });
     }
     let lock_path = lock::path(&opts.out, &spec.name, &id.run_id);
-    let busy = |holder: String| Busy { experiment: spec.name.clone(), run_id: id.run_id.clone(), holder };
+    let busy = |holder: String| Error::Busy { experiment: spec.name.clone(), run_id: id.run_id.clone(), holder };
     if let Some(holder) = lock::holder_of(&lock_path) {
-        return Err(busy(holder).into());
+        return Err(busy(holder));
     }
     let config_sha256 = sha256_hex(&spec.canonical());
     let checkpoint_path = dir.join(checkpoint::FILE);
@@ -301,7 +297,7 @@ pub fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) -> Resu
     // Claim the run; nothing has been written so far. Held until this function returns.
     let _lock = match lock::claim(&lock_path)? {
         lock::Claim::Held(held) => held,
-        lock::Claim::Busy(holder) => return Err(busy(holder).into()),
+        lock::Claim::Busy(holder) => return Err(busy(holder)),
     };
     // Another worker may have completed the run, or moved its checkpoint on, meanwhile.
     if let Some(summary) = completed() {
@@ -409,25 +405,27 @@ pub fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) -> Resu
         }
     };
     let result = train_all(spec, &mut trainer, &dir, &mut summary, state, &mut log, started)
-        .and_then(|()| evaluate_test(spec, &mut trainer, &dir, &mut summary, &mut log));
+        .and_then(|()| Ok(evaluate_test(spec, &mut trainer, &dir, &mut summary, &mut log)?));
     summary.wall_s = started.elapsed().as_secs_f64();
     match &result {
         Ok(()) => summary.status = Status::Completed,
         Err(e) => {
-            summary.status = if e.is::<Diverged>() { Status::Diverged } else { Status::Failed };
+            summary.status = if matches!(e, Error::Diverged { .. }) { Status::Diverged } else { Status::Failed };
             summary.error = Some(format!("{e:#}"));
         }
     }
     write_summary(&dir, &summary)?;
     log.quiet_line(&match &result {
         Ok(()) => format!("completed in {:.1}s", summary.wall_s),
-        Err(e) => format!("{}: {e:#}", serde_json::to_value(summary.status)?.as_str().unwrap_or("failed")),
+        Err(e) => format!("{}: {e:#}", summary.status.name()),
     });
     if result.is_ok() {
         // The best weights and the metrics are the result; the last epoch's state is no longer needed.
         let _ = std::fs::remove_file(&checkpoint_path);
     }
-    result.with_context(|| format!("run {} failed (partial results in {})", summary.run_id, dir.display()))?;
+    if let Err(cause) = result {
+        return Err(Error::Run { run_id: summary.run_id, dir, cause: Box::new(cause) });
+    }
     Ok(RunOutcome { dir, summary, ran: true })
 }
 
@@ -564,7 +562,7 @@ fn train_all(
     (mut state, mut rows, mut optimizer_state): Restored,
     log: &mut RunLog,
     started: Instant,
-) -> Result<()> {
+) -> crate::Result<()> {
     let total = spec.total_epochs();
     let title = format!("{} ({})", spec.name, summary.run_id);
     let monitor = spec.monitor();
@@ -621,7 +619,7 @@ fn train_all(
                 table::write_metrics(dir, &rows)?;
                 plot::write_curves(&dir.join("curves.png"), &title, &rows)?;
                 summary.epochs = epoch;
-                return Err(Diverged { epoch, loss: r.train_loss }.into());
+                return Err(Error::Diverged { epoch, loss: r.train_loss });
             }
             let value = monitor_value(monitor, &r);
             if monitor.improves(value, state.best.as_ref().map(|b| b.value), 0.0) {
