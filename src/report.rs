@@ -20,9 +20,10 @@ use anyhow::{Context, Result, bail};
 use polars::prelude::{Column, DataFrame};
 
 use crate::record::plot;
-use crate::record::table::{self, EpochRecord};
+use crate::record::table;
 use crate::run::{Status, Summary};
 use crate::sys::atomic::write_atomic;
+use crate::train::metrics::EpochRecord;
 
 /// One run as the report sees it.
 #[derive(Debug, Clone)]

@@ -12,8 +12,9 @@ use anyhow::{Context, Result, bail};
 use tch::Device;
 
 use crate::config::spec::Spec;
-use crate::record::table::{self, EpochRecord};
+use crate::record::table;
 use crate::run::{self, RunOptions, Status, Summary};
+use crate::train::metrics::{EpochRecord, Metric};
 
 pub struct VerifyOptions {
     /// Largest absolute difference accepted; 0: bit for bit.
@@ -43,18 +44,6 @@ pub struct Comparison {
     pub first_difference: Option<Difference>,
 }
 
-const METRICS: [&str; 5] = ["lr", "train_loss", "train_acc", "val_loss", "val_acc"];
-
-fn metric(r: &EpochRecord, name: &str) -> f64 {
-    match name {
-        "lr" => r.lr,
-        "train_loss" => r.train_loss,
-        "train_acc" => r.train_acc,
-        "val_loss" => r.val_loss,
-        _ => r.val_acc,
-    }
-}
-
 /// Compares two runs' epochs in order. Equal means the same bits (NaN equals NaN)
 /// with `tolerance` 0, else an absolute difference of at most `tolerance`.
 pub fn compare(recorded: &[EpochRecord], rerun: &[EpochRecord], tolerance: f64) -> Comparison {
@@ -71,8 +60,8 @@ pub fn compare(recorded: &[EpochRecord], rerun: &[EpochRecord], tolerance: f64) 
             });
             continue;
         }
-        for name in METRICS {
-            let (x, y) = (metric(a, name), metric(b, name));
+        for m in Metric::REPRODUCIBLE {
+            let (name, x, y) = (m.name(), m.of(a), m.of(b));
             let same = x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
             let diff = if same {
                 0.0

@@ -3,7 +3,7 @@
 //!
 //! Tensors: `model/<variable>` (every variable, BatchNorm statistics included),
 //! `optim/<parameter>/<buffer>` and `optim/steps` (the current phase's optimizer),
-//! and `metrics` (one f64 row per epoch so far, in [`METRIC_COLUMNS`] order).
+//! and `metrics` (one f64 row per epoch so far, in [`Metric::ALL`] order).
 //! The rest of the state is JSON in the file's metadata under `runner.state`.
 //!
 //! Random state needs no saving: every epoch reseeds the shuffling and
@@ -18,14 +18,12 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::spec::Monitor;
-use crate::record::table::EpochRecord;
 use crate::sys::atomic::with_temp_path;
+use crate::train::metrics::{EpochRecord, Metric};
 
 pub const FILE: &str = "checkpoint.safetensors";
 const STATE_KEY: &str = "runner.state";
 const FORMAT: u32 = 1;
-pub const METRIC_COLUMNS: [&str; 7] =
-    ["lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "train_images_per_s"];
 
 /// The best epoch so far by the monitored metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,11 +166,8 @@ impl View for &CpuView {
 }
 
 fn metrics_tensor(rows: &[EpochRecord]) -> Tensor {
-    let flat: Vec<f64> = rows
-        .iter()
-        .flat_map(|r| [r.lr, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.seconds, r.train_images_per_s])
-        .collect();
-    Tensor::from_slice(&flat).view([rows.len() as i64, METRIC_COLUMNS.len() as i64])
+    let flat: Vec<f64> = rows.iter().flat_map(|r| Metric::ALL.map(|m| m.of(r))).collect();
+    Tensor::from_slice(&flat).view([rows.len() as i64, Metric::ALL.len() as i64])
 }
 
 impl Checkpoint {
@@ -240,25 +235,15 @@ impl Checkpoint {
         model.sort_by(|a, b| a.0.cmp(&b.0));
         let metrics = metrics.ok_or_else(|| damaged("no metrics".into()))?;
         let n = state.row_phases.len();
-        if metrics.size() != [n as i64, METRIC_COLUMNS.len() as i64] || metrics.kind() != Kind::Double {
+        if metrics.size() != [n as i64, Metric::ALL.len() as i64] || metrics.kind() != Kind::Double {
             return Err(damaged(format!("metrics has shape {:?} for {n} epochs", metrics.size())));
         }
         let flat = Vec::<f64>::try_from(&metrics.flatten(0, -1)).map_err(|e| damaged(e.to_string()))?;
         let rows = flat
-            .chunks(METRIC_COLUMNS.len())
+            .chunks(Metric::ALL.len())
             .zip(&state.row_phases)
             .enumerate()
-            .map(|(i, (v, phase))| EpochRecord {
-                epoch: i + 1,
-                phase: phase.clone(),
-                lr: v[0],
-                train_loss: v[1],
-                train_acc: v[2],
-                val_loss: v[3],
-                val_acc: v[4],
-                seconds: v[5],
-                train_images_per_s: v[6],
-            })
+            .map(|(i, (v, phase))| EpochRecord::from_values(i + 1, phase, &Metric::ALL, v))
             .collect();
         Ok(Checkpoint { state, rows, model, optimizer })
     }

@@ -11,8 +11,8 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, FontTransform};
 
 use crate::record::confusion::Confusion;
-use crate::record::table::EpochRecord;
 use crate::sys::atomic::with_temp_path;
+use crate::train::metrics::EpochRecord;
 
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 800;

@@ -7,56 +7,34 @@ use anyhow::{Context, Result};
 use polars::prelude::{
     Column, CsvReadOptions, CsvWriter, DataFrame, DataType, ParquetReader, ParquetWriter, SerReader, SerWriter,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::sys::atomic::write_atomic;
-
-/// One row of metrics.csv: one epoch. The epoch index runs across phases.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub phase: String,
-    pub lr: f64,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub val_loss: f64,
-    pub val_acc: f64,
-    /// Wall time of the epoch (training and validation). Timing is kept out of
-    /// metrics.csv, which is byte-identical when a run is repeated.
-    pub seconds: f64,
-    pub train_images_per_s: f64,
-}
+use crate::train::metrics::{EpochRecord, Metric};
 
 fn frame(rows: &[EpochRecord]) -> Result<DataFrame> {
-    let col_f64 =
-        |name: &str, f: fn(&EpochRecord) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
-    let df = DataFrame::new(
-        rows.len(),
-        vec![
-            Column::new("epoch".into(), rows.iter().map(|r| r.epoch as u32).collect::<Vec<_>>()),
-            Column::new("phase".into(), rows.iter().map(|r| r.phase.as_str()).collect::<Vec<_>>()),
-            col_f64("lr", |r| r.lr),
-            col_f64("train_loss", |r| r.train_loss),
-            col_f64("train_acc", |r| r.train_acc),
-            col_f64("val_loss", |r| r.val_loss),
-            col_f64("val_acc", |r| r.val_acc),
-        ],
-    )?;
-    Ok(df)
+    let mut columns = vec![
+        Column::new("epoch".into(), rows.iter().map(|r| r.epoch as u32).collect::<Vec<_>>()),
+        Column::new("phase".into(), rows.iter().map(|r| r.phase.as_str()).collect::<Vec<_>>()),
+    ];
+    for m in Metric::REPRODUCIBLE {
+        columns.push(Column::new(m.name().into(), rows.iter().map(|r| m.of(r)).collect::<Vec<_>>()));
+    }
+    Ok(DataFrame::new(rows.len(), columns)?)
 }
 
 /// Writes `metrics.csv` and `metrics.parquet`, and the epochs' timing in
 /// `timing.csv`, into `dir`, each atomically.
 pub fn write_metrics(dir: &Path, rows: &[EpochRecord]) -> Result<()> {
-    let mut timing = String::from("epoch,phase,seconds,train_images_per_s\n");
+    let names = Metric::TIMING.map(Metric::name);
+    let mut timing = format!("epoch,phase,{}\n", names.join(","));
     for r in rows {
-        timing.push_str(&format!(
-            "{},{},{:.3},{:.1}\n",
-            r.epoch,
-            crate::data::csv_field(&r.phase),
-            r.seconds,
-            r.train_images_per_s
-        ));
+        timing.push_str(&format!("{},{}", r.epoch, crate::data::csv_field(&r.phase)));
+        for m in Metric::TIMING {
+            // Milliseconds for the epoch's time, a tenth of an image for its throughput.
+            let decimals = if m == Metric::Seconds { 3 } else { 1 };
+            timing.push_str(&format!(",{:.*}", decimals, m.of(r)));
+        }
+        timing.push('\n');
     }
     write_atomic(&dir.join("timing.csv"), timing.as_bytes())?;
     write_frame(&mut frame(rows)?, dir, "metrics")
@@ -105,19 +83,11 @@ fn records(df: &DataFrame) -> Result<Vec<EpochRecord>> {
     let phases = df.column("phase")?.cast(&DataType::String)?;
     let phases = phases.str()?;
     let phases: Vec<String> = (0..phases.len()).map(|i| phases.get(i).unwrap_or("").to_string()).collect();
-    let (lr, tl, ta, vl, va) =
-        (f64s("lr")?, f64s("train_loss")?, f64s("train_acc")?, f64s("val_loss")?, f64s("val_acc")?);
+    let columns = Metric::REPRODUCIBLE.map(|m| f64s(m.name())).into_iter().collect::<Result<Vec<_>>>()?;
     Ok((0..df.height())
-        .map(|i| EpochRecord {
-            epoch: epochs[i],
-            phase: phases[i].clone(),
-            lr: lr[i],
-            train_loss: tl[i],
-            train_acc: ta[i],
-            val_loss: vl[i],
-            val_acc: va[i],
-            seconds: 0.0,
-            train_images_per_s: 0.0,
+        .map(|i| {
+            let values: Vec<f64> = columns.iter().map(|c| c[i]).collect();
+            EpochRecord::from_values(epochs[i], &phases[i], &Metric::REPRODUCIBLE, &values)
         })
         .collect())
 }

@@ -20,10 +20,11 @@ use crate::model::weights;
 use crate::record::checkpoint::{self, Best, Checkpoint, EarlyStopState, TrainState};
 use crate::record::confusion::Confusion;
 use crate::record::plot;
-use crate::record::table::{self, EpochRecord};
+use crate::record::table;
 use crate::sys::atomic::{with_temp_path, write_atomic};
 use crate::sys::fetch::sha256_hex;
 use crate::train::Trainer;
+use crate::train::metrics::EpochRecord;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -588,31 +589,8 @@ fn train_all(
         for e in state.next_phase_epoch..phase.epochs {
             let epoch = state.epoch + 1;
             let lr = phase.schedule.lr_at(lrs[p], e, phase.epochs);
-            let s = trainer.run_epoch(&mut run, lr, epoch, total);
-            let r = EpochRecord {
-                epoch,
-                phase: phase.name.clone(),
-                lr,
-                train_loss: s.train_loss,
-                train_acc: s.train_acc,
-                val_loss: s.val_loss,
-                val_acc: s.val_acc,
-                seconds: s.seconds,
-                train_images_per_s: s.train_images_per_s,
-            };
-            log.line(&format!(
-                "epoch {:>3}/{total} {:<18} lr {:.1e}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  \
-                 {:.1}s {:.0} img/s",
-                r.epoch,
-                r.phase,
-                r.lr,
-                r.train_loss,
-                r.train_acc,
-                r.val_loss,
-                r.val_acc,
-                r.seconds,
-                r.train_images_per_s
-            ));
+            let r = trainer.run_epoch(&mut run, lr, epoch, total);
+            log.line(&r.log_line(total));
             rows.push(r.clone());
             if !r.train_loss.is_finite() {
                 // The weights are ruined: keep the metrics so far and the last good checkpoint as they are.
@@ -621,7 +599,7 @@ fn train_all(
                 summary.epochs = epoch;
                 return Err(Error::Diverged { epoch, loss: r.train_loss });
             }
-            let value = monitor_value(monitor, &r);
+            let value = r.monitored(monitor);
             if monitor.improves(value, state.best.as_ref().map(|b| b.value), 0.0) {
                 save_weights(&trainer.vs, &best_path)?;
                 state.best = Some(Best { epoch, monitor, value });
@@ -678,15 +656,6 @@ fn sync_summary(summary: &mut Summary, state: &TrainState, rows: &[EpochRecord])
     summary.best_value = state.best.as_ref().map(|b| b.value);
     summary.best_val_acc = summary.best_epoch.and_then(|e| rows.get(e - 1)).map(|r| r.val_acc);
     summary.early_stopping = state.early_stopping.clone();
-}
-
-fn monitor_value(monitor: Monitor, r: &EpochRecord) -> f64 {
-    match monitor {
-        Monitor::ValAcc => r.val_acc,
-        Monitor::ValLoss => r.val_loss,
-        Monitor::TrainAcc => r.train_acc,
-        Monitor::TrainLoss => r.train_loss,
-    }
 }
 
 /// With a test split: the best weights, evaluated once on it.

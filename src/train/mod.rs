@@ -15,6 +15,7 @@
 //!
 //! Checkpoints, files and display belong to `run.rs`; this module does the numerics.
 
+pub mod metrics;
 pub mod optim;
 
 use std::collections::BTreeSet;
@@ -30,6 +31,7 @@ use tch::{Device, Kind, Tensor};
 use crate::config::spec::{Augment, BatchNormPolicy, CacheMode, FreezeUpTo, PhaseSpec, Precision};
 use crate::data::{Dataset, Split, Transform};
 use crate::model::{Classifier, has_prefix};
+use crate::train::metrics::EpochRecord;
 use crate::train::optim::{GradScaler, Optimizer};
 
 /// How a training step runs: layers below `frozen` are frozen; `bn` picks BatchNorm modes.
@@ -41,6 +43,8 @@ struct Step {
 
 /// A phase in progress: its optimizer and how its steps run.
 pub struct PhaseRun {
+    /// The phase's name, as its epochs' records give it.
+    pub name: String,
     pub opt: Optimizer,
     step: Step,
     cache: Option<FeatureCache>,
@@ -106,17 +110,6 @@ fn cache_budget_bytes(device: Device) -> u64 {
             .and_then(|kb| kb.parse::<u64>().ok())
     });
     available.map_or(budget, |kb| budget.min(kb * 1024 / 2))
-}
-
-/// What one epoch measured.
-#[derive(Debug, Clone, Copy)]
-pub struct EpochStats {
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub val_loss: f64,
-    pub val_acc: f64,
-    pub seconds: f64,
-    pub train_images_per_s: f64,
 }
 
 /// Whether to train in channels-last memory: on the CPU, where oneDNN's convolutions
@@ -323,6 +316,7 @@ impl Trainer {
             None => self.build_cache(frozen),
         };
         PhaseRun {
+            name: phase.name.clone(),
             opt: Optimizer::new(&phase.optimizer, lr, params),
             step: Step { frozen, bn: phase.batchnorm },
             pending_seconds: if cache.is_some() { started.elapsed().as_secs_f64() } else { 0.0 },
@@ -510,7 +504,7 @@ impl Trainer {
 
     /// Every epoch of a phase, numbered from `first_epoch`, without checkpoints
     /// (the run loop in `run.rs` is the one that can resume).
-    pub fn train_phase(&mut self, phase: &PhaseSpec, lr: f64, first_epoch: usize, total: usize) -> Vec<EpochStats> {
+    pub fn train_phase(&mut self, phase: &PhaseSpec, lr: f64, first_epoch: usize, total: usize) -> Vec<EpochRecord> {
         let mut run = self.start_phase(phase, lr);
         (0..phase.epochs)
             .map(|e| self.run_epoch(&mut run, phase.schedule.lr_at(lr, e, phase.epochs), first_epoch + e, total))
@@ -519,7 +513,7 @@ impl Trainer {
 
     /// One epoch of training at learning rate `lr`, then validation. `epoch` is 1-based
     /// across phases; it and the seed alone decide the shuffling, augmentation and dropout.
-    pub fn run_epoch(&mut self, phase: &mut PhaseRun, lr: f64, epoch: usize, total_epochs: usize) -> EpochStats {
+    pub fn run_epoch(&mut self, phase: &mut PhaseRun, lr: f64, epoch: usize, total_epochs: usize) -> EpochRecord {
         let start = Instant::now();
         phase.opt.set_lr(lr);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
@@ -533,7 +527,10 @@ impl Trainer {
         };
         let seconds = start.elapsed().as_secs_f64() + phase.pending_seconds;
         phase.pending_seconds = 0.0;
-        EpochStats {
+        EpochRecord {
+            epoch,
+            phase: phase.name.clone(),
+            lr,
             train_loss,
             train_acc,
             val_loss,
