@@ -12,7 +12,8 @@ use crate::config::spec::Spec;
 use crate::data::{Transform, decode, resize_side};
 use crate::model::weights;
 use crate::model::{Backbone, Classifier};
-use crate::run::read_summary;
+use crate::record::run_dir::RunDir;
+use crate::record::summary::Summary;
 
 /// A model ready to classify: weights loaded, class names where known.
 pub struct Predictor {
@@ -43,13 +44,14 @@ pub struct Prediction {
 impl Predictor {
     /// The best weights of the run in `dir` (its config.toml, summary.json and best.safetensors).
     pub fn from_run(dir: &Path) -> crate::Result<Predictor> {
-        let spec = Spec::load(&dir.join("config.toml"))?;
-        Ok(Self::from_run_spec(dir, spec)?)
+        let dir = RunDir::at(dir);
+        let spec = Spec::load(&dir.config())?;
+        Ok(Self::from_run_spec(&dir, spec)?)
     }
 
-    fn from_run_spec(dir: &Path, spec: Spec) -> Result<Predictor> {
-        let summary = read_summary(dir).with_context(|| format!("{} has no readable summary.json", dir.display()))?;
-        let best = dir.join("best.safetensors");
+    fn from_run_spec(dir: &RunDir, spec: Spec) -> Result<Predictor> {
+        let summary = Summary::read(dir).with_context(|| format!("{} has no readable summary.json", dir.display()))?;
+        let best = dir.best();
         if !best.is_file() {
             bail!("{} has no best.safetensors (did the run finish an epoch?)", dir.display());
         }

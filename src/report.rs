@@ -20,15 +20,16 @@ use anyhow::{Context, Result, bail};
 use polars::prelude::{Column, DataFrame};
 
 use crate::record::plot;
+use crate::record::run_dir::RunDir;
+use crate::record::summary::{Status, Summary};
 use crate::record::table;
-use crate::run::{Status, Summary};
 use crate::sys::atomic::write_atomic;
 use crate::train::metrics::EpochRecord;
 
 /// One run as the report sees it.
 #[derive(Debug, Clone)]
 pub struct RunEntry {
-    pub dir: PathBuf,
+    pub dir: RunDir,
     pub summary: Summary,
     /// config.toml flattened to dotted keys (`phases.1.optimizer.lr`), values as TOML.
     pub config: BTreeMap<String, String>,
@@ -70,10 +71,11 @@ pub fn collect(runs: &Path) -> Result<(Vec<RunEntry>, Vec<String>)> {
     Ok((entries, unreadable))
 }
 
-fn read_entry(dir: &Path) -> Result<RunEntry> {
-    let text = std::fs::read_to_string(dir.join("summary.json")).context("no summary.json")?;
+fn read_entry(path: &Path) -> Result<RunEntry> {
+    let dir = RunDir::at(path);
+    let text = std::fs::read_to_string(dir.summary()).context("no summary.json")?;
     let summary: Summary = serde_json::from_str(&text).context("summary.json is not a run summary")?;
-    let config = match std::fs::read_to_string(dir.join("config.toml")) {
+    let config = match std::fs::read_to_string(dir.config()) {
         Ok(text) => {
             let table: toml::Table = toml::from_str(&text).context("config.toml is not TOML")?;
             let mut flat = BTreeMap::new();
@@ -82,9 +84,9 @@ fn read_entry(dir: &Path) -> Result<RunEntry> {
         }
         Err(_) => BTreeMap::new(),
     };
-    let metrics = dir.join("metrics.parquet");
+    let metrics = dir.metrics_parquet();
     let rows = if metrics.exists() { table::read_records(&metrics)? } else { vec![] };
-    Ok(RunEntry { dir: dir.to_path_buf(), summary, config, rows })
+    Ok(RunEntry { dir, summary, config, rows })
 }
 
 fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
@@ -191,7 +193,7 @@ pub fn summary_frame(entries: &[RunEntry]) -> Result<DataFrame> {
         Column::new("test_acc".into(), ordered.iter().map(|r| r.summary.test_acc).collect::<Vec<_>>()),
         Column::new("wall_s".into(), ordered.iter().map(|r| r.summary.wall_s).collect::<Vec<_>>()),
         str_col("backbone", &|r| r.summary.backbone.clone()),
-        str_col("dir", &|r| r.dir.to_string_lossy().into_owned()),
+        str_col("dir", &|r| r.dir.path().to_string_lossy().into_owned()),
     ]);
     Ok(DataFrame::new(ordered.len(), columns)?)
 }
@@ -289,7 +291,7 @@ pub fn write(runs: &Path, out: &Path) -> Result<Written> {
         let _ = writeln!(md, "{head}\n{rule}");
         for (i, r) in ranked.iter().enumerate() {
             let s = &r.summary;
-            let mut line = format!("| {} | [{}]({}) |", i + 1, s.run_id, href(out, &r.dir));
+            let mut line = format!("| {} | [{}]({}) |", i + 1, s.run_id, href(out, r.dir.path()));
             for k in &varying {
                 let _ = write!(line, " {} |", r.config.get(k).map_or("", String::as_str).replace('|', "\\|"));
             }
@@ -368,20 +370,20 @@ pub fn write(runs: &Path, out: &Path) -> Result<Written> {
             }
             let mut links = vec![];
             for file in
-                ["config.toml", "metrics.csv", "summary.json", "run.log", "test_metrics.csv", "best.safetensors"]
+                [RunDir::CONFIG, RunDir::METRICS_CSV, RunDir::SUMMARY, RunDir::LOG, RunDir::TEST_METRICS, RunDir::BEST]
             {
-                if r.dir.join(file).exists() {
-                    links.push(format!("<a href=\"{}\">{file}</a>", href(out, &r.dir.join(file))));
+                if r.dir.file(file).exists() {
+                    links.push(format!("<a href=\"{}\">{file}</a>", href(out, &r.dir.file(file))));
                 }
             }
             let _ = writeln!(sections, "<p>{}</p>", links.join(" · "));
-            for (file, alt) in [("curves.png", "learning curves"), ("confusion.png", "test confusion matrix")] {
-                if r.dir.join(file).exists() {
+            for (file, alt) in [(RunDir::CURVES, "learning curves"), (RunDir::CONFUSION_PNG, "test confusion matrix")] {
+                if r.dir.file(file).exists() {
                     let _ = writeln!(
                         sections,
                         "<a href=\"{src}\"><img class=\"thumb\" src=\"{src}\" alt=\"{} {alt}\"></a>",
                         html_escape(&s.run_id),
-                        src = href(out, &r.dir.join(file))
+                        src = href(out, &r.dir.file(file))
                     );
                 }
             }
@@ -458,7 +460,7 @@ mod tests {
             "device": "cpu"
         }))
         .unwrap();
-        RunEntry { dir: PathBuf::from(id), summary, config, rows: vec![] }
+        RunEntry { dir: RunDir::at(id), summary, config, rows: vec![] }
     }
 
     #[test]

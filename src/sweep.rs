@@ -14,9 +14,10 @@ use anyhow::{Context, Result, bail};
 
 use crate::Error;
 use crate::config::experiment::{Experiment, Override, PlannedRun, describe_varying};
-use crate::record::checkpoint;
+use crate::config::spec::Spec;
+use crate::record::summary::{Status, Summary};
 use crate::run::lock;
-use crate::run::{self, RunOptions, Status};
+use crate::run::{self, RunOptions};
 
 /// One run of a sweep, where it comes from.
 #[derive(Debug, Clone)]
@@ -168,23 +169,23 @@ impl Action {
     }
 }
 
-/// The run id and what a sweep would do; reads the run's files, writes nothing.
-pub fn plan(run: &SweepRun, out: &Path) -> (Option<String>, Action) {
-    let spec = &run.planned.spec;
+/// The run id and what a sweep would do; reads the run's files, writes nothing
+/// (`quiet`: no progress bar while the data is hashed).
+pub fn plan(spec: &Spec, out: &Path, quiet: bool) -> (Option<String>, Action) {
     if let Some(first) = crate::data::archive::pending(&spec.data.source) {
         return (None, Action::Fetch(first));
     }
-    let id = match run::identify(spec, true) {
+    let id = match run::identify(spec, quiet) {
         Ok(id) => id,
         Err(e) => return (None, Action::Unreadable(format!("{e:#}"))),
     };
     let dir = run::run_dir(out, spec, &id);
-    let summary = run::read_summary(&dir);
+    let summary = Summary::read(&dir);
     let action = if let Some(holder) = lock::holder_of(&lock::path(out, &spec.name, &id.run_id)) {
         Action::Busy(holder)
     } else if summary.as_ref().is_some_and(|s| s.status == Status::Completed) {
         Action::Skip
-    } else if dir.join(checkpoint::FILE).exists() {
+    } else if dir.checkpoint().exists() {
         Action::Resume(summary.map_or(0, |s| s.epochs))
     } else {
         Action::Run

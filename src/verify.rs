@@ -12,8 +12,10 @@ use anyhow::{Context, Result, bail};
 use tch::Device;
 
 use crate::config::spec::Spec;
+use crate::record::run_dir::RunDir;
+use crate::record::summary::{Status, Summary};
 use crate::record::table;
-use crate::run::{self, RunOptions, Status, Summary};
+use crate::run::{self, RunOptions};
 use crate::train::metrics::{EpochRecord, Metric};
 
 pub struct VerifyOptions {
@@ -124,18 +126,19 @@ fn device_of(summary: &Summary) -> Result<Device> {
 
 /// Reruns the run recorded in `dir` and compares.
 pub fn verify(dir: &Path, opts: &VerifyOptions) -> crate::Result<Verdict> {
-    let config = dir.join("config.toml");
+    let dir = &RunDir::at(dir);
+    let config = dir.config();
     let text = std::fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
     let spec = Spec::from_str_at(&text, &config)?;
     Ok(rerun_and_compare(dir, &spec, opts)?)
 }
 
-fn rerun_and_compare(dir: &Path, spec: &Spec, opts: &VerifyOptions) -> Result<Verdict> {
-    let summary = run::read_summary(dir).with_context(|| format!("no readable summary.json in {}", dir.display()))?;
+fn rerun_and_compare(dir: &RunDir, spec: &Spec, opts: &VerifyOptions) -> Result<Verdict> {
+    let summary = Summary::read(dir).with_context(|| format!("no readable summary.json in {}", dir.display()))?;
     if summary.status != Status::Completed {
         bail!("{} did not complete (status {:?}): there is nothing to verify", dir.display(), summary.status);
     }
-    let recorded = table::read_records_csv(&dir.join("metrics.csv"))?;
+    let recorded = table::read_records_csv(&dir.metrics_csv())?;
     let device = match opts.device {
         Some(d) => d,
         None => device_of(&summary)?,
@@ -194,7 +197,7 @@ fn rerun_and_compare(dir: &Path, spec: &Spec, opts: &VerifyOptions) -> Result<Ve
                 summary.runner_version, rerun_summary.runner_version
             ));
         }
-        let rerun = table::read_records_csv(&outcome.dir.join("metrics.csv"))?;
+        let rerun = table::read_records_csv(&outcome.dir.metrics_csv())?;
         let comparison = compare(&recorded, &rerun, opts.tolerance);
         let test_acc = summary.test_acc.zip(rerun_summary.test_acc);
         match &comparison.first_difference {
@@ -226,7 +229,7 @@ fn rerun_and_compare(dir: &Path, spec: &Spec, opts: &VerifyOptions) -> Result<Ve
             }
             lines.push(format!("  test_acc recorded {a} rerun {b}: {}", if ok { "same" } else { "DIFFERS" }));
         }
-        Ok(Verdict { dir: dir.to_path_buf(), comparison, test_acc, passed, lines: std::mem::take(&mut lines) })
+        Ok(Verdict { dir: dir.path().to_path_buf(), comparison, test_acc, passed, lines: std::mem::take(&mut lines) })
     })();
     if opts.keep {
         eprintln!("the rerun is kept in {}", scratch.keep().display());

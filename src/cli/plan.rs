@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use runner::Result;
 
 use runner::config::experiment::describe_varying;
+use runner::sweep::{Action, plan};
 
 use super::{SetFlags, load};
 
@@ -24,25 +25,21 @@ pub fn run(args: Args) -> Result<()> {
     println!("{:<12} {:<10} {:>6}  varying", "run id", "completed", "epochs");
     let mut unreadable = None;
     for planned in &exp.runs {
-        let identity = match runner::data::archive::pending(&planned.spec.data.source) {
-            Some(first) => {
+        let (id, action) = plan(&planned.spec, &out, false);
+        let done = match action {
+            Action::Fetch(first) => {
                 unreadable
                     .get_or_insert(format!("`{}` is not there yet: the first run {first}", planned.spec.data.source));
-                Err(anyhow::anyhow!("not downloaded yet"))
+                "?"
             }
-            None => runner::run::identify(&planned.spec, false),
+            Action::Unreadable(e) => {
+                unreadable.get_or_insert(e);
+                "?"
+            }
+            Action::Skip => "yes",
+            Action::Run | Action::Resume(_) | Action::Busy(_) => "no",
         };
-        let (id, done) = match identity {
-            Ok(id) => {
-                let dir = runner::run::run_dir(&out, &planned.spec, &id);
-                let done = runner::run::read_summary(&dir).is_some_and(|s| s.status == runner::run::Status::Completed);
-                (id.run_id, if done { "yes" } else { "no" })
-            }
-            Err(e) => {
-                unreadable.get_or_insert(format!("{e:#}"));
-                ("?".to_string(), "?")
-            }
-        };
+        let id = id.unwrap_or_else(|| "?".to_string());
         println!("{:<12} {:<10} {:>6}  {}", id, done, planned.spec.total_epochs(), describe_varying(&planned.varying));
     }
     println!("{} runs of {}", exp.runs.len(), exp.runs.first().map_or("", |r| r.spec.name.as_str()));

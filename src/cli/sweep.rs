@@ -110,7 +110,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("{:<4} {:<20} {:<10} {:>6}  {:<31} varying", "#", "experiment", "run id", "epochs", "action");
         let mut counts = std::collections::BTreeMap::new();
         for (k, r) in runs.iter().enumerate() {
-            let (id, action) = runner::sweep::plan(r, &out);
+            let (id, action) = runner::sweep::plan(&r.planned.spec, &out, true);
             *counts.entry(action.verb()).or_insert(0) += 1;
             println!(
                 "{:<4} {:<20} {:<10} {:>6}  {:<31} {}",

@@ -102,15 +102,15 @@ fn build_atomically(target: &Path, archive: &Path, fill: impl FnOnce(&Path) -> R
     let parent = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.partial{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    match fill(&tmp) {
-        Ok(()) => std::fs::rename(&tmp, target).with_context(|| format!("cannot move into {}", target.display())),
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e.context(format!("cannot unpack {}", archive.display())))
-        }
-    }
+    // Removed when dropped: on failure, on a panic, or when the rename fails.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.partial"))
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
+    fill(tmp.path()).with_context(|| format!("cannot unpack {}", archive.display()))?;
+    std::fs::rename(tmp.path(), target).with_context(|| format!("cannot move into {}", target.display()))?;
+    let _ = tmp.keep();
+    Ok(())
 }
 
 /// A dataset runner knows by name: where its archive is and how it is laid out.

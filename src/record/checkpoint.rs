@@ -21,7 +21,6 @@ use crate::config::spec::Monitor;
 use crate::sys::atomic::with_temp_path;
 use crate::train::metrics::{EpochRecord, Metric};
 
-pub const FILE: &str = "checkpoint.safetensors";
 const STATE_KEY: &str = "runner.state";
 const FORMAT: u32 = 1;
 
@@ -273,7 +272,7 @@ mod tests {
     #[test]
     fn round_trip_is_exact_and_damage_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE);
+        let path = crate::record::run_dir::RunDir::at(dir.path()).checkpoint();
         let rows: Vec<EpochRecord> = (1..=2)
             .map(|e| EpochRecord {
                 epoch: e,

@@ -1,10 +1,9 @@
 //! Test-split evaluation: the confusion matrix and per-class precision, recall and F1.
 
-use std::path::Path;
-
 use anyhow::Result;
 
 use crate::data::csv_field;
+use crate::record::run_dir::RunDir;
 use crate::sys::atomic::write_atomic;
 
 /// `counts[t][p]`: images of true class `t` predicted as `p`.
@@ -61,7 +60,7 @@ impl Confusion {
 
     /// `confusion.csv` (rows: true class, columns: predicted) and `test_metrics.csv`
     /// (per class, then the unweighted mean as `macro_avg`).
-    pub fn write(&self, dir: &Path) -> Result<()> {
+    pub fn write(&self, dir: &RunDir) -> Result<()> {
         let mut csv = String::from("true\\predicted");
         for c in &self.classes {
             csv.push(',');
@@ -75,7 +74,7 @@ impl Confusion {
             }
             csv.push('\n');
         }
-        write_atomic(&dir.join("confusion.csv"), csv.as_bytes())?;
+        write_atomic(&dir.confusion_csv(), csv.as_bytes())?;
 
         let scores = self.scores();
         let mut csv = String::from("class,precision,recall,f1,support\n");
@@ -98,7 +97,7 @@ impl Confusion {
             mean(|s| s.f1),
             self.total()
         ));
-        write_atomic(&dir.join("test_metrics.csv"), csv.as_bytes())
+        write_atomic(&dir.test_metrics(), csv.as_bytes())
     }
 }
 
@@ -122,7 +121,7 @@ mod tests {
         assert_eq!((s[2].precision, s[2].recall, s[2].f1, s[2].support), (0.0, 0.0, 0.0, 1));
 
         let dir = tempfile::tempdir().unwrap();
-        c.write(dir.path()).unwrap();
+        c.write(&RunDir::at(dir.path())).unwrap();
         let csv = std::fs::read_to_string(dir.path().join("confusion.csv")).unwrap();
         assert_eq!(csv, "true\\predicted,ant,bee,wasp\nant,3,1,0\nbee,0,2,0\nwasp,1,0,0\n");
         let m = std::fs::read_to_string(dir.path().join("test_metrics.csv")).unwrap();

@@ -1,7 +1,9 @@
-//! The records of a run: metrics tables, confusion matrices, plots and
-//! checkpoints, written into the run directory.
+//! The records of a run: its directory and every file name in it, the summary,
+//! metrics tables, confusion matrices, plots and checkpoints.
 
 pub mod checkpoint;
 pub mod confusion;
 pub mod plot;
+pub mod run_dir;
+pub mod summary;
 pub mod table;

@@ -8,6 +8,7 @@ use polars::prelude::{
     Column, CsvReadOptions, CsvWriter, DataFrame, DataType, ParquetReader, ParquetWriter, SerReader, SerWriter,
 };
 
+use crate::record::run_dir::RunDir;
 use crate::sys::atomic::write_atomic;
 use crate::train::metrics::{EpochRecord, Metric};
 
@@ -24,7 +25,7 @@ fn frame(rows: &[EpochRecord]) -> Result<DataFrame> {
 
 /// Writes `metrics.csv` and `metrics.parquet`, and the epochs' timing in
 /// `timing.csv`, into `dir`, each atomically.
-pub fn write_metrics(dir: &Path, rows: &[EpochRecord]) -> Result<()> {
+pub fn write_metrics(dir: &RunDir, rows: &[EpochRecord]) -> Result<()> {
     let names = Metric::TIMING.map(Metric::name);
     let mut timing = format!("epoch,phase,{}\n", names.join(","));
     for r in rows {
@@ -36,18 +37,25 @@ pub fn write_metrics(dir: &Path, rows: &[EpochRecord]) -> Result<()> {
         }
         timing.push('\n');
     }
-    write_atomic(&dir.join("timing.csv"), timing.as_bytes())?;
-    write_frame(&mut frame(rows)?, dir, "metrics")
+    write_atomic(&dir.timing(), timing.as_bytes())?;
+    write_frame_to(&mut frame(rows)?, &dir.metrics_csv(), &dir.metrics_parquet())
 }
 
 /// Writes `df` as `<dir>/<stem>.csv` and `<dir>/<stem>.parquet`, each atomically.
 pub fn write_frame(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<()> {
+    write_frame_to(df, &dir.join(format!("{stem}.csv")), &dir.join(format!("{stem}.parquet")))
+}
+
+fn write_frame_to(df: &mut DataFrame, csv_path: &Path, parquet_path: &Path) -> Result<()> {
     let mut csv = Vec::new();
-    CsvWriter::new(&mut csv).include_header(true).finish(df).with_context(|| format!("cannot format {stem}.csv"))?;
-    write_atomic(&dir.join(format!("{stem}.csv")), &csv)?;
+    CsvWriter::new(&mut csv)
+        .include_header(true)
+        .finish(df)
+        .with_context(|| format!("cannot format {}", csv_path.display()))?;
+    write_atomic(csv_path, &csv)?;
     let mut parquet = Vec::new();
-    ParquetWriter::new(&mut parquet).finish(df).with_context(|| format!("cannot format {stem}.parquet"))?;
-    write_atomic(&dir.join(format!("{stem}.parquet")), &parquet)
+    ParquetWriter::new(&mut parquet).finish(df).with_context(|| format!("cannot format {}", parquet_path.display()))?;
+    write_atomic(parquet_path, &parquet)
 }
 
 /// Reads `metrics.parquet` back (used by tests and reports).
@@ -112,7 +120,7 @@ mod tests {
                 train_images_per_s: 10.0,
             })
             .collect();
-        write_metrics(dir.path(), &rows).unwrap();
+        write_metrics(&RunDir::at(dir.path()), &rows).unwrap();
         let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
         assert_eq!(csv.lines().next().unwrap(), "epoch,phase,lr,train_loss,train_acc,val_loss,val_acc");
         assert_eq!(csv.lines().count(), 4);

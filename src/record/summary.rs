@@ -1,0 +1,111 @@
+//! summary.json: what a run was and how it ended, kept up to date after every epoch.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::spec::{Monitor, Precision};
+use crate::record::checkpoint::EarlyStopState;
+use crate::record::run_dir::RunDir;
+use crate::sys::atomic::write_atomic;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Completed,
+    Failed,
+    Diverged,
+}
+
+/// summary.json: what a run was and how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub run_id: String,
+    pub experiment: String,
+    pub status: Status,
+    /// The metric that picks the best epoch (`early_stopping.monitor`, or val_acc).
+    pub monitor: Monitor,
+    /// The monitored metric at the best epoch.
+    pub best_value: Option<f64>,
+    /// val_acc at the best epoch.
+    pub best_val_acc: Option<f64>,
+    pub best_epoch: Option<usize>,
+    /// Epochs completed.
+    pub epochs: usize,
+    pub epochs_planned: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStopState>,
+    /// The best weights on the test split, when the data has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_acc: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
+    /// The epochs after which the run was resumed, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed_after: Vec<usize>,
+    pub wall_s: f64,
+    pub runner_version: String,
+    /// `run::NUMERICS_VERSION` of the runner that ran it (1: before it was recorded).
+    #[serde(default = "numerics_v1")]
+    pub numerics_version: u32,
+    pub backbone: String,
+    pub classes: Vec<String>,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub skipped_files: usize,
+    pub test_images: usize,
+    /// sha256 of manifest.csv: exactly which files (and contents) the run used.
+    pub manifest_sha256: String,
+    pub threads: i32,
+    #[serde(default)]
+    pub interop_threads: i32,
+    /// The arithmetic the run trained in (fp16 falls back to fp32 on the CPU).
+    #[serde(default)]
+    pub precision: Precision,
+    pub device: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Status {
+    /// The status as summary.json spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Diverged => "diverged",
+        }
+    }
+}
+
+fn numerics_v1() -> u32 {
+    1
+}
+
+impl Summary {
+    /// The summary of the run in `dir`, if it has a readable one.
+    pub fn read(dir: &RunDir) -> Option<Summary> {
+        let text = std::fs::read_to_string(dir.summary()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Writes summary.json into `dir`, atomically.
+    pub fn write(&self, dir: &RunDir) -> Result<()> {
+        let mut json = serde_json::to_vec_pretty(self).context("cannot serialise summary")?;
+        json.push(b'\n');
+        write_atomic(&dir.summary(), &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_are_summary_json_spellings() {
+        for s in [Status::Running, Status::Completed, Status::Failed, Status::Diverged] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Training a run's phases epoch by epoch, and what each epoch leaves in the run
+//! directory: the metrics and curves, the best weights, the checkpoint and the summary.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use tch::{Device, Tensor, nn};
+
+use super::log::RunLog;
+use super::resume::Restored;
+use crate::Error;
+use crate::config::spec::{Precision, Spec, StopScope};
+use crate::record::checkpoint::{Best, Checkpoint, TrainState};
+use crate::record::confusion::Confusion;
+use crate::record::run_dir::RunDir;
+use crate::record::summary::Summary;
+use crate::record::{plot, table};
+use crate::sys::atomic::with_temp_path;
+use crate::train::metrics::EpochRecord;
+use crate::train::{PhaseRun, Trainer};
+
+/// What a run's epochs write to, for as long as it trains.
+pub(super) struct Records<'a> {
+    pub spec: &'a Spec,
+    pub dir: &'a RunDir,
+    pub summary: &'a mut Summary,
+    pub log: &'a mut RunLog,
+    pub started: Instant,
+}
+
+impl Records<'_> {
+    /// Trains the phases from where `restored` left off to the end (or until early stopping).
+    pub(super) fn train_all(
+        &mut self,
+        trainer: &mut Trainer,
+        (mut state, mut rows, mut optimizer_state): Restored,
+    ) -> crate::Result<()> {
+        let spec = self.spec;
+        let total = spec.total_epochs();
+        let scope = spec.early_stopping.as_ref().map(|e| e.scope);
+        let lrs = spec.phase_lrs();
+        sync_summary(self.summary, &state, &rows);
+        while !state.finished {
+            let p = state.next_phase;
+            let phase = &spec.phases[p];
+            trainer.later_boundaries =
+                spec.phases[p + 1..].iter().map(|later| trainer.frozen_layers(later.freeze_up_to)).collect();
+            let mut run = trainer.start_phase(phase, lrs[p]);
+            self.log.line(&format!("phase {} ({}): {}", p + 1, phase.name, run.cache_note));
+            if state.next_phase_epoch > 0 {
+                run.opt.load_state(&optimizer_state).context("cannot restore the optimizer from the checkpoint")?;
+            } else if scope == Some(StopScope::Phase)
+                && let Some(es) = &mut state.early_stopping
+            {
+                es.reset();
+            }
+            optimizer_state.clear();
+            for e in state.next_phase_epoch..phase.epochs {
+                let lr = phase.schedule.lr_at(lrs[p], e, phase.epochs);
+                let r = trainer.run_epoch(&mut run, lr, state.epoch + 1, total);
+                self.log.line(&r.log_line(total));
+                rows.push(r);
+                if self.end_epoch(trainer, &run, &mut state, &rows)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the epoch just trained (the last of `rows`) and moves `state` past it:
+    /// best weights, metrics, curves, checkpoint, summary. Returns whether its phase is over.
+    fn end_epoch(
+        &mut self,
+        trainer: &Trainer,
+        run: &PhaseRun,
+        state: &mut TrainState,
+        rows: &[EpochRecord],
+    ) -> crate::Result<bool> {
+        let (spec, dir) = (self.spec, self.dir);
+        let r = rows.last().expect("an epoch was trained");
+        let epoch = r.epoch;
+        let title = format!("{} ({})", spec.name, self.summary.run_id);
+        if !r.train_loss.is_finite() {
+            // The weights are ruined: keep the metrics so far and the last good checkpoint as they are.
+            table::write_metrics(dir, rows)?;
+            plot::write_curves(&dir.curves(), &title, rows)?;
+            self.summary.epochs = epoch;
+            return Err(Error::Diverged { epoch, loss: r.train_loss });
+        }
+        let monitor = spec.monitor();
+        let value = r.monitored(monitor);
+        if monitor.improves(value, state.best.as_ref().map(|b| b.value), 0.0) {
+            save_weights(&trainer.vs, &dir.best())?;
+            state.best = Some(Best { epoch, monitor, value });
+        }
+        let stop = state.early_stopping.as_mut().is_some_and(|es| es.update(epoch, value));
+        let p = state.next_phase;
+        let phase_epoch = state.next_phase_epoch;
+        state.epoch = epoch;
+        state.row_phases.push(r.phase.clone());
+        let phase_over = stop || phase_epoch + 1 == spec.phases[p].epochs;
+        if phase_over {
+            state.next_phase = p + 1;
+            state.next_phase_epoch = 0;
+            let scope = spec.early_stopping.as_ref().map(|e| e.scope);
+            state.finished = state.next_phase == spec.phases.len() || (stop && scope == Some(StopScope::Run));
+        } else {
+            state.next_phase_epoch = phase_epoch + 1;
+        }
+        table::write_metrics(dir, rows)?;
+        plot::write_curves(&dir.curves(), &title, rows)?;
+        state.scaler = (trainer.precision == Precision::Fp16).then(|| trainer.scaler.clone());
+        let ck = Checkpoint {
+            state: state.clone(),
+            rows: rows.to_vec(),
+            model: named_variables(&trainer.vs),
+            optimizer: if phase_over { vec![] } else { run.opt.state_tensors() },
+        };
+        ck.write(&dir.checkpoint())?;
+        sync_summary(self.summary, state, rows);
+        self.summary.wall_s = self.started.elapsed().as_secs_f64();
+        self.summary.write(dir)?;
+        if stop {
+            self.log_early_stop(state);
+        }
+        Ok(phase_over)
+    }
+
+    fn log_early_stop(&mut self, state: &TrainState) {
+        let es = state.early_stopping.as_ref().expect("stopping needs early stopping");
+        self.log.line(&format!(
+            "early stopping after epoch {}: {} has not improved by more than {} for {} epochs (best {:.4} at \
+             epoch {}){}",
+            state.epoch,
+            es.monitor.name(),
+            es.min_delta,
+            es.patience,
+            es.best.unwrap_or(f64::NAN),
+            es.best_epoch.unwrap_or(0),
+            if state.finished { "" } else { "; going on with the next phase" }
+        ));
+    }
+
+    /// With a test split: the best weights, evaluated once on it.
+    pub(super) fn evaluate_test(&mut self, trainer: &mut Trainer) -> Result<()> {
+        let best = self.dir.best();
+        if trainer.data.test.is_empty() || !best.exists() {
+            return Ok(());
+        }
+        tch::no_grad(|| trainer.vs.read_safetensors(&best))
+            .with_context(|| format!("cannot load {}", best.display()))?;
+        let (loss, acc, predicted) = trainer.evaluate_and_predict(&trainer.data.test);
+        let truth = Vec::<i64>::try_from(&trainer.data.test.labels.to_device(Device::Cpu)).context("test labels")?;
+        let confusion = Confusion::new(&trainer.data.classes, &truth, &predicted);
+        confusion.write(self.dir)?;
+        let title = format!("{} ({})", self.spec.name, self.summary.run_id);
+        plot::write_confusion(&self.dir.confusion_png(), &title, &confusion)?;
+        self.summary.test_acc = Some(acc);
+        self.summary.test_loss = Some(loss);
+        self.log.line(&format!(
+            "test ({} images, best weights of epoch {}): loss {loss:.4} acc {acc:.4}; per class in {}",
+            trainer.data.test.len(),
+            self.summary.best_epoch.unwrap_or(0),
+            self.dir.test_metrics().display()
+        ));
+        Ok(())
+    }
+}
+
+/// The summary's view of the training state.
+pub(super) fn sync_summary(summary: &mut Summary, state: &TrainState, rows: &[EpochRecord]) {
+    summary.epochs = state.epoch;
+    summary.best_epoch = state.best.as_ref().map(|b| b.epoch);
+    summary.best_value = state.best.as_ref().map(|b| b.value);
+    summary.best_val_acc = summary.best_epoch.and_then(|e| rows.get(e - 1)).map(|r| r.val_acc);
+    summary.early_stopping = state.early_stopping.clone();
+}
+
+/// Every variable by name, sorted, in standard (contiguous NCHW) memory.
+fn named_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.contiguous())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+/// Saves every variable (backbone and head) as safetensors, atomically.
+pub fn save_weights(vs: &nn::VarStore, path: &std::path::Path) -> Result<()> {
+    let named = named_variables(vs);
+    with_temp_path(path, |tmp| {
+        tch::Tensor::write_safetensors(&named, tmp).with_context(|| format!("cannot write {}", tmp.display()))
+    })
+}

@@ -1,0 +1,49 @@
+//! What a run is: its resolved spec and the exact files of its data, hashed into
+//! the run id that names its directory.
+
+use anyhow::Result;
+
+use crate::config::spec::Spec;
+use crate::data::{self, FileSplit, ManifestRow};
+use crate::sys::fetch::sha256_hex;
+
+/// What a run is: its resolved spec and the exact files of its data.
+pub struct Identity {
+    /// Short hash of the canonical spec and the manifest's sha256.
+    pub run_id: String,
+    pub files: FileSplit,
+    pub manifest: Vec<ManifestRow>,
+    pub manifest_sha256: String,
+}
+
+/// The version of the numbers runner computes from a spec. Bump it with any change that
+/// makes a spec give other metrics (seeding, optimizer formulas, layouts, ...): runs
+/// completed by an earlier version then get new ids and run again instead of being
+/// reported "already completed" with the old numbers. CI's `runner verify` of the
+/// recorded experiment (scripts/ci-verify.sh) is what notices a forgotten bump.
+/// 3: BatchNorm folded into the convolution in inference, drop-connect as one multiply.
+pub const NUMERICS_VERSION: u32 = 3;
+
+/// The id of a run of `spec` on the data whose manifest.csv has this sha256.
+pub fn run_id(spec: &Spec, manifest_sha256: &str) -> String {
+    let mut bytes = spec.canonical();
+    bytes.push(b'\n');
+    bytes.extend_from_slice(manifest_sha256.as_bytes());
+    // Runs of version 1 (before the version existed) hashed nothing more: they all get new ids.
+    bytes.extend_from_slice(format!("\nnumerics {NUMERICS_VERSION}").as_bytes());
+    sha256_hex(&bytes)[..10].to_string()
+}
+
+/// The files of a spec's data: its source made a folder (downloaded, extracted), then split.
+pub fn data_files(spec: &Spec, quiet: bool) -> Result<FileSplit> {
+    let root = data::archive::materialize(&spec.data.source, quiet)?;
+    data::discover(&root, &spec.data.split, spec.seed)
+}
+
+/// Finds a run's data and hashes every file of it (no decoding) to name the run.
+pub fn identify(spec: &Spec, quiet: bool) -> Result<Identity> {
+    let files = data_files(spec, quiet)?;
+    let manifest = data::manifest(&files, quiet)?;
+    let manifest_sha256 = sha256_hex(data::manifest_csv(&manifest).as_bytes());
+    Ok(Identity { run_id: run_id(spec, &manifest_sha256), files, manifest, manifest_sha256 })
+}

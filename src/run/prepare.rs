@@ -1,0 +1,101 @@
+//! Everything a run needs, checked and loaded before anything is written: the
+//! data, the weights, the model and the trainer; and the checks of a whole
+//! experiment that need its data.
+
+use anyhow::{Result, bail};
+use tch::{Device, nn};
+
+use super::identity::data_files;
+use crate::config::experiment::Experiment;
+use crate::config::spec::{Classes, Precision, Spec};
+use crate::data::{self, Dataset, Transform};
+use crate::error::SpecError;
+use crate::model::{Classifier, weights};
+use crate::train::Trainer;
+
+/// Everything a run needs, checked and loaded, with nothing written yet.
+pub fn prepare(spec: &Spec, device: Device, quiet: bool) -> Result<Trainer> {
+    prepare_files(spec, &data_files(spec, quiet)?, device, quiet)
+}
+
+/// [`prepare`] for data already discovered.
+pub fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device, quiet: bool) -> Result<Trainer> {
+    let backbone = spec.model.backbone;
+    let source = weights::resolve(backbone, &spec.model.weights, spec.model.sha256.as_deref(), quiet)?;
+    if let Some(msg) = head_mismatch(spec, &files.classes) {
+        bail!("model.head.classes: {msg}");
+    }
+    let dataset: Dataset = data::load(files, spec.data.image_size, spec.data.strict, quiet)?;
+
+    tch::manual_seed(spec.seed as i64);
+    let mut vs = nn::VarStore::new(device);
+    let dropout = spec.model.head.dropout.unwrap_or(backbone.default_dropout());
+    let hidden: Vec<i64> = spec.model.head.hidden.iter().map(|&h| h as i64).collect();
+    let model = Classifier::with_hidden(backbone, &vs.root(), dataset.classes.len() as i64, dropout, &hidden);
+    if let weights::WeightsSource::File(path) = &source {
+        let entries = weights::read(path)?;
+        weights::load_into(&mut vs, entries, Some(backbone.classifier_prefix()), path)?;
+    }
+    let (mean, std) = backbone.normalization();
+    let transform = Transform::new(spec.data.image_size, &spec.data.augment, mean, std);
+    let mut trainer = Trainer::new(vs, model, dataset, transform, spec.data.batch_size, spec.seed, quiet);
+    trainer.cache = spec.data.cache;
+    trainer.cache_views = spec.data.cache_views;
+    trainer.precision = spec.precision;
+    if spec.precision == Precision::Fp16 && !device.is_cuda() {
+        if !quiet {
+            eprintln!("warning: precision = \"fp16\" needs a CUDA device; training in fp32 on the CPU");
+        }
+        trainer.precision = Precision::Fp32;
+    }
+    Ok(trainer)
+}
+
+/// Why `model.head.classes` cannot fit a dataset with these classes, if it cannot.
+fn head_mismatch(spec: &Spec, classes: &[String]) -> Option<String> {
+    match spec.model.head.classes {
+        Classes::Count(n) if n != classes.len() => Some(format!(
+            "expected {} to match the {} class folders of {} ({}), found {n}",
+            classes.len(),
+            classes.len(),
+            spec.data.source,
+            classes.join(", ")
+        )),
+        _ => None,
+    }
+}
+
+/// Checks of the runs of an experiment that need to look at their data, before any
+/// run starts. Datasets that cannot be read are left for the run to report, and so are
+/// those still to be downloaded or generated: a plan or a dry run fetches nothing.
+pub fn preflight(exp: &Experiment) -> Result<(), SpecError> {
+    for (i, run) in exp.runs.iter().enumerate() {
+        let spec = &run.spec;
+        if crate::data::archive::needs_fetch(&spec.data.source) {
+            continue;
+        }
+        let Ok(files) = data_files(spec, false) else { continue };
+        if let Some(msg) = head_mismatch(spec, &files.classes) {
+            let mut e = exp.source.error(&["model", "head", "classes"], msg);
+            if exp.runs.len() > 1 {
+                e.message.push_str(&format!(" (run {} of the grid)", i + 1));
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// intra-op threads = `threads`, else `RUNNER_THREADS`, else cores; inter-op = 1.
+/// Returns the intra-op count.
+pub(super) fn configure_threads(threads: Option<i32>) -> i32 {
+    static INTEROP: std::sync::Once = std::sync::Once::new();
+    // libtorch accepts the inter-op count only once, before any parallel work.
+    INTEROP.call_once(|| tch::set_num_interop_threads(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
+    let threads = threads.filter(|n| *n > 0).unwrap_or_else(|| {
+        std::env::var(crate::sys::env::THREADS).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(cores)
+    });
+    tch::set_num_threads(threads);
+    threads
+}
