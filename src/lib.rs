@@ -4,20 +4,21 @@
 //! schedule of phases; `runner run` turns it into a trained model, a metrics
 //! table and learning curves.
 //!
-//! The modules are layers, each importing only from those listed before it
-//! (docs/architecture.md; tests/it/architecture.rs checks it).
+//! The modules are layers, declared here bottom first: each imports only from
+//! those declared before it (docs/architecture.md; tests/it/architecture.rs checks
+//! it, and rustfmt.toml keeps this order).
 
-pub mod config;
-pub mod data;
 pub mod error;
-pub mod model;
-pub mod predict;
-pub mod record;
-pub mod report;
-pub mod run;
-pub mod sweep;
 pub mod sys;
+pub mod config;
+pub mod model;
+pub mod data;
 pub mod train;
+pub mod record;
+pub mod run;
+pub mod predict;
+pub mod report;
+pub mod sweep;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -6,7 +6,8 @@ use anyhow::anyhow;
 use runner::Result;
 use tch::{Device, Tensor};
 
-use runner::model::{Backbone, parameter_count};
+use runner::config::spec::{Classes, PhaseSpec};
+use runner::model::{Backbone, FreezePlan, parameter_count};
 
 use super::{SetFlags, load, truncate};
 
@@ -26,45 +27,57 @@ pub fn run(args: Args) -> Result<()> {
     summary(&target, &set, image_size)
 }
 
-/// `runner summary`: what torchsummary prints, plus the freeze plan of each phase.
-fn summary(target: &str, set: &[String], image_size: i64) -> Result<()> {
-    let (backbone, size, classes, hidden, phases) = match Backbone::from_name(target) {
-        Some(b) => (b, image_size, 1000, vec![], vec![]),
-        None => {
-            let path = Path::new(target);
-            if !path.exists() && !target.ends_with(".toml") {
-                let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
-                return Err(anyhow!("`{target}` is neither a spec file nor a backbone ({})", names.join(", ")).into());
+/// What `runner summary` shows: a backbone at an input size with a head, and the phases of a spec.
+struct Target {
+    backbone: Backbone,
+    size: i64,
+    classes: i64,
+    hidden: Vec<i64>,
+    phases: Vec<PhaseSpec>,
+}
+
+/// A backbone name, or a spec file (its first run) with its `--set` overrides.
+fn target(target: &str, set: &[String], image_size: i64) -> Result<Target> {
+    if let Some(backbone) = Backbone::from_name(target) {
+        return Ok(Target { backbone, size: image_size, classes: 1000, hidden: vec![], phases: vec![] });
+    }
+    let path = Path::new(target);
+    if !path.exists() && !target.ends_with(".toml") {
+        let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
+        return Err(anyhow!("`{target}` is neither a spec file nor a backbone ({})", names.join(", ")).into());
+    }
+    let exp = load(path, set)?;
+    if exp.runs.len() > 1 {
+        println!("(showing the first of {} runs of the grid)", exp.runs.len());
+    }
+    let spec = exp.runs[0].spec.clone();
+    let classes = match spec.model.head.classes {
+        Classes::Count(n) => n as i64,
+        Classes::Auto => match runner::run::data_files(&spec, true) {
+            Ok(files) => files.classes.len() as i64,
+            Err(_) => {
+                println!("(data.source not readable: the head is shown with 2 classes)");
+                2
             }
-            let exp = load(path, set)?;
-            if exp.runs.len() > 1 {
-                println!("(showing the first of {} runs of the grid)", exp.runs.len());
-            }
-            let spec = exp.runs[0].spec.clone();
-            let classes = match spec.model.head.classes {
-                runner::config::spec::Classes::Count(n) => n as i64,
-                runner::config::spec::Classes::Auto => match runner::run::data_files(&spec, true) {
-                    Ok(files) => files.classes.len() as i64,
-                    Err(_) => {
-                        println!("(data.source not readable: the head is shown with 2 classes)");
-                        2
-                    }
-                },
-            };
-            let hidden = spec.model.head.hidden.iter().map(|&h| h as i64).collect();
-            (spec.model.backbone, spec.data.image_size as i64, classes, hidden, spec.phases)
-        }
+        },
     };
+    let hidden = spec.model.head.hidden.iter().map(|&h| h as i64).collect();
+    Ok(Target {
+        backbone: spec.model.backbone,
+        size: spec.data.image_size as i64,
+        classes,
+        hidden,
+        phases: spec.phases,
+    })
+}
+
+/// `runner summary`: what torchsummary prints, plus the freeze plan of each phase.
+fn summary(target_name: &str, set: &[String], image_size: i64) -> Result<()> {
+    let Target { backbone, size, classes, hidden, phases } = target(target_name, set, image_size)?;
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let model = runner::model::Classifier::with_hidden(backbone, &vs.root(), classes, 0.0, &hidden);
     let layers = model.backbone.layers();
-    let frozen: Vec<usize> = phases
-        .iter()
-        .map(|p| match p.freeze_up_to {
-            runner::config::spec::FreezeUpTo::All => layers.len(),
-            runner::config::spec::FreezeUpTo::Count(n) => n.min(layers.len()),
-        })
-        .collect();
+    let plans: Vec<FreezePlan> = phases.iter().map(|p| FreezePlan::of_phase(p, layers.len())).collect();
     print!("{:>5}  {:<16} {:<20} {:>10}  {:<3}", "index", "layer", "output shape", "params", "bn");
     for p in &phases {
         print!("  {:<12}", truncate(&p.name, 12));
@@ -84,18 +97,16 @@ fn summary(target: &str, set: &[String], image_size: i64) -> Result<()> {
                 format!("{:?}", x.size()),
                 if layer.has_batchnorm { "yes" } else { "" }
             );
-            for (p, f) in frozen.iter().enumerate() {
-                let state = if i < *f { "frozen" } else { "trainable" };
-                if i >= *f {
+            for (p, plan) in plans.iter().enumerate() {
+                let state = if plan.is_frozen(i) { "frozen" } else { "trainable" };
+                if !plan.is_frozen(i) {
                     trainable[p] += params;
                 }
                 print!("  {state:<12}");
             }
             println!();
         }
-        let pooled =
-            if model.backbone.pooled() { x.adaptive_avg_pool2d([1, 1]).flatten(1, -1) } else { x.shallow_clone() };
-        let head = model.head(&pooled, false);
+        let head = model.head(&model.finish(&x), false);
         let params = parameter_count(&vs, &[backbone.classifier_prefix().to_string()]);
         total += params;
         print!(

@@ -2,6 +2,7 @@
 //! layer list that `freeze_up_to` indexes, and the classifier a run trains. What a
 //! backbone is called and where its weights come from is in catalog.rs.
 
+mod freeze;
 pub mod pickle;
 pub mod weights;
 
@@ -12,6 +13,7 @@ mod vgg;
 
 use tch::Tensor;
 
+pub use self::freeze::FreezePlan;
 pub use crate::config::catalog::{Backbone, DefaultWeights};
 use crate::config::spec::BatchNormPolicy;
 use tch::nn;
@@ -117,35 +119,30 @@ impl Classifier {
         self.features_from(xs, 0, frozen, bn, train)
     }
 
+    /// The freeze plan of this model's backbone with its first `frozen` layers frozen.
+    pub fn plan(&self, frozen: usize, bn: BatchNormPolicy) -> FreezePlan {
+        FreezePlan::new(frozen, bn, self.backbone.layers().len())
+    }
+
     /// [`Classifier::features`] from layer `start` on, for `x` the output of layer `start - 1`.
     pub fn features_from(&self, x: &Tensor, start: usize, frozen: usize, bn: BatchNormPolicy, train: bool) -> Tensor {
-        let layers = self.backbone.layers().len();
-        let frozen = frozen.min(layers);
-        let batch_statistics = |i: usize| {
-            train
-                && match bn {
-                    BatchNormPolicy::Frozen => i >= frozen,
-                    BatchNormPolicy::Train => true,
-                    BatchNormPolicy::AllFrozen => false,
-                }
-        };
+        let plan = self.plan(frozen, bn);
+        let (frozen, layers) = (plan.frozen(), self.backbone.layers().len());
         let mut x = tch::no_grad(|| {
             let mut x = x.shallow_clone();
             for i in start..frozen.max(start) {
-                let mode = if batch_statistics(i) { Mode::Train } else { Mode::Infer };
-                x = self.backbone.forward_layer(i, &x, mode);
+                x = self.backbone.forward_layer(i, &x, plan.mode(i, train));
             }
             x
         });
         for i in frozen.max(start)..layers {
-            let mode = if batch_statistics(i) { Mode::Train } else { Mode::Eval };
-            x = self.backbone.forward_layer(i, &x, mode);
+            x = self.backbone.forward_layer(i, &x, plan.mode(i, train));
         }
         self.finish(&x)
     }
 
     /// Global pooling and flattening after the last layer (for backbones that pool).
-    fn finish(&self, x: &Tensor) -> Tensor {
+    pub fn finish(&self, x: &Tensor) -> Tensor {
         if self.backbone.pooled() { x.adaptive_avg_pool2d([1, 1]).flatten(1, -1) } else { x.shallow_clone() }
     }
 
@@ -206,15 +203,6 @@ impl Classifier {
 
     pub fn forward(&self, xs: &Tensor, frozen: usize, bn: BatchNormPolicy, train: bool) -> Tensor {
         self.head(&self.features(xs, frozen, bn, train), train)
-    }
-
-    /// Whether any BatchNorm layer uses batch statistics in a training step.
-    pub fn batch_statistics(&self, frozen: usize, bn: BatchNormPolicy) -> bool {
-        match bn {
-            BatchNormPolicy::Frozen => frozen < self.backbone.layers().len(),
-            BatchNormPolicy::Train => true,
-            BatchNormPolicy::AllFrozen => false,
-        }
     }
 }
 

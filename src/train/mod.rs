@@ -30,23 +30,17 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::spec::{Augment, BatchNormPolicy, CacheMode, FreezeUpTo, PhaseSpec, Precision};
 use crate::data::{Dataset, Split, Transform};
-use crate::model::{Classifier, has_prefix};
+use crate::model::{Classifier, FreezePlan};
 use crate::train::metrics::EpochRecord;
 use crate::train::optim::{GradScaler, Optimizer};
-
-/// How a training step runs: layers below `frozen` are frozen; `bn` picks BatchNorm modes.
-#[derive(Debug, Clone, Copy)]
-struct Step {
-    frozen: usize,
-    bn: BatchNormPolicy,
-}
 
 /// A phase in progress: its optimizer and how its steps run.
 pub struct PhaseRun {
     /// The phase's name, as its epochs' records give it.
     pub name: String,
     pub opt: Optimizer,
-    step: Step,
+    /// How its training steps run: which layers are frozen, which BatchNorms use batch statistics.
+    plan: FreezePlan,
     cache: Option<FeatureCache>,
     /// Why the phase does or does not use the feature cache, for the log.
     pub cache_note: String,
@@ -275,25 +269,26 @@ impl Trainer {
         Some(format!("the decoded images ({} MiB) are kept on {:?}", bytes >> 20, self.device))
     }
 
-    /// Number of backbone layers frozen by `freeze_up_to`.
-    pub fn frozen_layers(&self, freeze: FreezeUpTo) -> usize {
-        let n = self.model.backbone.layers().len();
-        match freeze {
-            FreezeUpTo::All => n,
-            FreezeUpTo::Count(k) => k.min(n),
-        }
+    /// The freeze plan of a phase of this trainer's model.
+    pub fn plan(&self, phase: &PhaseSpec) -> FreezePlan {
+        FreezePlan::of_phase(phase, self.model.backbone.layers().len())
     }
 
-    /// Marks the parameters of the first `frozen` layers as frozen and all others
+    /// Number of backbone layers frozen by `freeze_up_to`.
+    pub fn frozen_layers(&self, freeze: FreezeUpTo) -> usize {
+        let layers = self.model.backbone.layers().len();
+        FreezePlan::from_spec(freeze, BatchNormPolicy::Frozen, layers).frozen()
+    }
+
+    /// Marks the parameters of the plan's frozen layers as frozen and all others
     /// as trainable; returns the trainable ones by name.
-    fn apply_freeze(&self, frozen: usize) -> Vec<(String, Tensor)> {
-        let prefixes: Vec<&String> =
-            self.model.backbone.layers()[..frozen].iter().flat_map(|l| l.prefixes.iter()).collect();
+    fn apply_freeze(&self, plan: &FreezePlan) -> Vec<(String, Tensor)> {
+        let layers = self.model.backbone.layers();
         let vars = self.vs.variables();
         let mut trainable = vec![];
         for name in &self.parameters {
             let mut t = vars[name].shallow_clone();
-            let is_frozen = prefixes.iter().any(|p| has_prefix(name, p));
+            let is_frozen = plan.freezes(name, layers);
             t = t.set_requires_grad(!is_frozen);
             if !is_frozen {
                 trainable.push((name.clone(), t));
@@ -304,8 +299,9 @@ impl Trainer {
 
     /// Freezes the layers below the phase's index and sets up its optimizer and augmentation.
     pub fn start_phase(&mut self, phase: &PhaseSpec, lr: f64) -> PhaseRun {
-        let frozen = self.frozen_layers(phase.freeze_up_to);
-        let params = self.apply_freeze(frozen);
+        let plan = self.plan(phase);
+        let frozen = plan.frozen();
+        let params = self.apply_freeze(&plan);
         self.transform.augment = phase.augment.clone().unwrap_or_else(|| self.default_augment.clone());
         let started = Instant::now();
         // Kept activations stay valid while every layer below them stays frozen, BatchNorm included.
@@ -318,7 +314,7 @@ impl Trainer {
         PhaseRun {
             name: phase.name.clone(),
             opt: Optimizer::new(&phase.optimizer, lr, params),
-            step: Step { frozen, bn: phase.batchnorm },
+            plan,
             pending_seconds: if cache.is_some() { started.elapsed().as_secs_f64() } else { 0.0 },
             cache,
             cache_note,
@@ -547,9 +543,9 @@ impl Trainer {
         epoch: usize,
         total_epochs: usize,
     ) -> (f64, f64, usize) {
-        let step = phase.step;
+        let plan = phase.plan;
         // BatchNorm with batch statistics cannot take a batch of one: such a last batch is left out.
-        let drop_single = self.model.batch_statistics(step.frozen, step.bn);
+        let drop_single = plan.any_batch_statistics();
         let n = self.data.train.len();
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(rng);
@@ -599,8 +595,8 @@ impl Trainer {
             // Forward under autocast, backward and the update outside it, as PyTorch's AMP recipe.
             let (logits, loss) = mixed_precision(self.amp(), || {
                 let logits = match &phase.cache {
-                    Some(c) => self.model.forward_cached(&x, c.start, step.frozen, step.bn, true),
-                    None => self.model.forward(&x, step.frozen, step.bn, true),
+                    Some(c) => self.model.forward_cached(&x, c.start, plan.frozen(), plan.batchnorm(), true),
+                    None => self.model.forward(&x, plan.frozen(), plan.batchnorm(), true),
                 };
                 let loss = logits.cross_entropy_for_logits(&labels);
                 (logits, loss)

@@ -1,0 +1,117 @@
+//! The freeze plan of a phase: the one place where `freeze_up_to` and `batchnorm`
+//! become which layers run without gradients, which parameters train, and which
+//! BatchNorm layers use batch statistics.
+
+use crate::config::spec::{BatchNormPolicy, FreezeUpTo, PhaseSpec};
+use crate::model::{LayerInfo, Mode, has_prefix};
+
+/// Layers `0..frozen` of a backbone with `layers` layers are frozen: no gradients,
+/// parameters not trained. `bn` decides which BatchNorm layers use batch statistics
+/// in a training step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreezePlan {
+    frozen: usize,
+    layers: usize,
+    bn: BatchNormPolicy,
+}
+
+impl FreezePlan {
+    /// The first `frozen` of `layers` layers frozen (at most all of them).
+    pub fn new(frozen: usize, bn: BatchNormPolicy, layers: usize) -> FreezePlan {
+        FreezePlan { frozen: frozen.min(layers), layers, bn }
+    }
+
+    /// What `freeze_up_to` freezes of a backbone with `layers` layers.
+    pub fn from_spec(freeze: FreezeUpTo, bn: BatchNormPolicy, layers: usize) -> FreezePlan {
+        let frozen = match freeze {
+            FreezeUpTo::All => layers,
+            FreezeUpTo::Count(k) => k,
+        };
+        FreezePlan::new(frozen, bn, layers)
+    }
+
+    /// The plan of a phase of a backbone with `layers` layers.
+    pub fn of_phase(phase: &PhaseSpec, layers: usize) -> FreezePlan {
+        FreezePlan::from_spec(phase.freeze_up_to, phase.batchnorm, layers)
+    }
+
+    /// Every layer frozen, every BatchNorm in inference: evaluation and prediction.
+    pub fn inference(layers: usize) -> FreezePlan {
+        FreezePlan::new(layers, BatchNormPolicy::AllFrozen, layers)
+    }
+
+    /// The number of frozen layers: the first trainable layer's index.
+    pub fn frozen(&self) -> usize {
+        self.frozen
+    }
+
+    pub fn batchnorm(&self) -> BatchNormPolicy {
+        self.bn
+    }
+
+    pub fn is_frozen(&self, layer: usize) -> bool {
+        layer < self.frozen
+    }
+
+    /// Whether layer `layer` normalises with batch statistics (and updates its
+    /// running statistics) in a forward pass with `train` set.
+    pub fn batch_statistics(&self, layer: usize, train: bool) -> bool {
+        train
+            && match self.bn {
+                BatchNormPolicy::Frozen => !self.is_frozen(layer),
+                BatchNormPolicy::Train => true,
+                BatchNormPolicy::AllFrozen => false,
+            }
+    }
+
+    /// Whether any layer uses batch statistics in a training step.
+    pub fn any_batch_statistics(&self) -> bool {
+        (0..self.layers).any(|i| self.batch_statistics(i, true))
+    }
+
+    /// How layer `layer` runs in a forward pass with `train` set: frozen layers
+    /// without autograd (inference), the others in evaluation or training mode.
+    pub fn mode(&self, layer: usize, train: bool) -> Mode {
+        if self.batch_statistics(layer, train) {
+            Mode::Train
+        } else if self.is_frozen(layer) {
+            Mode::Infer
+        } else {
+            Mode::Eval
+        }
+    }
+
+    /// Whether the parameter `name` belongs to a frozen layer of `layers`.
+    pub fn freezes(&self, name: &str, layers: &[LayerInfo]) -> bool {
+        layers[..self.frozen].iter().flat_map(|l| &l.prefixes).any(|p| has_prefix(name, p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freeze_up_to_counts_layers_and_batchnorm_follows_the_policy() {
+        let plan = FreezePlan::from_spec(FreezeUpTo::Count(3), BatchNormPolicy::Frozen, 5);
+        assert_eq!(plan.frozen(), 3);
+        assert_eq!((0..5).map(|i| plan.mode(i, true)).collect::<Vec<_>>(), {
+            use Mode::*;
+            [Infer, Infer, Infer, Train, Train]
+        });
+        assert_eq!(plan.mode(4, false), Mode::Eval);
+        assert!(plan.any_batch_statistics());
+        assert_eq!(FreezePlan::from_spec(FreezeUpTo::All, BatchNormPolicy::Frozen, 5).frozen(), 5);
+        assert_eq!(FreezePlan::from_spec(FreezeUpTo::Count(9), BatchNormPolicy::Frozen, 5).frozen(), 5);
+        assert!(!FreezePlan::from_spec(FreezeUpTo::All, BatchNormPolicy::Frozen, 5).any_batch_statistics());
+        let train_bn = FreezePlan::from_spec(FreezeUpTo::Count(3), BatchNormPolicy::Train, 5);
+        assert_eq!(train_bn.mode(0, true), Mode::Train);
+        assert!(!FreezePlan::inference(5).any_batch_statistics());
+        let layers: Vec<LayerInfo> = (0..5)
+            .map(|i| LayerInfo { name: format!("l{i}"), prefixes: vec![format!("features.{i}")], has_batchnorm: true })
+            .collect();
+        assert!(plan.freezes("features.2.weight", &layers));
+        assert!(!plan.freezes("features.3.weight", &layers));
+        assert!(!plan.freezes("features.20.weight", &layers));
+    }
+}
