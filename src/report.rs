@@ -116,15 +116,6 @@ pub fn varying_keys(runs: &[&RunEntry]) -> Vec<String> {
         .collect()
 }
 
-fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Running => "running",
-        Status::Completed => "completed",
-        Status::Failed => "failed",
-        Status::Diverged => "diverged",
-    }
-}
-
 /// Runs of one experiment, best first (runs without a best value last).
 fn ranked<'a>(runs: &[&'a RunEntry]) -> Vec<&'a RunEntry> {
     let mut v = runs.to_vec();
@@ -179,7 +170,7 @@ pub fn summary_frame(entries: &[RunEntry]) -> Result<DataFrame> {
         columns.push(Column::new(key.as_str().into(), values));
     }
     columns.extend([
-        str_col("status", &|r| status_name(r.summary.status).to_string()),
+        str_col("status", &|r| r.summary.status.name().to_string()),
         Column::new("best_val_acc".into(), ordered.iter().map(|r| r.summary.best_val_acc).collect::<Vec<_>>()),
         Column::new(
             "best_epoch".into(),
@@ -265,131 +256,11 @@ pub fn write(runs: &Path, out: &Path) -> Result<Written> {
     let mut html = String::new();
     let mut sections = String::new();
     for (name, group) in &groups {
-        let varying = varying_keys(group);
-        let ranked = ranked(group);
-        let stem = file_stem(name);
-        let curves_png = plots.join(format!("{stem}-val_acc.png"));
-        let best_png = plots.join(format!("{stem}-best.png"));
-        let series: Vec<(String, Vec<EpochRecord>)> =
-            ranked.iter().filter(|r| !r.rows.is_empty()).map(|r| (label(r, &varying), r.rows.clone())).collect();
-        plot::write_comparison(&curves_png, &format!("{name}: val accuracy of {} runs", series.len()), &series)?;
-        let bars: Vec<(String, Option<f64>)> =
-            ranked.iter().map(|r| (label(r, &varying), r.summary.best_val_acc)).collect();
-        plot::write_best_bars(&best_png, &format!("{name}: best val accuracy per run"), &bars)?;
-        files.extend([curves_png.clone(), best_png.clone()]);
-
-        // Markdown leaderboard.
-        let _ = writeln!(md, "## {name}\n");
-        let mut head = String::from("| rank | run id |");
-        let mut rule = String::from("|---:|---|");
-        for k in &varying {
-            let _ = write!(head, " {k} |");
-            rule.push_str("---|");
-        }
-        head.push_str(" status | best val_acc | best epoch | test_acc | wall |");
-        rule.push_str("---|---:|---:|---:|---:|");
-        let _ = writeln!(md, "{head}\n{rule}");
-        for (i, r) in ranked.iter().enumerate() {
-            let s = &r.summary;
-            let mut line = format!("| {} | [{}]({}) |", i + 1, s.run_id, href(out, r.dir.path()));
-            for k in &varying {
-                let _ = write!(line, " {} |", r.config.get(k).map_or("", String::as_str).replace('|', "\\|"));
-            }
-            let _ = writeln!(
-                line,
-                " {} | {} | {} | {} | {:.1} s |",
-                status_name(s.status),
-                fmt_opt(s.best_val_acc),
-                s.best_epoch.map_or("".into(), |e| e.to_string()),
-                fmt_opt(s.test_acc),
-                s.wall_s
-            );
-            md.push_str(&line);
-        }
-        let _ = writeln!(
-            md,
-            "\n![{name}: val accuracy]({})\n![{name}: best per run]({})\n",
-            href(out, &curves_png),
-            href(out, &best_png)
-        );
-
-        // HTML section.
-        let id = html_escape(&stem);
-        let _ = writeln!(html, "<li><a href=\"#{id}\">{}</a> ({} runs)</li>", html_escape(name), group.len());
-        let _ = writeln!(sections, "<section id=\"{id}\">\n<h2>{}</h2>", html_escape(name));
-        let _ = writeln!(sections, "<table>\n<tr><th>rank</th><th>run id</th>");
-        for k in &varying {
-            let _ = write!(sections, "<th>{}</th>", html_escape(k));
-        }
-        let _ = writeln!(
-            sections,
-            "<th>status</th><th>best val_acc</th><th>best epoch</th><th>test_acc</th><th>wall</th></tr>"
-        );
-        for (i, r) in ranked.iter().enumerate() {
-            let s = &r.summary;
-            let _ = write!(
-                sections,
-                "<tr><td>{}</td><td><a href=\"#{id}-{}\">{}</a></td>",
-                i + 1,
-                html_escape(&s.run_id),
-                html_escape(&s.run_id)
-            );
-            for k in &varying {
-                let _ = write!(sections, "<td>{}</td>", html_escape(r.config.get(k).map_or("", String::as_str)));
-            }
-            let _ = writeln!(
-                sections,
-                "<td class=\"{status}\">{status}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td></tr>",
-                fmt_opt(s.best_val_acc),
-                s.best_epoch.map_or("".into(), |e| e.to_string()),
-                fmt_opt(s.test_acc),
-                s.wall_s,
-                status = status_name(s.status),
-            );
-        }
-        let _ = writeln!(sections, "</table>");
-        let _ = writeln!(
-            sections,
-            "<div class=\"plots\"><img src=\"{}\" alt=\"{n}: val accuracy of every run\">\
-             <img src=\"{}\" alt=\"{n}: best val accuracy per run\"></div>",
-            href(out, &curves_png),
-            href(out, &best_png),
-            n = html_escape(name)
-        );
-        for r in &ranked {
-            let s = &r.summary;
-            let _ = writeln!(
-                sections,
-                "<div class=\"run\" id=\"{id}-{}\">\n<h3>{} <small>{}</small></h3>",
-                html_escape(&s.run_id),
-                html_escape(&s.run_id),
-                html_escape(&values_label(r, &varying)),
-            );
-            if let Some(error) = &s.error {
-                let _ = writeln!(sections, "<p class=\"error\">{}</p>", html_escape(error));
-            }
-            let mut links = vec![];
-            for file in
-                [RunDir::CONFIG, RunDir::METRICS_CSV, RunDir::SUMMARY, RunDir::LOG, RunDir::TEST_METRICS, RunDir::BEST]
-            {
-                if r.dir.file(file).exists() {
-                    links.push(format!("<a href=\"{}\">{file}</a>", href(out, &r.dir.file(file))));
-                }
-            }
-            let _ = writeln!(sections, "<p>{}</p>", links.join(" · "));
-            for (file, alt) in [(RunDir::CURVES, "learning curves"), (RunDir::CONFUSION_PNG, "test confusion matrix")] {
-                if r.dir.file(file).exists() {
-                    let _ = writeln!(
-                        sections,
-                        "<a href=\"{src}\"><img class=\"thumb\" src=\"{src}\" alt=\"{} {alt}\"></a>",
-                        html_escape(&s.run_id),
-                        src = href(out, &r.dir.file(file))
-                    );
-                }
-            }
-            let _ = writeln!(sections, "</div>");
-        }
-        let _ = writeln!(sections, "</section>");
+        let section = Section::plot(name, group, out, &plots, &mut files)?;
+        section.markdown(&mut md);
+        let _ = writeln!(html, "<li><a href=\"#{}\">{}</a> ({} runs)</li>", section.id, html_escape(name), group.len());
+        section.html_table(&mut sections);
+        section.html_runs(&mut sections);
     }
     if !unreadable.is_empty() {
         let _ = writeln!(md, "## Unreadable run folders\n");
@@ -421,6 +292,163 @@ pub fn write(runs: &Path, out: &Path) -> Result<Written> {
     write_atomic(&out.join("index.html"), page.as_bytes())?;
     files.push(out.join("index.html"));
     Ok(Written { runs: entries.len(), experiments: groups.len(), files, unreadable })
+}
+
+/// One experiment's part of the report: its runs ranked, the keys that vary between
+/// them, and its two plots.
+struct Section<'a> {
+    name: &'a str,
+    ranked: Vec<&'a RunEntry>,
+    varying: Vec<String>,
+    /// The anchor of its HTML section.
+    id: String,
+    /// Links to its plots, relative to the report.
+    curves: String,
+    best: String,
+    out: &'a Path,
+}
+
+impl<'a> Section<'a> {
+    /// Ranks the experiment's runs and draws its plots into `plots` (added to `files`).
+    fn plot(
+        name: &'a str,
+        group: &[&'a RunEntry],
+        out: &'a Path,
+        plots: &Path,
+        files: &mut Vec<PathBuf>,
+    ) -> Result<Section<'a>> {
+        let varying = varying_keys(group);
+        let ranked = ranked(group);
+        let stem = file_stem(name);
+        let curves_png = plots.join(format!("{stem}-val_acc.png"));
+        let best_png = plots.join(format!("{stem}-best.png"));
+        let series: Vec<(String, Vec<EpochRecord>)> =
+            ranked.iter().filter(|r| !r.rows.is_empty()).map(|r| (label(r, &varying), r.rows.clone())).collect();
+        plot::write_comparison(&curves_png, &format!("{name}: val accuracy of {} runs", series.len()), &series)?;
+        let bars: Vec<(String, Option<f64>)> =
+            ranked.iter().map(|r| (label(r, &varying), r.summary.best_val_acc)).collect();
+        plot::write_best_bars(&best_png, &format!("{name}: best val accuracy per run"), &bars)?;
+        let (curves, best) = (href(out, &curves_png), href(out, &best_png));
+        files.extend([curves_png, best_png]);
+        Ok(Section { name, ranked, varying, id: html_escape(&stem), curves, best, out })
+    }
+
+    /// The Markdown leaderboard and the plots.
+    fn markdown(&self, md: &mut String) {
+        let name = self.name;
+        let _ = writeln!(md, "## {name}\n");
+        let mut head = String::from("| rank | run id |");
+        let mut rule = String::from("|---:|---|");
+        for k in &self.varying {
+            let _ = write!(head, " {k} |");
+            rule.push_str("---|");
+        }
+        head.push_str(" status | best val_acc | best epoch | test_acc | wall |");
+        rule.push_str("---|---:|---:|---:|---:|");
+        let _ = writeln!(md, "{head}\n{rule}");
+        for (i, r) in self.ranked.iter().enumerate() {
+            let s = &r.summary;
+            let mut line = format!("| {} | [{}]({}) |", i + 1, s.run_id, href(self.out, r.dir.path()));
+            for k in &self.varying {
+                let _ = write!(line, " {} |", r.config.get(k).map_or("", String::as_str).replace('|', "\\|"));
+            }
+            let _ = writeln!(
+                line,
+                " {} | {} | {} | {} | {:.1} s |",
+                s.status.name(),
+                fmt_opt(s.best_val_acc),
+                s.best_epoch.map_or("".into(), |e| e.to_string()),
+                fmt_opt(s.test_acc),
+                s.wall_s
+            );
+            md.push_str(&line);
+        }
+        let _ = writeln!(md, "\n![{name}: val accuracy]({})\n![{name}: best per run]({})\n", self.curves, self.best);
+    }
+
+    /// The HTML section's heading, leaderboard and plots.
+    fn html_table(&self, sections: &mut String) {
+        let id = &self.id;
+        let _ = writeln!(sections, "<section id=\"{id}\">\n<h2>{}</h2>", html_escape(self.name));
+        let _ = writeln!(sections, "<table>\n<tr><th>rank</th><th>run id</th>");
+        for k in &self.varying {
+            let _ = write!(sections, "<th>{}</th>", html_escape(k));
+        }
+        let _ = writeln!(
+            sections,
+            "<th>status</th><th>best val_acc</th><th>best epoch</th><th>test_acc</th><th>wall</th></tr>"
+        );
+        for (i, r) in self.ranked.iter().enumerate() {
+            let s = &r.summary;
+            let _ = write!(
+                sections,
+                "<tr><td>{}</td><td><a href=\"#{id}-{}\">{}</a></td>",
+                i + 1,
+                html_escape(&s.run_id),
+                html_escape(&s.run_id)
+            );
+            for k in &self.varying {
+                let _ = write!(sections, "<td>{}</td>", html_escape(r.config.get(k).map_or("", String::as_str)));
+            }
+            let _ = writeln!(
+                sections,
+                "<td class=\"{status}\">{status}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td></tr>",
+                fmt_opt(s.best_val_acc),
+                s.best_epoch.map_or("".into(), |e| e.to_string()),
+                fmt_opt(s.test_acc),
+                s.wall_s,
+                status = s.status.name(),
+            );
+        }
+        let _ = writeln!(sections, "</table>");
+        let _ = writeln!(
+            sections,
+            "<div class=\"plots\"><img src=\"{}\" alt=\"{n}: val accuracy of every run\">\
+             <img src=\"{}\" alt=\"{n}: best val accuracy per run\"></div>",
+            self.curves,
+            self.best,
+            n = html_escape(self.name)
+        );
+    }
+
+    /// Each run's card (links to its files, its curves and confusion matrix), and the section's end.
+    fn html_runs(&self, sections: &mut String) {
+        for r in &self.ranked {
+            let s = &r.summary;
+            let _ = writeln!(
+                sections,
+                "<div class=\"run\" id=\"{}-{}\">\n<h3>{} <small>{}</small></h3>",
+                self.id,
+                html_escape(&s.run_id),
+                html_escape(&s.run_id),
+                html_escape(&values_label(r, &self.varying)),
+            );
+            if let Some(error) = &s.error {
+                let _ = writeln!(sections, "<p class=\"error\">{}</p>", html_escape(error));
+            }
+            let mut links = vec![];
+            for file in
+                [RunDir::CONFIG, RunDir::METRICS_CSV, RunDir::SUMMARY, RunDir::LOG, RunDir::TEST_METRICS, RunDir::BEST]
+            {
+                if r.dir.file(file).exists() {
+                    links.push(format!("<a href=\"{}\">{file}</a>", href(self.out, &r.dir.file(file))));
+                }
+            }
+            let _ = writeln!(sections, "<p>{}</p>", links.join(" · "));
+            for (file, alt) in [(RunDir::CURVES, "learning curves"), (RunDir::CONFUSION_PNG, "test confusion matrix")] {
+                if r.dir.file(file).exists() {
+                    let _ = writeln!(
+                        sections,
+                        "<a href=\"{src}\"><img class=\"thumb\" src=\"{src}\" alt=\"{} {alt}\"></a>",
+                        html_escape(&s.run_id),
+                        src = href(self.out, &r.dir.file(file))
+                    );
+                }
+            }
+            let _ = writeln!(sections, "</div>");
+        }
+        let _ = writeln!(sections, "</section>");
+    }
 }
 
 const STYLE: &str = "body { font-family: sans-serif; margin: 2em; color: #222; }

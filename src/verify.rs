@@ -15,7 +15,7 @@ use crate::config::spec::Spec;
 use crate::record::run_dir::RunDir;
 use crate::record::summary::{Status, Summary};
 use crate::record::table;
-use crate::run::{self, RunOptions};
+use crate::run::{self, RunOptions, RunOutcome};
 use crate::train::metrics::{EpochRecord, Metric};
 
 pub struct VerifyOptions {
@@ -157,7 +157,7 @@ fn rerun_and_compare(dir: &RunDir, spec: &Spec, opts: &VerifyOptions) -> Result<
         device,
         threads: Some(summary.threads),
     };
-    let mut lines = vec![format!(
+    let lines = vec![format!(
         "{}: rerunning {} run {} ({} epochs) on {} with {} threads, as recorded by runner {}",
         dir.display(),
         summary.experiment,
@@ -167,74 +167,89 @@ fn rerun_and_compare(dir: &RunDir, spec: &Spec, opts: &VerifyOptions) -> Result<
         summary.threads,
         summary.runner_version
     )];
-    let outcome = run::execute(spec, &run_opts);
-    let result = (|| -> Result<Verdict> {
-        let outcome = outcome?;
-        let rerun_summary = &outcome.summary;
-        let mut passed = true;
-        if rerun_summary.run_id != summary.run_id {
-            passed = false;
-            let why = if rerun_summary.manifest_sha256 != summary.manifest_sha256 {
-                format!(
-                    "its data differs from the recorded run's (manifest sha256 {} here, {} recorded)",
-                    short(&rerun_summary.manifest_sha256),
-                    short(&summary.manifest_sha256)
-                )
-            } else if rerun_summary.numerics_version != summary.numerics_version {
-                format!(
-                    "runner's numerics version is {}, the recording's {}: the numbers are expected to differ \
-                     (record the run anew)",
-                    rerun_summary.numerics_version, summary.numerics_version
-                )
-            } else {
-                "its config resolves differently here (changed spec defaults?)".to_string()
-            };
-            lines.push(format!("  the rerun is run {}, not {}: {why}", rerun_summary.run_id, summary.run_id));
-        }
-        if rerun_summary.runner_version != summary.runner_version {
-            lines.push(format!(
-                "  note: recorded by runner {}, rerun by {}",
-                summary.runner_version, rerun_summary.runner_version
-            ));
-        }
-        let rerun = table::read_records_csv(&outcome.dir.metrics_csv())?;
-        let comparison = compare(&recorded, &rerun, opts.tolerance);
-        let test_acc = summary.test_acc.zip(rerun_summary.test_acc);
-        match &comparison.first_difference {
-            None if comparison.max_diff == 0.0 => {
-                lines.push(format!("  identical: every metric of {} epochs has the same bits", comparison.epochs))
-            }
-            None => lines.push(format!(
-                "  within tolerance {}: {} epochs, largest difference {:.3e}",
-                opts.tolerance, comparison.epochs, comparison.max_diff
-            )),
-            Some(d) => {
-                passed = false;
-                lines.push(format!(
-                    "  DIFFERS from epoch {} ({}): {} recorded {} rerun {} (difference {:.3e}, tolerance {})",
-                    d.epoch,
-                    d.phase,
-                    d.metric,
-                    d.recorded,
-                    d.rerun,
-                    (d.recorded - d.rerun).abs(),
-                    opts.tolerance
-                ));
-            }
-        }
-        if let Some((a, b)) = test_acc {
-            let ok = if opts.tolerance == 0.0 { a.to_bits() == b.to_bits() } else { (a - b).abs() <= opts.tolerance };
-            if !ok {
-                passed = false;
-            }
-            lines.push(format!("  test_acc recorded {a} rerun {b}: {}", if ok { "same" } else { "DIFFERS" }));
-        }
-        Ok(Verdict { dir: dir.path().to_path_buf(), comparison, test_acc, passed, lines: std::mem::take(&mut lines) })
-    })();
+    let result = run::execute(spec, &run_opts)
+        .map_err(anyhow::Error::from)
+        .and_then(|outcome| judge(dir, &summary, &recorded, &outcome, opts, lines));
     if opts.keep {
         eprintln!("the rerun is kept in {}", scratch.keep().display());
     }
     result.with_context(|| format!("cannot verify {}", dir.display()))
+}
+
+/// Compares a rerun with the recording: its run id, its metrics epoch by epoch, its test accuracy.
+fn judge(
+    dir: &RunDir,
+    summary: &Summary,
+    recorded: &[EpochRecord],
+    outcome: &RunOutcome,
+    opts: &VerifyOptions,
+    mut lines: Vec<String>,
+) -> Result<Verdict> {
+    let rerun_summary = &outcome.summary;
+    let mut passed = true;
+    if rerun_summary.run_id != summary.run_id {
+        passed = false;
+        let why = why_another_id(rerun_summary, summary);
+        lines.push(format!("  the rerun is run {}, not {}: {why}", rerun_summary.run_id, summary.run_id));
+    }
+    if rerun_summary.runner_version != summary.runner_version {
+        lines.push(format!(
+            "  note: recorded by runner {}, rerun by {}",
+            summary.runner_version, rerun_summary.runner_version
+        ));
+    }
+    let rerun = table::read_records_csv(&outcome.dir.metrics_csv())?;
+    let comparison = compare(recorded, &rerun, opts.tolerance);
+    let test_acc = summary.test_acc.zip(rerun_summary.test_acc);
+    match &comparison.first_difference {
+        None if comparison.max_diff == 0.0 => {
+            lines.push(format!("  identical: every metric of {} epochs has the same bits", comparison.epochs))
+        }
+        None => lines.push(format!(
+            "  within tolerance {}: {} epochs, largest difference {:.3e}",
+            opts.tolerance, comparison.epochs, comparison.max_diff
+        )),
+        Some(d) => {
+            passed = false;
+            lines.push(format!(
+                "  DIFFERS from epoch {} ({}): {} recorded {} rerun {} (difference {:.3e}, tolerance {})",
+                d.epoch,
+                d.phase,
+                d.metric,
+                d.recorded,
+                d.rerun,
+                (d.recorded - d.rerun).abs(),
+                opts.tolerance
+            ));
+        }
+    }
+    if let Some((a, b)) = test_acc {
+        let ok = if opts.tolerance == 0.0 { a.to_bits() == b.to_bits() } else { (a - b).abs() <= opts.tolerance };
+        if !ok {
+            passed = false;
+        }
+        lines.push(format!("  test_acc recorded {a} rerun {b}: {}", if ok { "same" } else { "DIFFERS" }));
+    }
+    Ok(Verdict { dir: dir.path().to_path_buf(), comparison, test_acc, passed, lines })
+}
+
+/// Why a rerun got another run id than the recording.
+fn why_another_id(rerun_summary: &Summary, summary: &Summary) -> String {
+    if rerun_summary.manifest_sha256 != summary.manifest_sha256 {
+        format!(
+            "its data differs from the recorded run's (manifest sha256 {} here, {} recorded)",
+            short(&rerun_summary.manifest_sha256),
+            short(&summary.manifest_sha256)
+        )
+    } else if rerun_summary.numerics_version != summary.numerics_version {
+        format!(
+            "runner's numerics version is {}, the recording's {}: the numbers are expected to differ \
+             (record the run anew)",
+            rerun_summary.numerics_version, summary.numerics_version
+        )
+    } else {
+        "its config resolves differently here (changed spec defaults?)".to_string()
+    }
 }
 
 #[cfg(test)]
