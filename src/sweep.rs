@@ -396,83 +396,90 @@ pub fn emit(engine: Engine, args: &SweepArgs, opts: &EmitOptions) -> Result<Stri
         bail!("--workers: expected at least 1");
     }
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let n = opts.workers;
     let mut args = args.clone();
     if args.device == "auto" {
         args.device = if opts.gpus > 0 { "cuda" } else { "cpu" }.into();
     }
     match engine {
-        Engine::Slurm => {
-            let exe = std::env::current_exe().context("cannot find runner's own path")?;
-            let mut argv = vec![exe.to_string_lossy().into_owned()];
-            argv.extend(args.argv(&cwd, "@SHARD@"));
-            let quoted = shlex::try_join(argv.iter().map(String::as_str))
-                .context("an argument holds a NUL byte")?
-                .replace("@SHARD@", &format!("\"${{SLURM_ARRAY_TASK_ID}}/{n}\""));
-            let gres = if opts.gpus > 0 { format!("#SBATCH --gres=gpu:{}\n", opts.gpus) } else { String::new() };
-            let cwd = shlex::try_quote(&cwd.to_string_lossy()).context("the directory holds a NUL byte")?.into_owned();
-            Ok(format!(
-                "#!/bin/bash\n\
-                 # runner sweep as a Slurm job array: task i of {n} runs shard i/{n}.\n\
-                 # Submit with `sbatch <this file>`. Every task needs this directory on a shared\n\
-                 # filesystem with working file locks: the specs, the datasets, and {out}, where\n\
-                 # the run directories and their locks live. A task that is preempted or killed can\n\
-                 # be resubmitted: completed runs are skipped and interrupted ones resume.\n\
-                 #SBATCH --job-name={name}\n\
-                 #SBATCH --array=0-{last}\n\
-                 {gres}\
-                 #SBATCH --output={name}-%A_%a.log\n\
-                 set -euo pipefail\n\
-                 cd {cwd}\n\
-                 exec {quoted}\n",
-                out = args.out.display(),
-                name = opts.job_name,
-                last = n - 1,
-            ))
-        }
-        Engine::K8s => {
-            let Some(image) = &opts.image else {
-                bail!("--emit k8s needs --image: a container image with runner (and libtorch) in it");
-            };
-            let mut argv = vec!["runner".to_string()];
-            argv.extend(args.argv(Path::new("/work"), &format!("$(SHARD_INDEX)/{n}")).into_iter().map(|a| {
-                // Inside the pod the project is at /work: keep relative paths relative.
-                a.strip_prefix(&format!("{}/", cwd.display())).map_or(a.clone(), str::to_string)
-            }));
-            let q = |s: &str| serde_json::to_string(s).expect("strings serialize");
-            let command = argv.iter().map(|a| q(a)).collect::<Vec<_>>().join(", ");
-            let limits = if opts.gpus > 0 {
-                format!("          resources:\n            limits:\n              nvidia.com/gpu: {}\n", opts.gpus)
-            } else {
-                String::new()
-            };
-            Ok(format!(
-                "# runner sweep as a Kubernetes Indexed Job: pod i of {n} runs shard i/{n}.\n\
-                 # `kubectl apply -f <this file>`. The image needs runner on its PATH (and a CUDA\n\
-                 # libtorch 2.11 for GPUs). The claim holds the project (specs, datasets, reports)\n\
-                 # and must be mounted read-write by every pod (ReadWriteMany) with working file\n\
-                 # locks. A pod that fails is replaced with the same index: completed runs are\n\
-                 # skipped, interrupted ones resume.\n\
-                 apiVersion: batch/v1\n\
-                 kind: Job\n\
-                 metadata:\n  name: {name}\n\
-                 spec:\n  completionMode: Indexed\n  completions: {n}\n  parallelism: {n}\n  backoffLimit: {n}\n\
-                 \x20 template:\n    spec:\n      restartPolicy: Never\n      containers:\n\
-                 \x20       - name: runner\n          image: {image}\n          workingDir: \"/work\"\n\
-                 \x20         env:\n            - name: SHARD_INDEX\n              valueFrom:\n\
-                 \x20               fieldRef:\n\
-                 \x20                 fieldPath: \"metadata.annotations['batch.kubernetes.io/job-completion-index']\"\n\
-                 \x20         command: [{command}]\n\
-                 {limits}\
-                 \x20         volumeMounts:\n            - name: work\n              mountPath: \"/work\"\n\
-                 \x20     volumes:\n        - name: work\n          persistentVolumeClaim:\n\
-                 \x20           claimName: {claim}\n",
-                name = q(&opts.job_name),
-                image = q(image),
-                claim = q(&opts.volume_claim),
-            ))
-        }
+        Engine::Slurm => slurm_array(&args, opts, &cwd),
+        Engine::K8s => k8s_indexed_job(&args, opts, &cwd),
     }
+}
+
+/// A Slurm batch script whose array task i runs shard i of `opts.workers`.
+fn slurm_array(args: &SweepArgs, opts: &EmitOptions, cwd: &Path) -> Result<String> {
+    let n = opts.workers;
+    let exe = std::env::current_exe().context("cannot find runner's own path")?;
+    let mut argv = vec![exe.to_string_lossy().into_owned()];
+    argv.extend(args.argv(cwd, "@SHARD@"));
+    let quoted = shlex::try_join(argv.iter().map(String::as_str))
+        .context("an argument holds a NUL byte")?
+        .replace("@SHARD@", &format!("\"${{SLURM_ARRAY_TASK_ID}}/{n}\""));
+    let gres = if opts.gpus > 0 { format!("#SBATCH --gres=gpu:{}\n", opts.gpus) } else { String::new() };
+    let cwd = shlex::try_quote(&cwd.to_string_lossy()).context("the directory holds a NUL byte")?.into_owned();
+    Ok(format!(
+        "#!/bin/bash\n\
+         # runner sweep as a Slurm job array: task i of {n} runs shard i/{n}.\n\
+         # Submit with `sbatch <this file>`. Every task needs this directory on a shared\n\
+         # filesystem with working file locks: the specs, the datasets, and {out}, where\n\
+         # the run directories and their locks live. A task that is preempted or killed can\n\
+         # be resubmitted: completed runs are skipped and interrupted ones resume.\n\
+         #SBATCH --job-name={name}\n\
+         #SBATCH --array=0-{last}\n\
+         {gres}\
+         #SBATCH --output={name}-%A_%a.log\n\
+         set -euo pipefail\n\
+         cd {cwd}\n\
+         exec {quoted}\n",
+        out = args.out.display(),
+        name = opts.job_name,
+        last = n - 1,
+    ))
+}
+
+/// A Kubernetes Indexed Job whose pod i runs shard i of `opts.workers`.
+fn k8s_indexed_job(args: &SweepArgs, opts: &EmitOptions, cwd: &Path) -> Result<String> {
+    let n = opts.workers;
+    let Some(image) = &opts.image else {
+        bail!("--emit k8s needs --image: a container image with runner (and libtorch) in it");
+    };
+    let mut argv = vec!["runner".to_string()];
+    argv.extend(args.argv(Path::new("/work"), &format!("$(SHARD_INDEX)/{n}")).into_iter().map(|a| {
+        // Inside the pod the project is at /work: keep relative paths relative.
+        a.strip_prefix(&format!("{}/", cwd.display())).map_or(a.clone(), str::to_string)
+    }));
+    let q = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    let command = argv.iter().map(|a| q(a)).collect::<Vec<_>>().join(", ");
+    let limits = if opts.gpus > 0 {
+        format!("          resources:\n            limits:\n              nvidia.com/gpu: {}\n", opts.gpus)
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "# runner sweep as a Kubernetes Indexed Job: pod i of {n} runs shard i/{n}.\n\
+         # `kubectl apply -f <this file>`. The image needs runner on its PATH (and a CUDA\n\
+         # libtorch 2.11 for GPUs). The claim holds the project (specs, datasets, reports)\n\
+         # and must be mounted read-write by every pod (ReadWriteMany) with working file\n\
+         # locks. A pod that fails is replaced with the same index: completed runs are\n\
+         # skipped, interrupted ones resume.\n\
+         apiVersion: batch/v1\n\
+         kind: Job\n\
+         metadata:\n  name: {name}\n\
+         spec:\n  completionMode: Indexed\n  completions: {n}\n  parallelism: {n}\n  backoffLimit: {n}\n\
+         \x20 template:\n    spec:\n      restartPolicy: Never\n      containers:\n\
+         \x20       - name: runner\n          image: {image}\n          workingDir: \"/work\"\n\
+         \x20         env:\n            - name: SHARD_INDEX\n              valueFrom:\n\
+         \x20               fieldRef:\n\
+         \x20                 fieldPath: \"metadata.annotations['batch.kubernetes.io/job-completion-index']\"\n\
+         \x20         command: [{command}]\n\
+         {limits}\
+         \x20         volumeMounts:\n            - name: work\n              mountPath: \"/work\"\n\
+         \x20     volumes:\n        - name: work\n          persistentVolumeClaim:\n\
+         \x20           claimName: {claim}\n",
+        name = q(&opts.job_name),
+        image = q(image),
+        claim = q(&opts.volume_claim),
+    ))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use clap::ValueEnum;
 use runner::Result;
 
 use runner::run::RunOptions;
-use runner::sweep::{Engine, Shard};
+use runner::sweep::{EmitOptions, Engine, Shard, SweepArgs, SweepRun};
 
 use super::{DeviceFlags, SetFlags, device, parse_sets};
 
@@ -91,14 +91,7 @@ pub fn run(args: Args) -> Result<()> {
             image,
             volume_claim,
         };
-        print!("{}", runner::sweep::emit(engine, &args, &opts)?);
-        eprintln!(
-            "{} runs in {} shards of about {} runs each",
-            runs.len(),
-            opts.workers,
-            runs.len().div_ceil(opts.workers)
-        );
-        return Ok(());
+        return emit_jobs(engine, &args, &opts, runs.len());
     }
     let total = runs.len();
     let runs = match shard {
@@ -107,23 +100,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let of = shard.map_or(String::new(), |s| format!(" (shard {s}: {} of {total})", runs.len()));
     if dry_run {
-        println!("{:<4} {:<20} {:<10} {:>6}  {:<31} varying", "#", "experiment", "run id", "epochs", "action");
-        let mut counts = std::collections::BTreeMap::new();
-        for (k, r) in runs.iter().enumerate() {
-            let (id, action) = runner::sweep::plan(&r.planned.spec, &out, true);
-            *counts.entry(action.verb()).or_insert(0) += 1;
-            println!(
-                "{:<4} {:<20} {:<10} {:>6}  {:<31} {}",
-                k + 1,
-                r.experiment(),
-                id.as_deref().unwrap_or("?"),
-                r.planned.spec.total_epochs(),
-                action.describe(),
-                r.varying()
-            );
-        }
-        let counts: Vec<String> = counts.iter().map(|(a, n)| format!("{n} {a}")).collect();
-        println!("{} runs{of}: {}; nothing was run", runs.len(), counts.join(", "));
+        dry_run_table(&runs, &out, &of);
         return Ok(());
     }
     println!("sweep: {} runs{of}", runs.len());
@@ -149,4 +126,32 @@ pub fn run(args: Args) -> Result<()> {
         return Err(anyhow!("{failed} of {} runs failed", rows.len()).into());
     }
     Ok(())
+}
+
+/// `--emit`: the cluster's job description on stdout, a line about the shards on stderr.
+fn emit_jobs(engine: Engine, args: &SweepArgs, opts: &EmitOptions, runs: usize) -> Result<()> {
+    print!("{}", runner::sweep::emit(engine, args, opts)?);
+    eprintln!("{runs} runs in {} shards of about {} runs each", opts.workers, runs.div_ceil(opts.workers));
+    Ok(())
+}
+
+/// `--dry-run`: what each run would do, and the totals.
+fn dry_run_table(runs: &[SweepRun], out: &Path, of: &str) {
+    println!("{:<4} {:<20} {:<10} {:>6}  {:<31} varying", "#", "experiment", "run id", "epochs", "action");
+    let mut counts = std::collections::BTreeMap::new();
+    for (k, r) in runs.iter().enumerate() {
+        let (id, action) = runner::sweep::plan(&r.planned.spec, out, true);
+        *counts.entry(action.verb()).or_insert(0) += 1;
+        println!(
+            "{:<4} {:<20} {:<10} {:>6}  {:<31} {}",
+            k + 1,
+            r.experiment(),
+            id.as_deref().unwrap_or("?"),
+            r.planned.spec.total_epochs(),
+            action.describe(),
+            r.varying()
+        );
+    }
+    let counts: Vec<String> = counts.iter().map(|(a, n)| format!("{n} {a}")).collect();
+    println!("{} runs{of}: {}; nothing was run", runs.len(), counts.join(", "));
 }
