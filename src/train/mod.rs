@@ -340,20 +340,13 @@ impl Trainer {
     /// In the same pass it keeps the activations at the freeze indices of later phases
     /// that lie below this one (`later_boundaries`), so the next phase need not recompute them.
     fn build_cache(&mut self, frozen: usize) -> (Option<FeatureCache>, String) {
-        let layers = self.model.backbone.layers().len();
-        let what = |k: usize| {
-            if k >= layers {
-                "pooled features".to_string()
-            } else {
-                format!("activations at layer {k} ({})", self.model.backbone.layers()[k].name)
-            }
-        };
+        let what = self.cached_what(frozen);
         let views = self.views();
         if views != Views::Plain {
-            return self.build_view_cache(frozen, views, &what(frozen));
+            return self.build_view_cache(frozen, views, &what);
         }
         if let Some((train, val)) = self.stash.remove(&frozen) {
-            let note = format!("trains on the {} cached by the previous phase", what(frozen));
+            let note = format!("trains on the {} cached by the previous phase", what);
             return (Some(FeatureCache { start: frozen, train, val, views }), note);
         }
         let images = self.data.train.len() + self.data.val.len();
@@ -377,7 +370,7 @@ impl Trainer {
                 format!(
                     "full forward every epoch: the {} of {images} images need {} MiB, over the cache budget of \
                      {} MiB (RUNNER_FEATURE_CACHE_MB)",
-                    what(frozen),
+                    what,
                     bytes >> 20,
                     budget >> 20
                 ),
@@ -387,27 +380,8 @@ impl Trainer {
             ks = vec![frozen];
         }
         let bar = self.progress(images, 0, 0);
-        bar.set_message(format!("caching {}", what(frozen)));
-        let run = |split: &Split| -> Vec<Tensor> {
-            let n = split.len() as i64;
-            let mut parts: Vec<Vec<Tensor>> = ks.iter().map(|_| vec![]).collect();
-            let mut start = 0;
-            while start < n {
-                let len = (self.batch_size as i64).min(n - start);
-                let x = self.layout(self.transform.eval(&split.images.narrow(0, start, len), self.device));
-                let outs = self.model.frozen_prefixes(&x, &ks);
-                for (part, out) in parts.iter_mut().zip(outs) {
-                    part.push(out.to_kind(Kind::Float));
-                }
-                bar.inc(len as u64);
-                start += len;
-            }
-            parts
-                .into_iter()
-                .zip(&probe)
-                .map(|(p, pr)| self.layout(if p.is_empty() { pr.narrow(0, 0, 0) } else { Tensor::cat(&p, 0) }))
-                .collect()
-        };
+        bar.set_message(format!("caching {}", what));
+        let run = |split: &Split| self.prefix_outputs(split, &ks, &probe, &bar);
         let (mut train, mut val) = mixed_precision(self.amp(), || (run(&self.data.train), run(&self.data.val)));
         bar.finish_and_clear();
         let cache =
@@ -415,12 +389,41 @@ impl Trainer {
         for ((k, t), v) in ks.iter().zip(train).zip(val) {
             self.stash.insert(*k, (t, v));
         }
-        let note = format!(
-            "trains on cached {} of {images} images ({:.1} MiB)",
-            what(frozen),
-            bytes as f64 / (1 << 20) as f64
-        );
+        let note = format!("trains on cached {} of {images} images ({:.1} MiB)", what, bytes as f64 / (1 << 20) as f64);
         (Some(cache), note)
+    }
+
+    /// What a cache at layer `k` holds, for the log.
+    fn cached_what(&self, k: usize) -> String {
+        let layers = self.model.backbone.layers();
+        if k >= layers.len() {
+            "pooled features".to_string()
+        } else {
+            format!("activations at layer {k} ({})", layers[k].name)
+        }
+    }
+
+    /// The frozen prefix's outputs at depths `ks` for every image of `split` (fp32,
+    /// in the trainer's layout); `probe` gives the shapes for an empty split.
+    fn prefix_outputs(&self, split: &Split, ks: &[usize], probe: &[Tensor], bar: &ProgressBar) -> Vec<Tensor> {
+        let n = split.len() as i64;
+        let mut parts: Vec<Vec<Tensor>> = ks.iter().map(|_| vec![]).collect();
+        let mut start = 0;
+        while start < n {
+            let len = (self.batch_size as i64).min(n - start);
+            let x = self.layout(self.transform.eval(&split.images.narrow(0, start, len), self.device));
+            let outs = self.model.frozen_prefixes(&x, ks);
+            for (part, out) in parts.iter_mut().zip(outs) {
+                part.push(out.to_kind(Kind::Float));
+            }
+            bar.inc(len as u64);
+            start += len;
+        }
+        parts
+            .into_iter()
+            .zip(probe)
+            .map(|(p, pr)| self.layout(if p.is_empty() { pr.narrow(0, 0, 0) } else { Tensor::cat(&p, 0) }))
+            .collect()
     }
 
     /// What a cache of the current phase holds for the train images.
@@ -552,21 +555,8 @@ impl Trainer {
         // The permutation goes to the data's device once; batches are slices of it.
         let source = phase.cache.as_ref().map_or(&self.data.train.images, |c| &c.train);
         let order_t = Tensor::from_slice(&order).to_device(source.device());
-        // With cached views: the row of the view each image trains on this epoch. Mirrored
-        // views take the draws the full forward's hflip takes, in the same order.
-        let picks_t = phase.cache.as_ref().filter(|c| c.views != Views::Plain).map(|c| {
-            let picks: Vec<i64> = order
-                .iter()
-                .map(|&i| {
-                    let v = match c.views {
-                        Views::Mirrored => rng.random_bool(0.5) as i64,
-                        _ => rng.random_range(0..c.views.count() as i64),
-                    };
-                    v * n as i64 + i
-                })
-                .collect();
-            Tensor::from_slice(&picks).to_device(source.device())
-        });
+        let picks_t =
+            phase.cache.as_ref().and_then(|c| view_picks(c, &order, rng)).map(|p| p.to_device(source.device()));
         let labels_t = self.data.train.labels.to_device(self.device);
         let bar = self.progress(n, epoch, total_epochs);
         let mut shown = Instant::now();
@@ -577,14 +567,13 @@ impl Trainer {
             if chunk.len() == 1 && drop_single {
                 continue;
             }
-            let idx = order_t.narrow(0, (b * self.batch_size) as i64, chunk.len() as i64);
+            let (from, len) = ((b * self.batch_size) as i64, chunk.len() as i64);
+            let idx = order_t.narrow(0, from, len);
             let labels = labels_t.index_select(0, &idx.to_device(self.device));
             let x = match &phase.cache {
                 // index_select returns standard layout: back to the weights' layout.
                 Some(c) => {
-                    let rows = picks_t
-                        .as_ref()
-                        .map_or(idx.shallow_clone(), |p| p.narrow(0, (b * self.batch_size) as i64, chunk.len() as i64));
+                    let rows = picks_t.as_ref().map_or(idx.shallow_clone(), |p| p.narrow(0, from, len));
                     self.layout(c.train.index_select(0, &rows))
                 }
                 None => {
@@ -592,23 +581,7 @@ impl Trainer {
                     self.layout(self.transform.train(&images, rng, self.device))
                 }
             };
-            // Forward under autocast, backward and the update outside it, as PyTorch's AMP recipe.
-            let (logits, loss) = mixed_precision(self.amp(), || {
-                let logits = match &phase.cache {
-                    Some(c) => self.model.forward_cached(&x, c.start, plan.frozen(), plan.batchnorm(), true),
-                    None => self.model.forward(&x, plan.frozen(), plan.batchnorm(), true),
-                };
-                let loss = logits.cross_entropy_for_logits(&labels);
-                (logits, loss)
-            });
-            phase.opt.zero_grad();
-            if self.amp() {
-                (&loss * self.scaler.scale).backward();
-                self.scaler.step(&mut phase.opt);
-            } else {
-                loss.backward();
-                phase.opt.step();
-            }
+            let (logits, loss) = self.train_step(phase, &x, &labels);
             tch::no_grad(|| {
                 loss_sum += loss.to_kind(Kind::Double) * chunk.len() as f64;
                 correct += logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
@@ -628,6 +601,29 @@ impl Trainer {
         bar.finish_and_clear();
         let mean = seen.max(1) as f64;
         (loss_sum.double_value(&[]) / mean, correct.int64_value(&[]) as f64 / mean, seen)
+    }
+
+    /// One optimisation step on a batch; returns its logits and loss. The forward runs
+    /// under autocast, the backward and the update outside it, as PyTorch's AMP recipe.
+    fn train_step(&mut self, phase: &mut PhaseRun, x: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
+        let plan = phase.plan;
+        let (logits, loss) = mixed_precision(self.amp(), || {
+            let logits = match &phase.cache {
+                Some(c) => self.model.forward_cached(x, c.start, plan.frozen(), plan.batchnorm(), true),
+                None => self.model.forward(x, plan.frozen(), plan.batchnorm(), true),
+            };
+            let loss = logits.cross_entropy_for_logits(labels);
+            (logits, loss)
+        });
+        phase.opt.zero_grad();
+        if self.amp() {
+            (&loss * self.scaler.scale).backward();
+            self.scaler.step(&mut phase.opt);
+        } else {
+            loss.backward();
+            phase.opt.step();
+        }
+        (logits, loss)
     }
 
     /// Mean loss and accuracy on `split`, everything in inference mode.
@@ -707,4 +703,24 @@ impl Trainer {
         bar.set_message(format!("epoch {epoch}/{total}"));
         bar
     }
+}
+/// With a cache of several views: the row of the view each image of `order` trains
+/// on this epoch (None for a plain cache). Mirrored views take the draws the full
+/// forward's hflip takes, in the same order.
+fn view_picks(cache: &FeatureCache, order: &[i64], rng: &mut ChaCha8Rng) -> Option<Tensor> {
+    if cache.views == Views::Plain {
+        return None;
+    }
+    let n = order.len() as i64;
+    let picks: Vec<i64> = order
+        .iter()
+        .map(|&i| {
+            let v = match cache.views {
+                Views::Mirrored => rng.random_bool(0.5) as i64,
+                _ => rng.random_range(0..cache.views.count() as i64),
+            };
+            v * n + i
+        })
+        .collect();
+    Some(Tensor::from_slice(&picks))
 }

@@ -166,3 +166,56 @@ fn every_import_points_down_the_layers_lib_rs_declares() {
     println!("layers, bottom first: {}", order.join(" < "));
     assert!(upward.is_empty(), "imports that go up the layers of src/lib.rs: {}", upward.join(", "));
 }
+
+/// Functions of `text` (up to its unit tests) with their length in lines, as rustfmt
+/// lays them out: from the `fn` line to the closing brace at the same indentation.
+fn function_lengths(text: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text.split("#[cfg(test)]").next().unwrap_or("").lines().collect();
+    let mut out = vec![];
+    for (i, line) in lines.iter().enumerate() {
+        let body = line.trim_start();
+        let indent = &line[..line.len() - body.len()];
+        let rest = ["pub(crate) ", "pub(super) ", "pub ", "const ", "unsafe "]
+            .iter()
+            .fold(body, |r, p| r.strip_prefix(p).unwrap_or(r));
+        let Some(sig) = rest.strip_prefix("fn ") else { continue };
+        if line.trim_end().ends_with(';') {
+            continue;
+        }
+        let name: String = sig.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let end = lines[i + 1..].iter().position(|l| l.starts_with(&format!("{indent}}}"))).unwrap_or(lines.len());
+        out.push((name, end + 2));
+    }
+    out
+}
+
+#[test]
+fn functions_stay_short_and_main_stays_thin() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    assert_eq!(
+        function_lengths("fn a() {\n    x\n}\n\nfn b() -> u8 {\n    1\n}\n"),
+        [("a".into(), 3), ("b".into(), 3)]
+    );
+    let (mut long, mut interpreter) = (vec![], 0);
+    for entry in walkdir::WalkDir::new(&src).sort_by_file_name() {
+        let entry = entry.unwrap();
+        if entry.path().extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let file = entry.path().strip_prefix(&src).unwrap().display().to_string();
+        for (name, len) in function_lengths(&text) {
+            // The pickle interpreter is one match over the opcodes, best read whole.
+            if file == "model/pickle.rs" && name == "run" {
+                interpreter = len;
+            } else if len > 80 {
+                long.push(format!("{file}: {name} ({len} lines)"));
+            }
+        }
+    }
+    assert!(interpreter > 80, "the scan measures long functions (the pickle interpreter: {interpreter} lines)");
+    assert!(long.is_empty(), "functions over 80 lines: {}", long.join(", "));
+    let main = std::fs::read_to_string(src.join("main.rs")).unwrap().lines().count();
+    println!("main.rs: {main} lines; no function over 80 lines but the pickle interpreter");
+    assert!(main <= 120, "main.rs has {main} lines");
+}
