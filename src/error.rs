@@ -16,7 +16,7 @@ pub mod exit {
     /// Everything was done.
     pub const OK: u8 = 0;
     /// A run, a check or a command failed (data, weights, I/O, divergence, a busy run).
-    pub const FAILED: u8 = 1;
+    pub(crate) const FAILED: u8 = 1;
     /// What was asked is wrong: a spec (with its file, line and key) or a flag. Like a
     /// flag that clap rejects, nothing was run.
     pub const USAGE: u8 = 2;
@@ -52,7 +52,7 @@ impl Error {
     }
 
     /// The failure itself, without the run it happened in.
-    pub fn cause(&self) -> &Error {
+    pub(crate) fn cause(&self) -> &Error {
         match self {
             Error::Run { cause, .. } => cause.cause(),
             e => e,

@@ -104,7 +104,7 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
 
 /// The config keys whose values differ between runs: the grid's axes (and any
 /// edit made to the spec between runs).
-pub fn varying_keys(runs: &[&RunEntry]) -> Vec<String> {
+pub(crate) fn varying_keys(runs: &[&RunEntry]) -> Vec<String> {
     let keys: BTreeSet<&String> = runs.iter().flat_map(|r| r.config.keys()).collect();
     keys.into_iter()
         .filter(|k| {
@@ -142,7 +142,7 @@ fn by_experiment(entries: &[RunEntry]) -> BTreeMap<&str, Vec<&RunEntry>> {
 }
 
 /// The summary table: one row per run, ranked within each experiment.
-pub fn summary_frame(entries: &[RunEntry]) -> Result<DataFrame> {
+pub(crate) fn summary_frame(entries: &[RunEntry]) -> Result<DataFrame> {
     let groups = by_experiment(entries);
     let groups_varying: BTreeMap<&str, Vec<String>> = groups.iter().map(|(k, v)| (*k, varying_keys(v))).collect();
     let mut grid_columns: Vec<&String> = vec![];

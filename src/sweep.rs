@@ -41,7 +41,7 @@ impl SweepRun {
 
 /// The spec files under `paths`: a file is taken as it is, a folder for every
 /// `*.toml` below it, in file-name order, so that every worker sees the same list.
-pub fn spec_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub(crate) fn spec_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = vec![];
     for path in paths {
         if path.is_file() {

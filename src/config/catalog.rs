@@ -22,7 +22,7 @@ pub enum Backbone {
 
 /// Where a backbone's default ("imagenet") weights come from.
 #[derive(Debug, Clone, Copy)]
-pub struct DefaultWeights {
+pub(crate) struct DefaultWeights {
     /// File name in the per-user weights cache.
     pub file: &'static str,
     /// The file's sha256, or its leading hex digits (torchvision names files with them).
@@ -84,7 +84,7 @@ impl Backbone {
     }
 
     /// ImageNet mean and std the pretrained weights expect.
-    pub fn normalization(self) -> ([f32; 3], [f32; 3]) {
+    pub(crate) fn normalization(self) -> ([f32; 3], [f32; 3]) {
         ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     }
 
@@ -98,7 +98,7 @@ impl Backbone {
         }
     }
 
-    pub fn default_weights(self) -> DefaultWeights {
+    pub(crate) fn default_weights(self) -> DefaultWeights {
         const HAND: &str = "downloaded from torchvision's model store on first use";
         match self {
             Backbone::EfficientnetLite0 => DefaultWeights {

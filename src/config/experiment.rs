@@ -77,7 +77,7 @@ fn split_key(key: &str) -> Vec<String> {
 }
 
 /// `RUNNER_DATA__BATCH_SIZE=16` style overrides, sorted by variable name.
-pub fn env_overrides() -> Vec<Override> {
+pub(crate) fn env_overrides() -> Vec<Override> {
     let mut vars: Vec<(String, String)> =
         std::env::vars().filter(|(k, _)| k.starts_with("RUNNER_") && !crate::sys::env::is_setting(k)).collect();
     vars.sort();
@@ -143,7 +143,7 @@ impl Experiment {
         Self::from_source(source, &overrides)
     }
 
-    pub fn from_source(source: SpecSource, overrides: &[Override]) -> Result<Experiment, SpecError> {
+    pub(crate) fn from_source(source: SpecSource, overrides: &[Override]) -> Result<Experiment, SpecError> {
         let mut table = source.table()?;
         let axes = match table.remove("grid") {
             None => vec![],
@@ -169,7 +169,7 @@ impl Experiment {
             for o in overrides {
                 fig = set(&source, fig, &o.key, &o.value, &o.origin.describe(), &[])?;
             }
-            let mut spec: Spec = fig.extract().map_err(|e| source.from_figment(e, &axes_locations(&axes)))?;
+            let mut spec: Spec = fig.extract().map_err(|e| source.figment_error(e, &axes_locations(&axes)))?;
             spec.resolve();
             spec.validate().map_err(|Invalid { key, message: msg }| {
                 // A bad value set by the grid points at its grid entry.

@@ -3,6 +3,6 @@
 //! weights), the spec types with their validation and located errors, and the
 //! expansion of a spec file into runs (defaults, grid, overrides).
 
-pub mod catalog;
+pub(crate) mod catalog;
 pub mod experiment;
 pub mod spec;

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
-use sha2::{Digest, Sha256};
 
 use crate::config::catalog::Backbone;
 use crate::error::SpecError;
@@ -86,12 +85,12 @@ impl Monitor {
         }
     }
 
-    pub fn higher_is_better(self) -> bool {
+    pub(crate) fn higher_is_better(self) -> bool {
         matches!(self, Monitor::ValAcc | Monitor::TrainAcc)
     }
 
     /// Whether `value` beats `reference` by more than `min_delta`.
-    pub fn improves(self, value: f64, reference: Option<f64>, min_delta: f64) -> bool {
+    pub(crate) fn improves(self, value: f64, reference: Option<f64>, min_delta: f64) -> bool {
         if !value.is_finite() {
             return false;
         }
@@ -149,7 +148,7 @@ fn is_zero(n: &usize) -> bool {
 }
 
 /// The most augmented views a cache may hold (each one is a copy of the cache).
-pub const MAX_CACHE_VIEWS: usize = 32;
+pub(crate) const MAX_CACHE_VIEWS: usize = 32;
 
 /// `data.cache`: "auto" caches the frozen part's output when a phase allows it; "off" never does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -275,7 +274,7 @@ pub enum ScheduleKind {
 impl ScheduleSpec {
     /// Learning rate of epoch `e` (0-based within a phase of `epochs`) for base rate `lr`,
     /// stepped per epoch as PyTorch's schedulers are.
-    pub fn lr_at(&self, lr: f64, e: usize, epochs: usize) -> f64 {
+    pub(crate) fn lr_at(&self, lr: f64, e: usize, epochs: usize) -> f64 {
         if e < self.warmup {
             return lr * (e + 1) as f64 / (self.warmup + 1) as f64;
         }
@@ -581,7 +580,7 @@ impl SpecSource {
 
     /// Turns a figment extraction error into a located spec error. `grid` maps
     /// dotted keys set by the grid to where their axis is written.
-    pub fn from_figment(&self, err: figment::Error, grid: &[(String, Vec<String>)]) -> SpecError {
+    pub(crate) fn figment_error(&self, err: figment::Error, grid: &[(String, Vec<String>)]) -> SpecError {
         use figment::error::Kind;
         let mut key_path = err.path.clone();
         let message = match &err.kind {
@@ -650,11 +649,6 @@ impl Spec {
         }
     }
 
-    /// Train-time augmentations of phase `i`.
-    pub fn phase_augment(&self, i: usize) -> &[Augment] {
-        self.phases[i].augment.as_deref().unwrap_or(&self.data.augment)
-    }
-
     /// Checks what types alone cannot, naming the offending dotted key.
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
@@ -706,27 +700,29 @@ impl Spec {
     }
 
     /// The resolved spec as TOML, written next to the results.
-    pub fn to_toml(&self) -> String {
+    pub(crate) fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a spec always serializes")
     }
 
     /// The resolved spec in canonical form: JSON with sorted keys and every default
     /// written out, so reordering keys or spelling out a default changes nothing.
-    pub fn canonical(&self) -> Vec<u8> {
+    pub(crate) fn canonical(&self) -> Vec<u8> {
         let value = serde_json::to_value(self).expect("a spec always serializes");
         serde_json::to_vec(&value).expect("json values serialize")
     }
 
     /// Short hash of the canonical spec alone. A run's id also covers its data
     /// (`run::run_id`); this one tells specs apart before any data is read.
-    pub fn config_id(&self) -> String {
+    #[cfg(test)]
+    fn config_id(&self) -> String {
+        use sha2::{Digest, Sha256};
         Sha256::digest(self.canonical()).iter().take(5).map(|b| format!("{b:02x}")).collect()
     }
 }
 
 /// Line and column (1-based) of the dotted `key` in the TOML document, or of
 /// its nearest ancestor that is written there.
-pub fn locate(doc: &toml_edit::Document<String>, text: &str, key: &[&str]) -> Option<(usize, usize)> {
+pub(crate) fn locate(doc: &toml_edit::Document<String>, text: &str, key: &[&str]) -> Option<(usize, usize)> {
     use toml_edit::{Item, Value};
     enum Node<'a> {
         Item(&'a Item),

@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_bytes: u64,
     pub max_entries: usize,
 }
@@ -44,7 +44,7 @@ fn safe_relative(name: &str) -> Option<PathBuf> {
 }
 
 /// Extracts the zip at `archive` into `target` (which must not exist yet).
-pub fn extract_zip(archive: &Path, target: &Path, limits: Limits) -> Result<()> {
+pub(crate) fn extract_zip(archive: &Path, target: &Path, limits: Limits) -> Result<()> {
     if target.exists() {
         bail!("{} already exists", target.display());
     }
@@ -148,7 +148,7 @@ const KNOWN: &[Known] = &[
     },
 ];
 
-pub fn known_names() -> Vec<&'static str> {
+pub(crate) fn known_names() -> Vec<&'static str> {
     KNOWN.iter().map(|k| k.name).collect()
 }
 
@@ -185,12 +185,12 @@ fn fetch_archive(url: &str, sha256: Option<&str>, quiet: bool) -> Result<PathBuf
 /// The synthetic dataset runner makes itself (`data.source = "shapes"`): the images
 /// `runner data synth` writes with its defaults, generated into `datasets/shapes/` on
 /// first use, so the quickstart runs on a fresh machine with nothing downloaded.
-pub const SHAPES: &str = "shapes";
+pub(crate) const SHAPES: &str = "shapes";
 
 /// What the first run does before it can read `source`, when its data is not there
 /// yet: download a known dataset or an archive URL, or generate the synthetic shapes.
 /// Plans say so instead of doing it.
-pub fn pending(source: &str) -> Option<&'static str> {
+pub(crate) fn pending(source: &str) -> Option<&'static str> {
     if source == SHAPES {
         return (!Path::new("datasets").join(SHAPES).is_dir()).then_some("generates its data first");
     }
@@ -207,7 +207,7 @@ pub fn pending(source: &str) -> Option<&'static str> {
 }
 
 /// Whether [`materialize`] would download or generate something for `source`.
-pub fn needs_fetch(source: &str) -> bool {
+pub(crate) fn needs_fetch(source: &str) -> bool {
     pending(source).is_some()
 }
 
@@ -253,7 +253,7 @@ pub fn materialize(source: &str, quiet: bool) -> Result<PathBuf> {
 
 /// What to tell a user whose data folder `source` does not exist: the named source
 /// whose folder it looks like (which would fetch it), else the kinds of source there are.
-pub fn missing_folder_hint(source: &str) -> String {
+pub(crate) fn missing_folder_hint(source: &str) -> String {
     let norm = |s: &str| s.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
     let folder = norm(&Path::new(source).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     let named = KNOWN.iter().map(|k| (k.name, k.folders)).chain([(SHAPES, &[][..])]);
@@ -330,7 +330,7 @@ fn data_root(mut dir: PathBuf) -> PathBuf {
 
 /// CIFAR-10's binary batches (`<label byte><1024 R><1024 G><1024 B>` per image)
 /// as PNG files in train/<class>/ and val/<class>/, written atomically.
-pub fn cifar10_to_image_folder(archive: &Path, target: &Path) -> Result<()> {
+pub(crate) fn cifar10_to_image_folder(archive: &Path, target: &Path) -> Result<()> {
     const RECORD: usize = 1 + 3 * 32 * 32;
     let file = std::fs::File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));

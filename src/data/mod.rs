@@ -215,7 +215,7 @@ pub fn resize_side(image_size: u32) -> u32 {
 }
 
 /// A decoded file: CHW uint8 pixels of the stored square and the original size.
-pub struct Decoded {
+pub(crate) struct Decoded {
     pub chw: Vec<u8>,
     pub size: (u32, u32),
 }
@@ -257,7 +257,7 @@ pub enum BadImage {
     Resize(String),
 }
 
-pub fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded, BadImage> {
+pub(crate) fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded, BadImage> {
     let bytes = std::fs::read(path)?;
     if bytes.is_empty() {
         return Err(BadImage::Empty);
@@ -423,7 +423,7 @@ pub fn manifest(files: &FileSplit, quiet: bool) -> Result<Vec<ManifestRow>> {
 }
 
 /// manifest.csv: what the run was trained and evaluated on.
-pub fn manifest_csv(rows: &[ManifestRow]) -> String {
+pub(crate) fn manifest_csv(rows: &[ManifestRow]) -> String {
     let mut csv = String::from("path,class,split,sha256\n");
     for r in rows {
         csv.push_str(&format!("{},{},{},{}\n", csv_field(&r.path), csv_field(&r.class), r.split, r.sha256));
@@ -432,7 +432,7 @@ pub fn manifest_csv(rows: &[ManifestRow]) -> String {
 }
 
 /// Quotes a CSV field when it needs it.
-pub fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
@@ -455,7 +455,7 @@ impl Transform {
     }
 
     /// Eval pipeline: center crop and normalise.
-    pub fn eval(&self, images: &Tensor, device: Device) -> Tensor {
+    pub(crate) fn eval(&self, images: &Tensor, device: Device) -> Tensor {
         let side = images.size()[2];
         let off = (side - self.size) / 2;
         let x = images.narrow(2, off, self.size).narrow(3, off, self.size);

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-pub const SHAPES: [&str; 5] = ["circle", "cross", "ring", "square", "triangle"];
+pub(crate) const SHAPES: [&str; 5] = ["circle", "cross", "ring", "square", "triangle"];
 
 #[derive(Debug, Clone)]
 pub struct SynthOptions {

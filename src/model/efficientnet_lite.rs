@@ -15,7 +15,7 @@ use tch::nn;
 
 use super::{LayerInfo, Mode, Network, conv_bn, same_pad};
 
-pub const LAYER_COUNT: usize = 18;
+pub(crate) const LAYER_COUNT: usize = 18;
 const FEATURES: i64 = 1280;
 /// TensorFlow's BatchNorm momentum 0.99 is PyTorch's 0.01.
 const BN_MOMENTUM: f64 = 0.01;
@@ -107,7 +107,7 @@ impl Block {
     }
 }
 
-pub struct EfficientNetLite {
+pub(crate) struct EfficientNetLite {
     stem: ConvBn,
     blocks: Vec<Block>,
     head: ConvBn,
@@ -115,7 +115,7 @@ pub struct EfficientNetLite {
 }
 
 impl EfficientNetLite {
-    pub fn lite0(p: &nn::Path) -> Self {
+    pub(crate) fn lite0(p: &nn::Path) -> Self {
         let stem = ConvBn::new(p, "_conv_stem", "_bn0", 3, 32, 3, 2, 1);
         let total: usize = STAGES.iter().map(|s| s.0).sum();
         let mut blocks = Vec::with_capacity(total);

@@ -22,7 +22,7 @@ impl FreezePlan {
     }
 
     /// What `freeze_up_to` freezes of a backbone with `layers` layers.
-    pub fn from_spec(freeze: FreezeUpTo, bn: BatchNormPolicy, layers: usize) -> FreezePlan {
+    pub(crate) fn from_spec(freeze: FreezeUpTo, bn: BatchNormPolicy, layers: usize) -> FreezePlan {
         let frozen = match freeze {
             FreezeUpTo::All => layers,
             FreezeUpTo::Count(k) => k,
@@ -55,7 +55,7 @@ impl FreezePlan {
 
     /// Whether layer `layer` normalises with batch statistics (and updates its
     /// running statistics) in a forward pass with `train` set.
-    pub fn batch_statistics(&self, layer: usize, train: bool) -> bool {
+    pub(crate) fn batch_statistics(&self, layer: usize, train: bool) -> bool {
         train
             && match self.bn {
                 BatchNormPolicy::Frozen => !self.is_frozen(layer),
@@ -65,7 +65,7 @@ impl FreezePlan {
     }
 
     /// Whether any layer uses batch statistics in a training step.
-    pub fn any_batch_statistics(&self) -> bool {
+    pub(crate) fn any_batch_statistics(&self) -> bool {
         (0..self.layers).any(|i| self.batch_statistics(i, true))
     }
 

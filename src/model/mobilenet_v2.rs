@@ -52,7 +52,7 @@ struct Stage {
     residual: bool,
 }
 
-pub struct MobileNetV2 {
+pub(crate) struct MobileNetV2 {
     stages: Vec<Stage>,
     layers: Vec<LayerInfo>,
 }

@@ -14,7 +14,7 @@ mod vgg;
 use tch::Tensor;
 
 pub use self::freeze::FreezePlan;
-pub use crate::config::catalog::{Backbone, DefaultWeights};
+pub use crate::config::catalog::Backbone;
 use crate::config::spec::BatchNormPolicy;
 use tch::nn;
 
@@ -125,7 +125,14 @@ impl Classifier {
     }
 
     /// [`Classifier::features`] from layer `start` on, for `x` the output of layer `start - 1`.
-    pub fn features_from(&self, x: &Tensor, start: usize, frozen: usize, bn: BatchNormPolicy, train: bool) -> Tensor {
+    pub(crate) fn features_from(
+        &self,
+        x: &Tensor,
+        start: usize,
+        frozen: usize,
+        bn: BatchNormPolicy,
+        train: bool,
+    ) -> Tensor {
         let plan = self.plan(frozen, bn);
         let (frozen, layers) = (plan.frozen(), self.backbone.layers().len());
         let mut x = tch::no_grad(|| {
@@ -149,7 +156,7 @@ impl Classifier {
     /// What a frozen prefix of `k` layers computes, in inference mode and without
     /// autograd: the output of layer `k - 1`, pooled when `k` is every layer. This
     /// is what the feature cache stores.
-    pub fn frozen_prefix(&self, xs: &Tensor, k: usize) -> Tensor {
+    pub(crate) fn frozen_prefix(&self, xs: &Tensor, k: usize) -> Tensor {
         self.frozen_prefixes(xs, &[k]).pop().expect("one depth, one output")
     }
 
@@ -172,7 +179,14 @@ impl Classifier {
     }
 
     /// The logits for `x` = [`Classifier::frozen_prefix`]`(images, start)`.
-    pub fn forward_cached(&self, x: &Tensor, start: usize, frozen: usize, bn: BatchNormPolicy, train: bool) -> Tensor {
+    pub(crate) fn forward_cached(
+        &self,
+        x: &Tensor,
+        start: usize,
+        frozen: usize,
+        bn: BatchNormPolicy,
+        train: bool,
+    ) -> Tensor {
         if start >= self.backbone.layers().len() {
             self.head(x, train)
         } else {
@@ -181,14 +195,14 @@ impl Classifier {
     }
 
     /// The logits in inference mode, without autograd (evaluation and prediction).
-    pub fn infer(&self, xs: &Tensor) -> Tensor {
+    pub(crate) fn infer(&self, xs: &Tensor) -> Tensor {
         self.infer_from(xs, 0)
     }
 
     /// [`Classifier::infer`] for `x` = [`Classifier::frozen_prefix`]`(images, start)`:
     /// [`Classifier::forward_cached`] with every layer frozen, so every layer runs in
     /// [`Mode::Infer`].
-    pub fn infer_from(&self, x: &Tensor, start: usize) -> Tensor {
+    pub(crate) fn infer_from(&self, x: &Tensor, start: usize) -> Tensor {
         let layers = self.backbone.layers().len();
         tch::no_grad(|| self.forward_cached(x, start, layers, BatchNormPolicy::AllFrozen, false))
     }
@@ -274,7 +288,7 @@ pub(crate) fn same_pad(xs: &Tensor, kernel: i64, stride: i64) -> Tensor {
 
 /// The same values with NHWC memory under the NCHW shape (PyTorch's `channels_last`),
 /// by the permute + contiguous trick; tensors that are not 4-D are returned as they are.
-pub fn channels_last(x: &Tensor) -> Tensor {
+pub(crate) fn channels_last(x: &Tensor) -> Tensor {
     if x.dim() != 4 {
         return x.shallow_clone();
     }

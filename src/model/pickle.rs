@@ -17,7 +17,7 @@ const LEGACY_PROTOCOL: i64 = 1001;
 const MAX_STACK: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
-pub enum PickleError {
+pub(crate) enum PickleError {
     #[error("truncated file: {0}")]
     Truncated(&'static str),
     #[error("not a legacy torch.save file (bad magic number)")]
@@ -416,7 +416,7 @@ fn reduce(func: Value, args: Value) -> Result<Value, PickleError> {
 }
 
 /// Reads a legacy `torch.save` file of a state_dict into (name, tensor) pairs, in file order.
-pub fn read_legacy_state_dict(data: &[u8]) -> Result<Vec<(String, Tensor)>, PickleError> {
+pub(crate) fn read_legacy_state_dict(data: &[u8]) -> Result<Vec<(String, Tensor)>, PickleError> {
     let mut m = Machine::new(data, 0);
     // Whatever the first pickle is, if it is not the magic number this is not a legacy file.
     match m.run().map_err(|_| PickleError::BadMagic)? {
@@ -467,7 +467,9 @@ pub fn read_legacy_state_dict(data: &[u8]) -> Result<Vec<(String, Tensor)>, Pick
 
 /// Reads a zip-format `torch.save` file (PyTorch >= 1.6, torchvision's weights):
 /// `<archive>/data.pkl` is the pickled state_dict, `<archive>/data/<key>` each storage's bytes.
-pub fn read_zip_state_dict<R: std::io::Read + std::io::Seek>(reader: R) -> Result<Vec<(String, Tensor)>, PickleError> {
+pub(crate) fn read_zip_state_dict<R: std::io::Read + std::io::Seek>(
+    reader: R,
+) -> Result<Vec<(String, Tensor)>, PickleError> {
     use std::io::Read;
     let mut zip =
         zip::ZipArchive::new(reader).map_err(|e| PickleError::Malformed(format!("not a zip archive: {e}")))?;

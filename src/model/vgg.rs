@@ -27,7 +27,7 @@ enum Module {
     },
 }
 
-pub struct Vgg {
+pub(crate) struct Vgg {
     modules: Vec<Module>,
     layers: Vec<LayerInfo>,
 }

@@ -70,7 +70,7 @@ impl EarlyStopState {
     }
 
     /// A new phase with fresh patience (scope = "phase").
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.best = None;
         self.best_epoch = None;
         self.wait = 0;

@@ -8,13 +8,13 @@ use crate::sys::atomic::write_atomic;
 
 /// `counts[t][p]`: images of true class `t` predicted as `p`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Confusion {
+pub(crate) struct Confusion {
     pub classes: Vec<String>,
     pub counts: Vec<Vec<u64>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ClassScores {
+pub(crate) struct ClassScores {
     pub class: String,
     pub precision: f64,
     pub recall: f64,
@@ -36,13 +36,13 @@ impl Confusion {
         self.counts.iter().flatten().sum()
     }
 
-    pub fn accuracy(&self) -> f64 {
+    pub(crate) fn accuracy(&self) -> f64 {
         let right: u64 = (0..self.classes.len()).map(|i| self.counts[i][i]).sum();
         right as f64 / self.total().max(1) as f64
     }
 
     /// Per class, as scikit-learn's classification_report computes them (0 where undefined).
-    pub fn scores(&self) -> Vec<ClassScores> {
+    pub(crate) fn scores(&self) -> Vec<ClassScores> {
         let k = self.classes.len();
         (0..k)
             .map(|c| {

@@ -28,12 +28,12 @@ fn register_font() {
 }
 
 /// Epoch indices (1-based) where a new phase starts, with its name.
-pub fn phase_starts(rows: &[EpochRecord]) -> Vec<(usize, String)> {
+pub(crate) fn phase_starts(rows: &[EpochRecord]) -> Vec<(usize, String)> {
     rows.windows(2).filter(|w| w[0].phase != w[1].phase).map(|w| (w[1].epoch, w[1].phase.clone())).collect()
 }
 
 /// Draws `curves.png` into `path` (atomically).
-pub fn write_curves(path: &Path, title: &str, rows: &[EpochRecord]) -> Result<()> {
+pub(crate) fn write_curves(path: &Path, title: &str, rows: &[EpochRecord]) -> Result<()> {
     write_png(path, (WIDTH, HEIGHT), |root| {
         let root = root.titled(title, (FONT, 22)).map_err(|e| anyhow!("drawing curves: {e}"))?;
         let (top, bottom) = root.split_vertically(HEIGHT / 2 - 15);
@@ -44,7 +44,7 @@ pub fn write_curves(path: &Path, title: &str, rows: &[EpochRecord]) -> Result<()
 
 /// Draws the confusion matrix as `confusion.png`: rows are true classes, columns
 /// predictions, each cell shaded by the fraction of its row and labelled with its count.
-pub fn write_confusion(path: &Path, title: &str, confusion: &Confusion) -> Result<()> {
+pub(crate) fn write_confusion(path: &Path, title: &str, confusion: &Confusion) -> Result<()> {
     let k = confusion.classes.len().max(1) as i32;
     let cell = (560 / k).clamp(24, 120);
     let label_w = 170;
@@ -130,7 +130,7 @@ const PHASE_MARKER: RGBColor = RGBColor(80, 80, 80);
 
 /// The val-accuracy curves of several runs of one experiment in one panel, with a
 /// dashed marker at each epoch where one of them starts a later phase.
-pub fn write_comparison(path: &Path, title: &str, runs: &[(String, Vec<EpochRecord>)]) -> Result<()> {
+pub(crate) fn write_comparison(path: &Path, title: &str, runs: &[(String, Vec<EpochRecord>)]) -> Result<()> {
     write_png(path, (1000, 560), |root| {
         let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the comparison: {e}");
         let last = runs.iter().filter_map(|(_, rows)| rows.last()).map(|r| r.epoch).max().unwrap_or(1).max(2) as f64;
@@ -195,7 +195,7 @@ pub fn write_comparison(path: &Path, title: &str, runs: &[(String, Vec<EpochReco
 }
 
 /// One horizontal bar per run: its best val accuracy (no bar for a run without one).
-pub fn write_best_bars(path: &Path, title: &str, bars: &[(String, Option<f64>)]) -> Result<()> {
+pub(crate) fn write_best_bars(path: &Path, title: &str, bars: &[(String, Option<f64>)]) -> Result<()> {
     const ROW: i32 = 28;
     const BAR_W: i32 = 460;
     // Room for the longest label (about 7 px a character at 13 px), within reason.

@@ -11,31 +11,31 @@ pub struct RunDir {
 
 impl RunDir {
     /// The resolved spec the run trained (`runner verify` and `predict` read it back).
-    pub const CONFIG: &str = "config.toml";
+    pub(crate) const CONFIG: &str = "config.toml";
     /// Every data file with its sha256 and split; its hash is part of the run id.
-    pub const MANIFEST: &str = "manifest.csv";
+    pub(crate) const MANIFEST: &str = "manifest.csv";
     /// The epochs' metrics, byte-identical when the run is repeated.
-    pub const METRICS_CSV: &str = "metrics.csv";
-    pub const METRICS_PARQUET: &str = "metrics.parquet";
+    pub(crate) const METRICS_CSV: &str = "metrics.csv";
+    pub(crate) const METRICS_PARQUET: &str = "metrics.parquet";
     /// The epochs' wall time and throughput (not reproducible, so kept apart).
-    pub const TIMING: &str = "timing.csv";
-    pub const CURVES: &str = "curves.png";
+    pub(crate) const TIMING: &str = "timing.csv";
+    pub(crate) const CURVES: &str = "curves.png";
     /// The weights of the best epoch by the monitored metric.
-    pub const BEST: &str = "best.safetensors";
+    pub(crate) const BEST: &str = "best.safetensors";
     /// Image files that could not be read, with why.
-    pub const SKIPPED: &str = "skipped.csv";
+    pub(crate) const SKIPPED: &str = "skipped.csv";
     /// Per-class precision, recall and F1 on the test split.
-    pub const TEST_METRICS: &str = "test_metrics.csv";
-    pub const CONFUSION_CSV: &str = "confusion.csv";
-    pub const CONFUSION_PNG: &str = "confusion.png";
-    pub const LOG: &str = "run.log";
+    pub(crate) const TEST_METRICS: &str = "test_metrics.csv";
+    pub(crate) const CONFUSION_CSV: &str = "confusion.csv";
+    pub(crate) const CONFUSION_PNG: &str = "confusion.png";
+    pub(crate) const LOG: &str = "run.log";
     /// What the run was and how it ended.
-    pub const SUMMARY: &str = "summary.json";
+    pub(crate) const SUMMARY: &str = "summary.json";
     /// The last epoch's full state, while the run is unfinished.
-    pub const CHECKPOINT: &str = "checkpoint.safetensors";
+    pub(crate) const CHECKPOINT: &str = "checkpoint.safetensors";
 
     /// Everything a run writes: a fresh start removes them all first.
-    pub const OUTPUTS: [&str; 14] = [
+    pub(crate) const OUTPUTS: [&str; 14] = [
         RunDir::CONFIG,
         RunDir::MANIFEST,
         RunDir::METRICS_CSV,
@@ -86,10 +86,10 @@ impl RunDir {
     pub fn manifest(&self) -> PathBuf {
         self.file(RunDir::MANIFEST)
     }
-    pub fn metrics_csv(&self) -> PathBuf {
+    pub(crate) fn metrics_csv(&self) -> PathBuf {
         self.file(RunDir::METRICS_CSV)
     }
-    pub fn metrics_parquet(&self) -> PathBuf {
+    pub(crate) fn metrics_parquet(&self) -> PathBuf {
         self.file(RunDir::METRICS_PARQUET)
     }
     pub fn timing(&self) -> PathBuf {
@@ -107,10 +107,10 @@ impl RunDir {
     pub fn test_metrics(&self) -> PathBuf {
         self.file(RunDir::TEST_METRICS)
     }
-    pub fn confusion_csv(&self) -> PathBuf {
+    pub(crate) fn confusion_csv(&self) -> PathBuf {
         self.file(RunDir::CONFUSION_CSV)
     }
-    pub fn confusion_png(&self) -> PathBuf {
+    pub(crate) fn confusion_png(&self) -> PathBuf {
         self.file(RunDir::CONFUSION_PNG)
     }
     pub fn log(&self) -> PathBuf {
@@ -124,14 +124,14 @@ impl RunDir {
     }
 
     /// Removes what an earlier attempt wrote, for a fresh start.
-    pub fn remove_outputs(&self) {
+    pub(crate) fn remove_outputs(&self) {
         for name in RunDir::OUTPUTS {
             let _ = std::fs::remove_file(self.path.join(name));
         }
     }
 
     /// Removes temporary files left by a process killed while writing.
-    pub fn remove_temporaries(&self) {
+    pub(crate) fn remove_temporaries(&self) {
         let Ok(entries) = std::fs::read_dir(&self.path) else { return };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();

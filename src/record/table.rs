@@ -25,7 +25,7 @@ fn frame(rows: &[EpochRecord]) -> Result<DataFrame> {
 
 /// Writes `metrics.csv` and `metrics.parquet`, and the epochs' timing in
 /// `timing.csv`, into `dir`, each atomically.
-pub fn write_metrics(dir: &RunDir, rows: &[EpochRecord]) -> Result<()> {
+pub(crate) fn write_metrics(dir: &RunDir, rows: &[EpochRecord]) -> Result<()> {
     let names = Metric::TIMING.map(Metric::name);
     let mut timing = format!("epoch,phase,{}\n", names.join(","));
     for r in rows {
@@ -42,7 +42,7 @@ pub fn write_metrics(dir: &RunDir, rows: &[EpochRecord]) -> Result<()> {
 }
 
 /// Writes `df` as `<dir>/<stem>.csv` and `<dir>/<stem>.parquet`, each atomically.
-pub fn write_frame(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<()> {
+pub(crate) fn write_frame(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<()> {
     write_frame_to(df, &dir.join(format!("{stem}.csv")), &dir.join(format!("{stem}.parquet")))
 }
 
@@ -65,12 +65,12 @@ pub fn read_metrics(path: &Path) -> Result<DataFrame> {
 }
 
 /// A run's epochs from its `metrics.parquet` (timing columns are zero: they live in timing.csv).
-pub fn read_records(path: &Path) -> Result<Vec<EpochRecord>> {
+pub(crate) fn read_records(path: &Path) -> Result<Vec<EpochRecord>> {
     records(&read_metrics(path)?).with_context(|| format!("unexpected columns in {}", path.display()))
 }
 
 /// Reads `metrics.csv` (a recorded run's text form, as verify compares it).
-pub fn read_records_csv(path: &Path) -> Result<Vec<EpochRecord>> {
+pub(crate) fn read_records_csv(path: &Path) -> Result<Vec<EpochRecord>> {
     let df = CsvReadOptions::default()
         .with_has_header(true)
         .try_into_reader_with_file_path(Some(path.to_path_buf()))

@@ -185,7 +185,7 @@ fn named_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 }
 
 /// Saves every variable (backbone and head) as safetensors, atomically.
-pub fn save_weights(vs: &nn::VarStore, path: &std::path::Path) -> Result<()> {
+fn save_weights(vs: &nn::VarStore, path: &std::path::Path) -> Result<()> {
     let named = named_variables(vs);
     with_temp_path(path, |tmp| {
         tch::Tensor::write_safetensors(&named, tmp).with_context(|| format!("cannot write {}", tmp.display()))

@@ -22,7 +22,7 @@ pub struct Identity {
 /// reported "already completed" with the old numbers. CI's `runner verify` of the
 /// recorded experiment (scripts/ci-verify.sh) is what notices a forgotten bump.
 /// 3: BatchNorm folded into the convolution in inference, drop-connect as one multiply.
-pub const NUMERICS_VERSION: u32 = 3;
+pub(crate) const NUMERICS_VERSION: u32 = 3;
 
 /// The id of a run of `spec` on the data whose manifest.csv has this sha256.
 pub fn run_id(spec: &Spec, manifest_sha256: &str) -> String {
@@ -41,7 +41,7 @@ pub fn data_files(spec: &Spec, quiet: bool) -> Result<FileSplit> {
 }
 
 /// Finds a run's data and hashes every file of it (no decoding) to name the run.
-pub fn identify(spec: &Spec, quiet: bool) -> Result<Identity> {
+pub(crate) fn identify(spec: &Spec, quiet: bool) -> Result<Identity> {
     let files = data_files(spec, quiet)?;
     let manifest = data::manifest(&files, quiet)?;
     let manifest_sha256 = sha256_hex(data::manifest_csv(&manifest).as_bytes());

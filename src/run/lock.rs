@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 
 /// A held claim on a run; released when dropped (or when the process dies).
 #[derive(Debug)]
-pub struct RunLock {
+pub(crate) struct RunLock {
     file: File,
 }
 
@@ -28,7 +28,7 @@ impl Drop for RunLock {
     }
 }
 
-pub enum Claim {
+pub(crate) enum Claim {
     Held(RunLock),
     /// Another process holds the lock; what it wrote about itself.
     Busy(String),
@@ -40,7 +40,7 @@ pub fn path(out: &Path, experiment: &str, run_id: &str) -> PathBuf {
 }
 
 /// Takes the lock at `path` if no other process holds it, without waiting.
-pub fn claim(path: &Path) -> Result<Claim> {
+pub(crate) fn claim(path: &Path) -> Result<Claim> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -70,7 +70,7 @@ pub fn claim(path: &Path) -> Result<Claim> {
 }
 
 /// Who holds the lock at `path`, if anyone does; takes nothing (for plans).
-pub fn holder_of(path: &Path) -> Option<String> {
+pub(crate) fn holder_of(path: &Path) -> Option<String> {
     let mut file = File::open(path).ok()?;
     match file.try_lock() {
         Ok(()) => None,

@@ -16,10 +16,11 @@ use anyhow::Context;
 use tch::Device;
 
 use self::epochs::Records;
-pub use self::epochs::save_weights;
-pub use self::identity::{Identity, NUMERICS_VERSION, data_files, identify, run_id};
+pub(crate) use self::identity::{Identity, NUMERICS_VERSION, identify};
+pub use self::identity::{data_files, run_id};
 use self::log::RunLog;
-pub use self::prepare::{preflight, prepare, prepare_files};
+pub(crate) use self::prepare::prepare_files;
+pub use self::prepare::{preflight, prepare};
 use self::resume::{Restored, find_checkpoint, restore};
 use crate::Error;
 use crate::config::spec::Spec;
@@ -68,7 +69,7 @@ pub fn execute(spec: &Spec, opts: &RunOptions) -> crate::Result<RunOutcome> {
 }
 
 /// [`execute`] for a run already identified.
-pub fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) -> crate::Result<RunOutcome> {
+pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) -> crate::Result<RunOutcome> {
     let started = Instant::now();
     let dir = run_dir(&opts.out, spec, id);
     let completed = || Summary::read(&dir).filter(|s| s.status == Status::Completed && !opts.force);

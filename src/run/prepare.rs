@@ -19,7 +19,7 @@ pub fn prepare(spec: &Spec, device: Device, quiet: bool) -> Result<Trainer> {
 }
 
 /// [`prepare`] for data already discovered.
-pub fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device, quiet: bool) -> Result<Trainer> {
+pub(crate) fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device, quiet: bool) -> Result<Trainer> {
     let backbone = spec.model.backbone;
     let source = weights::resolve(backbone, &spec.model.weights, spec.model.sha256.as_deref(), quiet)?;
     if let Some(msg) = head_mismatch(spec, &files.classes) {

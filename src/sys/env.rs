@@ -3,23 +3,23 @@
 //! a name in this table never is.
 
 /// The per-user cache (libtorch, weights, datasets, tools); default `~/.cache/runner`.
-pub const CACHE: &str = "RUNNER_CACHE";
+pub(crate) const CACHE: &str = "RUNNER_CACHE";
 /// Intra-op threads; default the machine's cores.
-pub const THREADS: &str = "RUNNER_THREADS";
+pub(crate) const THREADS: &str = "RUNNER_THREADS";
 /// Fetch known datasets' archives from `<URL>/<file name>` instead of their hosts.
-pub const DATASETS_MIRROR: &str = "RUNNER_DATASETS_MIRROR";
+pub(crate) const DATASETS_MIRROR: &str = "RUNNER_DATASETS_MIRROR";
 /// `name=sha256,...`: the digests a mirror's archives have, in place of the pinned ones.
-pub const DATASETS_SHA256: &str = "RUNNER_DATASETS_SHA256";
+pub(crate) const DATASETS_SHA256: &str = "RUNNER_DATASETS_SHA256";
 /// `0`/`1`: channels-last memory on the CPU (default on).
-pub const CHANNELS_LAST: &str = "RUNNER_CHANNELS_LAST";
+pub(crate) const CHANNELS_LAST: &str = "RUNNER_CHANNELS_LAST";
 /// The feature cache's memory budget in MiB.
-pub const FEATURE_CACHE_MB: &str = "RUNNER_FEATURE_CACHE_MB";
+pub(crate) const FEATURE_CACHE_MB: &str = "RUNNER_FEATURE_CACHE_MB";
 /// `system`: glibc's own malloc settings instead of runner's.
-pub const MALLOC: &str = "RUNNER_MALLOC";
+pub(crate) const MALLOC: &str = "RUNNER_MALLOC";
 /// Tests only: stop at the named point and wait to be killed (failpoint.rs).
-pub const FAILPOINT: &str = "RUNNER_FAILPOINT";
+pub(crate) const FAILPOINT: &str = "RUNNER_FAILPOINT";
 /// Tests only: the file a failpoint creates when it is reached.
-pub const FAILPOINT_MARKER: &str = "RUNNER_FAILPOINT_MARKER";
+pub(crate) const FAILPOINT_MARKER: &str = "RUNNER_FAILPOINT_MARKER";
 
 /// Every variable above.
 pub const ALL: &[&str] = &[
@@ -35,7 +35,7 @@ pub const ALL: &[&str] = &[
 ];
 
 /// Whether `name` configures runner (and so is not a spec key).
-pub fn is_setting(name: &str) -> bool {
+pub(crate) fn is_setting(name: &str) -> bool {
     ALL.contains(&name)
 }
 

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 /// The per-user cache: `$RUNNER_CACHE`, else `$XDG_CACHE_HOME/runner`, else `~/.cache/runner`.
-pub fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(crate::sys::env::CACHE).filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
@@ -29,7 +29,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// sha256 of a file, as lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).with_context(|| format!("cannot read {}", path.display()))?;
@@ -37,14 +37,14 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// The hex digits after the last `-` of a file name (`resnet18-f37072fd.pth` -> `f37072fd`).
-pub fn name_hash_prefix(file: &str) -> Option<&str> {
+pub(crate) fn name_hash_prefix(file: &str) -> Option<&str> {
     let stem = file.split('.').next()?;
     let (_, hex) = stem.rsplit_once('-')?;
     (hex.len() >= 8 && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())).then_some(hex)
 }
 
 /// The cache file for `url`: `<cache>/weights/<last path segment>`.
-pub fn cache_path(cache: &Path, url: &str) -> Result<PathBuf> {
+pub(crate) fn cache_path(cache: &Path, url: &str) -> Result<PathBuf> {
     let file = url.split(['?', '#']).next().unwrap_or(url).rsplit('/').next().unwrap_or("");
     if file.is_empty() || file.starts_with('.') {
         bail!("cannot tell a file name from the URL {url}");
@@ -76,7 +76,7 @@ pub fn fetch(url: &str, sha256: Option<&str>, cache: &Path, quiet: bool) -> Resu
 }
 
 /// Downloads `url` to `path` unless it is there already; checks it against `expected` either way.
-pub fn fetch_to(url: &str, expected: Option<&str>, path: &Path, quiet: bool) -> Result<()> {
+pub(crate) fn fetch_to(url: &str, expected: Option<&str>, path: &Path, quiet: bool) -> Result<()> {
     let path = path.to_path_buf();
     if path.is_file() {
         check(&path, expected).with_context(|| {

@@ -20,9 +20,9 @@
 //! is the above; any other value is refused).
 
 /// Free memory at the top of the heap that stays mapped.
-pub const TRIM_THRESHOLD: usize = 1 << 30;
+pub(crate) const TRIM_THRESHOLD: usize = 1 << 30;
 /// glibc's upper bound for `M_MMAP_THRESHOLD` on 64-bit targets.
-pub const MMAP_THRESHOLD: usize = 32 << 20;
+pub(crate) const MMAP_THRESHOLD: usize = 32 << 20;
 
 /// What [`tune`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

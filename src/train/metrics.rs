@@ -24,7 +24,7 @@ pub struct EpochRecord {
 
 /// A number an [`EpochRecord`] holds besides its epoch and phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Metric {
+pub(crate) enum Metric {
     Lr,
     TrainLoss,
     TrainAcc,
@@ -47,10 +47,10 @@ impl Metric {
     ];
     /// What metrics.csv holds after `epoch,phase`: the numbers a rerun reproduces
     /// bit for bit, and the ones `runner verify` compares.
-    pub const REPRODUCIBLE: [Metric; 5] =
+    pub(crate) const REPRODUCIBLE: [Metric; 5] =
         [Metric::Lr, Metric::TrainLoss, Metric::TrainAcc, Metric::ValLoss, Metric::ValAcc];
     /// What timing.csv holds after `epoch,phase`.
-    pub const TIMING: [Metric; 2] = [Metric::Seconds, Metric::TrainImagesPerS];
+    pub(crate) const TIMING: [Metric; 2] = [Metric::Seconds, Metric::TrainImagesPerS];
 
     /// The column name.
     pub fn name(self) -> &'static str {
@@ -105,7 +105,7 @@ impl From<Monitor> for Metric {
 impl EpochRecord {
     /// A record of `epoch` in `phase` with these metrics (in `metrics` order); the
     /// metrics not given are 0.
-    pub fn from_values(epoch: usize, phase: &str, metrics: &[Metric], values: &[f64]) -> EpochRecord {
+    pub(crate) fn from_values(epoch: usize, phase: &str, metrics: &[Metric], values: &[f64]) -> EpochRecord {
         let mut r = EpochRecord {
             epoch,
             phase: phase.to_string(),
@@ -124,12 +124,12 @@ impl EpochRecord {
     }
 
     /// The value of the metric `monitor` watches.
-    pub fn monitored(&self, monitor: Monitor) -> f64 {
+    pub(crate) fn monitored(&self, monitor: Monitor) -> f64 {
         Metric::from(monitor).of(self)
     }
 
     /// The epoch's line in run.log and on stdout.
-    pub fn log_line(&self, total_epochs: usize) -> String {
+    pub(crate) fn log_line(&self, total_epochs: usize) -> String {
         format!(
             "epoch {:>3}/{total_epochs} {:<18} lr {:.1e}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  \
              {:.1}s {:.0} img/s",

@@ -16,7 +16,7 @@
 //! Checkpoints, files and display belong to `run.rs`; this module does the numerics.
 
 pub mod metrics;
-pub mod optim;
+pub(crate) mod optim;
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -35,7 +35,7 @@ use crate::train::metrics::EpochRecord;
 use crate::train::optim::{GradScaler, Optimizer};
 
 /// A phase in progress: its optimizer and how its steps run.
-pub struct PhaseRun {
+pub(crate) struct PhaseRun {
     /// The phase's name, as its epochs' records give it.
     pub name: String,
     pub opt: Optimizer,
@@ -248,7 +248,7 @@ impl Trainer {
 
     /// On CUDA, moves the decoded images (uint8) and labels to the GPU when they fit
     /// the cache budget, so that batches never cross the bus. Returns what it did.
-    pub fn place_data(&mut self) -> Option<String> {
+    pub(crate) fn place_data(&mut self) -> Option<String> {
         if !self.device.is_cuda() {
             return None;
         }
@@ -275,7 +275,7 @@ impl Trainer {
     }
 
     /// Number of backbone layers frozen by `freeze_up_to`.
-    pub fn frozen_layers(&self, freeze: FreezeUpTo) -> usize {
+    pub(crate) fn frozen_layers(&self, freeze: FreezeUpTo) -> usize {
         let layers = self.model.backbone.layers().len();
         FreezePlan::from_spec(freeze, BatchNormPolicy::Frozen, layers).frozen()
     }
@@ -298,7 +298,7 @@ impl Trainer {
     }
 
     /// Freezes the layers below the phase's index and sets up its optimizer and augmentation.
-    pub fn start_phase(&mut self, phase: &PhaseSpec, lr: f64) -> PhaseRun {
+    pub(crate) fn start_phase(&mut self, phase: &PhaseSpec, lr: f64) -> PhaseRun {
         let plan = self.plan(phase);
         let frozen = plan.frozen();
         let params = self.apply_freeze(&plan);
@@ -512,7 +512,13 @@ impl Trainer {
 
     /// One epoch of training at learning rate `lr`, then validation. `epoch` is 1-based
     /// across phases; it and the seed alone decide the shuffling, augmentation and dropout.
-    pub fn run_epoch(&mut self, phase: &mut PhaseRun, lr: f64, epoch: usize, total_epochs: usize) -> EpochRecord {
+    pub(crate) fn run_epoch(
+        &mut self,
+        phase: &mut PhaseRun,
+        lr: f64,
+        epoch: usize,
+        total_epochs: usize,
+    ) -> EpochRecord {
         let start = Instant::now();
         phase.opt.set_lr(lr);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
@@ -627,13 +633,13 @@ impl Trainer {
     }
 
     /// Mean loss and accuracy on `split`, everything in inference mode.
-    pub fn evaluate(&self, split: &Split) -> (f64, f64) {
+    pub(crate) fn evaluate(&self, split: &Split) -> (f64, f64) {
         let (loss, acc, _) = self.evaluate_split(split, false);
         (loss, acc)
     }
 
     /// [`Trainer::evaluate`], and the predicted class of every image, in one pass.
-    pub fn evaluate_and_predict(&self, split: &Split) -> (f64, f64, Vec<i64>) {
+    pub(crate) fn evaluate_and_predict(&self, split: &Split) -> (f64, f64, Vec<i64>) {
         self.evaluate_split(split, true)
     }
 

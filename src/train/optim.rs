@@ -18,9 +18,9 @@ const ADAM_EPS: f64 = 1e-8;
 const RMS_ALPHA: f64 = 0.99;
 const RMS_EPS: f64 = 1e-8;
 /// AdamW's weight decay when the spec gives none (PyTorch's default).
-pub const ADAMW_DEFAULT_WD: f64 = 0.01;
+pub(crate) const ADAMW_DEFAULT_WD: f64 = 0.01;
 
-pub struct Optimizer {
+pub(crate) struct Optimizer {
     kind: OptimizerKind,
     lr: f64,
     momentum: f64,
@@ -49,22 +49,23 @@ impl Optimizer {
         }
     }
 
-    pub fn set_lr(&mut self, lr: f64) {
+    pub(crate) fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }
 
-    pub fn steps(&self) -> i64 {
+    #[cfg(test)]
+    fn steps(&self) -> i64 {
         self.steps
     }
 
-    pub fn zero_grad(&mut self) {
+    pub(crate) fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {
             p.zero_grad();
         }
     }
 
     /// One update of every parameter that has a gradient.
-    pub fn step(&mut self) {
+    pub(crate) fn step(&mut self) {
         self.steps += 1;
         let t = self.steps;
         tch::no_grad(|| {
@@ -131,7 +132,7 @@ impl Optimizer {
     }
 
     /// Every buffer as `<parameter>/<buffer>`, plus the step count as `steps`.
-    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+    pub(crate) fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("steps".to_string(), Tensor::from(self.steps))];
         for (param, buffers) in &self.state {
             for (buf, t) in buffers {
@@ -142,7 +143,7 @@ impl Optimizer {
     }
 
     /// Restores what [`Optimizer::state_tensors`] returned, onto this optimizer's parameters.
-    pub fn load_state(&mut self, named: &[(String, Tensor)]) -> Result<()> {
+    pub(crate) fn load_state(&mut self, named: &[(String, Tensor)]) -> Result<()> {
         const BUFFERS: [&str; 4] = ["momentum_buffer", "exp_avg", "exp_avg_sq", "square_avg"];
         self.state.clear();
         self.steps = 0;
@@ -191,7 +192,7 @@ impl GradScaler {
 
     /// Unscales the gradients of `opt`'s parameters and steps unless one overflowed.
     /// Returns whether the step was taken.
-    pub fn step(&mut self, opt: &mut Optimizer) -> bool {
+    pub(crate) fn step(&mut self, opt: &mut Optimizer) -> bool {
         let inv = 1.0 / self.scale;
         let finite = tch::no_grad(|| {
             let mut grads = Vec::with_capacity(opt.params.len());
