@@ -422,7 +422,8 @@ pub fn manifest(files: &FileSplit, quiet: bool) -> Result<Vec<ManifestRow>> {
     rows
 }
 
-/// manifest.csv: what the run was trained and evaluated on.
+/// manifest.csv: what the run was trained and evaluated on. Formatted here by hand, not
+/// by a CSV library: its bytes are hashed into the run id, so they must never change.
 pub(crate) fn manifest_csv(rows: &[ManifestRow]) -> String {
     let mut csv = String::from("path,class,split,sha256\n");
     for r in rows {
@@ -432,7 +433,7 @@ pub(crate) fn manifest_csv(rows: &[ManifestRow]) -> String {
 }
 
 /// Quotes a CSV field when it needs it.
-pub(crate) fn csv_field(s: &str) -> String {
+fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 

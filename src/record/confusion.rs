@@ -2,9 +2,10 @@
 
 use anyhow::Result;
 
-use crate::data::csv_field;
+use polars::prelude::Column;
+
 use crate::record::run_dir::RunDir;
-use crate::sys::atomic::write_atomic;
+use crate::record::table;
 
 /// `counts[t][p]`: images of true class `t` predicted as `p`.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,43 +62,28 @@ impl Confusion {
     /// `confusion.csv` (rows: true class, columns: predicted) and `test_metrics.csv`
     /// (per class, then the unweighted mean as `macro_avg`).
     pub fn write(&self, dir: &RunDir) -> Result<()> {
-        let mut csv = String::from("true\\predicted");
-        for c in &self.classes {
-            csv.push(',');
-            csv.push_str(&csv_field(c));
+        let mut columns = vec![Column::new("true\\predicted".into(), self.classes.clone())];
+        for (p, class) in self.classes.iter().enumerate() {
+            let counts: Vec<u64> = self.counts.iter().map(|row| row[p]).collect();
+            columns.push(Column::new(class.as_str().into(), counts));
         }
-        csv.push('\n');
-        for (c, row) in self.classes.iter().zip(&self.counts) {
-            csv.push_str(&csv_field(c));
-            for n in row {
-                csv.push_str(&format!(",{n}"));
-            }
-            csv.push('\n');
-        }
-        write_atomic(&dir.confusion_csv(), csv.as_bytes())?;
+        table::write_csv(&dir.confusion_csv(), columns, None)?;
 
         let scores = self.scores();
-        let mut csv = String::from("class,precision,recall,f1,support\n");
-        for s in &scores {
-            csv.push_str(&format!(
-                "{},{:.6},{:.6},{:.6},{}\n",
-                csv_field(&s.class),
-                s.precision,
-                s.recall,
-                s.f1,
-                s.support
-            ));
-        }
         let k = scores.len().max(1) as f64;
         let mean = |f: fn(&ClassScores) -> f64| scores.iter().map(f).sum::<f64>() / k;
-        csv.push_str(&format!(
-            "macro_avg,{:.6},{:.6},{:.6},{}\n",
-            mean(|s| s.precision),
-            mean(|s| s.recall),
-            mean(|s| s.f1),
-            self.total()
-        ));
-        write_atomic(&dir.test_metrics(), csv.as_bytes())
+        let with_mean = |f: fn(&ClassScores) -> f64| scores.iter().map(f).chain([mean(f)]).collect::<Vec<f64>>();
+        let columns = vec![
+            Column::new(
+                "class".into(),
+                scores.iter().map(|s| s.class.as_str()).chain(["macro_avg"]).collect::<Vec<_>>(),
+            ),
+            Column::new("precision".into(), with_mean(|s| s.precision)),
+            Column::new("recall".into(), with_mean(|s| s.recall)),
+            Column::new("f1".into(), with_mean(|s| s.f1)),
+            Column::new("support".into(), scores.iter().map(|s| s.support).chain([self.total()]).collect::<Vec<_>>()),
+        ];
+        table::write_csv(&dir.test_metrics(), columns, Some(6))
     }
 }
 

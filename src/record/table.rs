@@ -26,18 +26,17 @@ fn frame(rows: &[EpochRecord]) -> Result<DataFrame> {
 /// Writes `metrics.csv` and `metrics.parquet`, and the epochs' timing in
 /// `timing.csv`, into `dir`, each atomically.
 pub(crate) fn write_metrics(dir: &RunDir, rows: &[EpochRecord]) -> Result<()> {
-    let names = Metric::TIMING.map(Metric::name);
-    let mut timing = format!("epoch,phase,{}\n", names.join(","));
-    for r in rows {
-        timing.push_str(&format!("{},{}", r.epoch, crate::data::csv_field(&r.phase)));
-        for m in Metric::TIMING {
-            // Milliseconds for the epoch's time, a tenth of an image for its throughput.
-            let decimals = if m == Metric::Seconds { 3 } else { 1 };
-            timing.push_str(&format!(",{:.*}", decimals, m.of(r)));
-        }
-        timing.push('\n');
+    let mut timing = vec![
+        Column::new("epoch".into(), rows.iter().map(|r| r.epoch as u32).collect::<Vec<_>>()),
+        Column::new("phase".into(), rows.iter().map(|r| r.phase.as_str()).collect::<Vec<_>>()),
+    ];
+    for m in Metric::TIMING {
+        // Milliseconds for the epoch's time, a tenth of an image for its throughput.
+        let decimals = if m == Metric::Seconds { 3 } else { 1 };
+        let values: Vec<String> = rows.iter().map(|r| format!("{:.*}", decimals, m.of(r))).collect();
+        timing.push(Column::new(m.name().into(), values));
     }
-    write_atomic(&dir.timing(), timing.as_bytes())?;
+    write_csv(&dir.timing(), timing, None)?;
     write_frame_to(&mut frame(rows)?, &dir.metrics_csv(), &dir.metrics_parquet())
 }
 
@@ -56,6 +55,20 @@ fn write_frame_to(df: &mut DataFrame, csv_path: &Path, parquet_path: &Path) -> R
     let mut parquet = Vec::new();
     ParquetWriter::new(&mut parquet).finish(df).with_context(|| format!("cannot format {}", parquet_path.display()))?;
     write_atomic(parquet_path, &parquet)
+}
+
+/// Writes a table given as its columns through polars' CSV writer, atomically;
+/// floats with `decimals` digits after the point (all of them when `None`).
+pub(crate) fn write_csv(path: &Path, columns: Vec<Column>, decimals: Option<usize>) -> Result<()> {
+    let height = columns.first().map_or(0, Column::len);
+    let mut df = DataFrame::new(height, columns).with_context(|| format!("cannot tabulate {}", path.display()))?;
+    let mut csv = Vec::new();
+    CsvWriter::new(&mut csv)
+        .include_header(true)
+        .with_float_precision(decimals)
+        .finish(&mut df)
+        .with_context(|| format!("cannot format {}", path.display()))?;
+    write_atomic(path, &csv)
 }
 
 /// Reads `metrics.parquet` back (used by tests and reports).

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use polars::prelude::Column;
 use tch::Device;
 
 use self::epochs::Records;
@@ -28,6 +29,7 @@ use crate::data;
 use crate::record::checkpoint::{Checkpoint, EarlyStopState, TrainState};
 use crate::record::run_dir::RunDir;
 use crate::record::summary::{Status, Summary};
+use crate::record::table;
 use crate::sys::atomic::write_atomic;
 use crate::sys::fetch::sha256_hex;
 use crate::train::Trainer;
@@ -222,11 +224,11 @@ fn record_skipped(dir: &RunDir, trainer: &Trainer, log: &mut RunLog, quiet: bool
     if skipped.is_empty() {
         return Ok(());
     }
-    let mut csv = String::from("path,reason\n");
-    for s in skipped {
-        csv.push_str(&format!("{},{}\n", data::csv_field(&s.path), data::csv_field(&s.reason)));
-    }
-    write_atomic(&dir.skipped(), csv.as_bytes())?;
+    let columns = vec![
+        Column::new("path".into(), skipped.iter().map(|s| s.path.as_str()).collect::<Vec<_>>()),
+        Column::new("reason".into(), skipped.iter().map(|s| s.reason.as_str()).collect::<Vec<_>>()),
+    ];
+    table::write_csv(&dir.skipped(), columns, None)?;
     let msg = format!("skipped {} unreadable image files (listed in {})", skipped.len(), dir.skipped().display());
     if !quiet {
         eprintln!("warning: {msg}");
