@@ -20,6 +20,8 @@ pub mod exit {
     /// What was asked is wrong: a spec (with its file, line and key) or a flag. Like a
     /// flag that clap rejects, nothing was run.
     pub const USAGE: u8 = 2;
+    /// Stopped by SIGINT or SIGTERM (128 + SIGINT, as a shell reports it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,9 @@ pub enum Error {
     /// Training stopped because the train loss stopped being a number.
     #[error("training diverged in epoch {epoch}: the train loss is {loss}")]
     Diverged { epoch: usize, loss: f64 },
+    /// SIGINT or SIGTERM stopped training; the checkpoint of the last whole epoch is kept.
+    #[error("interrupted by a signal: {what}")]
+    Interrupted { what: String },
     /// A run that failed once its directory existed: where its partial results are.
     #[error("run {run_id} failed (partial results in {}): {cause:#}", dir.display())]
     Run { run_id: String, dir: PathBuf, cause: Box<Error> },
@@ -47,6 +52,7 @@ impl Error {
         match self {
             Error::Spec(_) => exit::USAGE,
             Error::Busy { .. } | Error::Diverged { .. } | Error::Other(_) => exit::FAILED,
+            Error::Interrupted { .. } => exit::INTERRUPTED,
             Error::Run { cause, .. } => cause.code(),
         }
     }

@@ -22,3 +22,6 @@ pub mod sweep;
 pub mod verify;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod fuzz;

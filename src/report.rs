@@ -190,8 +190,12 @@ pub(crate) fn summary_frame(entries: &[RunEntry]) -> Result<DataFrame> {
 }
 
 /// A file name made of an experiment's name (which may hold anything a TOML string can).
+/// A file name (and HTML anchor) for experiment `name`: its safe characters, and when
+/// some had to be replaced, a hash of the whole name, so that `a b` and `a_b` differ.
 fn file_stem(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    if safe == name { safe } else { format!("{safe}-{}", &crate::sys::fetch::sha256_hex(name.as_bytes())[..8]) }
 }
 
 /// `target` as a link from a page in `base`: relative where possible, percent-encoded.
@@ -489,6 +493,14 @@ mod tests {
         }))
         .unwrap();
         RunEntry { dir: RunDir::at(id), summary, config, rows: vec![] }
+    }
+
+    #[test]
+    fn experiments_whose_names_differ_get_different_files() {
+        assert_eq!(file_stem("a_b"), "a_b");
+        assert_ne!(file_stem("a b"), file_stem("a_b"));
+        assert_ne!(file_stem("a b"), file_stem("a/b"));
+        assert!(file_stem("a b").starts_with("a_b-"));
     }
 
     #[test]

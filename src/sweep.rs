@@ -204,6 +204,8 @@ pub enum Outcome {
     Busy,
     Failed,
     Diverged,
+    /// Stopped by a signal (the sweep stops with it).
+    Interrupted,
 }
 
 impl Outcome {
@@ -214,11 +216,12 @@ impl Outcome {
             Outcome::Busy => "running elsewhere",
             Outcome::Failed => "failed",
             Outcome::Diverged => "diverged",
+            Outcome::Interrupted => "interrupted",
         }
     }
 
     pub fn is_failure(self) -> bool {
-        matches!(self, Outcome::Failed | Outcome::Diverged)
+        matches!(self, Outcome::Failed | Outcome::Diverged | Outcome::Interrupted)
     }
 }
 
@@ -241,6 +244,10 @@ pub fn execute(runs: &[SweepRun], opts: &RunOptions) -> Vec<Row> {
     let total = runs.len();
     let mut rows = vec![];
     for (k, run) in runs.iter().enumerate() {
+        if crate::sys::signal::interrupted() {
+            eprintln!("sweep interrupted: {} of {total} runs not started", total - k);
+            break;
+        }
         let spec = &run.planned.spec;
         println!(
             "== [{}/{total}] {} (run {} of {} in {}) {}",
@@ -288,8 +295,11 @@ pub fn execute(runs: &[SweepRun], opts: &RunOptions) -> Vec<Row> {
                     println!("   skipped: {e}");
                 }
                 cause => {
-                    row.outcome =
-                        if matches!(cause, Error::Diverged { .. }) { Outcome::Diverged } else { Outcome::Failed };
+                    row.outcome = match cause {
+                        Error::Diverged { .. } => Outcome::Diverged,
+                        Error::Interrupted { .. } => Outcome::Interrupted,
+                        _ => Outcome::Failed,
+                    };
                     row.note = Some(format!("{e:#}"));
                     eprintln!("error: {e:#}");
                 }

@@ -230,7 +230,67 @@ fn judge(
         }
         lines.push(format!("  test_acc recorded {a} rerun {b}: {}", if ok { "same" } else { "DIFFERS" }));
     }
+    passed &= same_outcome(dir, summary, outcome, opts.tolerance, &mut lines);
     Ok(Verdict { dir: dir.path().to_path_buf(), comparison, test_acc, passed, lines })
+}
+
+/// Beyond the metrics: the same best epoch and epoch count, and (when the recording
+/// kept them) the same best weights, bit for bit with `tolerance` 0.
+fn same_outcome(
+    dir: &RunDir,
+    summary: &Summary,
+    outcome: &RunOutcome,
+    tolerance: f64,
+    lines: &mut Vec<String>,
+) -> bool {
+    let rerun = &outcome.summary;
+    let mut same = true;
+    if (rerun.best_epoch, rerun.epochs) != (summary.best_epoch, summary.epochs) {
+        same = false;
+        lines.push(format!(
+            "  DIFFERS: best epoch {:?} of {} epochs recorded, {:?} of {} rerun",
+            summary.best_epoch, summary.epochs, rerun.best_epoch, rerun.epochs
+        ));
+    }
+    if dir.best().exists() {
+        match weights_difference(&dir.best(), &outcome.dir.best(), tolerance) {
+            Ok(None) => lines.push(format!("  best weights: the same{}", if tolerance == 0.0 { " bits" } else { "" })),
+            Ok(Some(why)) => {
+                same = false;
+                lines.push(format!("  best weights DIFFER: {why}"));
+            }
+            Err(e) => {
+                same = false;
+                lines.push(format!("  best weights cannot be compared: {e:#}"));
+            }
+        }
+    }
+    same
+}
+
+/// How two weights files differ, if they do: bytes with `tolerance` 0, else the largest
+/// absolute difference of any value.
+fn weights_difference(recorded: &Path, rerun: &Path, tolerance: f64) -> Result<Option<String>> {
+    if tolerance == 0.0 {
+        let (a, b) = (std::fs::read(recorded)?, std::fs::read(rerun)?);
+        return Ok((a != b).then(|| format!("{} and {} are not the same bytes", recorded.display(), rerun.display())));
+    }
+    let read = |p: &Path| -> Result<Vec<(String, tch::Tensor)>> {
+        let mut named = tch::Tensor::read_safetensors(p).with_context(|| format!("cannot read {}", p.display()))?;
+        named.sort_by(|x, y| x.0.cmp(&y.0));
+        Ok(named)
+    };
+    let (a, b) = (read(recorded)?, read(rerun)?);
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        if na != nb || ta.size() != tb.size() {
+            return Ok(Some(format!("{na} {:?} recorded, {nb} {:?} rerun", ta.size(), tb.size())));
+        }
+        let diff = (ta.to_kind(tch::Kind::Double) - tb.to_kind(tch::Kind::Double)).abs().max().double_value(&[]);
+        if diff.is_nan() || diff > tolerance {
+            return Ok(Some(format!("{na} differs by {diff:.3e}, over the tolerance {tolerance}")));
+        }
+    }
+    Ok((a.len() != b.len()).then(|| format!("{} tensors recorded, {} rerun", a.len(), b.len())))
 }
 
 /// Why a rerun got another run id than the recording.

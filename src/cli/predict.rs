@@ -24,10 +24,11 @@ pub struct Args {
     #[arg(long, default_value = "imagenet", requires = "backbone")]
     pub weights: String,
     /// Input size for --backbone (a run uses its own).
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(32..=runner::config::spec::MAX_IMAGE_SIZE as i64))]
     pub image_size: u32,
-    #[arg(long, short = 'k', default_value_t = 5)]
-    pub top_k: usize,
+    /// How many classes to list per image, best first.
+    #[arg(long, short = 'k', default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub top_k: u64,
     /// Machine-readable output: one JSON array.
     #[arg(long)]
     pub json: bool,
@@ -35,6 +36,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let Args { images, run, backbone, weights, image_size, top_k, json } = args;
+    let top_k = top_k as usize;
     let predictor = match (run, backbone) {
         (Some(dir), _) => Predictor::from_run(&dir)?,
         (None, Some(name)) => Predictor::from_backbone(parse_backbone(&name)?, &weights, image_size)?,

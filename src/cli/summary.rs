@@ -18,7 +18,7 @@ pub struct Args {
     #[command(flatten)]
     pub set: SetFlags,
     /// Input size for a backbone name (a spec uses its data.image_size).
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(i64).range(32..=runner::config::spec::MAX_IMAGE_SIZE as i64))]
     pub image_size: i64,
 }
 

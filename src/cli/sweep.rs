@@ -121,6 +121,10 @@ pub fn run(args: Args) -> Result<()> {
             Err(e) => eprintln!("warning: no report: {e:#}"),
         }
     }
+    if rows.iter().any(|r| r.outcome == runner::sweep::Outcome::Interrupted) {
+        let what = "rerun the sweep to go on (completed runs are skipped, interrupted ones resume)".to_string();
+        return Err(runner::Error::Interrupted { what });
+    }
     let failed = rows.iter().filter(|r| r.outcome.is_failure()).count();
     if failed > 0 {
         return Err(anyhow!("{failed} of {} runs failed", rows.len()).into());

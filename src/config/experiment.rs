@@ -153,6 +153,10 @@ impl Experiment {
             }
         };
         let axes = pin_axes(&source, axes, overrides)?;
+        let points = axes.iter().try_fold(1usize, |n, a| n.checked_mul(a.points.len())).unwrap_or(usize::MAX);
+        if points > MAX_GRID_RUNS {
+            return Err(source.error(&["grid"], format!("{points} runs, more than the limit of {MAX_GRID_RUNS}")));
+        }
         let base = to_dict(&source, toml::Value::Table(table), &[])?;
         let figment = Figment::new().merge(Layer { name: source.path.display().to_string(), dict: base });
 
@@ -190,6 +194,9 @@ impl Experiment {
 fn axes_locations(axes: &[Axis]) -> Vec<(String, Vec<String>)> {
     axes.iter().flat_map(|a| a.keys.iter().map(move |k| (dotted(k), a.location.clone()))).collect()
 }
+
+/// The most runs one spec's grid may expand into.
+pub(crate) const MAX_GRID_RUNS: usize = 10_000;
 
 fn parse_grid(source: &SpecSource, grid: &toml::Table) -> Result<Vec<Axis>, SpecError> {
     let mut axes = vec![];
@@ -249,6 +256,22 @@ fn parse_grid(source: &SpecSource, grid: &toml::Table) -> Result<Vec<Axis>, Spec
                     format!(
                         "expected a list of values (or a table of lists for a paired axis), found {}",
                         other.type_str()
+                    ),
+                ));
+            }
+        }
+    }
+    // One key on two axes would take both values at once: which one wins is not what the user meant.
+    let mut seen: std::collections::BTreeMap<String, String> = Default::default();
+    for axis in &axes {
+        for key in &axis.keys {
+            if let Some(first) = seen.insert(dotted(key), dotted(&axis.location)) {
+                return Err(source.error(
+                    &axis.location,
+                    format!(
+                        "`{}` is varied by two grid axes (`{first}` and `{}`)",
+                        dotted(key),
+                        dotted(&axis.location)
                     ),
                 ));
             }

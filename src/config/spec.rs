@@ -31,6 +31,10 @@ pub struct Spec {
     /// Stop when the monitored metric stops improving; also picks what "best" means.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStoppingSpec>,
+    /// A run whose train loss rises above this many times its first epoch's ends as
+    /// diverged, as one whose loss is not a number does (default [`DIVERGENCE_FACTOR`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divergence_factor: Option<f64>,
     /// Arithmetic of training steps: "fp32", or "fp16" (autocast with a loss scaler, CUDA only).
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
@@ -146,6 +150,16 @@ pub struct DataSpec {
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
+
+/// `divergence_factor`'s default: a loss a hundred times its first epoch's has exploded.
+pub const DIVERGENCE_FACTOR: f64 = 100.0;
+
+/// The longest experiment name, in bytes: it names a folder (file systems allow 255).
+pub(crate) const MAX_NAME_BYTES: usize = 100;
+
+/// The largest `data.image_size`: above it the decoded images of even a small dataset
+/// outgrow memory (each image is kept as a square of about 1.14 x this side).
+pub const MAX_IMAGE_SIZE: u32 = 1024;
 
 /// The most augmented views a cache may hold (each one is a copy of the cache).
 pub(crate) const MAX_CACHE_VIEWS: usize = 32;
@@ -403,8 +417,11 @@ fn invalid(key: &str, message: impl Into<String>) -> Invalid {
 
 impl DataSpec {
     fn validate(&self) -> Result<(), Invalid> {
-        if self.image_size < 32 {
-            return Err(invalid("data.image_size", format!("expected at least 32 pixels, found {}", self.image_size)));
+        if !(32..=MAX_IMAGE_SIZE).contains(&self.image_size) {
+            return Err(invalid(
+                "data.image_size",
+                format!("expected 32 to {MAX_IMAGE_SIZE} pixels, found {}", self.image_size),
+            ));
         }
         if self.batch_size == 0 {
             return Err(invalid("data.batch_size", "expected at least 1, found 0"));
@@ -496,8 +513,17 @@ impl OptimizerSpec {
             }
             _ => {}
         }
-        if self.momentum < 0.0 || self.weight_decay.is_some_and(|w| w < 0.0) {
-            return Err(invalid("optimizer", "momentum and weight_decay must not be negative"));
+        let finite_non_negative = |v: f64| v >= 0.0 && v.is_finite();
+        if !finite_non_negative(self.momentum) {
+            return Err(invalid(
+                "optimizer.momentum",
+                format!("expected a finite value >= 0, found {}", self.momentum),
+            ));
+        }
+        if let Some(w) = self.weight_decay
+            && !finite_non_negative(w)
+        {
+            return Err(invalid("optimizer.weight_decay", format!("expected a finite value >= 0, found {w}")));
         }
         if self.nesterov && (self.kind != OptimizerKind::Sgd || self.momentum <= 0.0) {
             return Err(invalid("optimizer.nesterov", "nesterov needs kind = \"sgd\" and a positive momentum"));
@@ -651,8 +677,13 @@ impl Spec {
 
     /// Checks what types alone cannot, naming the offending dotted key.
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
-        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
-            return Err(invalid("name", format!("expected a plain name usable as a folder, found {:?}", self.name)));
+        let name = &self.name;
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') || name.chars().any(char::is_control)
+        {
+            return Err(invalid("name", format!("expected a plain name usable as a folder, found {name:?}")));
+        }
+        if name.len() > MAX_NAME_BYTES {
+            return Err(invalid("name", format!("expected at most {MAX_NAME_BYTES} bytes, found {}", name.len())));
         }
         self.data.validate()?;
         self.model.validate()?;
@@ -661,6 +692,11 @@ impl Spec {
         }
         for (i, p) in self.phases.iter().enumerate() {
             p.validate(i, self.model.backbone).map_err(|e| Invalid { key: format!("phases.{i}.{}", e.key), ..e })?;
+        }
+        if let Some(f) = self.divergence_factor
+            && !(f > 1.0 && f.is_finite())
+        {
+            return Err(invalid("divergence_factor", format!("expected a finite factor above 1, found {f}")));
         }
         if let Some(es) = &self.early_stopping {
             if es.patience == 0 {

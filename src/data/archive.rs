@@ -43,11 +43,9 @@ fn safe_relative(name: &str) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
-/// Extracts the zip at `archive` into `target` (which must not exist yet).
+/// Extracts the zip at `archive` into `target`, replacing what is there only once the
+/// extraction is complete.
 pub(crate) fn extract_zip(archive: &Path, target: &Path, limits: Limits) -> Result<()> {
-    if target.exists() {
-        bail!("{} already exists", target.display());
-    }
     let file = std::fs::File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .with_context(|| format!("{} is not a readable zip archive", archive.display()))?;
@@ -108,9 +106,95 @@ fn build_atomically(target: &Path, archive: &Path, fill: impl FnOnce(&Path) -> R
         .tempdir_in(parent)
         .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
     fill(tmp.path()).with_context(|| format!("cannot unpack {}", archive.display()))?;
-    std::fs::rename(tmp.path(), target).with_context(|| format!("cannot move into {}", target.display()))?;
-    let _ = tmp.keep();
-    Ok(())
+    // A stale extraction (of another archive of the same name) is moved aside, then removed.
+    let stale = target.is_dir().then(|| parent.join(format!(".{name}.stale{}", std::process::id())));
+    if let Some(stale) = &stale {
+        std::fs::rename(target, stale).with_context(|| format!("cannot move {} aside", target.display()))?;
+    }
+    let moved = std::fs::rename(tmp.path(), target);
+    if let Some(stale) = &stale {
+        let _ = std::fs::remove_dir_all(stale);
+    }
+    match moved {
+        Ok(()) => {
+            let _ = tmp.keep();
+            Ok(())
+        }
+        // Another process extracted the same archive meanwhile: its copy is as good as ours,
+        // and ours goes with `tmp`.
+        Err(_) if target.is_dir() => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot move into {}", target.display())),
+    }
+}
+
+/// Where the extraction of a user's archive into `datasets/<stem>/` records which archive
+/// it came from: `datasets/.<stem>.source`, outside the data folder.
+fn source_record(target: &Path) -> PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    target.with_file_name(format!(".{name}.source"))
+}
+
+/// An archive's size and modification time, and its sha256 when known: what tells a
+/// reused extraction's archive from another of the same name.
+#[derive(Debug, PartialEq)]
+struct ArchiveStamp {
+    size: u64,
+    modified: u128,
+    sha256: String,
+}
+
+impl ArchiveStamp {
+    fn quick(archive: &Path) -> Result<(u64, u128)> {
+        let meta = std::fs::metadata(archive).with_context(|| format!("cannot read {}", archive.display()))?;
+        let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        Ok((meta.len(), modified.map_or(0, |d| d.as_nanos())))
+    }
+
+    fn read(record: &Path) -> Option<ArchiveStamp> {
+        let text = std::fs::read_to_string(record).ok()?;
+        let mut it = text.split_whitespace();
+        Some(ArchiveStamp {
+            size: it.next()?.parse().ok()?,
+            modified: it.next()?.parse().ok()?,
+            sha256: it.next()?.into(),
+        })
+    }
+
+    fn write(&self, record: &Path) -> Result<()> {
+        crate::sys::atomic::write_atomic(
+            record,
+            format!("{} {} {}\n", self.size, self.modified, self.sha256).as_bytes(),
+        )
+    }
+}
+
+/// `datasets/<stem>/` holding `archive` extracted: reused when it was extracted from the
+/// same bytes (same size and time, else the same sha256), extracted anew otherwise.
+fn extract_user_archive(archive: &Path, target: &Path, quiet: bool) -> Result<()> {
+    let record = source_record(target);
+    let (size, modified) = ArchiveStamp::quick(archive)?;
+    let recorded = ArchiveStamp::read(&record);
+    if target.is_dir()
+        && let Some(r) = &recorded
+    {
+        if (r.size, r.modified) == (size, modified) {
+            return Ok(());
+        }
+        let sha256 = crate::sys::fetch::sha256_file(archive)?;
+        if r.sha256 == sha256 {
+            return ArchiveStamp { size, modified, sha256 }.write(&record);
+        }
+    }
+    if target.is_dir() && !quiet {
+        eprintln!(
+            "{} was extracted from {}; extracting it again",
+            target.display(),
+            if recorded.is_some() { "another archive of the same name" } else { "an archive runner cannot identify" }
+        );
+    }
+    let sha256 = crate::sys::fetch::sha256_file(archive)?;
+    unpack(archive, target, quiet)?;
+    ArchiveStamp { size, modified, sha256 }.write(&record)
 }
 
 /// A dataset runner knows by name: where its archive is and how it is laid out.
@@ -202,8 +286,18 @@ pub(crate) fn pending(source: &str) -> Option<&'static str> {
         return None;
     }
     let name = source.split(['?', '#']).next().unwrap_or("").rsplit('/').next().unwrap_or("");
-    let stem = name.trim_end_matches(".zip").trim_end_matches(".ZIP").trim_end_matches(".tar.gz");
+    let stem = archive_stem(name).unwrap_or("");
     (stem.is_empty() || !Path::new("datasets").join(stem).is_dir()).then_some("downloads its data first")
+}
+
+/// The folder name under `datasets/` that archive `name` extracts into: its name without
+/// `.zip`/`.tar.gz`, which must be a plain folder name (not empty, no leading dot).
+fn archive_stem(name: &str) -> Result<&str> {
+    let stem = name.trim_end_matches(".zip").trim_end_matches(".ZIP").trim_end_matches(".tar.gz");
+    if stem.is_empty() || stem.starts_with('.') || stem.contains(['/', '\\']) {
+        bail!("cannot name a folder under datasets/ after the archive `{name}`: give it a plain name, e.g. data.zip");
+    }
+    Ok(stem)
 }
 
 /// Whether [`materialize`] would download or generate something for `source`.
@@ -241,11 +335,9 @@ pub fn materialize(source: &str, quiet: bool) -> Result<PathBuf> {
             bail!("data archive {source} not found");
         }
         let name = archive.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let stem = name.trim_end_matches(".zip").trim_end_matches(".ZIP").trim_end_matches(".tar.gz");
+        let stem = archive_stem(&name)?;
         let target = Path::new("datasets").join(stem);
-        if !target.is_dir() {
-            unpack(&archive, &target, quiet)?;
-        }
+        extract_user_archive(&archive, &target, quiet)?;
         return Ok(data_root(target));
     }
     Ok(PathBuf::from(source))
@@ -475,5 +567,33 @@ mod tests {
             extract_zip(&zip, &root.join("tm"), Limits { max_bytes: 1 << 20, max_entries: 10 }).unwrap_err()
         );
         assert!(err.contains("has 20 entries, more than the limit of 10"), "{err}");
+    }
+
+    #[test]
+    fn two_extractions_of_one_archive_at_once_both_succeed_and_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("d.zip");
+        let entries: Vec<(String, Vec<u8>)> =
+            (0..200).map(|i| (format!("c{}/{i}.jpg", i % 2), vec![7u8; 4096])).collect();
+        let refs: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        make_zip(&zip, &refs);
+        let target = dir.path().join("out");
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (0..2).map(|_| s.spawn(|| extract_zip(&zip, &target, Limits::default()))).collect();
+            for r in runs {
+                r.join().unwrap().unwrap();
+            }
+        });
+        assert_eq!(std::fs::read_dir(target.join("c0")).unwrap().count(), 100);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn archive_names_that_make_no_folder_are_refused() {
+        assert_eq!(archive_stem("hymenoptera_data.zip").unwrap(), "hymenoptera_data");
+        for bad in [".zip", "...zip", ".hidden.zip", ".tar.gz"] {
+            assert!(archive_stem(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -47,6 +47,9 @@ pub struct FileSplit {
     pub val: Vec<Sample>,
     /// A held-out test split: a `test/` folder, or the third `data.split` fraction.
     pub test: Vec<Sample>,
+    /// What the walk of the folders could not follow (dangling links, link loops,
+    /// unreadable folders): reported with the files that cannot be decoded.
+    pub unreachable: Vec<Skipped>,
 }
 
 /// One line of manifest.csv: a file that went into a run, and its content hash.
@@ -105,7 +108,7 @@ fn is_image(path: &Path) -> bool {
 }
 
 /// Class folders of `root`, sorted by name, each with its image files sorted by path.
-fn class_files(root: &Path) -> Result<BTreeMap<String, Vec<PathBuf>>> {
+fn class_files(root: &Path, unreachable: &mut Vec<Skipped>) -> Result<BTreeMap<String, Vec<PathBuf>>> {
     let mut classes = BTreeMap::new();
     let entries = std::fs::read_dir(root).with_context(|| format!("cannot read data folder {}", root.display()))?;
     for entry in entries {
@@ -115,13 +118,21 @@ fn class_files(root: &Path) -> Result<BTreeMap<String, Vec<PathBuf>>> {
         if !path.is_dir() || name.starts_with('.') {
             continue;
         }
-        let mut files: Vec<PathBuf> = walkdir::WalkDir::new(&path)
-            .follow_links(true)
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_file() && is_image(e.path()))
-            .map(|e| e.into_path())
-            .collect();
+        let mut files: Vec<PathBuf> = vec![];
+        for e in walkdir::WalkDir::new(&path).follow_links(true) {
+            match e {
+                Ok(e) if e.file_type().is_file() && is_image(e.path()) => files.push(e.into_path()),
+                Ok(_) => {}
+                Err(err) => {
+                    let at = err.path().map_or_else(|| path.display().to_string(), |p| p.display().to_string());
+                    let reason = match err.loop_ancestor() {
+                        Some(a) => format!("a link loop (back to {})", a.display()),
+                        None => format!("unreachable: {}", err.io_error().map_or(err.to_string(), |e| e.to_string())),
+                    };
+                    unreachable.push(Skipped { path: at, reason });
+                }
+            }
+        }
         files.sort();
         classes.insert(name, files);
     }
@@ -142,7 +153,8 @@ pub fn discover(root: &Path, split: &[f64], seed: u64) -> Result<FileSplit> {
     }
     let (train_dir, val_dir, test_dir) = (root.join("train"), root.join("val"), root.join("test"));
     if train_dir.is_dir() && val_dir.is_dir() {
-        let train = class_files(&train_dir)?;
+        let mut unreachable = vec![];
+        let train = class_files(&train_dir, &mut unreachable)?;
         let classes: Vec<String> = train.keys().cloned().collect();
         let flatten = |dir: &Path, m: BTreeMap<String, Vec<PathBuf>>| -> Result<Vec<Sample>> {
             let mut out = vec![];
@@ -154,19 +166,22 @@ pub fn discover(root: &Path, split: &[f64], seed: u64) -> Result<FileSplit> {
             }
             Ok(out)
         };
-        let val = flatten(&val_dir, class_files(&val_dir)?)?;
-        let test = if test_dir.is_dir() { flatten(&test_dir, class_files(&test_dir)?)? } else { vec![] };
+        let val = flatten(&val_dir, class_files(&val_dir, &mut unreachable)?)?;
+        let test =
+            if test_dir.is_dir() { flatten(&test_dir, class_files(&test_dir, &mut unreachable)?)? } else { vec![] };
         let out = FileSplit {
             root: root.to_path_buf(),
             train: flatten(&train_dir, train)?,
             val,
             test,
             classes: classes.clone(),
+            unreachable,
         };
         check_nonempty(root, &out)?;
         return Ok(out);
     }
-    let tree = class_files(root)?;
+    let mut unreachable = vec![];
+    let tree = class_files(root, &mut unreachable)?;
     let classes: Vec<String> = tree.keys().cloned().collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut train, mut val, mut test) = (vec![], vec![], vec![]);
@@ -187,7 +202,7 @@ pub fn discover(root: &Path, split: &[f64], seed: u64) -> Result<FileSplit> {
             }
         }
     }
-    let out = FileSplit { root: root.to_path_buf(), classes, train, val, test };
+    let out = FileSplit { root: root.to_path_buf(), classes, train, val, test, unreachable };
     check_nonempty(root, &out)?;
     Ok(out)
 }
@@ -253,8 +268,15 @@ pub enum BadImage {
     Corrupt { format: image::ImageFormat, source: image::ImageError },
     #[error("image has no pixels")]
     NoPixels,
+    #[error("image of {width} x {height} pixels is over the limit of {limit} pixels (RUNNER_MAX_IMAGE_PIXELS)")]
+    TooLarge { width: u32, height: u32, limit: u64 },
     #[error("cannot resize: {0}")]
     Resize(String),
+}
+
+/// [`crate::sys::env::MAX_IMAGE_PIXELS`], else 89,478,485 (PIL's `Image.MAX_IMAGE_PIXELS`).
+fn max_image_pixels() -> u64 {
+    std::env::var(crate::sys::env::MAX_IMAGE_PIXELS).ok().and_then(|v| v.parse().ok()).unwrap_or(89_478_485)
 }
 
 pub(crate) fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded, BadImage> {
@@ -267,8 +289,18 @@ pub(crate) fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded
     if format == image::ImageFormat::Jpeg && jpeg_truncated(&bytes) {
         return Err(BadImage::TruncatedJpeg);
     }
-    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(&bytes), format);
-    reader.no_limits();
+    let reader = || image::ImageReader::with_format(std::io::Cursor::new(&bytes), format);
+    // The header alone says how large the image is: a decompression bomb is refused before decoding.
+    let (width, height) = reader().into_dimensions().map_err(|source| BadImage::Corrupt { format, source })?;
+    let limit = max_image_pixels();
+    if u64::from(width) * u64::from(height) > limit {
+        return Err(BadImage::TooLarge { width, height, limit });
+    }
+    let mut limits = image::Limits::no_limits();
+    // 16-bit RGBA is 8 bytes a pixel; the decoder's own buffers stay within the same bound.
+    limits.max_alloc = Some(limit.saturating_mul(8).max(64 << 20));
+    let mut reader = reader();
+    reader.limits(limits);
     let img = reader.decode().map_err(|source| BadImage::Corrupt { format, source })?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
@@ -357,7 +389,7 @@ pub fn load(files: &FileSplit, image_size: u32, strict: bool, quiet: bool) -> Re
         train: Split::empty(side),
         val: Split::empty(side),
         test: Split::empty(side),
-        skipped: vec![],
+        skipped: files.unreachable.clone(),
         sizes: vec![],
     };
     for (what, samples) in [("train", &files.train), ("val", &files.val), ("test", &files.test)] {
@@ -564,6 +596,7 @@ mod tests {
             train: samples.clone(),
             val: vec![],
             test: vec![],
+            unreachable: vec![],
         };
         let loaded = load_split(&samples, 16, "train", true);
         assert_eq!(loaded.split.len(), 1);

@@ -15,6 +15,15 @@ const LEGACY_MAGIC: u128 = 0x1950a86a20f9469cfc6c;
 const LEGACY_PROTOCOL: i64 = 1001;
 /// Nesting limit for containers, against hostile inputs.
 const MAX_STACK: usize = 1 << 20;
+/// The most values the memo may copy in one pickle. The memo holds copies, not shared
+/// references, so a pickle that keeps putting a value and its copy together would double
+/// its memory at every step; a real state_dict copies a few values per tensor.
+const MAX_COPIED: usize = 1 << 24;
+/// The most bytes one tensor of a weights file may have (1 TiB), whatever its metadata says.
+const MAX_TENSOR_BYTES: u64 = 1 << 40;
+/// How much a member of a zip-format `.pth` may expand: PyTorch stores them uncompressed,
+/// and float weights do not compress, so a member that inflates more is a zip bomb.
+const MAX_EXPANSION: u64 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PickleError {
@@ -100,11 +109,13 @@ struct Machine<'a> {
     pos: usize,
     stack: Vec<Value>,
     memo: HashMap<u32, Value>,
+    /// Values copied in and out of the memo so far.
+    copied: usize,
 }
 
 impl<'a> Machine<'a> {
     fn new(data: &'a [u8], pos: usize) -> Self {
-        Machine { data, pos, stack: Vec::new(), memo: HashMap::new() }
+        Machine { data, pos, stack: Vec::new(), memo: HashMap::new(), copied: 0 }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
@@ -255,8 +266,9 @@ impl<'a> Machine<'a> {
                 }
                 b'h' | b'j' => {
                     let k = if op == b'h' { self.u8()? as u32 } else { self.u32()? };
-                    let v =
-                        self.memo.get(&k).cloned().ok_or_else(|| PickleError::Malformed(format!("memo {k} unset")))?;
+                    let v = self.memo.get(&k).ok_or_else(|| PickleError::Malformed(format!("memo {k} unset")))?;
+                    self.charge(weight(v, MAX_COPIED))?;
+                    let v = self.memo[&k].clone();
                     self.push(v)?
                 }
                 b't' => {
@@ -343,8 +355,21 @@ impl<'a> Machine<'a> {
     }
 
     fn memoize(&mut self, k: u32) -> Result<(), PickleError> {
-        let top = self.stack.last().cloned().ok_or_else(|| PickleError::Malformed("memoize on empty stack".into()))?;
+        let top = self.stack.last().ok_or_else(|| PickleError::Malformed("memoize on empty stack".into()))?;
+        self.charge(weight(top, MAX_COPIED))?;
+        let top = self.stack.last().expect("checked above").clone();
         self.memo.insert(k, top);
+        Ok(())
+    }
+
+    /// Counts `values` copied through the memo against [`MAX_COPIED`], before they are.
+    fn charge(&mut self, values: usize) -> Result<(), PickleError> {
+        self.copied = self.copied.saturating_add(values);
+        if self.copied > MAX_COPIED {
+            return Err(PickleError::Malformed(format!(
+                "the memo copies more than {MAX_COPIED} values (a pickle that doubles itself?)"
+            )));
+        }
         Ok(())
     }
 
@@ -361,6 +386,24 @@ impl<'a> Machine<'a> {
             _ => Err(PickleError::Malformed("SETITEM on a non-dict".into())),
         }
     }
+}
+
+/// The number of values in `v`, counted up to a little past `budget`.
+fn weight(v: &Value, budget: usize) -> usize {
+    let mut n = 0;
+    let mut todo = vec![v];
+    while let Some(v) = todo.pop() {
+        n += 1;
+        if n > budget {
+            break;
+        }
+        match v {
+            Value::Tuple(items) | Value::List(items) => todo.extend(items),
+            Value::Dict(pairs) => todo.extend(pairs.iter().flat_map(|(k, v)| [k, v])),
+            _ => {}
+        }
+    }
+    n
 }
 
 fn persistent_storage(pid: Value) -> Result<Value, PickleError> {
@@ -481,8 +524,19 @@ pub(crate) fn read_zip_state_dict<R: std::io::Read + std::io::Seek>(
     let mut read = |name: &str| -> Result<Vec<u8>, PickleError> {
         let mut f =
             zip.by_name(name).map_err(|_| PickleError::Malformed(format!("{name} missing from the archive")))?;
-        let mut buf = Vec::with_capacity(f.size().min(1 << 32) as usize);
-        f.read_to_end(&mut buf).map_err(|e| PickleError::Malformed(format!("cannot read {name}: {e}")))?;
+        if f.size() > f.compressed_size().saturating_mul(MAX_EXPANSION).saturating_add(1 << 20) {
+            return Err(PickleError::Malformed(format!(
+                "{name} expands from {} to {} bytes: refused as a zip bomb",
+                f.compressed_size(),
+                f.size()
+            )));
+        }
+        let declared = f.size();
+        let mut buf = Vec::with_capacity(declared.min(1 << 26) as usize);
+        (&mut f)
+            .take(declared)
+            .read_to_end(&mut buf)
+            .map_err(|e| PickleError::Malformed(format!("cannot read {name}: {e}")))?;
         Ok(buf)
     };
     if let Ok(order) = read(&format!("{prefix}byteorder"))
@@ -532,9 +586,26 @@ fn assemble(
         let storage =
             storages.get(&t.key).ok_or_else(|| PickleError::Malformed(format!("missing storage {}", t.key)))?;
         let numel = storage.size()[0];
-        let last = t.offset + t.size.iter().zip(&t.stride).map(|(s, st)| (s - 1).max(0) * st).sum::<i64>();
-        if t.size.iter().all(|s| *s > 0) && last >= numel {
-            return Err(PickleError::Malformed(format!("`{name}` reaches past its storage")));
+        let past = || PickleError::Malformed(format!("`{name}` reaches past its storage"));
+        // Checked: crafted sizes, strides and offsets must not overflow into a small "last" element.
+        let last = t
+            .size
+            .iter()
+            .zip(&t.stride)
+            .try_fold(t.offset, |acc, (s, st)| (s - 1).max(0).checked_mul(*st).and_then(|d| acc.checked_add(d)));
+        let elements = t.size.iter().try_fold(1i64, |acc, s| acc.checked_mul(*s));
+        let bytes = elements.and_then(|e| u64::try_from(e).ok()?.checked_mul(t.kind.elt_size_in_bytes() as u64));
+        match (last, elements, bytes) {
+            (_, Some(0), _) => {}
+            (Some(last), Some(elements), Some(bytes)) if last < numel && bytes <= MAX_TENSOR_BYTES => {
+                // A view with more elements than its storage repeats them (stride 0): not a saved weight.
+                if elements > numel {
+                    return Err(PickleError::Malformed(format!(
+                        "`{name}` has {elements} elements, more than its storage's {numel}"
+                    )));
+                }
+            }
+            _ => return Err(past()),
         }
         let tensor = storage.as_strided(&t.size, &t.stride, Some(t.offset)).contiguous();
         out.push((name, tensor));
@@ -592,5 +663,40 @@ mod tests {
         assert_eq!(Vec::<f32>::try_from(&sd[0].1).unwrap(), vec![1.5, -2.0]);
         let cut = &f[..f.len() - 3];
         assert!(matches!(read_legacy_state_dict(cut), Err(PickleError::Truncated(_))));
+    }
+
+    #[test]
+    fn a_memo_that_doubles_itself_is_refused() {
+        // [] memoized, then 47 times: (memo[0], memo[0]) memoized as the new memo[0].
+        let mut obj = b"\x80\x02]q\x00".to_vec();
+        for _ in 0..47 {
+            obj.extend_from_slice(b"h\x00h\x00\x86q\x00");
+        }
+        obj.push(b'.');
+        assert_eq!(obj.len(), 5 + 47 * 7 + 1);
+        let err = read_legacy_state_dict(&legacy_file(&obj)).unwrap_err();
+        assert!(err.to_string().contains("the memo copies more than"), "{err}");
+    }
+
+    #[test]
+    fn crafted_sizes_strides_and_offsets_are_refused() {
+        let storages = HashMap::from([("0".to_string(), Tensor::from_slice(&[1f32, 2., 3., 4.]))]);
+        let entry = |offset: i64, size: &[i64], stride: &[i64]| {
+            let t =
+                TensorRef { key: "0".into(), kind: Kind::Float, offset, size: size.to_vec(), stride: stride.to_vec() };
+            assemble(vec![("w".to_string(), t)], &storages)
+        };
+        assert_eq!(entry(0, &[2, 2], &[2, 1]).unwrap()[0].1.size(), [2, 2]);
+        let cases: [(i64, &[i64], &[i64]); 5] = [
+            (i64::MAX, &[2], &[1]),
+            (0, &[3], &[i64::MAX / 2]),
+            (0, &[1 << 40], &[0]),
+            (0, &[1 << 31, 1 << 31], &[0, 0]),
+            (0, &[100], &[0]),
+        ];
+        for (offset, size, stride) in cases {
+            let err = entry(offset, size, stride).unwrap_err().to_string();
+            assert!(err.contains("reaches past its storage") || err.contains("more than its storage's 4"), "{err}");
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! Random state needs no saving: every epoch reseeds the shuffling and
 //! augmentation generator and libtorch's generator from (seed, epoch).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -19,9 +19,12 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::spec::Monitor;
 use crate::sys::atomic::with_temp_path;
+use crate::sys::fetch::sha256_hex;
 use crate::train::metrics::{EpochRecord, Metric};
 
 const STATE_KEY: &str = "runner.state";
+/// sha256 of each tensor's bytes, by name (absent from checkpoints written before this check).
+const DIGESTS_KEY: &str = "runner.sha256";
 const FORMAT: u32 = 1;
 
 /// The best epoch so far by the monitored metric.
@@ -180,7 +183,10 @@ impl Checkpoint {
             views.push((format!("optim/{name}"), CpuView::new(t)?));
         }
         let state = serde_json::to_string(&self.state).context("cannot serialise the training state")?;
-        let metadata = Some(HashMap::from([(STATE_KEY.to_string(), state)]));
+        // Each tensor's sha256, checked on resume: a tensor altered on disk is refused, not trained on.
+        let digests: BTreeMap<&str, String> = views.iter().map(|(n, v)| (n.as_str(), sha256_hex(&v.data()))).collect();
+        let digests = serde_json::to_string(&digests).context("cannot serialise the digests")?;
+        let metadata = Some(HashMap::from([(STATE_KEY.to_string(), state), (DIGESTS_KEY.to_string(), digests)]));
         let bytes = safetensors::tensor::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), &metadata)
             .with_context(|| format!("cannot serialise {}", path.display()))?;
         let epoch = self.state.epoch;
@@ -215,7 +221,22 @@ impl Checkpoint {
         if state.format != FORMAT {
             bail!("checkpoint {} has format {}, this runner reads format {FORMAT}", path.display(), state.format);
         }
+        let digests: Option<BTreeMap<String, String>> = match meta.metadata().as_ref().and_then(|m| m.get(DIGESTS_KEY))
+        {
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| damaged(format!("digests: {e}")))?),
+            None => None,
+        };
         let file = SafeTensors::deserialize(&bytes).map_err(|e| damaged(format!("{e:?}")))?;
+        if let Some(digests) = &digests {
+            if digests.len() != file.len() {
+                return Err(damaged(format!("{} tensors for {} digests", file.len(), digests.len())));
+            }
+            for (name, view) in file.tensors() {
+                if digests.get(&name) != Some(&sha256_hex(view.data())) {
+                    return Err(damaged(format!("tensor {name} does not match its sha256")));
+                }
+            }
+        }
         let mut model = vec![];
         let mut optimizer = vec![];
         let mut metrics = None;
@@ -310,6 +331,13 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
         let bytes = std::fs::read(&path).unwrap();
+        // One byte of the last tensor altered, the header intact: refused, not resumed from.
+        let mut altered = bytes.clone();
+        *altered.last_mut().unwrap() ^= 0x40;
+        std::fs::write(&path, &altered).unwrap();
+        let e = Checkpoint::read(&path).err().unwrap().to_string();
+        assert!(e.contains("does not match its sha256") && e.contains("--force"), "{e}");
+
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let e = Checkpoint::read(&path).err().unwrap().to_string();
         assert!(e.contains("is damaged") && e.contains("--force"), "{e}");

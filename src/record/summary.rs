@@ -15,6 +15,8 @@ pub enum Status {
     Completed,
     Failed,
     Diverged,
+    /// Stopped by a signal; its checkpoint is kept for `--resume`.
+    Interrupted,
 }
 
 /// summary.json: what a run was and how it ended.
@@ -75,6 +77,7 @@ impl Status {
             Status::Completed => "completed",
             Status::Failed => "failed",
             Status::Diverged => "diverged",
+            Status::Interrupted => "interrupted",
         }
     }
 }
@@ -86,6 +89,10 @@ fn numerics_v1() -> u32 {
 impl Summary {
     /// The summary of the run in `dir`, if it has a readable one.
     pub fn read(dir: &RunDir) -> Option<Summary> {
+        // A summary is a few kilobytes: a huge file there is not one, and is not read into memory.
+        if std::fs::metadata(dir.summary()).ok()?.len() > 16 << 20 {
+            return None;
+        }
         let text = std::fs::read_to_string(dir.summary()).ok()?;
         serde_json::from_str(&text).ok()
     }
@@ -103,8 +110,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_huge_summary_file_is_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RunDir::at(tmp.path());
+        std::fs::write(dir.summary(), vec![b' '; 17 << 20]).unwrap();
+        assert!(Summary::read(&dir).is_none());
+    }
+
+    #[test]
     fn status_names_are_summary_json_spellings() {
-        for s in [Status::Running, Status::Completed, Status::Failed, Status::Diverged] {
+        for s in [Status::Running, Status::Completed, Status::Failed, Status::Diverged, Status::Interrupted] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.name());
         }
     }

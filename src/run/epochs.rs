@@ -9,7 +9,7 @@ use tch::{Device, Tensor, nn};
 use super::log::RunLog;
 use super::resume::Restored;
 use crate::Error;
-use crate::config::spec::{Precision, Spec, StopScope};
+use crate::config::spec::{DIVERGENCE_FACTOR, Precision, Spec, StopScope};
 use crate::record::checkpoint::{Best, Checkpoint, TrainState};
 use crate::record::confusion::Confusion;
 use crate::record::run_dir::RunDir;
@@ -58,6 +58,11 @@ impl Records<'_> {
             for e in state.next_phase_epoch..phase.epochs {
                 let lr = phase.schedule.lr_at(lrs[p], e, phase.epochs);
                 let r = trainer.run_epoch(&mut run, lr, state.epoch + 1, total);
+                // An epoch cut short by a signal is not recorded: the last checkpoint stands.
+                if crate::sys::signal::interrupted() {
+                    let what = format!("the checkpoint after epoch {} is kept; continue with --resume", state.epoch);
+                    return Err(Error::Interrupted { what });
+                }
                 self.log.line(&r.log_line(total));
                 rows.push(r);
                 if self.end_epoch(trainer, &run, &mut state, &rows)? {
@@ -81,7 +86,8 @@ impl Records<'_> {
         let r = rows.last().expect("an epoch was trained");
         let epoch = r.epoch;
         let title = format!("{} ({})", spec.name, self.summary.run_id);
-        if !r.train_loss.is_finite() {
+        let factor = spec.divergence_factor.unwrap_or(DIVERGENCE_FACTOR);
+        if diverged(rows, factor) {
             // The weights are ruined: keep the metrics so far and the last good checkpoint as they are.
             table::write_metrics(dir, rows)?;
             plot::write_curves(&dir.curves(), &title, rows)?;
@@ -168,6 +174,12 @@ impl Records<'_> {
     }
 }
 
+/// Whether the last epoch's train loss is not a number, or above `factor` times the first's.
+fn diverged(rows: &[EpochRecord], factor: f64) -> bool {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else { return false };
+    !last.train_loss.is_finite() || (first.train_loss.is_finite() && last.train_loss > factor * first.train_loss)
+}
+
 /// The summary's view of the training state.
 pub(super) fn sync_summary(summary: &mut Summary, state: &TrainState, rows: &[EpochRecord]) {
     summary.epochs = state.epoch;
@@ -190,4 +202,26 @@ fn save_weights(vs: &nn::VarStore, path: &std::path::Path) -> Result<()> {
     with_temp_path(path, |tmp| {
         tch::Tensor::write_safetensors(&named, tmp).with_context(|| format!("cannot write {}", tmp.display()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loss_that_explodes_or_stops_being_a_number_diverges() {
+        let rows = |losses: &[f64]| -> Vec<EpochRecord> {
+            losses
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| EpochRecord::from_values(i + 1, "p", &[crate::train::metrics::Metric::TrainLoss], &[l]))
+                .collect()
+        };
+        assert!(!diverged(&rows(&[2.3, 1.0, 150.0]), 100.0));
+        assert!(diverged(&rows(&[2.3, 1.0, 1.5e9]), 100.0));
+        assert!(diverged(&rows(&[2.3, f64::NAN]), 100.0));
+        assert!(diverged(&rows(&[f64::INFINITY]), 100.0));
+        assert!(!diverged(&rows(&[2.3, 40.0]), 100.0) && diverged(&rows(&[2.3, 40.0]), 10.0));
+        assert!(!diverged(&[], 100.0));
+    }
 }

@@ -92,6 +92,7 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
     let threads = prepare::configure_threads(opts.threads);
     let mut trainer = prepare_files(spec, &id.files, opts.device, opts.quiet)?;
 
+    crate::sys::signal::watch();
     // Claim the run; nothing has been written so far. Held until this function returns.
     let _lock = match lock::claim(&lock_path)? {
         lock::Claim::Held(held) => held,
@@ -109,6 +110,7 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
     let mut log = RunLog::open(&dir, opts.quiet);
     let mut summary = new_summary(spec, id, &trainer, threads, opts.device);
     log_start(&mut log, &mut summary, spec, resume.as_ref(), opts.quiet, &dir);
+    warn_unvalidated(&trainer, &mut log, opts.quiet);
     if let Some(note) = trainer.place_data() {
         log.line(&note);
     }
@@ -218,6 +220,23 @@ fn log_start(
     }
 }
 
+/// A warning for each class without a validation image: its accuracy is never measured.
+fn warn_unvalidated(trainer: &Trainer, log: &mut RunLog, quiet: bool) {
+    let labels = Vec::<i64>::try_from(&trainer.data.val.labels.to_device(Device::Cpu)).unwrap_or_default();
+    for (c, name) in trainer.data.classes.iter().enumerate() {
+        if !labels.contains(&(c as i64)) {
+            let msg = format!(
+                "warning: class `{name}` has no validation images, so its accuracy is not measured (add images, \
+                 or a larger validation fraction in data.split)"
+            );
+            if !quiet {
+                eprintln!("{msg}");
+            }
+            log.quiet_line(&msg);
+        }
+    }
+}
+
 /// skipped.csv and a warning, when some image files could not be read.
 fn record_skipped(dir: &RunDir, trainer: &Trainer, log: &mut RunLog, quiet: bool) -> anyhow::Result<()> {
     let skipped = &trainer.data.skipped;
@@ -249,7 +268,11 @@ fn finish(
     match &result {
         Ok(()) => summary.status = Status::Completed,
         Err(e) => {
-            summary.status = if matches!(e, Error::Diverged { .. }) { Status::Diverged } else { Status::Failed };
+            summary.status = match e {
+                Error::Diverged { .. } => Status::Diverged,
+                Error::Interrupted { .. } => Status::Interrupted,
+                _ => Status::Failed,
+            };
             summary.error = Some(format!("{e:#}"));
         }
     }

@@ -14,6 +14,9 @@ pub(crate) const DATASETS_SHA256: &str = "RUNNER_DATASETS_SHA256";
 pub(crate) const CHANNELS_LAST: &str = "RUNNER_CHANNELS_LAST";
 /// The feature cache's memory budget in MiB.
 pub(crate) const FEATURE_CACHE_MB: &str = "RUNNER_FEATURE_CACHE_MB";
+/// The most pixels an image file may decode to (default 89,478,485, PIL's limit); larger
+/// files are skipped as decompression bombs.
+pub(crate) const MAX_IMAGE_PIXELS: &str = "RUNNER_MAX_IMAGE_PIXELS";
 /// `system`: glibc's own malloc settings instead of runner's.
 pub(crate) const MALLOC: &str = "RUNNER_MALLOC";
 /// Tests only: stop at the named point and wait to be killed (failpoint.rs).
@@ -29,6 +32,7 @@ pub const ALL: &[&str] = &[
     DATASETS_SHA256,
     CHANNELS_LAST,
     FEATURE_CACHE_MB,
+    MAX_IMAGE_PIXELS,
     MALLOC,
     FAILPOINT,
     FAILPOINT_MARKER,

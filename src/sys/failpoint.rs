@@ -1,5 +1,5 @@
 //! Test hooks for crash tests: `RUNNER_FAILPOINT=<name>` makes the process stop
-//! at the named point and wait to be killed, after creating the file named by
+//! at the named point and wait to be killed (or interrupted), after creating the file named by
 //! `RUNNER_FAILPOINT_MARKER` (if set) so the test knows it got there.
 //!
 //! Points: `epoch-<E>-batch-<B>` (after batch B of epoch E, both 1-based) and
@@ -13,7 +13,7 @@ fn armed() -> Option<&'static str> {
     POINT.get_or_init(|| std::env::var(crate::sys::env::FAILPOINT).ok().filter(|s| !s.is_empty())).as_deref()
 }
 
-/// Stops here for good when the armed point's name is `name()`.
+/// Stops here when the armed point's name is `name()`, until killed or interrupted.
 pub fn hit(name: impl FnOnce() -> String) {
     let Some(point) = armed() else { return };
     if point != name() {
@@ -22,7 +22,8 @@ pub fn hit(name: impl FnOnce() -> String) {
     if let Ok(marker) = std::env::var(crate::sys::env::FAILPOINT_MARKER) {
         let _ = std::fs::write(marker, point);
     }
-    loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
+    // Until killed, or asked to stop by a signal (which the run then handles).
+    while !crate::sys::signal::interrupted() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

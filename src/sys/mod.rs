@@ -9,3 +9,4 @@ pub mod env;
 pub mod failpoint;
 pub mod fetch;
 pub mod malloc;
+pub mod signal;

@@ -573,6 +573,9 @@ impl Trainer {
             if chunk.len() == 1 && drop_single {
                 continue;
             }
+            if crate::sys::signal::interrupted() {
+                break;
+            }
             let (from, len) = ((b * self.batch_size) as i64, chunk.len() as i64);
             let idx = order_t.narrow(0, from, len);
             let labels = labels_t.index_select(0, &idx.to_device(self.device));

@@ -10,6 +10,7 @@ mod cli;
 mod datasets_url;
 mod efficientnet_reference;
 mod freeze;
+mod hostile;
 mod report;
 mod resume;
 mod spec_cli;

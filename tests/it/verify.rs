@@ -62,3 +62,39 @@ fn verify_reruns_and_compares_epoch_by_epoch() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("config.toml"), "{}", stderr(&o));
 }
+
+#[test]
+fn verify_also_checks_the_best_weights_and_the_best_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let source = shapes(root, 2, 8);
+    std::fs::write(root.join("spec.toml"), tiny_spec(&source)).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = the_run(root);
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let o = runner(root, &["verify", &dir_arg]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("best weights: the same bits"), "{}", stdout(&o));
+
+    // One value of the best weights altered.
+    let best = dir.join("best.safetensors");
+    let weights = std::fs::read(&best).unwrap();
+    let mut altered = weights.clone();
+    *altered.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&best, &altered).unwrap();
+    let o = runner(root, &["verify", &dir_arg]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("best weights DIFFER"), "{}", stdout(&o));
+    std::fs::write(&best, &weights).unwrap();
+
+    // The summary's best epoch altered.
+    let path = dir.join("summary.json");
+    let mut summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let best_epoch = summary["best_epoch"].as_u64().unwrap();
+    summary["best_epoch"] = serde_json::json!(3 - best_epoch);
+    std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap()).unwrap();
+    let o = runner(root, &["verify", &dir_arg]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("DIFFERS: best epoch"), "{}", stdout(&o));
+}
