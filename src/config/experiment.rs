@@ -176,7 +176,10 @@ impl Experiment {
             let mut spec: Spec = fig.extract().map_err(|e| source.figment_error(e, &axes_locations(&axes)))?;
             spec.resolve();
             spec.validate().map_err(|Invalid { key, message: msg }| {
-                // A bad value set by the grid points at its grid entry.
+                // A bad value set by an override says so; one set by the grid points at its entry.
+                if let Some(o) = overrides.iter().rev().find(|o| dotted(&o.key) == key) {
+                    return SpecError::new(&source.path, key, format!("{msg} (from {})", o.origin.describe()));
+                }
                 let at = axes
                     .iter()
                     .find(|a| a.keys.iter().any(|k| dotted(k) == key))
@@ -261,9 +264,15 @@ fn parse_grid(source: &SpecSource, grid: &toml::Table) -> Result<Vec<Axis>, Spec
             }
         }
     }
-    // One key on two axes would take both values at once: which one wins is not what the user meant.
+    check_unique_keys(source, &axes)?;
+    Ok(axes)
+}
+
+/// One key on two axes would take both values at once, and which one wins is not what
+/// the user meant: an error at the second axis.
+fn check_unique_keys(source: &SpecSource, axes: &[Axis]) -> Result<(), SpecError> {
     let mut seen: std::collections::BTreeMap<String, String> = Default::default();
-    for axis in &axes {
+    for axis in axes {
         for key in &axis.keys {
             if let Some(first) = seen.insert(dotted(key), dotted(&axis.location)) {
                 return Err(source.error(
@@ -277,7 +286,7 @@ fn parse_grid(source: &SpecSource, grid: &toml::Table) -> Result<Vec<Axis>, Spec
             }
         }
     }
-    Ok(axes)
+    Ok(())
 }
 
 /// Applies the overrides' pins to the grid.

@@ -25,6 +25,19 @@ impl Default for Limits {
     }
 }
 
+/// How much one zip entry may expand. Deflate's best is about 1000:1 (long runs of one
+/// byte); images, already compressed, hardly shrink, and text a few times.
+const MAX_EXPANSION: u64 = 200;
+
+/// Bytes free to an unprivileged user on the filesystem of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statvfs struct to fill.
+    (unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
 fn ignored(name: &str) -> bool {
     name.starts_with("__MACOSX/") || name.split('/').any(|p| p == ".DS_Store")
 }
@@ -53,6 +66,9 @@ pub(crate) fn extract_zip(archive: &Path, target: &Path, limits: Limits) -> Resu
         bail!("{} has {} entries, more than the limit of {}", archive.display(), zip.len(), limits.max_entries);
     }
     build_atomically(target, archive, |tmp| {
+        // Never more than the disk can take (less a margin for everything else on it).
+        let max_bytes = limits.max_bytes.min(free_bytes(tmp).map_or(u64::MAX, |f| f.saturating_sub(1 << 30)));
+        let limits = Limits { max_bytes, ..limits };
         let mut written = 0u64;
         for i in 0..zip.len() {
             let mut entry =
@@ -78,9 +94,17 @@ pub(crate) fn extract_zip(archive: &Path, target: &Path, limits: Limits) -> Resu
             let mut f = std::fs::File::create(&out).with_context(|| format!("cannot write {}", out.display()))?;
             // Read at most one byte past the remaining budget, whatever the entry declares.
             let budget = limits.max_bytes - written;
-            let n = std::io::copy(&mut (&mut entry).take(budget + 1), &mut f)
+            // An entry that inflates more than deflate's best ratio on real files is a bomb.
+            let cap = entry.compressed_size().saturating_mul(MAX_EXPANSION).saturating_add(1 << 20).min(budget + 1);
+            let n = std::io::copy(&mut (&mut entry).take(cap), &mut f)
                 .with_context(|| format!("cannot extract `{entry_name}`"))?;
             written += n;
+            if n == cap && n <= budget {
+                bail!(
+                    "refusing `{entry_name}` of {}: it expands more than {MAX_EXPANSION} times (a zip bomb?)",
+                    archive.display()
+                );
+            }
             if n > budget {
                 bail!(
                     "{} expands to more than {} bytes, the limit (a zip bomb?); stopped at `{entry_name}`",
@@ -106,15 +130,17 @@ fn build_atomically(target: &Path, archive: &Path, fill: impl FnOnce(&Path) -> R
         .tempdir_in(parent)
         .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
     fill(tmp.path()).with_context(|| format!("cannot unpack {}", archive.display()))?;
-    // A stale extraction (of another archive of the same name) is moved aside, then removed.
-    let stale = target.is_dir().then(|| parent.join(format!(".{name}.stale{}", std::process::id())));
-    if let Some(stale) = &stale {
-        std::fs::rename(target, stale).with_context(|| format!("cannot move {} aside", target.display()))?;
+    // A stale extraction (of another archive of the same name) is moved aside into a
+    // folder of its own, removed when dropped.
+    let aside = tempfile::Builder::new()
+        .prefix(&format!(".{name}.stale"))
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
+    if target.is_dir() {
+        // Another process may have moved it first: then there is nothing to move.
+        let _ = std::fs::rename(target, aside.path().join("old"));
     }
     let moved = std::fs::rename(tmp.path(), target);
-    if let Some(stale) = &stale {
-        let _ = std::fs::remove_dir_all(stale);
-    }
     match moved {
         Ok(()) => {
             let _ = tmp.keep();
@@ -595,5 +621,24 @@ mod tests {
         for bad in [".zip", "...zip", ".hidden.zip", ".tar.gz"] {
             assert!(archive_stem(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_entry_that_inflates_like_a_bomb_is_refused_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("zeros.zip");
+        let mut w = zip::ZipWriter::new(std::fs::File::create(&zip).unwrap());
+        let deflated = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        w.start_file("a/zeros.png", deflated).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            w.write_all(&chunk).unwrap();
+        }
+        w.finish().unwrap();
+        assert!(std::fs::metadata(&zip).unwrap().len() < 1 << 20);
+        let err = format!("{:#}", extract_zip(&zip, &dir.path().join("out"), Limits::default()).unwrap_err());
+        assert!(err.contains("expands more than 200 times"), "{err}");
+        assert!(!dir.path().join("out").exists());
+        assert!(free_bytes(dir.path()).is_some_and(|b| b > 0));
     }
 }

@@ -124,7 +124,7 @@ fn class_files(root: &Path, unreachable: &mut Vec<Skipped>) -> Result<BTreeMap<S
                 Ok(e) if e.file_type().is_file() && is_image(e.path()) => files.push(e.into_path()),
                 Ok(_) => {}
                 Err(err) => {
-                    let at = err.path().map_or_else(|| path.display().to_string(), |p| p.display().to_string());
+                    let at = path_text(err.path().unwrap_or(&path));
                     let reason = match err.loop_ancestor() {
                         Some(a) => format!("a link loop (back to {})", a.display()),
                         None => format!("unreachable: {}", err.io_error().map_or(err.to_string(), |e| e.to_string())),
@@ -370,9 +370,7 @@ fn load_split(samples: &[Sample], side: u32, what: &'static str, quiet: bool) ->
                 labels.push(sample.class as i64);
                 out.sizes.push(d.size);
             }
-            Err(reason) => {
-                out.skipped.push(Skipped { path: sample.path.display().to_string(), reason: reason.to_string() })
-            }
+            Err(reason) => out.skipped.push(Skipped { path: path_text(&sample.path), reason: reason.to_string() }),
         }
     }
     let n = labels.len() as i64;
@@ -443,7 +441,7 @@ pub fn manifest(files: &FileSplit, quiet: bool) -> Result<Vec<ManifestRow>> {
             std::io::copy(&mut f, &mut h).with_context(|| format!("cannot read {}", sample.path.display()))?;
             let rel = sample.path.strip_prefix(&files.root).unwrap_or(&sample.path);
             Ok(ManifestRow {
-                path: rel.to_string_lossy().into_owned(),
+                path: path_text(rel),
                 class: files.classes[sample.class].clone(),
                 split,
                 sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
@@ -452,6 +450,25 @@ pub fn manifest(files: &FileSplit, quiet: bool) -> Result<Vec<ManifestRow>> {
         .collect();
     bar.finish_and_clear();
     rows
+}
+
+/// A path as text for manifest.csv and skipped.csv: as it is when it is UTF-8, its other
+/// bytes as `%XX` otherwise (and `%` itself then as `%25`), so that two file names never
+/// read the same.
+pub(crate) fn path_text(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return s.to_string();
+    }
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&chunk.valid().replace('%', "%25"));
+        for b in chunk.invalid() {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// manifest.csv: what the run was trained and evaluated on. Formatted here by hand, not
@@ -554,6 +571,17 @@ mod tests {
                 std::fs::write(root.join(c).join(format!("{i:03}.jpg")), b"x").unwrap();
             }
         }
+    }
+
+    #[test]
+    fn non_utf8_names_stay_distinct_as_text() {
+        use std::os::unix::ffi::OsStrExt;
+        let a = Path::new(std::ffi::OsStr::from_bytes(b"cats/\xff.png"));
+        let b = Path::new(std::ffi::OsStr::from_bytes(b"cats/\xfe.png"));
+        assert_eq!(path_text(a), "cats/%FF.png");
+        assert_ne!(path_text(a), path_text(b));
+        assert_eq!(path_text(Path::new("cats/100%.png")), "cats/100%.png");
+        assert_eq!(path_text(Path::new(std::ffi::OsStr::from_bytes(b"100%\xff"))), "100%25%FF");
     }
 
     #[test]

@@ -699,4 +699,29 @@ mod tests {
             assert!(err.contains("reaches past its storage") || err.contains("more than its storage's 4"), "{err}");
         }
     }
+
+    #[test]
+    fn a_storage_that_inflates_like_a_bomb_is_refused() {
+        use std::io::Write;
+        let mut buf = std::io::Cursor::new(vec![]);
+        let mut w = zip::ZipWriter::new(&mut buf);
+        let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        // {'w': a tensor of 2 floats in storage '0'}, as in `reads_a_tensor_and_refuses_truncation`.
+        let mut pkl = b"\x80\x02}X\x01\x00\x00\x00w".to_vec();
+        pkl.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+        pkl.extend_from_slice(
+            b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02NtQ",
+        );
+        pkl.extend_from_slice(b"K\x00K\x02\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRs.");
+        w.start_file("archive/data.pkl", deflated).unwrap();
+        w.write_all(&pkl).unwrap();
+        // Its storage: 16 MiB of zeros that deflate to a few kilobytes.
+        w.start_file("archive/data/0", deflated).unwrap();
+        w.write_all(&vec![0u8; 16 << 20]).unwrap();
+        w.finish().unwrap();
+        let bytes = buf.into_inner();
+        assert!(bytes.len() < 1 << 20);
+        let err = read_zip_state_dict(std::io::Cursor::new(&bytes)).unwrap_err().to_string();
+        assert!(err.contains("refused as a zip bomb"), "{err}");
+    }
 }

@@ -229,3 +229,18 @@ fn links_that_lead_nowhere_are_listed_and_a_class_without_validation_images_is_n
         std::fs::read_dir(root.join("runs/tiny")).unwrap().next().unwrap().unwrap().path().join("skipped.csv");
     assert!(std::fs::read_to_string(skipped).unwrap().contains("ghost.png,unreachable"));
 }
+
+#[test]
+fn a_bad_value_from_set_says_it_came_from_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = shapes(root, 2, 4);
+    std::fs::write(root.join("spec.toml"), tiny_spec(&data)).unwrap();
+    let o = runner(root, &["plan", "spec.toml", "--set", "data.image_size=5"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("`data.image_size`: expected 32 to 1024 pixels, found 5 (from --set data.image_size=5)"),
+        "{}",
+        stderr(&o)
+    );
+}
