@@ -154,8 +154,12 @@ impl Experiment {
         };
         let axes = pin_axes(&source, axes, overrides)?;
         let points = axes.iter().try_fold(1usize, |n, a| n.checked_mul(a.points.len())).unwrap_or(usize::MAX);
-        if points > MAX_GRID_RUNS {
-            return Err(source.error(&["grid"], format!("{points} runs, more than the limit of {MAX_GRID_RUNS}")));
+        let limit = crate::sys::env::limit(crate::sys::env::MAX_GRID_RUNS, MAX_GRID_RUNS as u64);
+        if points as u64 > limit {
+            return Err(source.error(
+                &["grid"],
+                format!("{points} runs, more than the limit of {limit} (RUNNER_MAX_GRID_RUNS raises it)"),
+            ));
         }
         let base = to_dict(&source, toml::Value::Table(table), &[])?;
         let figment = Figment::new().merge(Layer { name: source.path.display().to_string(), dict: base });

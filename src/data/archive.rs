@@ -25,8 +25,9 @@ impl Default for Limits {
     }
 }
 
-/// How much one zip entry may expand. Deflate's best is about 1000:1 (long runs of one
-/// byte); images, already compressed, hardly shrink, and text a few times.
+/// How much one zip entry may expand by default (`RUNNER_MAX_ZIP_EXPANSION`). Deflate's
+/// best is about 1000:1 (long runs of one byte); images, already compressed, hardly
+/// shrink, and text a few times.
 const MAX_EXPANSION: u64 = 200;
 
 /// Bytes free to an unprivileged user on the filesystem of `dir`.
@@ -69,6 +70,7 @@ pub(crate) fn extract_zip(archive: &Path, target: &Path, limits: Limits) -> Resu
         // Never more than the disk can take (less a margin for everything else on it).
         let max_bytes = limits.max_bytes.min(free_bytes(tmp).map_or(u64::MAX, |f| f.saturating_sub(1 << 30)));
         let limits = Limits { max_bytes, ..limits };
+        let expansion = crate::sys::env::limit(crate::sys::env::MAX_ZIP_EXPANSION, MAX_EXPANSION);
         let mut written = 0u64;
         for i in 0..zip.len() {
             let mut entry =
@@ -95,13 +97,14 @@ pub(crate) fn extract_zip(archive: &Path, target: &Path, limits: Limits) -> Resu
             // Read at most one byte past the remaining budget, whatever the entry declares.
             let budget = limits.max_bytes - written;
             // An entry that inflates more than deflate's best ratio on real files is a bomb.
-            let cap = entry.compressed_size().saturating_mul(MAX_EXPANSION).saturating_add(1 << 20).min(budget + 1);
+            let cap = entry.compressed_size().saturating_mul(expansion).saturating_add(1 << 20).min(budget + 1);
             let n = std::io::copy(&mut (&mut entry).take(cap), &mut f)
                 .with_context(|| format!("cannot extract `{entry_name}`"))?;
             written += n;
             if n == cap && n <= budget {
                 bail!(
-                    "refusing `{entry_name}` of {}: it expands more than {MAX_EXPANSION} times (a zip bomb?)",
+                    "refusing `{entry_name}` of {}: it expands more than {expansion} times (a zip bomb?; \
+                     RUNNER_MAX_ZIP_EXPANSION raises the limit)",
                     archive.display()
                 );
             }

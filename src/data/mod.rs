@@ -276,7 +276,7 @@ pub enum BadImage {
 
 /// [`crate::sys::env::MAX_IMAGE_PIXELS`], else 89,478,485 (PIL's `Image.MAX_IMAGE_PIXELS`).
 fn max_image_pixels() -> u64 {
-    std::env::var(crate::sys::env::MAX_IMAGE_PIXELS).ok().and_then(|v| v.parse().ok()).unwrap_or(89_478_485)
+    crate::sys::env::limit(crate::sys::env::MAX_IMAGE_PIXELS, 89_478_485)
 }
 
 pub(crate) fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded, BadImage> {

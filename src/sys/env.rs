@@ -17,6 +17,10 @@ pub(crate) const FEATURE_CACHE_MB: &str = "RUNNER_FEATURE_CACHE_MB";
 /// The most pixels an image file may decode to (default 89,478,485, PIL's limit); larger
 /// files are skipped as decompression bombs.
 pub(crate) const MAX_IMAGE_PIXELS: &str = "RUNNER_MAX_IMAGE_PIXELS";
+/// The most a zip entry of a dataset may expand (default 200 times).
+pub(crate) const MAX_ZIP_EXPANSION: &str = "RUNNER_MAX_ZIP_EXPANSION";
+/// The most runs one spec's grid may expand into (default 10,000).
+pub(crate) const MAX_GRID_RUNS: &str = "RUNNER_MAX_GRID_RUNS";
 /// `system`: glibc's own malloc settings instead of runner's.
 pub(crate) const MALLOC: &str = "RUNNER_MALLOC";
 /// Tests only: stop at the named point and wait to be killed (failpoint.rs).
@@ -33,10 +37,17 @@ pub const ALL: &[&str] = &[
     CHANNELS_LAST,
     FEATURE_CACHE_MB,
     MAX_IMAGE_PIXELS,
+    MAX_ZIP_EXPANSION,
+    MAX_GRID_RUNS,
     MALLOC,
     FAILPOINT,
     FAILPOINT_MARKER,
 ];
+
+/// A limit: the positive integer in variable `name`, else `default`.
+pub(crate) fn limit(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(default)
+}
 
 /// Whether `name` configures runner (and so is not a spec key).
 pub(crate) fn is_setting(name: &str) -> bool {

@@ -202,6 +202,13 @@ fn a_grid_of_a_million_points_is_refused_at_once() {
     let e = spec_error(root, &spec);
     assert!(e.contains("`grid`: 1000000 runs, more than the limit of 10000"), "{e}");
     assert!(started.elapsed().as_secs() < 60);
+    // The limit is a setting.
+    let small = format!("{}\n[grid]\nseed = [1, 2, 3]\n", tiny_spec(&data));
+    std::fs::write(root.join("spec.toml"), small).unwrap();
+    let o = runner_with_env(root, &["plan", "spec.toml"], &[("RUNNER_MAX_GRID_RUNS", "2")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("3 runs, more than the limit of 2"), "{}", stderr(&o));
+    assert!(runner(root, &["plan", "spec.toml"]).status.success());
 }
 
 #[test]
