@@ -35,6 +35,9 @@ pub struct Spec {
     /// diverged, as one whose loss is not a number does (default [`DIVERGENCE_FACTOR`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub divergence_factor: Option<f64>,
+    /// `[loss]`: label smoothing and class weights of the training criterion.
+    #[serde(default, skip_serializing_if = "LossSpec::is_plain")]
+    pub loss: LossSpec,
     /// Arithmetic of training steps: "fp32", or "fp16" (autocast with a loss scaler, CUDA only).
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
@@ -349,6 +352,73 @@ fn default_weights() -> String {
 }
 
 /// A count, or a keyword standing for "as many as there are".
+/// `[loss]`: the options of PyTorch's `CrossEntropyLoss` that fine-tuning recipes use.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossSpec {
+    /// The probability mass spread evenly over all classes (torch's `label_smoothing`).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub label_smoothing: f64,
+    /// A weight per class: "balanced" (n / (classes x count of the class) on the train
+    /// split, as scikit-learn's), or one number per class in class order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weights: Option<ClassWeights>,
+}
+
+impl LossSpec {
+    /// Plain cross-entropy: what a spec without `[loss]` trains with.
+    pub fn is_plain(&self) -> bool {
+        self.label_smoothing == 0.0 && self.class_weights.is_none()
+    }
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+
+/// `loss.class_weights`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClassWeights {
+    Balanced,
+    Given(Vec<f64>),
+}
+
+impl Serialize for ClassWeights {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ClassWeights::Balanced => s.serialize_str("balanced"),
+            ClassWeights::Given(w) => w.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ClassWeights {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ClassWeights;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"balanced\" or a list of weights, one per class")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ClassWeights, E> {
+                if v == "balanced" {
+                    Ok(ClassWeights::Balanced)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                }
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<ClassWeights, A::Error> {
+                let mut w = vec![];
+                while let Some(x) = seq.next_element::<f64>()? {
+                    w.push(x);
+                }
+                Ok(ClassWeights::Given(w))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 macro_rules! count_or_keyword {
     ($name:ident, $keyword:literal, $all:ident, $expecting:literal) => {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -692,6 +762,18 @@ impl Spec {
         }
         for (i, p) in self.phases.iter().enumerate() {
             p.validate(i, self.model.backbone).map_err(|e| Invalid { key: format!("phases.{i}.{}", e.key), ..e })?;
+        }
+        let l = &self.loss;
+        if !(0.0..1.0).contains(&l.label_smoothing) {
+            return Err(invalid("loss.label_smoothing", format!("expected 0 <= x < 1, found {}", l.label_smoothing)));
+        }
+        if let Some(ClassWeights::Given(w)) = &l.class_weights
+            && (w.is_empty() || w.iter().any(|x| !(*x >= 0.0 && x.is_finite())) || w.iter().all(|x| *x == 0.0))
+        {
+            return Err(invalid(
+                "loss.class_weights",
+                format!("expected \"balanced\" or finite weights >= 0, not all 0, found {w:?}"),
+            ));
         }
         if let Some(f) = self.divergence_factor
             && !(f > 1.0 && f.is_finite())

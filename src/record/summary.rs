@@ -55,6 +55,9 @@ pub struct Summary {
     pub train_images: usize,
     pub val_images: usize,
     pub skipped_files: usize,
+    /// The class weights of `loss.class_weights` ("balanced" ones as computed on the train split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weights: Option<Vec<f64>>,
     pub test_images: usize,
     /// sha256 of manifest.csv: exactly which files (and contents) the run used.
     pub manifest_sha256: String,

@@ -169,6 +169,7 @@ fn new_summary(spec: &Spec, id: &Identity, trainer: &Trainer, threads: i32, devi
         train_images: trainer.data.train.len(),
         val_images: trainer.data.val.len(),
         skipped_files: trainer.data.skipped.len(),
+        class_weights: trainer.criterion.weights.clone(),
         test_images: trainer.data.test.len(),
         manifest_sha256: id.manifest_sha256.clone(),
         threads,

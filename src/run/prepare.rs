@@ -42,6 +42,8 @@ pub(crate) fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device
     trainer.cache = spec.data.cache;
     trainer.cache_views = spec.data.cache_views;
     trainer.precision = spec.precision;
+    let train_labels = Vec::<i64>::try_from(&trainer.data.train.labels).unwrap_or_default();
+    trainer.criterion = crate::train::loss::Criterion::new(&spec.loss, &train_labels, trainer.data.classes.len())?;
     if spec.precision == Precision::Fp16 && !device.is_cuda() {
         if !quiet {
             eprintln!("warning: precision = \"fp16\" needs a CUDA device; training in fp32 on the CPU");

@@ -15,6 +15,7 @@
 //!
 //! Checkpoints, files and display belong to `run.rs`; this module does the numerics.
 
+pub mod loss;
 pub mod metrics;
 pub(crate) mod optim;
 
@@ -177,6 +178,9 @@ pub struct Trainer {
     /// `data.cache_views`: augmented views to cache (0: none).
     pub cache_views: usize,
     /// The arithmetic training steps use (fp16 only on CUDA).
+    /// The training loss (validation and test losses stay plain cross-entropy, comparable
+    /// across `[loss]` settings).
+    pub criterion: loss::Criterion,
     pub precision: Precision,
     /// fp16 loss scaling; its state is part of a checkpoint.
     pub scaler: GradScaler,
@@ -233,6 +237,7 @@ impl Trainer {
             scaler: GradScaler::default(),
             channels_last,
             later_boundaries: vec![],
+            criterion: loss::Criterion::default(),
             stash: Default::default(),
         }
     }
@@ -621,7 +626,7 @@ impl Trainer {
                 Some(c) => self.model.forward_cached(x, c.start, plan.frozen(), plan.batchnorm(), true),
                 None => self.model.forward(x, plan.frozen(), plan.batchnorm(), true),
             };
-            let loss = logits.cross_entropy_for_logits(labels);
+            let loss = self.criterion.loss(&logits, labels);
             (logits, loss)
         });
         phase.opt.zero_grad();

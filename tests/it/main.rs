@@ -15,6 +15,7 @@ mod report;
 mod resume;
 mod spec_cli;
 mod sweep;
+mod toolkit;
 mod tutorials;
 mod verify;
 mod weights_files;

@@ -13,16 +13,23 @@ fn the_run(root: &std::path::Path) -> PathBuf {
     dirs[0].clone()
 }
 
-#[test]
-fn verify_reruns_and_compares_epoch_by_epoch() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let source = shapes(root, 3, 10);
+/// A run of the tiny spec on `classes` x `per_class` shapes under `root/runs`: its
+/// directory, and that as an argument.
+fn recorded_run(root: &std::path::Path, classes: usize, per_class: usize) -> (PathBuf, String) {
+    let source = shapes(root, classes, per_class);
     std::fs::write(root.join("spec.toml"), tiny_spec(&source)).unwrap();
     let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let dir = the_run(root);
-    let dir_arg = dir.to_string_lossy().into_owned();
+    let arg = dir.to_string_lossy().into_owned();
+    (dir, arg)
+}
+
+#[test]
+fn verify_reruns_and_compares_epoch_by_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (dir, dir_arg) = recorded_run(root, 3, 10);
 
     let o = runner(root, &["verify", &dir_arg]);
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
@@ -67,12 +74,7 @@ fn verify_reruns_and_compares_epoch_by_epoch() {
 fn verify_also_checks_the_best_weights_and_the_best_epoch() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let source = shapes(root, 2, 8);
-    std::fs::write(root.join("spec.toml"), tiny_spec(&source)).unwrap();
-    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let dir = the_run(root);
-    let dir_arg = dir.to_string_lossy().into_owned();
+    let (dir, dir_arg) = recorded_run(root, 2, 8);
     let o = runner(root, &["verify", &dir_arg]);
     assert!(o.status.success(), "{}", stdout(&o));
     assert!(stdout(&o).contains("best weights: the same bits"), "{}", stdout(&o));

@@ -1,0 +1,49 @@
+//! The fine-tuning toolkit's spec keys (issue 17), end to end.
+
+use crate::common::*;
+
+#[test]
+fn label_smoothing_and_balanced_class_weights_train_and_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = shapes(root, 2, 10);
+    // 10 circles, 6 crosses: unbalanced.
+    let crosses: Vec<_> = std::fs::read_dir(data.join("cross")).unwrap().map(|e| e.unwrap().path()).collect();
+    for f in crosses.iter().take(4) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let spec = format!("{}\n[loss]\nlabel_smoothing = 0.1\nclass_weights = \"balanced\"\n", tiny_spec(&data));
+    std::fs::write(root.join("spec.toml"), &spec).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = std::fs::read_dir(root.join("runs/tiny")).unwrap().next().unwrap().unwrap().path();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let train = summary["train_images"].as_f64().unwrap();
+    let w: Vec<f64> = summary["class_weights"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    // n / (classes x count): the rarer class weighs more, and the weighted counts sum to n.
+    assert_eq!(w.len(), 2);
+    assert!(w[1] > w[0], "{w:?}");
+    let counts = [train / (2.0 * w[0]), train / (2.0 * w[1])];
+    assert!((counts[0] + counts[1] - train).abs() < 1e-9 && counts.iter().all(|c| c.fract() == 0.0), "{counts:?}");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("label_smoothing = 0.1") && config.contains("class_weights = \"balanced\""), "{config}");
+
+    // A grid over the new keys: two runs, two ids, the key in the varying column.
+    let grid = format!("{}\n[grid]\n\"loss.label_smoothing\" = [0.0, 0.2]\n", tiny_spec(&data));
+    std::fs::write(root.join("grid.toml"), grid).unwrap();
+    let o = runner(root, &["plan", "grid.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("loss.label_smoothing=0.0") && out.contains("loss.label_smoothing=0.2"), "{out}");
+    // Bad values are spec errors.
+    let bad = format!("{}\n[loss]\nclass_weights = [1.0, -1.0]\n", tiny_spec(&data));
+    std::fs::write(root.join("bad.toml"), bad).unwrap();
+    let o = runner(root, &["plan", "bad.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("`loss.class_weights`: expected \"balanced\" or finite weights >= 0"),
+        "{}",
+        stderr(&o)
+    );
+}
