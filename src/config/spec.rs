@@ -240,6 +240,12 @@ pub struct PhaseSpec {
     /// Which BatchNorm layers use batch statistics while training.
     #[serde(default)]
     pub batchnorm: BatchNormPolicy,
+    /// Batches whose gradients add up (each loss divided by this) before one optimizer step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_accumulation: Option<usize>,
+    /// The largest total L2 norm of the gradients at a step (torch's `clip_grad_norm_`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_grad_norm: Option<f64>,
 }
 
 /// BatchNorm behaviour while training.
@@ -559,6 +565,14 @@ impl PhaseSpec {
                     layers - 1
                 ),
             ));
+        }
+        if self.gradient_accumulation == Some(0) {
+            return Err(invalid("gradient_accumulation", "expected at least 1 batch, found 0"));
+        }
+        if let Some(c) = self.clip_grad_norm
+            && !(c > 0.0 && c.is_finite())
+        {
+            return Err(invalid("clip_grad_norm", format!("expected a positive norm, found {c}")));
         }
         self.optimizer.validate(i)?;
         self.schedule.validate(self.epochs)

@@ -42,6 +42,10 @@ pub(crate) struct PhaseRun {
     pub opt: Optimizer,
     /// How its training steps run: which layers are frozen, which BatchNorms use batch statistics.
     plan: FreezePlan,
+    /// Batches per optimizer step (`gradient_accumulation`).
+    accumulate: usize,
+    /// `clip_grad_norm`.
+    clip: Option<f64>,
     cache: Option<FeatureCache>,
     /// Why the phase does or does not use the feature cache, for the log.
     pub cache_note: String,
@@ -320,6 +324,8 @@ impl Trainer {
             name: phase.name.clone(),
             opt: Optimizer::new(&phase.optimizer, lr, params),
             plan,
+            accumulate: phase.gradient_accumulation.unwrap_or(1),
+            clip: phase.clip_grad_norm,
             pending_seconds: if cache.is_some() { started.elapsed().as_secs_f64() } else { 0.0 },
             cache,
             cache_note,
@@ -574,6 +580,9 @@ impl Trainer {
         let mut loss_sum = Tensor::zeros([], (Kind::Double, self.device));
         let mut correct = Tensor::zeros([], (Kind::Int64, self.device));
         let mut seen = 0usize;
+        // Batches trained this epoch (a lone last one may be left out), for accumulation's steps.
+        let batches = n.div_ceil(self.batch_size) - usize::from(drop_single && n % self.batch_size == 1);
+        let mut trained = 0;
         for (b, chunk) in order.chunks(self.batch_size).enumerate() {
             if chunk.len() == 1 && drop_single {
                 continue;
@@ -595,7 +604,9 @@ impl Trainer {
                     self.layout(self.transform.train(&images, rng, self.device))
                 }
             };
-            let (logits, loss) = self.train_step(phase, &x, &labels);
+            let step = accumulation_step(trained, batches, phase.accumulate);
+            trained += 1;
+            let (logits, loss) = self.train_step(phase, &x, &labels, step);
             tch::no_grad(|| {
                 loss_sum += loss.to_kind(Kind::Double) * chunk.len() as f64;
                 correct += logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
@@ -617,9 +628,10 @@ impl Trainer {
         (loss_sum.double_value(&[]) / mean, correct.int64_value(&[]) as f64 / mean, seen)
     }
 
-    /// One optimisation step on a batch; returns its logits and loss. The forward runs
-    /// under autocast, the backward and the update outside it, as PyTorch's AMP recipe.
-    fn train_step(&mut self, phase: &mut PhaseRun, x: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
+    /// One batch's forward and backward, and the optimizer step when `step.last`; returns
+    /// its logits and loss. The forward runs under autocast, the backward and the update
+    /// outside it, as PyTorch's AMP recipe.
+    fn train_step(&mut self, phase: &mut PhaseRun, x: &Tensor, labels: &Tensor, step: Step) -> (Tensor, Tensor) {
         let plan = phase.plan;
         let (logits, loss) = mixed_precision(self.amp(), || {
             let logits = match &phase.cache {
@@ -629,13 +641,24 @@ impl Trainer {
             let loss = self.criterion.loss(&logits, labels);
             (logits, loss)
         });
-        phase.opt.zero_grad();
+        if step.first {
+            phase.opt.zero_grad();
+        }
+        // Accumulated losses are means over their group of batches, as gradient accumulation in PyTorch.
+        let scaled = if phase.accumulate > 1 { &loss / phase.accumulate as f64 } else { loss.shallow_clone() };
         if self.amp() {
-            (&loss * self.scaler.scale).backward();
-            self.scaler.step(&mut phase.opt);
+            (&scaled * self.scaler.scale).backward();
+            if step.last {
+                self.scaler.step(&mut phase.opt, phase.clip);
+            }
         } else {
-            loss.backward();
-            phase.opt.step();
+            scaled.backward();
+            if step.last {
+                if let Some(max_norm) = phase.clip {
+                    phase.opt.clip_grad_norm(max_norm);
+                }
+                phase.opt.step();
+            }
         }
         (logits, loss)
     }
@@ -718,6 +741,19 @@ impl Trainer {
         bar
     }
 }
+/// Where a batch stands in gradient accumulation: the first of a group zeroes the
+/// gradients, the last of a group (or of the epoch) steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Step {
+    first: bool,
+    last: bool,
+}
+
+/// The place of trained batch `t` (0-based) of `batches` in groups of `k`.
+fn accumulation_step(t: usize, batches: usize, k: usize) -> Step {
+    Step { first: t.is_multiple_of(k), last: (t + 1).is_multiple_of(k) || t + 1 == batches }
+}
+
 /// With a cache of several views: the row of the view each image of `order` trains
 /// on this epoch (None for a plain cache). Mirrored views take the draws the full
 /// forward's hflip takes, in the same order.
@@ -737,4 +773,21 @@ fn view_picks(cache: &FeatureCache, order: &[i64], rng: &mut ChaCha8Rng) -> Opti
         })
         .collect();
     Some(Tensor::from_slice(&picks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accumulation_groups_batches_and_the_epochs_last_batch_steps() {
+        let steps: Vec<(bool, bool)> = (0..5)
+            .map(|t| {
+                let s = accumulation_step(t, 5, 2);
+                (s.first, s.last)
+            })
+            .collect();
+        assert_eq!(steps, [(true, false), (false, true), (true, false), (false, true), (true, true)]);
+        assert!((0..3).all(|t| accumulation_step(t, 3, 1) == Step { first: true, last: true }));
+    }
 }

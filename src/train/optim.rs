@@ -64,6 +64,27 @@ impl Optimizer {
         }
     }
 
+    /// Scales the gradients so that their total L2 norm is at most `max_norm`, as
+    /// `torch.nn.utils.clip_grad_norm_` does (coefficient max_norm / (norm + 1e-6), at
+    /// most 1); returns the norm before clipping.
+    pub(crate) fn clip_grad_norm(&self, max_norm: f64) -> f64 {
+        tch::no_grad(|| {
+            let grads: Vec<Tensor> = self.params.iter().map(|(_, p)| p.grad()).filter(Tensor::defined).collect();
+            if grads.is_empty() {
+                return 0.0;
+            }
+            let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
+            let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
+            let coef = (max_norm / (total + 1e-6)).min(1.0);
+            if coef < 1.0 {
+                for mut g in grads {
+                    let _ = g.g_mul_scalar_(coef);
+                }
+            }
+            total
+        })
+    }
+
     /// One update of every parameter that has a gradient.
     pub(crate) fn step(&mut self) {
         self.steps += 1;
@@ -192,7 +213,7 @@ impl GradScaler {
 
     /// Unscales the gradients of `opt`'s parameters and steps unless one overflowed.
     /// Returns whether the step was taken.
-    pub(crate) fn step(&mut self, opt: &mut Optimizer) -> bool {
+    pub(crate) fn step(&mut self, opt: &mut Optimizer, clip: Option<f64>) -> bool {
         let inv = 1.0 / self.scale;
         let finite = tch::no_grad(|| {
             let mut grads = Vec::with_capacity(opt.params.len());
@@ -207,6 +228,9 @@ impl GradScaler {
             grads.is_empty() || Tensor::cat(&grads, 0).isfinite().all().int64_value(&[]) == 1
         });
         if finite {
+            if let Some(max_norm) = clip {
+                opt.clip_grad_norm(max_norm);
+            }
             opt.step();
             self.growth_tracker += 1;
             if self.growth_tracker == Self::GROWTH_INTERVAL {
@@ -323,11 +347,11 @@ mod tests {
         let mut scaler = GradScaler::default();
         // d(sum(w) * scale)/dw = scale; unscaled, a plain SGD step of 0.1.
         (w.sum(Kind::Float) * scaler.scale).backward();
-        assert!(scaler.step(&mut opt));
+        assert!(scaler.step(&mut opt, None));
         assert_eq!(Vec::<f32>::try_from(&w.detach()).unwrap(), [0.9, 1.9]);
         opt.zero_grad();
         (w.sum(Kind::Float) * f64::INFINITY).backward();
-        assert!(!scaler.step(&mut opt));
+        assert!(!scaler.step(&mut opt, None));
         assert_eq!(Vec::<f32>::try_from(&w.detach()).unwrap(), [0.9, 1.9], "an overflowing step is skipped");
         assert_eq!((scaler.scale, scaler.skipped), (32768.0, 1));
     }
@@ -357,5 +381,26 @@ mod tests {
             step(&mut opt2, &w2);
             assert!(w.detach().equal(&w2.detach()), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn clipping_scales_the_total_norm_as_torch_does() {
+        let a = Tensor::from_slice(&[0.0f32, 0.0]).set_requires_grad(true);
+        let b = Tensor::from_slice(&[0.0f32]).set_requires_grad(true);
+        // Gradients (3, 4) and (12): total norm 13.
+        (&a * Tensor::from_slice(&[3.0f32, 4.0])).sum(tch::Kind::Float).backward();
+        (&b * 12.0).sum(tch::Kind::Float).backward();
+        let opt = Optimizer::new(
+            &spec(OptimizerKind::Sgd, 0.0, false, None),
+            0.1,
+            vec![("a".into(), a.shallow_clone()), ("b".into(), b.shallow_clone())],
+        );
+        assert!((opt.clip_grad_norm(100.0) - 13.0).abs() < 1e-6);
+        assert_eq!(Vec::<f32>::try_from(&a.grad()).unwrap(), [3.0, 4.0]);
+        assert!((opt.clip_grad_norm(1.0) - 13.0).abs() < 1e-6);
+        let coef = 1.0 / (13.0 + 1e-6);
+        let got = Vec::<f32>::try_from(&a.grad()).unwrap();
+        assert!((got[0] as f64 - 3.0 * coef).abs() < 1e-6 && (got[1] as f64 - 4.0 * coef).abs() < 1e-6, "{got:?}");
+        assert!((opt.clip_grad_norm(1.0) - 1.0).abs() < 1e-5);
     }
 }

@@ -47,3 +47,41 @@ fn label_smoothing_and_balanced_class_weights_train_and_are_recorded() {
         stderr(&o)
     );
 }
+
+#[test]
+fn gradient_accumulation_and_clipping_change_the_updates_and_run_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = shapes(root, 2, 10);
+    let plain = tiny_spec(&data);
+    let tuned = plain.replace(
+        "optimizer = { kind = \"sgd\", lr_factor = 0.1, momentum = 0.9 }",
+        "optimizer = { kind = \"sgd\", lr_factor = 0.1, momentum = 0.9 }\ngradient_accumulation = 2\nclip_grad_norm = 0.05",
+    );
+    assert_ne!(plain, tuned);
+    let metrics = |name: &str, spec: &str| {
+        std::fs::write(
+            root.join(format!("{name}.toml")),
+            spec.replace("name = \"tiny\"", &format!("name = \"{name}\"")),
+        )
+        .unwrap();
+        let o = runner(root, &["run", &format!("{name}.toml"), "--out", "runs", "--quiet"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let run = std::fs::read_dir(root.join("runs").join(name)).unwrap().next().unwrap().unwrap().path();
+        std::fs::read_to_string(run.join("metrics.csv")).unwrap()
+    };
+    let (a, b) = (metrics("plain", &plain), metrics("tuned", &tuned));
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    // The head phase is the same; the fine-tuning phase with its keys is not.
+    assert_eq!(a[1], b[1]);
+    assert_ne!(a[2], b[2]);
+    let bad = tuned.replace("gradient_accumulation = 2", "gradient_accumulation = 0");
+    std::fs::write(root.join("bad.toml"), bad).unwrap();
+    let o = runner(root, &["plan", "bad.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("`phases.1.gradient_accumulation`: expected at least 1 batch, found 0"),
+        "{}",
+        stderr(&o)
+    );
+}
