@@ -34,12 +34,14 @@ struct Target {
     classes: i64,
     hidden: Vec<i64>,
     phases: Vec<PhaseSpec>,
+    /// Each phase's learning rate.
+    lrs: Vec<f64>,
 }
 
 /// A backbone name, or a spec file (its first run) with its `--set` overrides.
 fn target(target: &str, set: &[String], image_size: i64) -> Result<Target> {
     if let Some(backbone) = Backbone::from_name(target) {
-        return Ok(Target { backbone, size: image_size, classes: 1000, hidden: vec![], phases: vec![] });
+        return Ok(Target { backbone, size: image_size, classes: 1000, hidden: vec![], phases: vec![], lrs: vec![] });
     }
     let path = Path::new(target);
     if !path.exists() && !target.ends_with(".toml") {
@@ -62,18 +64,28 @@ fn target(target: &str, set: &[String], image_size: i64) -> Result<Target> {
         },
     };
     let hidden = spec.model.head.hidden.iter().map(|&h| h as i64).collect();
+    let lrs = spec.phase_lrs();
     Ok(Target {
         backbone: spec.model.backbone,
         size: spec.data.image_size as i64,
         classes,
         hidden,
         phases: spec.phases,
+        lrs,
     })
 }
 
 /// `runner summary`: what torchsummary prints, plus the freeze plan of each phase.
 fn summary(target_name: &str, set: &[String], image_size: i64) -> Result<()> {
-    let Target { backbone, size, classes, hidden, phases } = target(target_name, set, image_size)?;
+    let Target { backbone, size, classes, hidden, phases, lrs } = target(target_name, set, image_size)?;
+    // With layer-wise rates, a trainable layer shows its learning rate instead of "trainable".
+    let trainable = |p: usize, layer: Option<usize>, layers: usize| {
+        let opt = &phases[p].optimizer;
+        if opt.layer_decay.is_none() && opt.head_lr_factor.is_none() {
+            return "trainable".to_string();
+        }
+        format!("lr {:.2e}", lrs[p] * runner::model::lr_scale(layer, layers, opt))
+    };
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let model = runner::model::Classifier::with_hidden(backbone, &vs.root(), classes, 0.0, &hidden);
     let layers = model.backbone.layers();
@@ -85,7 +97,7 @@ fn summary(target_name: &str, set: &[String], image_size: i64) -> Result<()> {
     println!();
     let mut x = Tensor::zeros([1, 3, size, size], (tch::Kind::Float, Device::Cpu));
     let mut total = 0;
-    let mut trainable = vec![0i64; phases.len()];
+    let mut trainable_params = vec![0i64; phases.len()];
     tch::no_grad(|| {
         for (i, layer) in layers.iter().enumerate() {
             x = model.backbone.forward_layer(i, &x, runner::model::Mode::Infer);
@@ -98,9 +110,9 @@ fn summary(target_name: &str, set: &[String], image_size: i64) -> Result<()> {
                 if layer.has_batchnorm { "yes" } else { "" }
             );
             for (p, plan) in plans.iter().enumerate() {
-                let state = if plan.is_frozen(i) { "frozen" } else { "trainable" };
+                let state = if plan.is_frozen(i) { "frozen".to_string() } else { trainable(p, Some(i), layers.len()) };
                 if !plan.is_frozen(i) {
-                    trainable[p] += params;
+                    trainable_params[p] += params;
                 }
                 print!("  {state:<12}");
             }
@@ -116,14 +128,14 @@ fn summary(target_name: &str, set: &[String], image_size: i64) -> Result<()> {
             format!("{:?}", head.size()),
             ""
         );
-        for t in trainable.iter_mut() {
+        for (p, t) in trainable_params.iter_mut().enumerate() {
             *t += params;
-            print!("  {:<12}", "trainable");
+            print!("  {:<12}", trainable(p, None, layers.len()));
         }
         println!();
     });
     println!("total parameters: {total}");
-    for (p, t) in phases.iter().zip(&trainable) {
+    for (p, t) in phases.iter().zip(&trainable_params) {
         println!("phase {}: {t} trainable ({:.1}%)", p.name, 100.0 * *t as f64 / total.max(1) as f64);
     }
     Ok(())

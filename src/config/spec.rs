@@ -333,6 +333,13 @@ pub struct OptimizerSpec {
     /// L2 penalty; when not given, the optimizer's own default (0, or 0.01 for adamw).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
+    /// Layer-wise learning-rate decay (timm's `--layer-decay`): backbone layer i of L trains
+    /// at lr x decay^(L - i), the head at lr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_decay: Option<f64>,
+    /// The head's learning rate as a multiple of the phase's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_lr_factor: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -608,6 +615,16 @@ impl OptimizerSpec {
             && !finite_non_negative(w)
         {
             return Err(invalid("optimizer.weight_decay", format!("expected a finite value >= 0, found {w}")));
+        }
+        if let Some(d) = self.layer_decay
+            && !(d > 0.0 && d <= 1.0)
+        {
+            return Err(invalid("optimizer.layer_decay", format!("expected 0 < decay <= 1, found {d}")));
+        }
+        if let Some(f) = self.head_lr_factor
+            && !(f > 0.0 && f.is_finite())
+        {
+            return Err(invalid("optimizer.head_lr_factor", format!("expected a positive factor, found {f}")));
         }
         if self.nesterov && (self.kind != OptimizerKind::Sgd || self.momentum <= 0.0) {
             return Err(invalid("optimizer.nesterov", "nesterov needs kind = \"sgd\" and a positive momentum"));

@@ -320,9 +320,16 @@ impl Trainer {
             Some(reason) => (None, format!("full forward every epoch ({reason})")),
             None => self.build_cache(frozen),
         };
+        let layers = self.model.backbone.layers().len();
+        let scales: Vec<f64> = params
+            .iter()
+            .map(|(name, _)| crate::model::lr_scale(self.model.layer_of(name), layers, &phase.optimizer))
+            .collect();
+        let mut opt = Optimizer::new(&phase.optimizer, lr, params);
+        opt.set_lr_scales(scales);
         PhaseRun {
             name: phase.name.clone(),
-            opt: Optimizer::new(&phase.optimizer, lr, params),
+            opt,
             plan,
             accumulate: phase.gradient_accumulation.unwrap_or(1),
             clip: phase.clip_grad_norm,

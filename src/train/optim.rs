@@ -28,6 +28,8 @@ pub(crate) struct Optimizer {
     weight_decay: f64,
     /// Trainable parameters by variable name.
     params: Vec<(String, Tensor)>,
+    /// Each parameter's learning rate as a multiple of the phase's (1 without layer-wise rates).
+    scales: Vec<f64>,
     /// Per parameter: its buffers by name (`momentum_buffer`, `exp_avg`, ...), created on first step.
     state: BTreeMap<String, BTreeMap<&'static str, Tensor>>,
     /// Steps taken (Adam's bias correction).
@@ -43,10 +45,17 @@ impl Optimizer {
             momentum: spec.momentum,
             nesterov: spec.nesterov,
             weight_decay: spec.weight_decay.unwrap_or(default_wd),
+            scales: vec![1.0; params.len()],
             params,
             state: BTreeMap::new(),
             steps: 0,
         }
+    }
+
+    /// Each parameter's learning rate as a multiple of the phase's, in parameter order.
+    pub(crate) fn set_lr_scales(&mut self, scales: Vec<f64>) {
+        assert_eq!(scales.len(), self.params.len(), "one scale per parameter");
+        self.scales = scales;
     }
 
     pub(crate) fn set_lr(&mut self, lr: f64) {
@@ -90,7 +99,9 @@ impl Optimizer {
         self.steps += 1;
         let t = self.steps;
         tch::no_grad(|| {
-            for (name, p) in &self.params {
+            for ((name, p), scale) in self.params.iter().zip(&self.scales) {
+                // Layer-wise learning rates: this parameter's share of the phase's rate.
+                let lr = self.lr * scale;
                 let grad = p.grad();
                 if !grad.defined() {
                     continue;
@@ -117,11 +128,11 @@ impl Optimizer {
                             };
                             g = if self.nesterov { g + buf * self.momentum } else { buf };
                         }
-                        let _ = p.g_sub_(&(g * self.lr));
+                        let _ = p.g_sub_(&(g * lr));
                     }
                     OptimizerKind::Adam | OptimizerKind::Adamw => {
                         if self.kind == OptimizerKind::Adamw {
-                            let _ = p.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
+                            let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
                         }
                         let m = state.entry("exp_avg").or_insert_with(|| p.zeros_like());
                         let _ = m.lerp_(&g, 1.0 - BETA1);
@@ -131,7 +142,7 @@ impl Optimizer {
                         let bias1 = 1.0 - BETA1.powi(t as i32);
                         let bias2_sqrt = (1.0 - BETA2.powi(t as i32)).sqrt();
                         let denom = (v.sqrt() / bias2_sqrt) + ADAM_EPS;
-                        let _ = p.addcdiv_(&(m * (-self.lr / bias1)), &denom);
+                        let _ = p.addcdiv_(&(m * (-lr / bias1)), &denom);
                     }
                     OptimizerKind::Rmsprop => {
                         let sq = state.entry("square_avg").or_insert_with(|| p.zeros_like());
@@ -142,9 +153,9 @@ impl Optimizer {
                         if self.momentum > 0.0 {
                             let buf = state.entry("momentum_buffer").or_insert_with(|| p.zeros_like());
                             let _ = buf.g_mul_scalar_(self.momentum).addcdiv_(&g, &avg);
-                            let _ = p.g_sub_(&(&*buf * self.lr));
+                            let _ = p.g_sub_(&(&*buf * lr));
                         } else {
-                            let _ = p.addcdiv_(&(g * -self.lr), &avg);
+                            let _ = p.addcdiv_(&(g * -lr), &avg);
                         }
                     }
                 }
@@ -252,7 +263,16 @@ mod tests {
     use tch::Kind;
 
     fn spec(kind: OptimizerKind, momentum: f64, nesterov: bool, wd: Option<f64>) -> OptimizerSpec {
-        OptimizerSpec { kind, lr: Some(0.1), lr_factor: None, momentum, nesterov, weight_decay: wd }
+        OptimizerSpec {
+            kind,
+            lr: Some(0.1),
+            lr_factor: None,
+            momentum,
+            nesterov,
+            weight_decay: wd,
+            layer_decay: None,
+            head_lr_factor: None,
+        }
     }
 
     /// Three steps on f(w) = sum(w^2 * c) from w0, by the optimizer under test.
@@ -402,5 +422,21 @@ mod tests {
         let got = Vec::<f32>::try_from(&a.grad()).unwrap();
         assert!((got[0] as f64 - 3.0 * coef).abs() < 1e-6 && (got[1] as f64 - 4.0 * coef).abs() < 1e-6, "{got:?}");
         assert!((opt.clip_grad_norm(1.0) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn a_parameter_trains_at_its_share_of_the_rate() {
+        let a = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let b = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        (&a * 2.0 + &b * 2.0).sum(tch::Kind::Float).backward();
+        let mut opt = Optimizer::new(
+            &spec(OptimizerKind::Sgd, 0.0, false, None),
+            0.1,
+            vec![("a".into(), a.shallow_clone()), ("b".into(), b.shallow_clone())],
+        );
+        opt.set_lr_scales(vec![1.0, 0.25]);
+        opt.step();
+        // p -= lr x scale x grad: 1 - 0.1 x 2 and 1 - 0.025 x 2.
+        assert!((a.double_value(&[0]) - 0.8).abs() < 1e-7 && (b.double_value(&[0]) - 0.95).abs() < 1e-7);
     }
 }

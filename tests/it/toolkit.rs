@@ -85,3 +85,26 @@ fn gradient_accumulation_and_clipping_change_the_updates_and_run_to_the_end() {
         stderr(&o)
     );
 }
+
+#[test]
+fn layer_decay_and_head_lr_factor_show_in_summary_and_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = shapes(root, 2, 8);
+    std::fs::write(root.join("spec.toml"), tiny_spec(&data)).unwrap();
+    let sets = ["--set", "phases.1.optimizer.layer_decay=0.5", "--set", "phases.1.optimizer.head_lr_factor=2"];
+    let o = runner(root, &[&["summary", "spec.toml"][..], &sets].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    // Phase 2 (lr 1e-4): the last layer at 1e-4 x 0.5, the one before at x 0.25, the head at x 2.
+    let line = |start: &str| out.lines().find(|l| l.trim_start().starts_with(start)).unwrap_or_default().to_string();
+    assert!(line("17 ").contains("lr 5.00e-5"), "{out}");
+    assert!(line("16 ").contains("lr 2.50e-5"), "{out}");
+    assert!(out.lines().any(|l| l.contains("head") && l.contains("lr 2.00e-4")), "{out}");
+    assert!(line("0 ").contains("frozen"), "{out}");
+    let o = runner(root, &[&["run", "spec.toml", "--out", "runs", "--quiet"][..], &sets].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bad = runner(root, &["plan", "spec.toml", "--set", "phases.1.optimizer.layer_decay=1.5"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("expected 0 < decay <= 1, found 1.5"), "{}", stderr(&bad));
+}
