@@ -135,14 +135,17 @@ fn build_atomically(target: &Path, archive: &Path, fill: impl FnOnce(&Path) -> R
     fill(tmp.path()).with_context(|| format!("cannot unpack {}", archive.display()))?;
     // A stale extraction (of another archive of the same name) is moved aside into a
     // folder of its own, removed when dropped.
-    let aside = tempfile::Builder::new()
-        .prefix(&format!(".{name}.stale"))
-        .tempdir_in(parent)
-        .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
-    if target.is_dir() {
+    let _aside = if target.is_dir() {
+        let aside = tempfile::Builder::new()
+            .prefix(&format!(".{name}.stale"))
+            .tempdir_in(parent)
+            .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
         // Another process may have moved it first: then there is nothing to move.
         let _ = std::fs::rename(target, aside.path().join("old"));
-    }
+        Some(aside)
+    } else {
+        None
+    };
     let moved = std::fs::rename(tmp.path(), target);
     match moved {
         Ok(()) => {
@@ -203,6 +206,7 @@ fn extract_user_archive(archive: &Path, target: &Path, quiet: bool) -> Result<()
     let record = source_record(target);
     let (size, modified) = ArchiveStamp::quick(archive)?;
     let recorded = ArchiveStamp::read(&record);
+    let mut digest = None;
     if target.is_dir()
         && let Some(r) = &recorded
     {
@@ -213,6 +217,7 @@ fn extract_user_archive(archive: &Path, target: &Path, quiet: bool) -> Result<()
         if r.sha256 == sha256 {
             return ArchiveStamp { size, modified, sha256 }.write(&record);
         }
+        digest = Some(sha256);
     }
     if target.is_dir() && !quiet {
         eprintln!(
@@ -221,7 +226,11 @@ fn extract_user_archive(archive: &Path, target: &Path, quiet: bool) -> Result<()
             if recorded.is_some() { "another archive of the same name" } else { "an archive runner cannot identify" }
         );
     }
-    let sha256 = crate::sys::fetch::sha256_file(archive)?;
+    // Hashed once: above when a recorded extraction had to be checked, else here.
+    let sha256 = match digest {
+        Some(d) => d,
+        None => crate::sys::fetch::sha256_file(archive)?,
+    };
     unpack(archive, target, quiet)?;
     ArchiveStamp { size, modified, sha256 }.write(&record)
 }

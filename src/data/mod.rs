@@ -275,8 +275,10 @@ pub enum BadImage {
 }
 
 /// [`crate::sys::env::MAX_IMAGE_PIXELS`], else 89,478,485 (PIL's `Image.MAX_IMAGE_PIXELS`).
+/// Read once per process: it is asked for every image decoded.
 fn max_image_pixels() -> u64 {
-    crate::sys::env::limit(crate::sys::env::MAX_IMAGE_PIXELS, 89_478_485)
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| crate::sys::env::limit(crate::sys::env::MAX_IMAGE_PIXELS, 89_478_485))
 }
 
 pub(crate) fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded, BadImage> {

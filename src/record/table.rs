@@ -46,12 +46,7 @@ pub(crate) fn write_frame(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<
 }
 
 fn write_frame_to(df: &mut DataFrame, csv_path: &Path, parquet_path: &Path) -> Result<()> {
-    let mut csv = Vec::new();
-    CsvWriter::new(&mut csv)
-        .include_header(true)
-        .finish(df)
-        .with_context(|| format!("cannot format {}", csv_path.display()))?;
-    write_atomic(csv_path, &csv)?;
+    write_frame_csv(df, csv_path, None)?;
     let mut parquet = Vec::new();
     ParquetWriter::new(&mut parquet).finish(df).with_context(|| format!("cannot format {}", parquet_path.display()))?;
     write_atomic(parquet_path, &parquet)
@@ -62,11 +57,16 @@ fn write_frame_to(df: &mut DataFrame, csv_path: &Path, parquet_path: &Path) -> R
 pub(crate) fn write_csv(path: &Path, columns: Vec<Column>, decimals: Option<usize>) -> Result<()> {
     let height = columns.first().map_or(0, Column::len);
     let mut df = DataFrame::new(height, columns).with_context(|| format!("cannot tabulate {}", path.display()))?;
+    write_frame_csv(&mut df, path, decimals)
+}
+
+/// `df` as CSV at `path`, with a header, atomically; floats with `decimals` digits.
+fn write_frame_csv(df: &mut DataFrame, path: &Path, decimals: Option<usize>) -> Result<()> {
     let mut csv = Vec::new();
     CsvWriter::new(&mut csv)
         .include_header(true)
         .with_float_precision(decimals)
-        .finish(&mut df)
+        .finish(df)
         .with_context(|| format!("cannot format {}", path.display()))?;
     write_atomic(path, &csv)
 }

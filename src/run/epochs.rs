@@ -43,8 +43,7 @@ impl Records<'_> {
         while !state.finished {
             let p = state.next_phase;
             let phase = &spec.phases[p];
-            trainer.later_boundaries =
-                spec.phases[p + 1..].iter().map(|later| trainer.frozen_layers(later.freeze_up_to)).collect();
+            trainer.later_boundaries = spec.phases[p + 1..].iter().map(|later| trainer.plan(later).frozen()).collect();
             let mut run = trainer.start_phase(phase, lrs[p]);
             self.log.line(&format!("phase {} ({}): {}", p + 1, phase.name, run.cache_note));
             if state.next_phase_epoch > 0 {

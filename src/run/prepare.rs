@@ -2,7 +2,7 @@
 //! data, the weights, the model and the trainer; and the checks of a whole
 //! experiment that need its data.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tch::{Device, nn};
 
 use super::identity::data_files;
@@ -42,7 +42,7 @@ pub(crate) fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device
     trainer.cache = spec.data.cache;
     trainer.cache_views = spec.data.cache_views;
     trainer.precision = spec.precision;
-    let train_labels = Vec::<i64>::try_from(&trainer.data.train.labels).unwrap_or_default();
+    let train_labels = Vec::<i64>::try_from(&trainer.data.train.labels).context("the train labels")?;
     trainer.criterion = crate::train::loss::Criterion::new(&spec.loss, &train_labels, trainer.data.classes.len())?;
     if spec.precision == Precision::Fp16 && !device.is_cuda() {
         if !quiet {

@@ -29,7 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::spec::{Augment, BatchNormPolicy, CacheMode, FreezeUpTo, PhaseSpec, Precision};
+use crate::config::spec::{Augment, BatchNormPolicy, CacheMode, PhaseSpec, Precision};
 use crate::data::{Dataset, Split, Transform};
 use crate::model::{Classifier, FreezePlan};
 use crate::train::metrics::EpochRecord;
@@ -281,12 +281,6 @@ impl Trainer {
     /// The freeze plan of a phase of this trainer's model.
     pub fn plan(&self, phase: &PhaseSpec) -> FreezePlan {
         FreezePlan::of_phase(phase, self.model.backbone.layers().len())
-    }
-
-    /// Number of backbone layers frozen by `freeze_up_to`.
-    pub(crate) fn frozen_layers(&self, freeze: FreezeUpTo) -> usize {
-        let layers = self.model.backbone.layers().len();
-        FreezePlan::from_spec(freeze, BatchNormPolicy::Frozen, layers).frozen()
     }
 
     /// Marks the parameters of the plan's frozen layers as frozen and all others
