@@ -194,3 +194,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn experiments_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments")
 }
+
+/// The one run directory of an experiment, `<out>/<experiment>/<run id>`.
+pub fn only_run(experiment: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(experiment).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.into_iter().next().unwrap()
+}
+
+/// A run directory's summary.json.
+pub fn summary_json(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
+
+/// `runner plan` of `spec`, written as `root/spec.toml`, which must be a spec error (exit 2):
+/// its message.
+pub fn spec_error(root: &Path, spec: &str) -> String {
+    std::fs::write(root.join("spec.toml"), spec).unwrap();
+    let o = runner(root, &["plan", "spec.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    stderr(&o)
+}

@@ -1,8 +1,6 @@
 //! Hostile and unlucky inputs (issue 16): each builds its input itself and checks for a
 //! clear error, skip or refusal, with nothing left behind.
 
-use std::path::Path;
-
 use crate::common::*;
 
 /// CRC-32 (IEEE) of `bytes`, as PNG chunks carry it.
@@ -51,7 +49,7 @@ fn a_decompression_bomb_is_skipped_not_fatal() {
     std::fs::write(dir.path().join("spec.toml"), tiny_spec(&root)).unwrap();
     let o = runner(dir.path(), &["run", "spec.toml", "--out", "runs", "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let run = std::fs::read_dir(dir.path().join("runs/tiny")).unwrap().next().unwrap().unwrap().path();
+    let run = only_run(&dir.path().join("runs/tiny"));
     assert!(std::fs::read_to_string(run.join("skipped.csv")).unwrap().contains("bomb.png,image of 100000 x 100000"));
     let good = std::fs::read_dir(root.join("cross")).unwrap().next().unwrap().unwrap().path();
     let bomb_path = root.join("circle/bomb.png");
@@ -117,13 +115,6 @@ fn a_zip_is_reextracted_when_another_archive_takes_its_name() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-fn spec_error(root: &Path, spec: &str) -> String {
-    std::fs::write(root.join("spec.toml"), spec).unwrap();
-    let o = runner(root, &["plan", "spec.toml"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
-    stderr(&o)
-}
-
 #[test]
 fn out_of_range_values_are_spec_and_flag_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -170,11 +161,8 @@ fn a_signal_ends_the_run_cleanly_and_it_resumes() {
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
     let status = { child }.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    let runs: Vec<_> = std::fs::read_dir(root.join("runs/tiny")).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(runs.len(), 1);
-    let run = &runs[0];
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let run = &only_run(&root.join("runs/tiny"));
+    let summary = summary_json(run);
     assert_eq!(summary["status"], "interrupted");
     assert_eq!(summary["epochs"], 1);
     let log = std::fs::read_to_string(run.join("run.log")).unwrap();
@@ -183,8 +171,7 @@ fn a_signal_ends_the_run_cleanly_and_it_resumes() {
 
     let o = runner(root, &["run", "spec.toml", "--out", "runs", "--resume", "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary = summary_json(run);
     assert_eq!(
         (summary["status"].as_str(), summary["resumed_after"].clone()),
         (Some("completed"), serde_json::json!([1]))
@@ -232,8 +219,7 @@ fn links_that_lead_nowhere_are_listed_and_a_class_without_validation_images_is_n
     let o = runner(root, &["run", "spec.toml", "--out", "runs"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("class `lonely` has no validation images"), "{}", stderr(&o));
-    let skipped =
-        std::fs::read_dir(root.join("runs/tiny")).unwrap().next().unwrap().unwrap().path().join("skipped.csv");
+    let skipped = only_run(&root.join("runs/tiny")).join("skipped.csv");
     assert!(std::fs::read_to_string(skipped).unwrap().contains("ghost.png,unreachable"));
 }
 

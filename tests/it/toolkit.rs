@@ -16,9 +16,8 @@ fn label_smoothing_and_balanced_class_weights_train_and_are_recorded() {
     std::fs::write(root.join("spec.toml"), &spec).unwrap();
     let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let run = std::fs::read_dir(root.join("runs/tiny")).unwrap().next().unwrap().unwrap().path();
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let run = only_run(&root.join("runs/tiny"));
+    let summary = summary_json(&run);
     let train = summary["train_images"].as_f64().unwrap();
     let w: Vec<f64> = summary["class_weights"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     // n / (classes x count): the rarer class weighs more, and the weighted counts sum to n.
@@ -38,14 +37,8 @@ fn label_smoothing_and_balanced_class_weights_train_and_are_recorded() {
     assert!(out.contains("loss.label_smoothing=0.0") && out.contains("loss.label_smoothing=0.2"), "{out}");
     // Bad values are spec errors.
     let bad = format!("{}\n[loss]\nclass_weights = [1.0, -1.0]\n", tiny_spec(&data));
-    std::fs::write(root.join("bad.toml"), bad).unwrap();
-    let o = runner(root, &["plan", "bad.toml"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("`loss.class_weights`: expected \"balanced\" or finite weights >= 0"),
-        "{}",
-        stderr(&o)
-    );
+    let e = spec_error(root, &bad);
+    assert!(e.contains("`loss.class_weights`: expected \"balanced\" or finite weights >= 0"), "{e}");
 }
 
 #[test]
@@ -67,7 +60,7 @@ fn gradient_accumulation_and_clipping_change_the_updates_and_run_to_the_end() {
         .unwrap();
         let o = runner(root, &["run", &format!("{name}.toml"), "--out", "runs", "--quiet"]);
         assert!(o.status.success(), "{}", stderr(&o));
-        let run = std::fs::read_dir(root.join("runs").join(name)).unwrap().next().unwrap().unwrap().path();
+        let run = only_run(&root.join("runs").join(name));
         std::fs::read_to_string(run.join("metrics.csv")).unwrap()
     };
     let (a, b) = (metrics("plain", &plain), metrics("tuned", &tuned));
@@ -76,14 +69,8 @@ fn gradient_accumulation_and_clipping_change_the_updates_and_run_to_the_end() {
     assert_eq!(a[1], b[1]);
     assert_ne!(a[2], b[2]);
     let bad = tuned.replace("gradient_accumulation = 2", "gradient_accumulation = 0");
-    std::fs::write(root.join("bad.toml"), bad).unwrap();
-    let o = runner(root, &["plan", "bad.toml"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("`phases.1.gradient_accumulation`: expected at least 1 batch, found 0"),
-        "{}",
-        stderr(&o)
-    );
+    let e = spec_error(root, &bad);
+    assert!(e.contains("`phases.1.gradient_accumulation`: expected at least 1 batch, found 0"), "{e}");
 }
 
 #[test]

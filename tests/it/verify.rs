@@ -4,14 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::common::{runner, shapes, stderr, stdout, tiny_spec};
-
-fn the_run(root: &std::path::Path) -> PathBuf {
-    let exp = root.join("runs/tiny");
-    let dirs: Vec<PathBuf> = std::fs::read_dir(&exp).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(dirs.len(), 1);
-    dirs[0].clone()
-}
+use crate::common::{only_run, runner, shapes, stderr, stdout, tiny_spec};
 
 /// A run of the tiny spec on `classes` x `per_class` shapes under `root/runs`: its
 /// directory, and that as an argument.
@@ -20,7 +13,7 @@ fn recorded_run(root: &std::path::Path, classes: usize, per_class: usize) -> (Pa
     std::fs::write(root.join("spec.toml"), tiny_spec(&source)).unwrap();
     let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let dir = the_run(root);
+    let dir = only_run(&root.join("runs/tiny"));
     let arg = dir.to_string_lossy().into_owned();
     (dir, arg)
 }
