@@ -81,10 +81,11 @@ def make_data(runner, root, per_class, size):
     return split
 
 
-def spec_text(a, data, weights):
+def spec_text(a, data, weights, seed):
     augment = '["random_resized_crop", "hflip"]' if a.augment else "[]"
+    extra = "".join(f"{line}\n" for line in a.runner_set)
     return f'''name = "bench"
-seed = 0
+seed = {seed}
 precision = "{a.precision}"
 
 [data]
@@ -96,7 +97,7 @@ augment = {augment}
 [model]
 backbone = "{a.model}"
 weights = "{weights or 'none'}"
-
+{extra}
 [[phases]]
 name = "head"
 epochs = {a.epochs[0]}
@@ -109,6 +110,44 @@ epochs = {a.epochs[1]}
 freeze_up_to = {a.freeze}
 optimizer = {{ kind = "rmsprop", lr_factor = {a.lr_factor} }}
 '''
+
+
+def run_both(a, data, weights, env, seed):
+    """One seed: runner, then (unless --skip-reference) the PyTorch reference; their figures."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = pathlib.Path(tmp) / "bench.toml"
+        spec.write_text(spec_text(a, data, weights, seed))
+        r = measured([a.runner, "run", spec, "--out", pathlib.Path(tmp) / "runs", "--quiet", "--force",
+                      "--device", a.device], env, a.device)
+        (run_dir,) = (pathlib.Path(tmp) / "runs/bench").iterdir()
+        timing = list(csv.DictReader(open(run_dir / "timing.csv")))
+        metrics = list(csv.DictReader(open(run_dir / "metrics.csv")))
+        phase_of = lambda row: 1 if row["phase"] == "head" else 2
+        results["runner"] = {
+            "wall_s": r["wall"], "rss_mib": r["rss_mib"], "gpu_mib": r.get("gpu_mib"),
+            "epochs": [{"phase": phase_of(t), "seconds": float(t["seconds"]),
+                        "train_images_per_s": float(t["train_images_per_s"]), "val_acc": float(m["val_acc"])}
+                       for t, m in zip(timing, metrics)],
+        }
+    if not a.skip_reference:
+        cmd = [a.python, ROOT / "bench/torch_reference.py", "--data", data, "--model", a.model,
+               "--weights", weights, "--image-size", a.image_size, "--batch-size", a.batch_size,
+               "--epochs", *a.epochs, "--freeze", a.freeze, "--lr", a.lr, "--lr-factor", a.lr_factor,
+               "--threads", a.threads, "--workers", a.workers, "--device", a.device, "--seed", seed] \
+            + (["--augment"] if a.augment else []) \
+            + (["--amp"] if a.precision in ("fp16", "bf16") else []) \
+            + (["--amp-dtype", "bfloat16"] if a.precision == "bf16" else []) \
+            + (["--channels-last"] if a.reference_channels_last else []) \
+            + (["--frozen-train-mode"] if a.reference_frozen_train_mode else []) \
+            + (["--preload"] if a.device == "cuda" else [])
+        r = measured(cmd, env, a.device)
+        ref = json.loads(r["out"])
+        results["pytorch"] = {"wall_s": r["wall"], "rss_mib": r["rss_mib"], "gpu_mib": r.get("gpu_mib"),
+                              "epochs": ref["epochs"], "torch": ref["torch"], "workers": ref["workers"]}
+    accs = "  ".join(f"{k} {v['epochs'][-1]['val_acc']:.4f}" for k, v in results.items())
+    print(f"seed {seed}: final val acc  {accs}", file=sys.stderr, flush=True)
+    return results
 
 
 def main():
@@ -129,6 +168,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference")
     ap.add_argument("--data-dir", default=str(ROOT / "datasets/bench"))
+    ap.add_argument("--dataset", help="an existing folder with train/ and val/ class folders (e.g. from "
+                    "bench/real_photos.py) instead of the synthetic shapes")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="run both sides once per seed; accuracy is reported as mean, spread and each value")
+    ap.add_argument("--runner-set", action="append", default=[], metavar="LINE",
+                    help='a line added to the [model] table of runner\'s spec, e.g. \'head = { init = "kaiming" }\'')
+    ap.add_argument("--reference-frozen-train-mode", action="store_true",
+                    help="the reference's frozen blocks stay in training mode (dropout, stochastic depth), "
+                         "their BatchNorm in inference mode, as `model.train()` then freezing leaves them")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (the reference then preloads its data too)")
@@ -141,41 +189,17 @@ def main():
     weights = a.weights if a.weights and pathlib.Path(a.weights).exists() else ""
     if not weights:
         print("note: no weights file; both sides start from random weights", file=sys.stderr)
-    data = make_data(a.runner, pathlib.Path(a.data_dir) / f"{len(CLASSES)}x{a.per_class}-{a.source_size}px",
-                     a.per_class, a.source_size)
+    if a.dataset:
+        data = pathlib.Path(a.dataset).resolve()
+        if not (data / "train").is_dir() or not (data / "val").is_dir():
+            sys.exit(f"--dataset {data}: expected train/ and val/ class folders in it")
+    else:
+        data = make_data(a.runner, pathlib.Path(a.data_dir) / f"{len(CLASSES)}x{a.per_class}-{a.source_size}px",
+                         a.per_class, a.source_size)
     env = dict(os.environ, RUNNER_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads))
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = pathlib.Path(tmp) / "bench.toml"
-        spec.write_text(spec_text(a, data, weights))
-        r = measured([a.runner, "run", spec, "--out", pathlib.Path(tmp) / "runs", "--quiet", "--force",
-                      "--device", a.device], env, a.device)
-        (run_dir,) = (pathlib.Path(tmp) / "runs/bench").iterdir()
-        timing = list(csv.DictReader(open(run_dir / "timing.csv")))
-        metrics = list(csv.DictReader(open(run_dir / "metrics.csv")))
-        phase_of = lambda row: 1 if row["phase"] == "head" else 2
-        results["runner"] = {
-            "wall_s": r["wall"], "rss_mib": r["rss_mib"], "gpu_mib": r.get("gpu_mib"),
-            "epochs": [{"phase": phase_of(t), "seconds": float(t["seconds"]),
-                        "train_images_per_s": float(t["train_images_per_s"]), "val_acc": float(m["val_acc"])}
-                       for t, m in zip(timing, metrics)],
-        }
-        if not a.skip_reference:
-            cmd = [a.python, ROOT / "bench/torch_reference.py", "--data", data, "--model", a.model,
-                   "--weights", weights, "--image-size", a.image_size, "--batch-size", a.batch_size,
-                   "--epochs", *a.epochs, "--freeze", a.freeze, "--lr", a.lr, "--lr-factor", a.lr_factor,
-                   "--threads", a.threads, "--workers", a.workers, "--device", a.device] \
-                + (["--augment"] if a.augment else []) \
-                + (["--amp"] if a.precision in ("fp16", "bf16") else []) \
-                + (["--amp-dtype", "bfloat16"] if a.precision == "bf16" else []) \
-                + (["--channels-last"] if a.reference_channels_last else []) \
-                + (["--preload"] if a.device == "cuda" else [])
-            r = measured(cmd, env, a.device)
-            ref = json.loads(r["out"])
-            results["pytorch"] = {"wall_s": r["wall"], "rss_mib": r["rss_mib"], "gpu_mib": r.get("gpu_mib"),
-                                  "epochs": ref["epochs"],
-                                  "torch": ref["torch"], "workers": ref["workers"]}
-
+    per_seed = [run_both(a, data, weights, env, seed) for seed in a.seeds]
+    # Speed and memory from the first seed; accuracy over all of them.
+    results = per_seed[0]
     def row(name, f, fmt="{:.2f}"):
         vals = [f(results[k]) for k in results]
         cells = [fmt.format(v) for v in vals]
@@ -199,10 +223,20 @@ def main():
     row("peak memory (MiB)", lambda r: r["rss_mib"], "{:.0f}")
     if a.device == "cuda":
         row("peak GPU memory in use (MiB)", lambda r: r["gpu_mib"] or 0, "{:.0f}")
-    row("final val acc", lambda r: r["epochs"][-1]["val_acc"], "{:.4f}")
-    row("best val acc", lambda r: max(e["val_acc"] for e in r["epochs"]), "{:.4f}")
+    if len(per_seed) == 1:
+        row("final val acc", lambda r: r["epochs"][-1]["val_acc"], "{:.4f}")
+        row("best val acc", lambda r: max(e["val_acc"] for e in r["epochs"]), "{:.4f}")
+    else:
+        print(f"val accuracy over seeds {' '.join(map(str, a.seeds))} (mean ± sample sd [each seed]):")
+        for side in results:
+            for what, f in [("final", lambda e: e[-1]["val_acc"]), ("best", lambda e: max(x["val_acc"] for x in e))]:
+                vals = [f(s[side]["epochs"]) for s in per_seed]
+                m = mean(vals)
+                sd = (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+                print(f"  {side:<8} {what:<6} {m:.4f} ± {sd:.4f}  [{' '.join(f'{v:.4f}' for v in vals)}]")
     if a.json:
-        pathlib.Path(a.json).write_text(json.dumps({"args": vars(a), "results": results}, indent=1))
+        pathlib.Path(a.json).write_text(json.dumps({"args": vars(a), "seeds": a.seeds, "results": per_seed},
+                                                   indent=1, default=str))
 
 
 if __name__ == "__main__":

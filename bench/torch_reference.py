@@ -49,13 +49,22 @@ def build(name, weights, classes):
     raise SystemExit(f"unknown model {name}")
 
 
-def freeze(model, layers, k):
-    """Layers below k: no gradient, eval mode. Everything else trains."""
+def freeze(model, layers, k, train_mode=False):
+    """Layers below k: no gradient, eval mode. Everything else trains.
+
+    With train_mode, frozen layers stay in training mode but their BatchNorm runs in
+    inference mode: what `model.train()` after freezing leaves (dropout and
+    stochastic depth still on in frozen blocks)."""
     for p in model.parameters():
         p.requires_grad = True
     model.train()
     for layer in layers[:k]:
-        layer.eval()
+        if train_mode:
+            for m in layer.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        else:
+            layer.eval()
         for p in layer.parameters():
             p.requires_grad = False
 
@@ -75,6 +84,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--frozen-train-mode", action="store_true",
+                    help="frozen blocks keep dropout / stochastic depth on (BatchNorm still in inference mode)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", action="store_true", help="autocast (fp16 with a GradScaler, bf16 without one)")
     ap.add_argument("--amp-dtype", default="float16", choices=["float16", "bfloat16"])
@@ -145,11 +156,11 @@ def main():
     for phase, (n_epochs, k) in enumerate(zip(args.epochs, [len(layers), args.freeze])):
         if phase == 1:
             lr *= args.lr_factor
-        freeze(model, layers, k)
+        freeze(model, layers, k, args.frozen_train_mode)
         optimizer = torch.optim.RMSprop([p for p in model.parameters() if p.requires_grad], lr=lr)
         for _ in range(n_epochs):
             t0 = time.perf_counter()
-            freeze(model, layers, k)
+            freeze(model, layers, k, args.frozen_train_mode)
             seen = 0
             loss_sum = 0.0
             correct = 0

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::config::spec::Spec;
+use crate::config::spec::{Spec, TtaView};
 use crate::data::{Transform, decode, resize_side};
 use crate::model::weights;
 use crate::model::{Backbone, Classifier};
@@ -22,6 +22,8 @@ pub struct Predictor {
     labels: Option<Vec<String>>,
     image_size: u32,
     transform: Transform,
+    /// Test-time views averaged with the plain image (a run's `eval.tta`).
+    pub tta: Vec<TtaView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,9 +60,12 @@ impl Predictor {
         let b = spec.model.backbone;
         let hidden: Vec<i64> = spec.model.head.hidden.iter().map(|&h| h as i64).collect();
         let mut vs = nn::VarStore::new(Device::Cpu);
-        let model = Classifier::with_hidden(b, &vs.root(), summary.classes.len() as i64, 0.0, &hidden);
+        let model =
+            Classifier::with_hidden(b, &vs.root(), summary.classes.len() as i64, 0.0, &hidden, Default::default());
         weights::load_into(&mut vs, weights::read(&best)?, None, &best)?;
-        Ok(Self::new(vs, model, Some(summary.classes), spec.data.image_size, b))
+        let mut predictor = Self::new(vs, model, Some(summary.classes), spec.data.image_size, b);
+        predictor.tta = spec.eval.tta;
+        Ok(predictor)
     }
 
     /// A pretrained backbone with its own 1000-class ImageNet head.
@@ -77,7 +82,7 @@ impl Predictor {
     fn new(vs: nn::VarStore, model: Classifier, labels: Option<Vec<String>>, image_size: u32, b: Backbone) -> Self {
         let (mean, std) = b.normalization();
         let transform = Transform::new(image_size, &[], mean, std);
-        Predictor { _vs: vs, model, labels, image_size, transform }
+        Predictor { _vs: vs, model, labels, image_size, transform, tta: vec![] }
     }
 
     /// Top-`k` classes of one image; decoding problems are reported in the result.
@@ -92,7 +97,7 @@ impl Predictor {
         let images = Tensor::from_slice(&chw).view([1, 3, side, side]);
         let probs = tch::no_grad(|| {
             let x = self.transform.eval(&images, Device::Cpu);
-            self.model.infer(&x).softmax(-1, Kind::Double)
+            crate::train::tta_logits(&self.model, &x, &self.tta).softmax(-1, Kind::Double)
         });
         let k = k.min(probs.size()[1] as usize) as i64;
         let (values, indices) = probs.topk(k, 1, true, true);

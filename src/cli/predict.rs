@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use runner::Result;
 
+use runner::config::spec::TtaView;
 use runner::predict::Predictor;
 
 use super::parse_backbone;
@@ -32,16 +33,31 @@ pub struct Args {
     /// Machine-readable output: one JSON array.
     #[arg(long)]
     pub json: bool,
+    /// Test-time augmentation: average the softmax over the image and these views
+    /// ("hflip"; "none" for the image alone). A run's `[eval] tta` by default.
+    #[arg(long, value_delimiter = ',', value_parser = parse_tta)]
+    pub tta: Option<Vec<Option<TtaView>>>,
+}
+
+fn parse_tta(s: &str) -> std::result::Result<Option<TtaView>, String> {
+    match s {
+        "hflip" => Ok(Some(TtaView::Hflip)),
+        "none" => Ok(None),
+        _ => Err(format!("expected \"hflip\" or \"none\", found {s:?}")),
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let Args { images, run, backbone, weights, image_size, top_k, json } = args;
+    let Args { images, run, backbone, weights, image_size, top_k, json, tta } = args;
     let top_k = top_k as usize;
-    let predictor = match (run, backbone) {
+    let mut predictor = match (run, backbone) {
         (Some(dir), _) => Predictor::from_run(&dir)?,
         (None, Some(name)) => Predictor::from_backbone(parse_backbone(&name)?, &weights, image_size)?,
         (None, None) => unreachable!("clap requires one"),
     };
+    if let Some(views) = tta {
+        predictor.tta = views.into_iter().flatten().collect();
+    }
     let results: Vec<_> = images.iter().map(|p| predictor.predict(p, top_k)).collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&results).map_err(anyhow::Error::from)?);

@@ -87,7 +87,7 @@ fn summary(target_name: &str, set: &[String], image_size: i64) -> Result<()> {
         format!("lr {:.2e}", lrs[p] * runner::model::lr_scale(layer, layers, opt))
     };
     let vs = tch::nn::VarStore::new(Device::Cpu);
-    let model = runner::model::Classifier::with_hidden(backbone, &vs.root(), classes, 0.0, &hidden);
+    let model = runner::model::Classifier::with_hidden(backbone, &vs.root(), classes, 0.0, &hidden, Default::default());
     let layers = model.backbone.layers();
     let plans: Vec<FreezePlan> = phases.iter().map(|p| FreezePlan::of_phase(p, layers.len())).collect();
     print!("{:>5}  {:<16} {:<20} {:>10}  {:<3}", "index", "layer", "output shape", "params", "bn");

@@ -41,6 +41,47 @@ pub struct Spec {
     /// Arithmetic of training steps: "fp32", or "fp16" (autocast with a loss scaler, CUDA only).
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
+    /// `ema = { decay = 0.999, warmup = true }`: an exponential moving average of the
+    /// weights, which evaluation and the best weights use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<EmaSpec>,
+    /// `[eval]`: how validation, test and prediction see each image.
+    #[serde(default, skip_serializing_if = "EvalSpec::is_plain")]
+    pub eval: EvalSpec,
+}
+
+/// `ema`: timm's `ModelEmaV2` (a shadow copy w <- decay * w + (1 - decay) * weights after
+/// every optimizer step), with `ModelEmaV3`'s warm-up when `warmup` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmaSpec {
+    pub decay: f64,
+    /// Start with a smaller decay, 1 - (1 + t)^(-2/3) at update t (at most `decay`).
+    #[serde(default)]
+    pub warmup: bool,
+}
+
+/// `[eval]`: test-time augmentation.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSpec {
+    /// Extra views whose softmax is averaged with the plain image's: `["hflip"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tta: Vec<TtaView>,
+}
+
+impl EvalSpec {
+    pub fn is_plain(&self) -> bool {
+        self.tta.is_empty()
+    }
+}
+
+/// A test-time augmentation view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TtaView {
+    /// The image mirrored left to right.
+    Hflip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -215,11 +256,32 @@ pub struct HeadSpec {
     /// Dropout before each new linear layer; the backbone's own when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
+    /// How the new linear layers start.
+    #[serde(default, skip_serializing_if = "HeadInit::is_default")]
+    pub init: HeadInit,
 }
 
 impl Default for HeadSpec {
     fn default() -> Self {
-        HeadSpec { classes: Classes::Auto, hidden: vec![], dropout: None }
+        HeadSpec { classes: Classes::Auto, hidden: vec![], dropout: None, init: HeadInit::default() }
+    }
+}
+
+/// `model.head.init`: the initial weights of the new head's linear layers (biases
+/// start uniform in ±1/sqrt(fan_in) either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadInit {
+    /// `torch.nn.Linear`'s: weights uniform in ±1/sqrt(fan_in) (Kaiming-uniform with a = sqrt(5)).
+    #[default]
+    Pytorch,
+    /// Kaiming-uniform for ReLU, ±sqrt(6/fan_in): 2.45x wider (tch's default; runner's before numerics 4).
+    Kaiming,
+}
+
+impl HeadInit {
+    fn is_default(&self) -> bool {
+        *self == HeadInit::default()
     }
 }
 
@@ -805,6 +867,15 @@ impl Spec {
                 "loss.class_weights",
                 format!("expected \"balanced\" or finite weights >= 0, not all 0, found {w:?}"),
             ));
+        }
+        if let Some(ema) = &self.ema
+            && !(ema.decay > 0.0 && ema.decay < 1.0)
+        {
+            return Err(invalid("ema.decay", format!("expected 0 < decay < 1, found {}", ema.decay)));
+        }
+        if let Some(v) = self.eval.tta.iter().enumerate().find_map(|(i, v)| self.eval.tta[..i].contains(v).then_some(v))
+        {
+            return Err(invalid("eval.tta", format!("{v:?} is listed twice")));
         }
         if let Some(f) = self.divergence_factor
             && !(f > 1.0 && f.is_finite())

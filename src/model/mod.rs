@@ -15,7 +15,7 @@ use tch::Tensor;
 
 pub use self::freeze::FreezePlan;
 pub use crate::config::catalog::Backbone;
-use crate::config::spec::{BatchNormPolicy, OptimizerSpec};
+use crate::config::spec::{BatchNormPolicy, HeadInit, OptimizerSpec};
 use tch::nn;
 
 /// One entry of a backbone's flat layer list.
@@ -88,12 +88,29 @@ pub struct Classifier {
 impl Classifier {
     /// Builds `backbone` under `p` and a new `classes`-way head at its classifier's name.
     pub fn new(kind: Backbone, p: &nn::Path, classes: i64, dropout: f64) -> Self {
-        Self::with_hidden(kind, p, classes, dropout, &[])
+        Self::with_hidden(kind, p, classes, dropout, &[], HeadInit::default())
     }
 
     /// As [`Classifier::new`], with hidden layers of the given widths in the head,
-    /// named `<classifier>.hidden.<i>`.
-    pub fn with_hidden(kind: Backbone, p: &nn::Path, classes: i64, dropout: f64, hidden: &[i64]) -> Self {
+    /// named `<classifier>.hidden.<i>`, initialised as `init` says.
+    pub fn with_hidden(
+        kind: Backbone,
+        p: &nn::Path,
+        classes: i64,
+        dropout: f64,
+        hidden: &[i64],
+        init: HeadInit,
+    ) -> Self {
+        let linear = |p: nn::Path, fan_in: i64, out: i64| {
+            let ws_init = match init {
+                HeadInit::Pytorch => {
+                    let bound = 1.0 / (fan_in as f64).sqrt();
+                    nn::Init::Uniform { lo: -bound, up: bound }
+                }
+                HeadInit::Kaiming => nn::init::DEFAULT_KAIMING_UNIFORM,
+            };
+            nn::linear(p, fan_in, out, nn::LinearConfig { ws_init, ..Default::default() })
+        };
         let backbone = kind.build(p);
         let mut head = p.clone();
         for part in kind.classifier_prefix().split('.') {
@@ -104,12 +121,12 @@ impl Classifier {
             .iter()
             .enumerate()
             .map(|(i, &h)| {
-                let layer = nn::linear(&head / "hidden" / i, width, h, Default::default());
+                let layer = linear(&head / "hidden" / i, width, h);
                 width = h;
                 layer
             })
             .collect();
-        let fc = nn::linear(&head, width, classes, Default::default());
+        let fc = linear(head, width, classes);
         Classifier { backbone, dropout, hidden, fc }
     }
 

@@ -132,6 +132,8 @@ pub struct Checkpoint {
     pub model: Vec<(String, Tensor)>,
     /// The optimizer's state ([`crate::train::optim::Optimizer::state_tensors`]); empty between phases.
     pub optimizer: Vec<(String, Tensor)>,
+    /// The weight EMA's state, named `ema/...` (empty without `ema`).
+    pub ema: Vec<(String, Tensor)>,
 }
 
 /// A CPU tensor as safetensors sees it; its bytes are copied only when written.
@@ -181,6 +183,9 @@ impl Checkpoint {
         }
         for (name, t) in &self.optimizer {
             views.push((format!("optim/{name}"), CpuView::new(t)?));
+        }
+        for (name, t) in &self.ema {
+            views.push((name.clone(), CpuView::new(t)?));
         }
         let state = serde_json::to_string(&self.state).context("cannot serialise the training state")?;
         // Each tensor's sha256, checked on resume: a tensor altered on disk is refused, not trained on.
@@ -239,6 +244,7 @@ impl Checkpoint {
         }
         let mut model = vec![];
         let mut optimizer = vec![];
+        let mut ema = vec![];
         let mut metrics = None;
         for (name, view) in file.tensors() {
             let t: Tensor = view.try_into().map_err(|e| damaged(format!("{name}: {e}")))?;
@@ -246,6 +252,8 @@ impl Checkpoint {
                 model.push((var.to_string(), t));
             } else if let Some(key) = name.strip_prefix("optim/") {
                 optimizer.push((key.to_string(), t));
+            } else if name.starts_with("ema/") {
+                ema.push((name.to_string(), t));
             } else if name == "metrics" {
                 metrics = Some(t);
             } else {
@@ -265,7 +273,7 @@ impl Checkpoint {
             .enumerate()
             .map(|(i, (v, phase))| EpochRecord::from_values(i + 1, phase, &Metric::ALL, v))
             .collect();
-        Ok(Checkpoint { state, rows, model, optimizer })
+        Ok(Checkpoint { state, rows, model, optimizer, ema })
     }
 }
 
@@ -317,6 +325,7 @@ mod tests {
             rows: rows.clone(),
             model: vec![("a.weight".into(), w.shallow_clone())],
             optimizer: vec![("steps".into(), Tensor::from(7i64))],
+            ema: vec![],
         };
         ck.write(&path).unwrap();
         let back = Checkpoint::read(&path).unwrap();

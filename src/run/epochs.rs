@@ -40,10 +40,21 @@ impl Records<'_> {
         let scope = spec.early_stopping.as_ref().map(|e| e.scope);
         let lrs = spec.phase_lrs();
         sync_summary(self.summary, &state, &rows);
+        if let Some(ema) = &trainer.ema {
+            self.log.line(&format!(
+                "weight EMA (decay {}{}): validation, best.safetensors and the test use the averaged weights",
+                ema.decay,
+                if ema.warmup { ", with warm-up" } else { "" }
+            ));
+        }
+        if !spec.eval.tta.is_empty() {
+            self.log.line(&format!("test-time augmentation: softmax averaged over the image and {:?}", spec.eval.tta));
+        }
         while !state.finished {
             let p = state.next_phase;
             let phase = &spec.phases[p];
             trainer.later_boundaries = spec.phases[p + 1..].iter().map(|later| trainer.plan(later).frozen()).collect();
+            trainer.trained_from = spec.phases[..=p].iter().map(|ph| trainer.plan(ph).frozen()).min().unwrap_or(0);
             let mut run = trainer.start_phase(phase, lrs[p]);
             self.log.line(&format!("phase {} ({}): {}", p + 1, phase.name, run.cache_note));
             if state.next_phase_epoch > 0 {
@@ -96,7 +107,7 @@ impl Records<'_> {
         let monitor = spec.monitor();
         let value = r.monitored(monitor);
         if monitor.improves(value, state.best.as_ref().map(|b| b.value), 0.0) {
-            save_weights(&trainer.vs, &dir.best())?;
+            save_weights(&trainer.eval_variables(), &dir.best())?;
             state.best = Some(Best { epoch, monitor, value });
         }
         let stop = state.early_stopping.as_mut().is_some_and(|es| es.update(epoch, value));
@@ -121,6 +132,7 @@ impl Records<'_> {
             rows: rows.to_vec(),
             model: named_variables(&trainer.vs),
             optimizer: if phase_over { vec![] } else { run.opt.state_tensors() },
+            ema: trainer.ema.as_ref().map_or(vec![], |e| e.state_tensors()),
         };
         ck.write(&dir.checkpoint())?;
         sync_summary(self.summary, state, rows);
@@ -190,16 +202,13 @@ pub(super) fn sync_summary(summary: &mut Summary, state: &TrainState, rows: &[Ep
 
 /// Every variable by name, sorted, in standard (contiguous NCHW) memory.
 fn named_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.contiguous())).collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
+    crate::train::sorted_variables(vs)
 }
 
-/// Saves every variable (backbone and head) as safetensors, atomically.
-fn save_weights(vs: &nn::VarStore, path: &std::path::Path) -> Result<()> {
-    let named = named_variables(vs);
+/// Saves these variables (backbone and head) as safetensors, atomically.
+fn save_weights(named: &[(String, Tensor)], path: &std::path::Path) -> Result<()> {
     with_temp_path(path, |tmp| {
-        tch::Tensor::write_safetensors(&named, tmp).with_context(|| format!("cannot write {}", tmp.display()))
+        tch::Tensor::write_safetensors(named, tmp).with_context(|| format!("cannot write {}", tmp.display()))
     })
 }
 

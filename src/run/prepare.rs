@@ -31,7 +31,14 @@ pub(crate) fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device
     let mut vs = nn::VarStore::new(device);
     let dropout = spec.model.head.dropout.unwrap_or(backbone.default_dropout());
     let hidden: Vec<i64> = spec.model.head.hidden.iter().map(|&h| h as i64).collect();
-    let model = Classifier::with_hidden(backbone, &vs.root(), dataset.classes.len() as i64, dropout, &hidden);
+    let model = Classifier::with_hidden(
+        backbone,
+        &vs.root(),
+        dataset.classes.len() as i64,
+        dropout,
+        &hidden,
+        spec.model.head.init,
+    );
     if let weights::WeightsSource::File(path) = &source {
         let entries = weights::read(path)?;
         weights::load_into(&mut vs, entries, Some(backbone.classifier_prefix()), path)?;
@@ -42,6 +49,8 @@ pub(crate) fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device
     trainer.cache = spec.data.cache;
     trainer.cache_views = spec.data.cache_views;
     trainer.precision = spec.precision;
+    trainer.ema = spec.ema.as_ref().map(|e| crate::train::ema::Ema::new(e, &trainer.vs));
+    trainer.tta = spec.eval.tta.clone();
     let train_labels = Vec::<i64>::try_from(&trainer.data.train.labels).context("the train labels")?;
     trainer.criterion = crate::train::loss::Criterion::new(&spec.loss, &train_labels, trainer.data.classes.len())?;
     if spec.precision == Precision::Fp16 && !device.is_cuda() {

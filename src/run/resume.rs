@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tch::Tensor;
 
 use super::RunOptions;
@@ -126,6 +126,11 @@ pub(super) fn restore(trainer: &mut Trainer, ck: Checkpoint) -> Result<Restored>
     })?;
     if let Some(scaler) = &ck.state.scaler {
         trainer.scaler = scaler.clone();
+    }
+    match &mut trainer.ema {
+        Some(ema) => ema.load_state(&ck.ema).context("cannot restore the weight EMA from the checkpoint")?,
+        None if !ck.ema.is_empty() => bail!("the checkpoint holds a weight EMA, the spec has no `ema`"),
+        None => {}
     }
     Ok((ck.state, ck.rows, ck.optimizer))
 }

@@ -108,4 +108,25 @@ mod tests {
         let err = Criterion::new(&spec, &[0, 1, 2], 3).unwrap_err().to_string();
         assert!(err.contains("expected 3 weights, one per class, found 2"), "{err}");
     }
+
+    #[test]
+    fn losses_match_pytorchs_on_the_committed_fixture() {
+        let fixture = crate::train::toolkit_fixture();
+        let logits: Vec<f32> = (0..6)
+            .flat_map(|i| (0..4).map(move |j| 2.0 * (0.7 * i as f64 + 1.3 * j as f64).sin()))
+            .map(|x| x as f32)
+            .collect();
+        let logits = Tensor::from_slice(&logits).view([6, 4]);
+        let labels = Tensor::from_slice(&(0..6).map(|i| i % 4).collect::<Vec<i64>>());
+        let cases = fixture["loss"]["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), 6);
+        for case in cases {
+            let class_weights =
+                (!case["weights"].is_null()).then(|| ClassWeights::Given(crate::train::floats(&case["weights"])));
+            let spec = LossSpec { label_smoothing: case["label_smoothing"].as_f64().unwrap(), class_weights };
+            let got = Criterion::new(&spec, &[], 4).unwrap().loss(&logits, &labels).double_value(&[]);
+            let want = case["loss"].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-5, "{case}: runner {got}, PyTorch {want}");
+        }
+    }
 }

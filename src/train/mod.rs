@@ -15,6 +15,7 @@
 //!
 //! Checkpoints, files and display belong to `run.rs`; this module does the numerics.
 
+pub(crate) mod ema;
 pub mod loss;
 pub mod metrics;
 pub(crate) mod optim;
@@ -29,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::spec::{Augment, BatchNormPolicy, CacheMode, PhaseSpec, Precision};
+use crate::config::spec::{Augment, BatchNormPolicy, CacheMode, PhaseSpec, Precision, TtaView};
 use crate::data::{Dataset, Split, Transform};
 use crate::model::{Classifier, FreezePlan};
 use crate::train::metrics::EpochRecord;
@@ -46,6 +47,8 @@ pub(crate) struct PhaseRun {
     accumulate: usize,
     /// `clip_grad_norm`.
     clip: Option<f64>,
+    /// The names of the parameters this phase trains.
+    trainable: BTreeSet<String>,
     cache: Option<FeatureCache>,
     /// Why the phase does or does not use the feature cache, for the log.
     pub cache_note: String,
@@ -194,6 +197,20 @@ pub struct Trainer {
     pub later_boundaries: Vec<usize>,
     /// Activations (train, val) kept for a later phase, by layer index.
     stash: std::collections::BTreeMap<usize, (Tensor, Tensor)>,
+    /// `ema`: the moving average of the weights that evaluation uses.
+    pub(crate) ema: Option<ema::Ema>,
+    /// The lowest backbone layer trained so far in the run (the layer count when only the
+    /// head has trained): below it, the EMA's weights are the model's.
+    pub trained_from: usize,
+    /// `eval.tta`: the views whose softmax evaluation averages with the plain image's.
+    pub tta: Vec<TtaView>,
+}
+
+/// Every variable of `vs` by name, sorted, in standard (contiguous NCHW) memory.
+pub(crate) fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.contiguous())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
 }
 
 impl Trainer {
@@ -243,7 +260,24 @@ impl Trainer {
             later_boundaries: vec![],
             criterion: loss::Criterion::default(),
             stash: Default::default(),
+            ema: None,
+            trained_from: usize::MAX,
+            tta: vec![],
         }
+    }
+
+    /// The weights evaluation uses, sorted by name: the EMA's with `ema`, else the model's.
+    pub(crate) fn eval_variables(&self) -> Vec<(String, Tensor)> {
+        let mut named = sorted_variables(&self.vs);
+        if let Some(ema) = &self.ema {
+            let shadow: std::collections::BTreeMap<&str, &Tensor> = ema.shadow().collect();
+            for (name, t) in &mut named {
+                if let Some(s) = shadow.get(name.as_str()) {
+                    *t = s.contiguous();
+                }
+            }
+        }
+        named
     }
 
     fn amp(&self) -> bool {
@@ -319,9 +353,16 @@ impl Trainer {
             .iter()
             .map(|(name, _)| crate::model::lr_scale(self.model.layer_of(name), layers, &phase.optimizer))
             .collect();
+        let trainable = params.iter().map(|(name, _)| name.clone()).collect();
         let mut opt = Optimizer::new(&phase.optimizer, lr, params);
         opt.set_lr_scales(scales);
+        let mut cache_note = cache_note;
+        if cache.is_some() && !self.cached_eval_exact(frozen) {
+            let why = if self.tta.is_empty() { "the EMA's lower layers differ" } else { "eval.tta" };
+            cache_note.push_str(&format!("; validation runs the full forward ({why})"));
+        }
         PhaseRun {
+            trainable,
             name: phase.name.clone(),
             opt,
             plan,
@@ -538,10 +579,10 @@ impl Trainer {
         tch::manual_seed(epoch_seed(self.seed, epoch) as i64);
         let (train_loss, train_acc, images) = self.train_epoch(phase, &mut rng, epoch, total_epochs);
         let train_seconds = start.elapsed().as_secs_f64() + phase.pending_seconds;
-        let (val_loss, val_acc) = match &phase.cache {
-            Some(c) => self.evaluate_inputs(&c.val, &self.data.val.labels, c.start),
-            None => self.evaluate(&self.data.val),
-        };
+        let (val_loss, val_acc) = self.with_eval_weights(|t| match &phase.cache {
+            Some(c) if t.cached_eval_exact(c.start) => t.evaluate_inputs(&c.val, &t.data.val.labels, c.start),
+            _ => t.evaluate(&t.data.val),
+        });
         let seconds = start.elapsed().as_secs_f64() + phase.pending_seconds;
         phase.pending_seconds = 0.0;
         EpochRecord {
@@ -661,7 +702,33 @@ impl Trainer {
                 phase.opt.step();
             }
         }
+        if step.last
+            && let Some(ema) = &mut self.ema
+        {
+            // Frozen parameters have not moved: their shadow stays equal to them.
+            let frozen = |name: &str| self.parameters.contains(name) && !phase.trainable.contains(name);
+            ema.update(&self.vs, frozen);
+        }
         (logits, loss)
+    }
+
+    /// Runs `f` with the weights evaluation uses in the model (the EMA's with `ema`).
+    pub(crate) fn with_eval_weights<T>(&mut self, f: impl FnOnce(&Self) -> T) -> T {
+        if let Some(ema) = &mut self.ema {
+            ema.swap(&self.vs);
+        }
+        let out = f(self);
+        if let Some(ema) = &mut self.ema {
+            ema.swap(&self.vs);
+        }
+        out
+    }
+
+    /// Whether cached val activations at layer `start` are what the evaluation weights
+    /// compute: not with test-time views (the cache holds the plain images only), nor with
+    /// an EMA whose layers below `start` have trained (then they differ from the model's).
+    fn cached_eval_exact(&self, start: usize) -> bool {
+        self.tta.is_empty() && (self.ema.is_none() || self.trained_from >= start)
     }
 
     /// Mean loss and accuracy on `split`, everything in inference mode.
@@ -678,7 +745,7 @@ impl Trainer {
     fn evaluate_split(&self, split: &Split, predict: bool) -> (f64, f64, Vec<i64>) {
         self.mean_loss_acc(split.len() as i64, &split.labels, predict, |first, len| {
             let x = self.layout(self.transform.eval(&split.images.narrow(0, first, len), self.device));
-            self.model.infer(&x)
+            tta_logits(&self.model, &x, &self.tta)
         })
     }
 
@@ -742,6 +809,26 @@ impl Trainer {
         bar
     }
 }
+/// The model's logits for the batch `x`, in inference mode; with test-time views, the log of
+/// the softmax averaged over the plain image and each view (so argmax and cross-entropy
+/// read it as they read logits).
+pub(crate) fn tta_logits(model: &Classifier, x: &Tensor, views: &[TtaView]) -> Tensor {
+    let plain = model.infer(x);
+    if views.is_empty() {
+        return plain;
+    }
+    tch::no_grad(|| {
+        let mut probs = plain.to_kind(Kind::Float).softmax(-1, Kind::Float);
+        for view in views {
+            let seen = match view {
+                TtaView::Hflip => x.flip([3]),
+            };
+            probs += model.infer(&seen).to_kind(Kind::Float).softmax(-1, Kind::Float);
+        }
+        (probs / (views.len() + 1) as f64).log()
+    })
+}
+
 /// Where a batch stands in gradient accumulation: the first of a group zeroes the
 /// gradients, the last of a group (or of the epoch) steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -774,6 +861,18 @@ fn view_picks(cache: &FeatureCache, order: &[i64], rng: &mut ChaCha8Rng) -> Opti
         })
         .collect();
     Some(Tensor::from_slice(&picks))
+}
+
+/// PyTorch's numbers for the toolkit's keys (scripts/make_toolkit_fixtures.py).
+#[cfg(test)]
+pub(crate) fn toolkit_fixture() -> serde_json::Value {
+    serde_json::from_str(include_str!("../../tests/fixtures/toolkit.json")).expect("toolkit.json is JSON")
+}
+
+/// A JSON array of numbers.
+#[cfg(test)]
+pub(crate) fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().expect("an array").iter().map(|x| x.as_f64().expect("a number")).collect()
 }
 
 #[cfg(test)]

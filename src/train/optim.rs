@@ -439,4 +439,60 @@ mod tests {
         // p -= lr x scale x grad: 1 - 0.1 x 2 and 1 - 0.025 x 2.
         assert!((a.double_value(&[0]) - 0.8).abs() < 1e-7 && (b.double_value(&[0]) - 0.95).abs() < 1e-7);
     }
+
+    #[test]
+    fn clipping_and_layer_wise_rates_match_pytorchs_on_the_committed_fixture() {
+        let fixture = crate::train::toolkit_fixture();
+        let clip = &fixture["clip"];
+        let params: Vec<(String, Tensor)> = (0..2)
+            .map(|k| {
+                let p = Tensor::zeros([5], (Kind::Double, tch::Device::Cpu)).set_requires_grad(true);
+                let g: Vec<f64> = (0..5).map(|j| (0.9 * j as f64 + k as f64).cos()).collect();
+                (Tensor::from_slice(&g) * &p).sum(Kind::Double).backward();
+                (format!("p{k}"), p)
+            })
+            .collect();
+        let opt = Optimizer::new(&spec(OptimizerKind::Sgd, 0.0, false, None), 0.1, params);
+        let total = opt.clip_grad_norm(clip["max_norm"].as_f64().unwrap());
+        assert!((total - clip["total_norm"].as_f64().unwrap()).abs() < 1e-12, "{total} {clip}");
+        for ((_, p), want) in opt.params.iter().zip(clip["clipped"].as_array().unwrap()) {
+            let got = Vec::<f64>::try_from(&p.grad()).unwrap();
+            for (a, b) in got.iter().zip(crate::train::floats(want)) {
+                assert!((a - b).abs() < 1e-12, "clipped gradient {a} vs PyTorch {b}");
+            }
+        }
+
+        let case = &fixture["layer_lr"];
+        let layers = case["layers"].as_u64().unwrap() as usize;
+        let mut s = spec(OptimizerKind::Rmsprop, 0.0, false, None);
+        s.layer_decay = case["layer_decay"].as_f64();
+        s.head_lr_factor = case["head_lr_factor"].as_f64();
+        let lr = case["lr"].as_f64().unwrap();
+        let scales: Vec<f64> =
+            (0..=layers).map(|i| crate::model::lr_scale((i < layers).then_some(i), layers, &s)).collect();
+        assert_eq!(scales, crate::train::floats(&case["scales"]));
+        let w: Vec<Tensor> = (0..4)
+            .map(|k| Tensor::from_slice(&[1.0 + 0.1 * k as f64, -0.5, 0.25 * k as f64]).set_requires_grad(true))
+            .collect();
+        let c: Vec<Tensor> = (0..4).map(|k| Tensor::from_slice(&[1.0, 2.0 + k as f64, 0.5])).collect();
+        let mut opt =
+            Optimizer::new(&s, lr, w.iter().enumerate().map(|(k, t)| (format!("w{k}"), t.shallow_clone())).collect());
+        opt.set_lr_scales(scales);
+        for _ in 0..3 {
+            opt.zero_grad();
+            let f = w
+                .iter()
+                .zip(&c)
+                .map(|(wk, ck)| (ck * wk * wk).sum(Kind::Double))
+                .fold(Tensor::from(0.0f64), |a, b| a + b);
+            f.backward();
+            opt.step();
+        }
+        for (wk, want) in w.iter().zip(case["after_3_steps"].as_array().unwrap()) {
+            let got = Vec::<f64>::try_from(&wk.detach()).unwrap();
+            for (a, b) in got.iter().zip(crate::train::floats(want)) {
+                assert!((a - b).abs() < 1e-12, "weight {a} vs PyTorch {b}");
+            }
+        }
+    }
 }

@@ -95,3 +95,118 @@ fn layer_decay_and_head_lr_factor_show_in_summary_and_train() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("expected 0 < decay <= 1, found 1.5"), "{}", stderr(&bad));
 }
+
+/// A spec with every toolkit key landed so far, on three classes with a test split.
+fn all_keys_spec(data: &std::path::Path) -> String {
+    format!(
+        r#"name = "all_keys"
+seed = 11
+ema = {{ decay = 0.9, warmup = true }}
+
+[data]
+source = "{}"
+image_size = 32
+batch_size = 6
+split = [0.6, 0.2, 0.2]
+
+[model]
+backbone = "efficientnet_lite0"
+weights = "none"
+head = {{ init = "kaiming" }}
+
+[loss]
+label_smoothing = 0.1
+class_weights = "balanced"
+
+[eval]
+tta = ["hflip"]
+
+[[phases]]
+name = "head"
+epochs = 2
+freeze_up_to = "all"
+optimizer = {{ kind = "adam", lr = 1e-3, head_lr_factor = 2.0 }}
+
+[[phases]]
+name = "fine_tune"
+epochs = 2
+freeze_up_to = 12
+gradient_accumulation = 2
+clip_grad_norm = 1.0
+optimizer = {{ kind = "rmsprop", lr_factor = 0.1, layer_decay = 0.7 }}
+"#,
+        data.display()
+    )
+}
+
+#[test]
+fn every_toolkit_key_at_once_runs_and_resumes_to_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = shapes(root, 3, 12);
+    std::fs::write(root.join("spec.toml"), all_keys_spec(&data)).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "clean", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let clean = only_run(&root.join("clean/all_keys"));
+    let log = std::fs::read_to_string(clean.join("run.log")).unwrap();
+    assert!(log.contains("weight EMA (decay 0.9, with warm-up)"), "{log}");
+    assert!(log.contains("test-time augmentation") && log.contains("validation runs the full forward"), "{log}");
+    assert_eq!(summary_json(&clean)["status"], "completed");
+
+    // Killed inside the first fine-tuning epoch: the checkpoint carries the EMA.
+    let child = start_at_failpoint(root, &["run", "spec.toml", "--out", "killed", "--quiet"], "epoch-3-batch-2");
+    let killed = only_run(&root.join("killed/all_keys"));
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let ck = runner::record::checkpoint::Checkpoint::read(&killed.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(ck.state.epoch, 2);
+    assert!(ck.ema.iter().any(|(n, _)| n == "ema/updates"), "no EMA in the checkpoint");
+    // The EMA is not the model: after two epochs at decay <= 0.9 the head differs.
+    let weight = |set: &[(String, tch::Tensor)], name: &str| {
+        set.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone()).unwrap()
+    };
+    let (live, avg) = (weight(&ck.model, "_fc.weight"), weight(&ck.ema, "ema/_fc.weight"));
+    assert!(!live.allclose(&avg, 1e-6, 1e-6, false), "the EMA equals the weights");
+    let o = runner(root, &["run", "spec.toml", "--out", "killed", "--resume", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["metrics.csv", "best.safetensors", "confusion.csv", "test_metrics.csv"] {
+        let (a, b) = (std::fs::read(clean.join(f)).unwrap(), std::fs::read(killed.join(f)).unwrap());
+        assert!(a == b, "{f} differs after the resume");
+    }
+    // The best weights are the EMA's, not the model's last ones (the best epoch's EMA).
+    let best = tch::Tensor::read_safetensors(clean.join("best.safetensors")).unwrap();
+    assert!(best.iter().any(|(n, _)| n == "_fc.weight"));
+
+    // predict averages over the run's views by default; --tta none and hflip differ.
+    let image = std::fs::read_dir(data.join("circle")).unwrap().next().unwrap().unwrap().path();
+    let run_arg = clean.to_str().unwrap();
+    let probs = |extra: &[&str]| {
+        let args = [&["predict", image.to_str().unwrap(), "--run", run_arg, "--json"][..], extra].concat();
+        let o = runner(root, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v[0]["top"].as_array().unwrap().iter().map(|t| t["probability"].as_f64().unwrap()).collect::<Vec<f64>>()
+    };
+    let (default, hflip, none) = (probs(&[]), probs(&["--tta", "hflip"]), probs(&["--tta", "none"]));
+    assert_eq!(default, hflip);
+    assert_ne!(hflip, none);
+    assert!((hflip.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{hflip:?}");
+
+    // A grid over the new keys: `runner plan` shows them as its varying columns.
+    let grid = format!(
+        "{}\n[grid]\n\"ema.decay\" = [0.9, 0.99]\n\"model.head.init\" = [\"pytorch\", \"kaiming\"]\n",
+        all_keys_spec(&data)
+    );
+    std::fs::write(root.join("grid.toml"), grid).unwrap();
+    let o = runner(root, &["plan", "grid.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for cell in ["ema.decay=0.9 ", "ema.decay=0.99 ", "model.head.init=\"pytorch\"", "model.head.init=\"kaiming\""] {
+        assert!(out.contains(cell), "{cell} not in the plan:\n{out}");
+    }
+    let e = spec_error(root, &all_keys_spec(&data).replace("decay = 0.9,", "decay = 1.5,"));
+    assert!(e.contains("`ema.decay`: expected 0 < decay < 1, found 1.5"), "{e}");
+    let e = spec_error(root, &all_keys_spec(&data).replace("tta = [\"hflip\"]", "tta = [\"vflip\"]"));
+    assert!(e.contains("eval.tta"), "{e}");
+}

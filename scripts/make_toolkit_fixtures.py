@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""PyTorch's numbers for the fine-tuning toolkit's keys, for tests/fixtures/toolkit.json.
+
+Every input is a formula (no random numbers), so the Rust unit tests that read the
+fixture rebuild the same inputs and compare what runner computes with what PyTorch
+computed here:
+
+- loss: torch.nn.functional.cross_entropy with label_smoothing and per-class weights
+  on logits[i][j] = 2 sin(0.7 i + 1.3 j), labels i mod 4;
+- clip: torch.nn.utils.clip_grad_norm_ on two gradients g_k[j] = cos(0.9 j + k);
+- layer_lr: torch.optim.RMSprop with one param group per layer at lr * decay^(L - i)
+  (the head at lr * head_lr_factor), three steps on f = sum_k sum(c_k * w_k^2);
+- ema: timm's ModelEmaV2 update (shadow.lerp_(w, 1 - decay)) after each of six steps
+  of weights w_t[j] = sin(0.5 t + j), with ModelEmaV3's warm-up decay
+  min(decay, 1 - (1 + (t - 1))^(-2/3)), 0 at the first update;
+- mixup / cutmix: torchvision.transforms.v2.MixUp and CutMix on the batch
+  x[n, c, h, w] = sin(0.3 (n + 1) + 0.2 c + 0.1 h + 0.05 w) (4 x 3 x 6 x 8), labels
+  [0, 2, 1, 2], 3 classes, with their random draws (lam, the box centre) fixed.
+
+Needs torch (and torchvision for the mixing cases).
+Usage:
+    python3 scripts/make_toolkit_fixtures.py > tests/fixtures/toolkit.json
+"""
+import json
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def loss_cases():
+    logits = torch.tensor([[2 * math.sin(0.7 * i + 1.3 * j) for j in range(4)] for i in range(6)], dtype=torch.float64)
+    labels = torch.tensor([i % 4 for i in range(6)])
+    cases = []
+    for smoothing in [0.0, 0.1, 0.3]:
+        for weights in [None, [0.5, 1.0, 2.0, 1.5]]:
+            w = None if weights is None else torch.tensor(weights, dtype=torch.float64)
+            loss = F.cross_entropy(logits, labels, weight=w, label_smoothing=smoothing)
+            cases.append({"label_smoothing": smoothing, "weights": weights, "loss": loss.item()})
+    return {"cases": cases}
+
+
+def clip_case():
+    grads = [[math.cos(0.9 * j + k) for j in range(5)] for k in range(2)]
+    params = [torch.zeros(5, dtype=torch.float64, requires_grad=True) for _ in grads]
+    for p, g in zip(params, grads):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+    total = torch.nn.utils.clip_grad_norm_(params, max_norm=0.5)
+    return {"max_norm": 0.5, "total_norm": total.item(), "clipped": [p.grad.tolist() for p in params]}
+
+
+def layer_lr_case():
+    layers, lr, decay, head_factor = 3, 0.01, 0.5, 3.0
+    # Parameters of layers 0, 1, 2 and the head (index 3).
+    w = [torch.tensor([1.0 + 0.1 * k, -0.5, 0.25 * k], dtype=torch.float64, requires_grad=True) for k in range(4)]
+    c = [torch.tensor([1.0, 2.0 + k, 0.5], dtype=torch.float64) for k in range(4)]
+    scales = [decay ** (layers - i) for i in range(layers)] + [head_factor]
+    opt = torch.optim.RMSprop([{"params": [p], "lr": lr * s} for p, s in zip(w, scales)], lr=lr)
+    for _ in range(3):
+        opt.zero_grad()
+        sum((ck * wk * wk).sum() for ck, wk in zip(c, w)).backward()
+        opt.step()
+    return {"layers": layers, "lr": lr, "layer_decay": decay, "head_lr_factor": head_factor,
+            "scales": scales, "after_3_steps": [p.tolist() for p in w]}
+
+
+def ema_case():
+    decay = 0.9
+    weights = [[math.sin(0.5 * t + j) for j in range(4)] for t in range(7)]
+    out = {}
+    for warmup in [False, True]:
+        shadow = torch.tensor(weights[0], dtype=torch.float64)
+        trail = []
+        for t in range(1, 7):
+            step = t - 1
+            d = decay if not warmup else (0.0 if step <= 0 else min(decay, 1 - (1 + step) ** (-2 / 3)))
+            shadow.lerp_(torch.tensor(weights[t], dtype=torch.float64), 1 - d)
+            trail.append(shadow.tolist())
+        out["warmup" if warmup else "plain"] = trail
+    return {"decay": decay, "weights": weights, **out}
+
+
+def mixing_batch():
+    x = torch.tensor([[[[math.sin(0.3 * (n + 1) + 0.2 * c + 0.1 * h + 0.05 * w) for w in range(8)]
+                        for h in range(6)] for c in range(3)] for n in range(4)], dtype=torch.float32)
+    return x, torch.tensor([0, 2, 1, 2])
+
+
+class Fixed:
+    """Stands in for a torch.distributions.Beta: always draws lam."""
+
+    def __init__(self, lam):
+        self.lam = lam
+
+    def sample(self, *args):
+        return torch.tensor(self.lam)
+
+
+def mixup_case():
+    from torchvision.transforms import v2
+
+    x, y = mixing_batch()
+    mix = v2.MixUp(alpha=1.0, num_classes=3)
+    mix._dist = Fixed(0.7)
+    images, targets = mix(x, y)
+    return {"lam": 0.7, "images": images.flatten().tolist(), "targets": targets.flatten().tolist()}
+
+
+def cutmix_cases():
+    from torchvision.transforms import v2
+
+    x, y = mixing_batch()
+    out = []
+    for lam, rx, ry in [(0.6, 3, 2), (0.3, 0, 5), (0.9, 7, 1)]:
+        mix = v2.CutMix(alpha=1.0, num_classes=3)
+        mix._dist = Fixed(lam)
+        draws = iter([torch.tensor([rx]), torch.tensor([ry])])
+        randint = torch.randint
+        torch.randint = lambda *a, **k: next(draws)  # the box centre, x then y, as CutMix draws it
+        try:
+            images, targets = mix(x, y)
+        finally:
+            torch.randint = randint
+        out.append({"lam": lam, "rx": rx, "ry": ry, "images": images.flatten().tolist(),
+                    "targets": targets.flatten().tolist()})
+    return out
+
+
+def main():
+    print(json.dumps({"torch": torch.__version__, "loss": loss_cases(), "clip": clip_case(),
+                      "layer_lr": layer_lr_case(), "ema": ema_case(), "mixup": mixup_case(),
+                      "cutmix": cutmix_cases()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
