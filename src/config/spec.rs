@@ -189,6 +189,12 @@ pub struct DataSpec {
     /// image and its mirror) are exact.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_views: usize,
+    /// MixUp's Beta(alpha, alpha) parameter: training batches mixed with their roll by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixup: Option<f64>,
+    /// CutMix's Beta(alpha, alpha) parameter; with `mixup` too, each batch takes one of the two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutmix: Option<f64>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -570,6 +576,13 @@ impl DataSpec {
         }
         if self.batch_size == 0 {
             return Err(invalid("data.batch_size", "expected at least 1, found 0"));
+        }
+        for (key, alpha) in [("data.mixup", self.mixup), ("data.cutmix", self.cutmix)] {
+            if let Some(a) = alpha
+                && !(a > 0.0 && a.is_finite())
+            {
+                return Err(invalid(key, format!("expected a Beta parameter alpha > 0, found {a}")));
+            }
         }
         if self.cache_views > MAX_CACHE_VIEWS {
             return Err(invalid(

@@ -51,6 +51,7 @@ pub(crate) fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device
     trainer.precision = spec.precision;
     trainer.ema = spec.ema.as_ref().map(|e| crate::train::ema::Ema::new(e, &trainer.vs));
     trainer.tta = spec.eval.tta.clone();
+    trainer.mixing = crate::train::mixing::Mixing { mixup: spec.data.mixup, cutmix: spec.data.cutmix };
     let train_labels = Vec::<i64>::try_from(&trainer.data.train.labels).context("the train labels")?;
     trainer.criterion = crate::train::loss::Criterion::new(&spec.loss, &train_labels, trainer.data.classes.len())?;
     if spec.precision == Precision::Fp16 && !device.is_cuda() {

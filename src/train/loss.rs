@@ -29,6 +29,13 @@ impl Criterion {
         Ok(Criterion { label_smoothing: spec.label_smoothing, weights, class_weights: tensor })
     }
 
+    /// [`Criterion::loss`] for soft targets (probabilities [N, classes], from batch mixing):
+    /// PyTorch's cross-entropy with class probabilities, the same smoothing and weights.
+    pub fn loss_soft(&self, logits: &Tensor, targets: &Tensor) -> Tensor {
+        let weights = self.class_weights.as_ref().map(|w| w.to_device(logits.device()));
+        logits.cross_entropy_loss(targets, weights.as_ref(), tch::Reduction::Mean, -100, self.label_smoothing)
+    }
+
     /// The mean loss of a batch, as `torch.nn.CrossEntropyLoss(weight, label_smoothing)` computes it.
     pub fn loss(&self, logits: &Tensor, labels: &Tensor) -> Tensor {
         match &self.class_weights {

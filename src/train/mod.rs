@@ -18,6 +18,7 @@
 pub(crate) mod ema;
 pub mod loss;
 pub mod metrics;
+pub(crate) mod mixing;
 pub(crate) mod optim;
 
 use std::collections::BTreeSet;
@@ -204,6 +205,8 @@ pub struct Trainer {
     pub trained_from: usize,
     /// `eval.tta`: the views whose softmax evaluation averages with the plain image's.
     pub tta: Vec<TtaView>,
+    /// `data.mixup` and `data.cutmix`.
+    pub(crate) mixing: mixing::Mixing,
 }
 
 /// Every variable of `vs` by name, sorted, in standard (contiguous NCHW) memory.
@@ -263,6 +266,7 @@ impl Trainer {
             ema: None,
             trained_from: usize::MAX,
             tta: vec![],
+            mixing: Default::default(),
         }
     }
 
@@ -380,6 +384,8 @@ impl Trainer {
             Some("data.cache = \"off\"")
         } else if frozen == 0 {
             Some("nothing is frozen")
+        } else if self.mixing.is_on() {
+            Some("the batches are mixed (data.mixup, data.cutmix): the frozen layers see new images every epoch")
         } else if !self.transform.augment.is_empty() && self.cache_views == 0 {
             Some("the inputs are augmented; data.cache_views = K would cache K augmented views")
         } else if bn == BatchNormPolicy::Train {
@@ -643,12 +649,19 @@ impl Trainer {
                 }
                 None => {
                     let images = self.data.train.images.index_select(0, &idx);
-                    self.layout(self.transform.train(&images, rng, self.device))
+                    self.transform.train(&images, rng, self.device)
                 }
+            };
+            let (x, targets) = if self.mixing.is_on() {
+                let classes = self.data.classes.len() as i64;
+                let (x, soft) = self.mixing.apply(&x, &labels, classes, rng);
+                (self.layout(x), Some(soft))
+            } else {
+                (self.layout(x), None)
             };
             let step = accumulation_step(trained, batches, phase.accumulate);
             trained += 1;
-            let (logits, loss) = self.train_step(phase, &x, &labels, step);
+            let (logits, loss) = self.train_step(phase, &x, &labels, targets.as_ref(), step);
             tch::no_grad(|| {
                 loss_sum += loss.to_kind(Kind::Double) * chunk.len() as f64;
                 correct += logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
@@ -673,14 +686,24 @@ impl Trainer {
     /// One batch's forward and backward, and the optimizer step when `step.last`; returns
     /// its logits and loss. The forward runs under autocast, the backward and the update
     /// outside it, as PyTorch's AMP recipe.
-    fn train_step(&mut self, phase: &mut PhaseRun, x: &Tensor, labels: &Tensor, step: Step) -> (Tensor, Tensor) {
+    fn train_step(
+        &mut self,
+        phase: &mut PhaseRun,
+        x: &Tensor,
+        labels: &Tensor,
+        soft: Option<&Tensor>,
+        step: Step,
+    ) -> (Tensor, Tensor) {
         let plan = phase.plan;
         let (logits, loss) = mixed_precision(self.amp(), || {
             let logits = match &phase.cache {
                 Some(c) => self.model.forward_cached(x, c.start, plan.frozen(), plan.batchnorm(), true),
                 None => self.model.forward(x, plan.frozen(), plan.batchnorm(), true),
             };
-            let loss = self.criterion.loss(&logits, labels);
+            let loss = match soft {
+                Some(targets) => self.criterion.loss_soft(&logits, targets),
+                None => self.criterion.loss(&logits, labels),
+            };
             (logits, loss)
         });
         if step.first {

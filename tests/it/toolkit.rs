@@ -108,6 +108,8 @@ source = "{}"
 image_size = 32
 batch_size = 6
 split = [0.6, 0.2, 0.2]
+mixup = 0.4
+cutmix = 1.0
 
 [model]
 backbone = "efficientnet_lite0"
@@ -150,7 +152,7 @@ fn every_toolkit_key_at_once_runs_and_resumes_to_the_same_bytes() {
     let clean = only_run(&root.join("clean/all_keys"));
     let log = std::fs::read_to_string(clean.join("run.log")).unwrap();
     assert!(log.contains("weight EMA (decay 0.9, with warm-up)"), "{log}");
-    assert!(log.contains("test-time augmentation") && log.contains("validation runs the full forward"), "{log}");
+    assert!(log.contains("test-time augmentation") && log.contains("the batches are mixed"), "{log}");
     assert_eq!(summary_json(&clean)["status"], "completed");
 
     // Killed inside the first fine-tuning epoch: the checkpoint carries the EMA.
@@ -207,6 +209,8 @@ fn every_toolkit_key_at_once_runs_and_resumes_to_the_same_bytes() {
     }
     let e = spec_error(root, &all_keys_spec(&data).replace("decay = 0.9,", "decay = 1.5,"));
     assert!(e.contains("`ema.decay`: expected 0 < decay < 1, found 1.5"), "{e}");
+    let e = spec_error(root, &all_keys_spec(&data).replace("cutmix = 1.0", "cutmix = 0.0"));
+    assert!(e.contains("`data.cutmix`: expected a Beta parameter alpha > 0, found 0"), "{e}");
     let e = spec_error(root, &all_keys_spec(&data).replace("tta = [\"hflip\"]", "tta = [\"vflip\"]"));
     assert!(e.contains("eval.tta"), "{e}");
 }
