@@ -10,6 +10,8 @@ computed here:
 - clip: torch.nn.utils.clip_grad_norm_ on two gradients g_k[j] = cos(0.9 j + k);
 - layer_lr: torch.optim.RMSprop with one param group per layer at lr * decay^(L - i)
   (the head at lr * head_lr_factor), three steps on f = sum_k sum(c_k * w_k^2);
+- gradual: torch.optim.Adam on w0 for two steps, then w1 joins (add_param_group, fresh
+  state, its own step count), two more steps, on f = sum(c_k * w_k^2);
 - ema: timm's ModelEmaV2 update (shadow.lerp_(w, 1 - decay)) after each of six steps
   of weights w_t[j] = sin(0.5 t + j), with ModelEmaV3's warm-up decay
   min(decay, 1 - (1 + (t - 1))^(-2/3)), 0 at the first update;
@@ -62,6 +64,21 @@ def layer_lr_case():
         opt.step()
     return {"layers": layers, "lr": lr, "layer_decay": decay, "head_lr_factor": head_factor,
             "scales": scales, "after_3_steps": [p.tolist() for p in w]}
+
+
+def gradual_case():
+    w = [torch.tensor([1.0, -0.5, 0.25], dtype=torch.float64, requires_grad=True),
+         torch.tensor([0.3, 0.8, -1.2], dtype=torch.float64)]  # frozen until it joins
+    c = [torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64), torch.tensor([0.5, 1.5, 3.0], dtype=torch.float64)]
+    opt = torch.optim.Adam([w[0]], lr=0.1)
+    for step in range(4):
+        if step == 2:
+            w[1].requires_grad_(True)
+            opt.add_param_group({"params": [w[1]]})
+        opt.zero_grad()
+        sum((ck * wk * wk).sum() for ck, wk in zip(c, w)).backward()
+        opt.step()
+    return {"lr": 0.1, "joins_before_step": 3, "after_4_steps": [p.tolist() for p in w]}
 
 
 def ema_case():
@@ -128,7 +145,7 @@ def cutmix_cases():
 
 def main():
     print(json.dumps({"torch": torch.__version__, "loss": loss_cases(), "clip": clip_case(),
-                      "layer_lr": layer_lr_case(), "ema": ema_case(), "mixup": mixup_case(),
+                      "layer_lr": layer_lr_case(), "gradual": gradual_case(), "ema": ema_case(), "mixup": mixup_case(),
                       "cutmix": cutmix_cases()}, indent=1))
 
 

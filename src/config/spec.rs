@@ -552,7 +552,75 @@ macro_rules! count_or_keyword {
 }
 
 count_or_keyword!(Classes, "auto", Auto, "\"auto\" or a number of classes");
-count_or_keyword!(FreezeUpTo, "all", All, "\"all\" or a backbone layer index");
+/// `freeze_up_to`: "all", a layer index, or `{ from = A, to = B, every = E }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FreezeUpTo {
+    #[default]
+    All,
+    Count(usize),
+    /// Gradual unfreezing (ULMFiT): layers below `from` frozen at first, one more layer
+    /// unfrozen every `every` epochs, down to `to`.
+    Gradual(GradualFreeze),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GradualFreeze {
+    pub from: usize,
+    pub to: usize,
+    pub every: usize,
+}
+
+impl FreezeUpTo {
+    /// The freeze index in epoch `e` (0-based) of a phase, for a backbone of `layers` layers.
+    pub fn at_epoch(&self, e: usize, layers: usize) -> usize {
+        match *self {
+            FreezeUpTo::All => layers,
+            FreezeUpTo::Count(k) => k.min(layers),
+            FreezeUpTo::Gradual(g) => g.from.saturating_sub(e / g.every.max(1)).max(g.to).min(layers),
+        }
+    }
+}
+
+impl Serialize for FreezeUpTo {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FreezeUpTo::All => s.serialize_str("all"),
+            FreezeUpTo::Count(n) => s.serialize_u64(*n as u64),
+            FreezeUpTo::Gradual(g) => g.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FreezeUpTo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FreezeUpTo;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"all\", a backbone layer index, or { from = A, to = B, every = E }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FreezeUpTo, E> {
+                if v == "all" { Ok(FreezeUpTo::All) } else { Err(E::invalid_value(de::Unexpected::Str(v), &self)) }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<FreezeUpTo, E> {
+                usize::try_from(v)
+                    .map(FreezeUpTo::Count)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<FreezeUpTo, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<FreezeUpTo, A::Error> {
+                GradualFreeze::deserialize(de::value::MapAccessDeserializer::new(map)).map(FreezeUpTo::Gradual)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 /// A value that its type accepts and the spec does not: the dotted key and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -637,6 +705,23 @@ impl PhaseSpec {
             return Err(invalid("epochs", "expected at least 1 epoch, found 0"));
         }
         let layers = backbone.layer_count();
+        if let FreezeUpTo::Gradual(g) = self.freeze_up_to {
+            if g.every == 0 {
+                return Err(invalid("freeze_up_to.every", "expected at least 1 epoch, found 0"));
+            }
+            if g.from > layers {
+                return Err(invalid(
+                    "freeze_up_to.from",
+                    format!("{backbone} has {layers} layers, so `from` must be at most {layers}, found {}", g.from),
+                ));
+            }
+            if g.to >= g.from {
+                return Err(invalid(
+                    "freeze_up_to.to",
+                    format!("expected `to` below `from` ({}), found {}: layers unfreeze downwards", g.from, g.to),
+                ));
+            }
+        }
         if let FreezeUpTo::Count(n) = self.freeze_up_to
             && n > layers
         {

@@ -23,16 +23,17 @@ impl FreezePlan {
 
     /// What `freeze_up_to` freezes of a backbone with `layers` layers.
     pub(crate) fn from_spec(freeze: FreezeUpTo, bn: BatchNormPolicy, layers: usize) -> FreezePlan {
-        let frozen = match freeze {
-            FreezeUpTo::All => layers,
-            FreezeUpTo::Count(k) => k,
-        };
-        FreezePlan::new(frozen, bn, layers)
+        FreezePlan::new(freeze.at_epoch(0, layers), bn, layers)
     }
 
-    /// The plan of a phase of a backbone with `layers` layers.
+    /// The plan of a phase of a backbone with `layers` layers, at its start.
     pub fn of_phase(phase: &PhaseSpec, layers: usize) -> FreezePlan {
         FreezePlan::from_spec(phase.freeze_up_to, phase.batchnorm, layers)
+    }
+
+    /// The plan of epoch `e` (0-based) of a phase (differs from the start with gradual unfreezing).
+    pub fn of_phase_epoch(phase: &PhaseSpec, e: usize, layers: usize) -> FreezePlan {
+        FreezePlan::new(phase.freeze_up_to.at_epoch(e, layers), phase.batchnorm, layers)
     }
 
     /// Every layer frozen, every BatchNorm in inference: evaluation and prediction.
@@ -113,5 +114,16 @@ mod tests {
         assert!(plan.freezes("features.2.weight", &layers));
         assert!(!plan.freezes("features.3.weight", &layers));
         assert!(!plan.freezes("features.20.weight", &layers));
+    }
+
+    #[test]
+    fn gradual_unfreezing_moves_down_one_layer_every_few_epochs() {
+        use crate::config::spec::GradualFreeze;
+        let g = FreezeUpTo::Gradual(GradualFreeze { from: 14, to: 11, every: 2 });
+        let schedule: Vec<usize> = (0..9).map(|e| g.at_epoch(e, 18)).collect();
+        assert_eq!(schedule, [14, 14, 13, 13, 12, 12, 11, 11, 11]);
+        assert_eq!(FreezePlan::from_spec(g, BatchNormPolicy::Frozen, 18).frozen(), 14);
+        // Clamped to the backbone's layers.
+        assert_eq!(FreezeUpTo::Gradual(GradualFreeze { from: 30, to: 2, every: 1 }).at_epoch(0, 18), 18);
     }
 }

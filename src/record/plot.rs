@@ -32,13 +32,14 @@ pub(crate) fn phase_starts(rows: &[EpochRecord]) -> Vec<(usize, String)> {
     rows.windows(2).filter(|w| w[0].phase != w[1].phase).map(|w| (w[1].epoch, w[1].phase.clone())).collect()
 }
 
-/// Draws `curves.png` into `path` (atomically).
-pub(crate) fn write_curves(path: &Path, title: &str, rows: &[EpochRecord]) -> Result<()> {
+/// Draws `curves.png` into `path` (atomically), with a marker before each epoch of
+/// `unfrozen` (where gradual unfreezing unfroze a layer).
+pub(crate) fn write_curves(path: &Path, title: &str, rows: &[EpochRecord], unfrozen: &[usize]) -> Result<()> {
     write_png(path, (WIDTH, HEIGHT), |root| {
         let root = root.titled(title, (FONT, 22)).map_err(|e| anyhow!("drawing curves: {e}"))?;
         let (top, bottom) = root.split_vertically(HEIGHT / 2 - 15);
-        draw_panel(&top, rows, "Accuracy", |r| (r.train_acc, r.val_acc), true)?;
-        draw_panel(&bottom, rows, "Loss", |r| (r.train_loss, r.val_loss), false)
+        draw_panel(&top, rows, unfrozen, "Accuracy", |r| (r.train_acc, r.val_acc), true)?;
+        draw_panel(&bottom, rows, unfrozen, "Loss", |r| (r.train_loss, r.val_loss), false)
     })
 }
 
@@ -251,6 +252,7 @@ fn truncate_label(s: &str) -> String {
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     rows: &[EpochRecord],
+    unfrozen: &[usize],
     what: &str,
     values: fn(&EpochRecord) -> (f64, f64),
     is_accuracy: bool,
@@ -308,6 +310,19 @@ fn draw_panel<DB: DrawingBackend>(
             .label(format!("start {phase}"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], marker.stroke_width(2)));
     }
+    // Gradual unfreezing: a thinner orange marker where a layer was unfrozen, labelled once.
+    let unfreeze = RGBColor(230, 140, 20);
+    for (i, &epoch) in unfrozen.iter().enumerate() {
+        let x = epoch as f64 - 0.5;
+        let drawn = chart
+            .draw_series(std::iter::once(PathElement::new(vec![(x, lo), (x, hi)], unfreeze.stroke_width(1))))
+            .map_err(err)?;
+        if i == 0 {
+            drawn
+                .label("a layer unfrozen")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], unfreeze.stroke_width(1)));
+        }
+    }
     chart
         .configure_series_labels()
         .position(if is_accuracy { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
@@ -343,11 +358,15 @@ mod tests {
         assert_eq!(phase_starts(&rows), vec![(4, "fine_tune".to_string())]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("curves.png");
-        write_curves(&path, "test", &rows).unwrap();
+        write_curves(&path, "test", &rows, &[]).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
-        // The marker's green appears in the picture.
+        // The marker's green appears in the picture, and no unfreezing orange.
         assert!(img.pixels().any(|p| p.0 == [40, 160, 60]));
+        assert!(!img.pixels().any(|p| p.0 == [230, 140, 20]));
+        write_curves(&path, "test", &rows, &[5]).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert!(img.pixels().any(|p| p.0 == [230, 140, 20]), "no unfreezing marker");
     }
 
     #[test]

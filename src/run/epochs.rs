@@ -53,9 +53,20 @@ impl Records<'_> {
         while !state.finished {
             let p = state.next_phase;
             let phase = &spec.phases[p];
-            trainer.later_boundaries = spec.phases[p + 1..].iter().map(|later| trainer.plan(later).frozen()).collect();
-            trainer.trained_from = spec.phases[..=p].iter().map(|ph| trainer.plan(ph).frozen()).min().unwrap_or(0);
-            let mut run = trainer.start_phase(phase, lrs[p]);
+            let layers = trainer.model.backbone.layers().len();
+            // Boundaries a cache pass may keep activations at: this phase's later freeze
+            // indices (gradual unfreezing) and the later phases'.
+            let mut later: Vec<usize> =
+                (state.next_phase_epoch..phase.epochs).map(|e| phase.freeze_up_to.at_epoch(e, layers)).collect();
+            later.extend(
+                spec.phases[p + 1..].iter().flat_map(|l| (0..l.epochs).map(|e| l.freeze_up_to.at_epoch(e, layers))),
+            );
+            trainer.later_boundaries = later;
+            // The lowest layer trained so far: each earlier phase trained from its last freeze index.
+            let done = spec.phases[..p].iter().map(|ph| ph.freeze_up_to.at_epoch(ph.epochs.saturating_sub(1), layers));
+            trainer.trained_from =
+                done.chain([phase.freeze_up_to.at_epoch(state.next_phase_epoch, layers)]).min().unwrap_or(0);
+            let mut run = trainer.start_phase(phase, lrs[p], state.next_phase_epoch);
             self.log.line(&format!("phase {} ({}): {}", p + 1, phase.name, run.cache_note));
             if state.next_phase_epoch > 0 {
                 run.opt.load_state(&optimizer_state).context("cannot restore the optimizer from the checkpoint")?;
@@ -66,6 +77,9 @@ impl Records<'_> {
             }
             optimizer_state.clear();
             for e in state.next_phase_epoch..phase.epochs {
+                if let Some(change) = trainer.follow_schedule(&mut run, phase, e) {
+                    self.log.line(&format!("epoch {}: {change}", state.epoch + 1));
+                }
                 let lr = phase.schedule.lr_at(lrs[p], e, phase.epochs);
                 let r = trainer.run_epoch(&mut run, lr, state.epoch + 1, total);
                 // An epoch cut short by a signal is not recorded: the last checkpoint stands.
@@ -100,7 +114,7 @@ impl Records<'_> {
         if diverged(rows, factor) {
             // The weights are ruined: keep the metrics so far and the last good checkpoint as they are.
             table::write_metrics(dir, rows)?;
-            plot::write_curves(&dir.curves(), &title, rows)?;
+            plot::write_curves(&dir.curves(), &title, rows, &unfreeze_epochs(spec, rows))?;
             self.summary.epochs = epoch;
             return Err(Error::Diverged { epoch, loss: r.train_loss });
         }
@@ -125,7 +139,7 @@ impl Records<'_> {
             state.next_phase_epoch = phase_epoch + 1;
         }
         table::write_metrics(dir, rows)?;
-        plot::write_curves(&dir.curves(), &title, rows)?;
+        plot::write_curves(&dir.curves(), &title, rows, &unfreeze_epochs(spec, rows))?;
         state.scaler = (trainer.precision == Precision::Fp16).then(|| trainer.scaler.clone());
         let ck = Checkpoint {
             state: state.clone(),
@@ -183,6 +197,25 @@ impl Records<'_> {
         ));
         Ok(())
     }
+}
+
+/// The epochs (1-based) before which gradual unfreezing unfroze a layer: epoch e of a phase
+/// (counted from its rows) whose freeze index is below epoch e - 1's.
+fn unfreeze_epochs(spec: &Spec, rows: &[EpochRecord]) -> Vec<usize> {
+    let layers = spec.model.backbone.layer_count();
+    let mut seen: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut out = vec![];
+    for r in rows {
+        let e = seen.entry(r.phase.as_str()).or_insert(0);
+        if let Some(phase) = spec.phases.iter().find(|p| p.name == r.phase)
+            && *e > 0
+            && phase.freeze_up_to.at_epoch(*e, layers) < phase.freeze_up_to.at_epoch(*e - 1, layers)
+        {
+            out.push(r.epoch);
+        }
+        *e += 1;
+    }
+    out
 }
 
 /// Whether the last epoch's train loss is not a number, or above `factor` times the first's.

@@ -338,9 +338,10 @@ impl Trainer {
         trainable
     }
 
-    /// Freezes the layers below the phase's index and sets up its optimizer and augmentation.
-    pub(crate) fn start_phase(&mut self, phase: &PhaseSpec, lr: f64) -> PhaseRun {
-        let plan = self.plan(phase);
+    /// Freezes the layers below the phase's index (in its epoch `phase_epoch`, for gradual
+    /// unfreezing) and sets up its optimizer and augmentation.
+    pub(crate) fn start_phase(&mut self, phase: &PhaseSpec, lr: f64, phase_epoch: usize) -> PhaseRun {
+        let plan = FreezePlan::of_phase_epoch(phase, phase_epoch, self.model.backbone.layers().len());
         let frozen = plan.frozen();
         let params = self.apply_freeze(&plan);
         self.transform.augment = phase.augment.clone().unwrap_or_else(|| self.default_augment.clone());
@@ -378,6 +379,45 @@ impl Trainer {
         }
     }
 
+    /// Gradual unfreezing: before epoch `e` (0-based) of `phase`, unfreezes the layers its
+    /// schedule unfreezes by then. The new parameters join the optimizer with fresh state
+    /// (at their layer-wise rates), and the cache moves down to the new boundary. Returns
+    /// what changed, for the log.
+    pub(crate) fn follow_schedule(&mut self, run: &mut PhaseRun, phase: &PhaseSpec, e: usize) -> Option<String> {
+        let layers = self.model.backbone.layers().len();
+        let plan = FreezePlan::of_phase_epoch(phase, e, layers);
+        if plan.frozen() == run.plan.frozen() {
+            return None;
+        }
+        let was = run.plan.frozen();
+        let params = self.apply_freeze(&plan);
+        let new: Vec<(String, Tensor)> = params.into_iter().filter(|(n, _)| !run.trainable.contains(n)).collect();
+        let scales =
+            new.iter().map(|(n, _)| crate::model::lr_scale(self.model.layer_of(n), layers, &phase.optimizer)).collect();
+        run.trainable.extend(new.iter().map(|(n, _)| n.clone()));
+        let joined = new.len();
+        run.opt.add_params(new, scales);
+        run.plan = plan;
+        self.trained_from = self.trained_from.min(plan.frozen());
+        let started = Instant::now();
+        if run.cache.is_some() {
+            let (cache, note) = match self.cache_blocker(plan.frozen(), phase.batchnorm) {
+                Some(reason) => (None, format!("full forward every epoch ({reason})")),
+                None => self.build_cache(plan.frozen()),
+            };
+            run.cache = cache;
+            run.cache_note = note;
+            run.pending_seconds += started.elapsed().as_secs_f64();
+        }
+        let names = self.model.backbone.layers();
+        let unfrozen: Vec<String> = (plan.frozen()..was).map(|i| format!("{i} ({})", names[i].name)).collect();
+        Some(format!(
+            "unfroze layer {}: {joined} parameters join the optimizer with fresh state; {}",
+            unfrozen.join(", "),
+            run.cache_note
+        ))
+    }
+
     /// Why a phase freezing `frozen` layers cannot train on cached activations, if it cannot.
     fn cache_blocker(&self, frozen: usize, bn: BatchNormPolicy) -> Option<&'static str> {
         if self.cache == CacheMode::Off {
@@ -405,7 +445,7 @@ impl Trainer {
             return self.build_view_cache(frozen, views, &what);
         }
         if let Some((train, val)) = self.stash.remove(&frozen) {
-            let note = format!("trains on the {} cached by the previous phase", what);
+            let note = format!("trains on the {} cached by an earlier pass", what);
             return (Some(FeatureCache { start: frozen, train, val, views }), note);
         }
         let images = self.data.train.len() + self.data.val.len();
@@ -563,9 +603,12 @@ impl Trainer {
     /// Every epoch of a phase, numbered from `first_epoch`, without checkpoints
     /// (the run loop in `run.rs` is the one that can resume).
     pub fn train_phase(&mut self, phase: &PhaseSpec, lr: f64, first_epoch: usize, total: usize) -> Vec<EpochRecord> {
-        let mut run = self.start_phase(phase, lr);
+        let mut run = self.start_phase(phase, lr, 0);
         (0..phase.epochs)
-            .map(|e| self.run_epoch(&mut run, phase.schedule.lr_at(lr, e, phase.epochs), first_epoch + e, total))
+            .map(|e| {
+                self.follow_schedule(&mut run, phase, e);
+                self.run_epoch(&mut run, phase.schedule.lr_at(lr, e, phase.epochs), first_epoch + e, total)
+            })
             .collect()
     }
 

@@ -32,8 +32,11 @@ pub(crate) struct Optimizer {
     scales: Vec<f64>,
     /// Per parameter: its buffers by name (`momentum_buffer`, `exp_avg`, ...), created on first step.
     state: BTreeMap<String, BTreeMap<&'static str, Tensor>>,
-    /// Steps taken (Adam's bias correction).
+    /// Steps taken.
     steps: i64,
+    /// Steps each parameter has taken (Adam's bias correction, PyTorch's per-parameter
+    /// `state["step"]`): parameters that join mid-phase start from 0.
+    param_steps: BTreeMap<String, i64>,
 }
 
 impl Optimizer {
@@ -49,7 +52,16 @@ impl Optimizer {
             params,
             state: BTreeMap::new(),
             steps: 0,
+            param_steps: BTreeMap::new(),
         }
+    }
+
+    /// Adds parameters (layers unfrozen during a phase) at these learning-rate scales, with
+    /// fresh state, as a new param group joins a PyTorch optimizer.
+    pub(crate) fn add_params(&mut self, params: Vec<(String, Tensor)>, scales: Vec<f64>) {
+        assert_eq!(scales.len(), params.len(), "one scale per parameter");
+        self.params.extend(params);
+        self.scales.extend(scales);
     }
 
     /// Each parameter's learning rate as a multiple of the phase's, in parameter order.
@@ -97,7 +109,6 @@ impl Optimizer {
     /// One update of every parameter that has a gradient.
     pub(crate) fn step(&mut self) {
         self.steps += 1;
-        let t = self.steps;
         tch::no_grad(|| {
             for ((name, p), scale) in self.params.iter().zip(&self.scales) {
                 // Layer-wise learning rates: this parameter's share of the phase's rate.
@@ -106,6 +117,11 @@ impl Optimizer {
                 if !grad.defined() {
                     continue;
                 }
+                let t = {
+                    let steps = self.param_steps.entry(name.clone()).or_insert(0);
+                    *steps += 1;
+                    *steps
+                };
                 let state = self.state.entry(name.clone()).or_default();
                 let mut p = p.shallow_clone();
                 // L2 penalty added to the gradient (out of place); AdamW decays the weights instead.
@@ -163,9 +179,15 @@ impl Optimizer {
         });
     }
 
-    /// Every buffer as `<parameter>/<buffer>`, plus the step count as `steps`.
+    /// Every buffer as `<parameter>/<buffer>`, plus the step count as `steps` and each
+    /// parameter's where it differs from that (a parameter that joined mid-phase) as `<parameter>/step`.
     pub(crate) fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("steps".to_string(), Tensor::from(self.steps))];
+        for (param, &n) in &self.param_steps {
+            if n != self.steps {
+                out.push((format!("{param}/step"), Tensor::from(n)));
+            }
+        }
         for (param, buffers) in &self.state {
             for (buf, t) in buffers {
                 out.push((format!("{param}/{buf}"), t.shallow_clone()));
@@ -179,6 +201,8 @@ impl Optimizer {
         const BUFFERS: [&str; 4] = ["momentum_buffer", "exp_avg", "exp_avg_sq", "square_avg"];
         self.state.clear();
         self.steps = 0;
+        self.param_steps.clear();
+        let mut own_steps = BTreeMap::new();
         let devices: BTreeMap<&str, &Tensor> = self.params.iter().map(|(n, t)| (n.as_str(), t)).collect();
         for (key, t) in named {
             if key == "steps" {
@@ -186,6 +210,13 @@ impl Optimizer {
                 continue;
             }
             let Some((param, buf)) = key.rsplit_once('/') else { bail!("optimizer state: unexpected entry {key}") };
+            if buf == "step" {
+                let Some(_) = devices.get(param) else {
+                    bail!("optimizer state: {param} is not trained in this phase")
+                };
+                own_steps.insert(param.to_string(), t.int64_value(&[]));
+                continue;
+            }
             let Some(buf) = BUFFERS.iter().find(|b| **b == buf) else {
                 bail!("optimizer state: unknown buffer {buf} of {param}")
             };
@@ -195,6 +226,14 @@ impl Optimizer {
             }
             let buffer = t.to_device(p.device()).to_kind(p.kind());
             self.state.entry(param.to_string()).or_default().insert(buf, buffer);
+        }
+        // A parameter with state took every step but those recorded as its own.
+        for param in self.state.keys() {
+            let n = own_steps.get(param).copied().unwrap_or(self.steps);
+            self.param_steps.insert(param.clone(), n);
+        }
+        for (param, n) in own_steps {
+            self.param_steps.insert(param, n);
         }
         Ok(())
     }
@@ -490,6 +529,43 @@ mod tests {
         }
         for (wk, want) in w.iter().zip(case["after_3_steps"].as_array().unwrap()) {
             let got = Vec::<f64>::try_from(&wk.detach()).unwrap();
+            for (a, b) in got.iter().zip(crate::train::floats(want)) {
+                assert!((a - b).abs() < 1e-12, "weight {a} vs PyTorch {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_parameter_joining_mid_phase_starts_fresh_as_in_pytorch() {
+        let fixture = crate::train::toolkit_fixture();
+        let case = &fixture["gradual"];
+        let w0 = Tensor::from_slice(&[1.0f64, -0.5, 0.25]).set_requires_grad(true);
+        // Frozen (no gradient) until it joins, as runner freezes a layer.
+        let w1 = Tensor::from_slice(&[0.3f64, 0.8, -1.2]);
+        let c = [Tensor::from_slice(&[1.0f64, 2.0, 0.5]), Tensor::from_slice(&[0.5f64, 1.5, 3.0])];
+        let mut s = spec(OptimizerKind::Adam, 0.0, false, None);
+        s.lr = case["lr"].as_f64();
+        let mut opt = Optimizer::new(&s, s.lr.unwrap(), vec![("w0".into(), w0.shallow_clone())]);
+        let mut w1 = w1;
+        for step in 1..=4 {
+            if step == case["joins_before_step"].as_i64().unwrap() {
+                w1 = w1.set_requires_grad(true);
+                opt.add_params(vec![("w1".into(), w1.shallow_clone())], vec![1.0]);
+                // Its own step count goes into a checkpoint, and comes back from one.
+                let mut restored = Optimizer::new(&s, 0.1, vec![("w0".into(), w0.shallow_clone())]);
+                restored.add_params(vec![("w1".into(), w1.shallow_clone())], vec![1.0]);
+                restored.load_state(&opt.state_tensors()).unwrap();
+                assert_eq!(restored.param_steps, opt.param_steps);
+            }
+            opt.zero_grad();
+            ((&c[0] * &w0 * &w0).sum(Kind::Double) + (&c[1] * &w1 * &w1).sum(Kind::Double)).backward();
+            opt.step();
+        }
+        assert_eq!(opt.param_steps.get("w1"), Some(&2));
+        let saved = opt.state_tensors();
+        assert!(saved.iter().any(|(n, t)| n == "w1/step" && t.int64_value(&[]) == 2));
+        for (w, want) in [&w0, &w1].iter().zip(case["after_4_steps"].as_array().unwrap()) {
+            let got = Vec::<f64>::try_from(&w.detach()).unwrap();
             for (a, b) in got.iter().zip(crate::train::floats(want)) {
                 assert!((a - b).abs() < 1e-12, "weight {a} vs PyTorch {b}");
             }

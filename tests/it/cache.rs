@@ -36,9 +36,7 @@ fn cached_and_full_forward_runs_agree() {
     assert!(out.contains("phase 1 (head): trains on cached pooled features"), "{out}");
     // Phase 1's pass kept the activations phase 2 starts from.
     assert!(
-        out.contains(
-            "phase 2 (fine_tune): trains on the activations at layer 10 (block 9) cached by the previous phase"
-        ),
+        out.contains("phase 2 (fine_tune): trains on the activations at layer 10 (block 9) cached by an earlier pass"),
         "{out}"
     );
     let (full, out) = run(root, "full", &["--set", "data.cache=\"off\""]);

@@ -131,11 +131,11 @@ optimizer = {{ kind = "adam", lr = 1e-3, head_lr_factor = 2.0 }}
 
 [[phases]]
 name = "fine_tune"
-epochs = 2
-freeze_up_to = 12
+epochs = 3
+freeze_up_to = {{ from = 14, to = 12, every = 1 }}
 gradient_accumulation = 2
 clip_grad_norm = 1.0
-optimizer = {{ kind = "rmsprop", lr_factor = 0.1, layer_decay = 0.7 }}
+optimizer = {{ kind = "adam", lr_factor = 0.1, layer_decay = 0.7 }}
 "#,
         data.display()
     )
@@ -155,16 +155,20 @@ fn every_toolkit_key_at_once_runs_and_resumes_to_the_same_bytes() {
     assert!(log.contains("test-time augmentation") && log.contains("the batches are mixed"), "{log}");
     assert_eq!(summary_json(&clean)["status"], "completed");
 
-    // Killed inside the first fine-tuning epoch: the checkpoint carries the EMA.
-    let child = start_at_failpoint(root, &["run", "spec.toml", "--out", "killed", "--quiet"], "epoch-3-batch-2");
+    assert!(log.contains("epoch 4: unfroze layer 13 (block 12)") && log.contains("epoch 5: unfroze layer 12"), "{log}");
+
+    // Killed in the last fine-tuning epoch, after a layer was unfrozen: the checkpoint carries
+    // the EMA, and the step count of the parameters that joined the optimizer late.
+    let child = start_at_failpoint(root, &["run", "spec.toml", "--out", "killed", "--quiet"], "epoch-5-batch-2");
     let killed = only_run(&root.join("killed/all_keys"));
     let mut child = child;
     child.kill().unwrap();
     child.wait().unwrap();
     let ck = runner::record::checkpoint::Checkpoint::read(&killed.join("checkpoint.safetensors")).unwrap();
-    assert_eq!(ck.state.epoch, 2);
+    assert_eq!((ck.state.epoch, ck.state.next_phase, ck.state.next_phase_epoch), (4, 1, 2));
     assert!(ck.ema.iter().any(|(n, _)| n == "ema/updates"), "no EMA in the checkpoint");
-    // The EMA is not the model: after two epochs at decay <= 0.9 the head differs.
+    assert!(ck.optimizer.iter().any(|(n, _)| n.starts_with("_blocks.12.") && n.ends_with("/step")), "no late steps");
+    // The EMA is not the model: the head differs.
     let weight = |set: &[(String, tch::Tensor)], name: &str| {
         set.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone()).unwrap()
     };
@@ -213,4 +217,67 @@ fn every_toolkit_key_at_once_runs_and_resumes_to_the_same_bytes() {
     assert!(e.contains("`data.cutmix`: expected a Beta parameter alpha > 0, found 0"), "{e}");
     let e = spec_error(root, &all_keys_spec(&data).replace("tta = [\"hflip\"]", "tta = [\"vflip\"]"));
     assert!(e.contains("eval.tta"), "{e}");
+}
+
+#[test]
+fn gradual_unfreezing_moves_the_cache_down_exactly_and_marks_the_curves() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = shapes(root, 2, 10);
+    let spec = tiny_spec(&data)
+        .replace("epochs = 1\nfreeze_up_to = 10", "epochs = 5\nfreeze_up_to = { from = 12, to = 10, every = 2 }");
+    assert!(spec.contains("every = 2"), "{spec}");
+    let run = |name: &str, extra: &[&str]| {
+        std::fs::write(
+            root.join(format!("{name}.toml")),
+            spec.replace("name = \"tiny\"", &format!("name = \"{name}\"")),
+        )
+        .unwrap();
+        let file = format!("{name}.toml");
+        let args = [&["run", file.as_str(), "--out", "runs", "--quiet"][..], extra].concat();
+        let o = runner(root, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        only_run(&root.join("runs").join(name))
+    };
+    let cached = run("cached", &[]);
+    let full = run("full", &["--set", "data.cache=\"off\""]);
+    let log = std::fs::read_to_string(cached.join("run.log")).unwrap();
+    // Phase 2 starts at 12; epochs 4 and 6 (its third and fifth) unfreeze layers 11 and 10,
+    // each time on activations the head phase's one pass kept.
+    let lines: Vec<&str> = log.lines().collect();
+    let line = |start: &str| lines.iter().find(|l| l.contains(start)).copied().unwrap_or_default();
+    assert!(
+        line("phase 2 (fine_tune)").contains("activations at layer 12 (block 11) cached by an earlier pass"),
+        "{log}"
+    );
+    assert!(
+        line("epoch 4: unfroze layer 11 (block 10)").contains("layer 11 (block 10) cached by an earlier pass"),
+        "{log}"
+    );
+    assert!(
+        line("epoch 6: unfroze layer 10 (block 9)").contains("layer 10 (block 9) cached by an earlier pass"),
+        "{log}"
+    );
+    // The cache is exact: the same numbers as a full forward every epoch, to float tolerance.
+    let table = |dir: &std::path::Path| -> Vec<Vec<f64>> {
+        std::fs::read_to_string(dir.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').skip(2).map(|v| v.parse().unwrap()).collect())
+            .collect()
+    };
+    let (a, b) = (table(&cached), table(&full));
+    assert_eq!(a.len(), 6);
+    for (x, y) in a.iter().zip(&b) {
+        for (u, v) in x.iter().zip(y) {
+            assert!((u - v).abs() < 1e-4, "cached {x:?} vs full forward {y:?}");
+        }
+    }
+    // The curves mark the unfreezing (orange) besides the phase start.
+    let img = image::open(cached.join("curves.png")).unwrap().to_rgb8();
+    assert!(img.pixels().any(|p| p.0 == [230, 140, 20]), "no unfreezing marker in curves.png");
+    let bad = spec.replace("to = 10", "to = 12");
+    let e = spec_error(root, &bad);
+    assert!(e.contains("`phases.1.freeze_up_to.to`: expected `to` below `from` (12), found 12"), "{e}");
 }
