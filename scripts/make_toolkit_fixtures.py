@@ -20,6 +20,11 @@ computed here:
   [0, 2, 1, 2], 3 classes, with their random draws (lam, the box centre) fixed.
 
 Needs torch (and torchvision for the mixing cases).
+- augment_ops: torchvision.transforms.autoaugment._apply_op (what TrivialAugmentWide and
+  RandAugment call; nearest interpolation, no fill) on the uint8 image
+  x[c, h, w] = (37 c + 11 h + 7 w + (h w mod 13) 9) mod 256 (3 x 20 x 24), for each
+  operation at a few signed magnitudes; hue: F.adjust_hue on the same image.
+
 Usage:
     python3 scripts/make_toolkit_fixtures.py > tests/fixtures/toolkit.json
 """
@@ -143,10 +148,32 @@ def cutmix_cases():
     return out
 
 
+def augment_cases():
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+    from torchvision.transforms.autoaugment import _apply_op
+
+    x = torch.tensor([[[(37 * c + 11 * h + 7 * w + (h * w % 13) * 9) % 256 for w in range(24)] for h in range(20)]
+                      for c in range(3)], dtype=torch.uint8)
+    cases = [("Identity", 0.0), ("ShearX", 0.3), ("ShearX", -0.66), ("ShearY", 0.5), ("ShearY", -0.2),
+             ("TranslateX", 5.7), ("TranslateX", -12.0), ("TranslateY", 3.0), ("TranslateY", -8.4),
+             ("Rotate", 30.0), ("Rotate", -90.0), ("Rotate", 13.5),
+             ("Brightness", 0.5), ("Brightness", -0.33), ("Color", 0.8), ("Color", -0.6),
+             ("Contrast", 0.7), ("Contrast", -0.5), ("Sharpness", 0.9), ("Sharpness", -0.9),
+             ("Posterize", 3.0), ("Posterize", 6.0), ("Solarize", 128.0), ("Solarize", 17.0),
+             ("AutoContrast", 0.0), ("Equalize", 0.0)]
+    ops = [{"op": op, "magnitude": m,
+            "pixels": _apply_op(x, op, m, interpolation=InterpolationMode.NEAREST, fill=None).flatten().tolist()}
+           for op, m in cases]
+    hue = [{"factor": f, "pixels": TF.adjust_hue(x, f).flatten().tolist()} for f in [0.1, -0.25, 0.45]]
+    return ops, hue
+
+
 def main():
     print(json.dumps({"torch": torch.__version__, "loss": loss_cases(), "clip": clip_case(),
                       "layer_lr": layer_lr_case(), "gradual": gradual_case(), "ema": ema_case(), "mixup": mixup_case(),
-                      "cutmix": cutmix_cases()}, indent=1))
+                      "cutmix": cutmix_cases(), "augment_ops": augment_cases()[0], "hue": augment_cases()[1]},
+                     separators=(",", ":")))
 
 
 if __name__ == "__main__":

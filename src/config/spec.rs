@@ -229,11 +229,35 @@ impl CacheMode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A train-time augmentation: `"random_resized_crop"`, `"hflip"`, `"trivial_augment"`, or a
+/// table for those with parameters (`{ rand_augment = { n = 2, m = 9 } }`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Augment {
     RandomResizedCrop,
     Hflip,
+    /// torchvision's `TrivialAugmentWide`.
+    TrivialAugment,
+    /// torchvision's `RandAugment(num_ops = n, magnitude = m)` (31 magnitude bins).
+    RandAugment {
+        n: usize,
+        m: usize,
+    },
+    /// torchvision's `ColorJitter`; each 0 leaves its property alone.
+    ColorJitter {
+        #[serde(default)]
+        brightness: f64,
+        #[serde(default)]
+        contrast: f64,
+        #[serde(default)]
+        saturation: f64,
+        #[serde(default)]
+        hue: f64,
+    },
+    /// torchvision's `RandomErasing(p)` on the normalised image (scale 0.02-0.33, ratio 0.3-3.3, value 0).
+    RandomErasing {
+        p: f64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -634,6 +658,29 @@ fn invalid(key: &str, message: impl Into<String>) -> Invalid {
     Invalid { key: key.to_string(), message: message.into() }
 }
 
+/// What is wrong with the parameters of an augmentation list, if anything.
+fn augment_problem(list: &[Augment]) -> Option<String> {
+    list.iter().find_map(|a| match *a {
+        Augment::RandAugment { n, m } if n == 0 || n > 14 || m > 30 => {
+            Some(format!("rand_augment: expected 1 <= n <= 14 and 0 <= m <= 30, found n = {n}, m = {m}"))
+        }
+        Augment::ColorJitter { brightness, contrast, saturation, hue } => {
+            let ok = [brightness, contrast, saturation].iter().all(|v| (0.0..=10.0).contains(v))
+                && (0.0..=0.5).contains(&hue);
+            (!ok).then(|| {
+                format!(
+                    "color_jitter: expected brightness, contrast, saturation in [0, 10] and hue in [0, 0.5], found \
+                     {brightness}, {contrast}, {saturation}, {hue}"
+                )
+            })
+        }
+        Augment::RandomErasing { p } if !(0.0..=1.0).contains(&p) => {
+            Some(format!("random_erasing: expected a probability p in [0, 1], found {p}"))
+        }
+        _ => None,
+    })
+}
+
 impl DataSpec {
     fn validate(&self) -> Result<(), Invalid> {
         if !(32..=MAX_IMAGE_SIZE).contains(&self.image_size) {
@@ -644,6 +691,9 @@ impl DataSpec {
         }
         if self.batch_size == 0 {
             return Err(invalid("data.batch_size", "expected at least 1, found 0"));
+        }
+        if let Some(msg) = augment_problem(&self.augment) {
+            return Err(invalid("data.augment", msg));
         }
         for (key, alpha) in [("data.mixup", self.mixup), ("data.cutmix", self.cutmix)] {
             if let Some(a) = alpha
@@ -732,6 +782,9 @@ impl PhaseSpec {
                     layers - 1
                 ),
             ));
+        }
+        if let Some(msg) = self.augment.as_deref().and_then(augment_problem) {
+            return Err(invalid("augment", msg));
         }
         if self.gradient_accumulation == Some(0) {
             return Err(invalid("gradient_accumulation", "expected at least 1 batch, found 0"));

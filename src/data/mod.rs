@@ -8,6 +8,7 @@
 //! skipped and reported, never fatal.
 
 pub mod archive;
+pub(crate) mod augment;
 pub mod synth;
 
 use std::collections::BTreeMap;
@@ -534,9 +535,41 @@ impl Transform {
             if self.augment.contains(&Augment::Hflip) && rng.random_bool(0.5) {
                 x = x.flip([3]);
             }
+            x = self.policies(x, rng);
             out.push(x);
         }
-        self.normalize(&Tensor::cat(&out, 0))
+        let x = self.normalize(&Tensor::cat(&out, 0));
+        match self.augment.iter().find_map(|a| if let Augment::RandomErasing { p } = a { Some(*p) } else { None }) {
+            Some(p) => {
+                let erased: Vec<Tensor> = (0..n).map(|i| augment::random_erasing(&x.narrow(0, i, 1), p, rng)).collect();
+                Tensor::cat(&erased, 0)
+            }
+            None => x,
+        }
+    }
+
+    /// The colour and geometry policies of the list, in its order, on one image of uint8
+    /// values (rounded first: a resized crop is not whole numbers).
+    fn policies(&self, x: Tensor, rng: &mut ChaCha8Rng) -> Tensor {
+        let mut x = x;
+        let mut rounded = false;
+        for a in &self.augment {
+            let needs =
+                matches!(a, Augment::TrivialAugment | Augment::RandAugment { .. } | Augment::ColorJitter { .. });
+            if needs && !rounded {
+                x = x.round();
+                rounded = true;
+            }
+            x = match *a {
+                Augment::TrivialAugment => augment::trivial_augment(&x, rng),
+                Augment::RandAugment { n, m } => augment::rand_augment(&x, n, m, rng),
+                Augment::ColorJitter { brightness, contrast, saturation, hue } => {
+                    augment::color_jitter(&x, [brightness, contrast, saturation, hue], rng)
+                }
+                _ => x,
+            };
+        }
+        x
     }
 
     fn normalize(&self, x: &Tensor) -> Tensor {

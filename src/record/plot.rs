@@ -249,6 +249,17 @@ fn truncate_label(s: &str) -> String {
     truncate_label_to(s, 20)
 }
 
+/// The y axis of a panel: accuracies up to 1 from a little below their least, losses from 0.
+fn y_range(rows: &[EpochRecord], values: fn(&EpochRecord) -> (f64, f64), is_accuracy: bool) -> (f64, f64) {
+    if is_accuracy {
+        let min = rows.iter().flat_map(|r| [values(r).0, values(r).1]).fold(1.0, f64::min);
+        ((min - 0.05).clamp(0.0, 0.9), 1.0)
+    } else {
+        let max = rows.iter().flat_map(|r| [values(r).0, values(r).1]).filter(|v| v.is_finite()).fold(0.0, f64::max);
+        (0.0, (max * 1.1).max(1e-3))
+    }
+}
+
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     rows: &[EpochRecord],
@@ -259,13 +270,7 @@ fn draw_panel<DB: DrawingBackend>(
 ) -> Result<()> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing curves: {e}");
     let last = rows.last().map_or(1, |r| r.epoch).max(2) as f64;
-    let (lo, hi) = if is_accuracy {
-        let min = rows.iter().flat_map(|r| [values(r).0, values(r).1]).fold(1.0, f64::min);
-        ((min - 0.05).clamp(0.0, 0.9), 1.0)
-    } else {
-        let max = rows.iter().flat_map(|r| [values(r).0, values(r).1]).filter(|v| v.is_finite()).fold(0.0, f64::max);
-        (0.0, (max * 1.1).max(1e-3))
-    };
+    let (lo, hi) = y_range(rows, values, is_accuracy);
     let mut chart = ChartBuilder::on(area)
         .margin(12)
         .caption(format!("Training and Validation {what}"), (FONT, 18))
@@ -301,26 +306,23 @@ fn draw_panel<DB: DrawingBackend>(
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
         chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, colour.filled()))).map_err(err)?;
     }
-    for (epoch, phase) in phase_starts(rows) {
-        let x = epoch as f64 - 0.5;
-        let marker = RGBColor(40, 160, 60);
-        chart
-            .draw_series(std::iter::once(PathElement::new(vec![(x, lo), (x, hi)], marker.stroke_width(2))))
-            .map_err(err)?
-            .label(format!("start {phase}"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], marker.stroke_width(2)));
-    }
-    // Gradual unfreezing: a thinner orange marker where a layer was unfrozen, labelled once.
-    let unfreeze = RGBColor(230, 140, 20);
-    for (i, &epoch) in unfrozen.iter().enumerate() {
+    // A green marker where each later phase starts; a thinner orange one where gradual
+    // unfreezing unfroze a layer (labelled once).
+    let starts =
+        phase_starts(rows).into_iter().map(|(e, phase)| (e, Some(format!("start {phase}")), RGBColor(40, 160, 60), 2));
+    let unfreezes = unfrozen
+        .iter()
+        .enumerate()
+        .map(|(i, &e)| (e, (i == 0).then(|| "a layer unfrozen".into()), RGBColor(230, 140, 20), 1));
+    for (epoch, label, colour, width) in starts.chain(unfreezes) {
         let x = epoch as f64 - 0.5;
         let drawn = chart
-            .draw_series(std::iter::once(PathElement::new(vec![(x, lo), (x, hi)], unfreeze.stroke_width(1))))
+            .draw_series(std::iter::once(PathElement::new(vec![(x, lo), (x, hi)], colour.stroke_width(width))))
             .map_err(err)?;
-        if i == 0 {
+        if let Some(label) = label {
             drawn
-                .label("a layer unfrozen")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], unfreeze.stroke_width(1)));
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(width)));
         }
     }
     chart

@@ -95,7 +95,7 @@ fn grid_value_of_the_wrong_type() {
     check_bad(
         |d| grid_spec(d).replace("[8, 10, 12]", "[8, \"ten\"]"),
         &["run", "spec.toml"],
-        "error: spec.toml:13:1: `phases.1.freeze_up_to`: expected \"all\" or a backbone layer index, found string \"ten\"\n",
+        "error: spec.toml:13:1: `phases.1.freeze_up_to`: expected \"all\", a backbone layer index, or { from = A, to = B, every = E }, found string \"ten\"\n",
     );
 }
 

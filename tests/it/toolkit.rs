@@ -110,6 +110,14 @@ batch_size = 6
 split = [0.6, 0.2, 0.2]
 mixup = 0.4
 cutmix = 1.0
+augment = [
+    "random_resized_crop",
+    "hflip",
+    "trivial_augment",
+    {{ rand_augment = {{ n = 2, m = 9 }} }},
+    {{ color_jitter = {{ brightness = 0.4, contrast = 0.4, saturation = 0.4, hue = 0.1 }} }},
+    {{ random_erasing = {{ p = 0.25 }} }},
+]
 
 [model]
 backbone = "efficientnet_lite0"
@@ -213,6 +221,11 @@ fn every_toolkit_key_at_once_runs_and_resumes_to_the_same_bytes() {
     }
     let e = spec_error(root, &all_keys_spec(&data).replace("decay = 0.9,", "decay = 1.5,"));
     assert!(e.contains("`ema.decay`: expected 0 < decay < 1, found 1.5"), "{e}");
+    let e = spec_error(root, &all_keys_spec(&data).replace("n = 2, m = 9", "n = 2, m = 40"));
+    assert!(
+        e.contains("`data.augment`: rand_augment: expected 1 <= n <= 14 and 0 <= m <= 30, found n = 2, m = 40"),
+        "{e}"
+    );
     let e = spec_error(root, &all_keys_spec(&data).replace("cutmix = 1.0", "cutmix = 0.0"));
     assert!(e.contains("`data.cutmix`: expected a Beta parameter alpha > 0, found 0"), "{e}");
     let e = spec_error(root, &all_keys_spec(&data).replace("tta = [\"hflip\"]", "tta = [\"vflip\"]"));
