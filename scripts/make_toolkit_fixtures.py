@@ -20,6 +20,12 @@ computed here:
   [0, 2, 1, 2], 3 classes, with their random draws (lam, the box centre) fixed.
 
 Needs torch (and torchvision for the mixing cases).
+- accumulation: SGD (momentum 0.9) on a linear layer W[i][j] = 0.1 sin(i + 2 j) (3 -> 2,
+  no bias), five batches of two inputs x[b][k][j] = cos(b + 0.5 k + j), labels (b + k) mod 2,
+  accumulated two at a time (each loss divided by 2; the last group of one steps alone);
+- tta: the log of the softmax averaged over two views' logits a[i][j] = sin(i + j),
+  b[i][j] = cos(2 i - j);
+- head_init: torch.nn.Linear(1280, 10)'s weight bound and standard deviation (seeded);
 - augment_ops: torchvision.transforms.autoaugment._apply_op (what TrivialAugmentWide and
   RandAugment call; nearest interpolation, no fill) on the uint8 image
   x[c, h, w] = (37 c + 11 h + 7 w + (h w mod 13) 9) mod 256 (3 x 20 x 24), for each
@@ -148,6 +154,33 @@ def cutmix_cases():
     return out
 
 
+def accumulation_case():
+    w = torch.tensor([[0.1 * math.sin(i + 2 * j) for j in range(3)] for i in range(2)], dtype=torch.float64,
+                     requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    batches = [(torch.tensor([[math.cos(b + 0.5 * k + j) for j in range(3)] for k in range(2)], dtype=torch.float64),
+                torch.tensor([(b + k) % 2 for k in range(2)])) for b in range(5)]
+    k = 2
+    for start in range(0, len(batches), k):
+        opt.zero_grad()
+        for x, y in batches[start:start + k]:
+            (F.cross_entropy(x @ w.T, y) / k).backward()
+        opt.step()
+    return {"k": k, "after": w.detach().flatten().tolist()}
+
+
+def tta_case():
+    a = torch.tensor([[math.sin(i + j) for j in range(4)] for i in range(3)], dtype=torch.float64)
+    b = torch.tensor([[math.cos(2 * i - j) for j in range(4)] for i in range(3)], dtype=torch.float64)
+    return {"log_mean_softmax": torch.stack([a.softmax(-1), b.softmax(-1)]).mean(0).log().flatten().tolist()}
+
+
+def head_init_case():
+    torch.manual_seed(0)
+    w = torch.nn.Linear(1280, 10).weight.detach()
+    return {"fan_in": 1280, "bound": 1 / math.sqrt(1280), "max_abs": w.abs().max().item(), "std": w.std().item()}
+
+
 def augment_cases():
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
@@ -172,7 +205,8 @@ def augment_cases():
 def main():
     print(json.dumps({"torch": torch.__version__, "loss": loss_cases(), "clip": clip_case(),
                       "layer_lr": layer_lr_case(), "gradual": gradual_case(), "ema": ema_case(), "mixup": mixup_case(),
-                      "cutmix": cutmix_cases(), "augment_ops": augment_cases()[0], "hue": augment_cases()[1]},
+                      "cutmix": cutmix_cases(), "accumulation": accumulation_case(),
+                      "tta": tta_case(), "head_init": head_init_case(), "augment_ops": augment_cases()[0], "hue": augment_cases()[1]},
                      separators=(",", ":")))
 
 

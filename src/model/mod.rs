@@ -101,16 +101,7 @@ impl Classifier {
         hidden: &[i64],
         init: HeadInit,
     ) -> Self {
-        let linear = |p: nn::Path, fan_in: i64, out: i64| {
-            let ws_init = match init {
-                HeadInit::Pytorch => {
-                    let bound = 1.0 / (fan_in as f64).sqrt();
-                    nn::Init::Uniform { lo: -bound, up: bound }
-                }
-                HeadInit::Kaiming => nn::init::DEFAULT_KAIMING_UNIFORM,
-            };
-            nn::linear(p, fan_in, out, nn::LinearConfig { ws_init, ..Default::default() })
-        };
+        let linear = |p: nn::Path, fan_in: i64, out: i64| head_linear(p, fan_in, out, init);
         let backbone = kind.build(p);
         let mut head = p.clone();
         for part in kind.classifier_prefix().split('.') {
@@ -240,6 +231,18 @@ impl Classifier {
     pub fn forward(&self, xs: &Tensor, frozen: usize, bn: BatchNormPolicy, train: bool) -> Tensor {
         self.head(&self.features(xs, frozen, bn, train), train)
     }
+}
+
+/// A new linear layer of the head, its weights initialised as `init` says.
+fn head_linear(p: nn::Path, fan_in: i64, out: i64, init: HeadInit) -> nn::Linear {
+    let ws_init = match init {
+        HeadInit::Pytorch => {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            nn::Init::Uniform { lo: -bound, up: bound }
+        }
+        HeadInit::Kaiming => nn::init::DEFAULT_KAIMING_UNIFORM,
+    };
+    nn::linear(p, fan_in, out, nn::LinearConfig { ws_init, ..Default::default() })
 }
 
 /// A parameter's learning rate as a multiple of its phase's (`optimizer.layer_decay` and
@@ -427,5 +430,27 @@ mod tests {
         for b in Backbone::ALL {
             assert_eq!(Backbone::from_name(b.name()), Some(b));
         }
+    }
+
+    #[test]
+    fn the_head_starts_as_torch_nn_linear_does() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/toolkit.json")).expect("toolkit.json is JSON");
+        let case = &fixture["head_init"];
+        let fan_in = case["fan_in"].as_i64().unwrap();
+        let stats = |init| {
+            tch::manual_seed(0);
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let w = head_linear(vs.root() / "fc", fan_in, 10, init).ws;
+            (f64::try_from(w.abs().max()).unwrap(), f64::try_from(w.std(true)).unwrap())
+        };
+        // Uniform in +-bound: its maximum just under the bound, its spread bound / sqrt(3), as PyTorch's.
+        let (bound, torch_std) = (case["bound"].as_f64().unwrap(), case["std"].as_f64().unwrap());
+        let (max, std) = stats(HeadInit::Pytorch);
+        assert!(max <= bound && max > 0.99 * bound, "{max} vs bound {bound}");
+        assert!((std / torch_std - 1.0).abs() < 0.03, "std {std} vs PyTorch's {torch_std}");
+        // tch's Kaiming init is sqrt(6) times wider.
+        let (kmax, kstd) = stats(HeadInit::Kaiming);
+        assert!(kmax > 2.4 * bound && (kstd / std - 6f64.sqrt()).abs() < 0.1, "{kmax} {kstd}");
     }
 }

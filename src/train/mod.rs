@@ -883,15 +883,22 @@ pub(crate) fn tta_logits(model: &Classifier, x: &Tensor, views: &[TtaView]) -> T
     if views.is_empty() {
         return plain;
     }
+    let mut logits = vec![plain];
+    for view in views {
+        let seen = match view {
+            TtaView::Hflip => x.flip([3]),
+        };
+        logits.push(model.infer(&seen));
+    }
+    average_views(&logits)
+}
+
+/// The log of the softmax averaged over the views' logits (fp32 at least).
+fn average_views(logits: &[Tensor]) -> Tensor {
     tch::no_grad(|| {
-        let mut probs = plain.to_kind(Kind::Float).softmax(-1, Kind::Float);
-        for view in views {
-            let seen = match view {
-                TtaView::Hflip => x.flip([3]),
-            };
-            probs += model.infer(&seen).to_kind(Kind::Float).softmax(-1, Kind::Float);
-        }
-        (probs / (views.len() + 1) as f64).log()
+        let kind = if logits[0].kind() == Kind::Double { Kind::Double } else { Kind::Float };
+        let probs: Vec<Tensor> = logits.iter().map(|l| l.to_kind(kind).softmax(-1, kind)).collect();
+        Tensor::stack(&probs, 0).mean_dim(0, false, kind).log()
     })
 }
 
@@ -944,6 +951,54 @@ pub(crate) fn floats(v: &serde_json::Value) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accumulation_and_test_time_views_match_pytorch_on_the_committed_fixture() {
+        let fixture = toolkit_fixture();
+        // Accumulation as train_step does it: zero at a group's first batch, each loss over k, step at its last.
+        let case = &fixture["accumulation"];
+        let k = case["k"].as_u64().unwrap() as usize;
+        let w: Vec<f64> = (0..2).flat_map(|i| (0..3).map(move |j| 0.1 * ((i + 2 * j) as f64).sin())).collect();
+        let w = Tensor::from_slice(&w).view([2, 3]).set_requires_grad(true);
+        let spec = crate::config::spec::OptimizerSpec {
+            kind: crate::config::spec::OptimizerKind::Sgd,
+            lr: Some(0.1),
+            lr_factor: None,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: None,
+            layer_decay: None,
+            head_lr_factor: None,
+        };
+        let mut opt = Optimizer::new(&spec, 0.1, vec![("w".into(), w.shallow_clone())]);
+        for b in 0..5 {
+            let x: Vec<f64> =
+                (0..2).flat_map(|kk| (0..3).map(move |j| (b as f64 + 0.5 * kk as f64 + j as f64).cos())).collect();
+            let x = Tensor::from_slice(&x).view([2, 3]);
+            let y = Tensor::from_slice(&[(b % 2) as i64, ((b + 1) % 2) as i64]);
+            let step = accumulation_step(b, 5, k);
+            if step.first {
+                opt.zero_grad();
+            }
+            (x.matmul(&w.tr()).cross_entropy_for_logits(&y) / k as f64).backward();
+            if step.last {
+                opt.step();
+            }
+        }
+        let got = Vec::<f64>::try_from(&w.detach().flatten(0, -1)).unwrap();
+        for (a, b) in got.iter().zip(floats(&case["after"])) {
+            // tch's cross_entropy_for_logits takes the log-softmax in float32 (as runner trains).
+            assert!((a - b).abs() < 1e-7, "accumulated SGD: {a} vs PyTorch {b}");
+        }
+        // Test-time views: the log of the averaged softmax.
+        let a: Vec<f64> = (0..3).flat_map(|i| (0..4).map(move |j| ((i + j) as f64).sin())).collect();
+        let b: Vec<f64> = (0..3).flat_map(|i| (0..4).map(move |j| ((2 * i - j) as f64).cos())).collect();
+        let views = [Tensor::from_slice(&a).view([3, 4]), Tensor::from_slice(&b).view([3, 4])];
+        let got = Vec::<f64>::try_from(&average_views(&views).flatten(0, -1)).unwrap();
+        for (a, b) in got.iter().zip(floats(&fixture["tta"]["log_mean_softmax"])) {
+            assert!((a - b).abs() < 1e-12, "TTA average: {a} vs PyTorch {b}");
+        }
+    }
 
     #[test]
     fn accumulation_groups_batches_and_the_epochs_last_batch_steps() {
