@@ -26,6 +26,8 @@ Needs torch (and torchvision for the mixing cases).
 - tta: the log of the softmax averaged over two views' logits a[i][j] = sin(i + j),
   b[i][j] = cos(2 i - j);
 - head_init: torch.nn.Linear(1280, 10)'s weight bound and standard deviation (seeded);
+- random_erasing: torchvision's RandomErasing(p = 1) on a 3 x 20 x 24 image of ones, 4000
+  seeded draws: the mean and standard deviation of the share of the image erased;
 - augment_ops: torchvision.transforms.autoaugment._apply_op (what TrivialAugmentWide and
   RandAugment call; nearest interpolation, no fill) on the uint8 image
   x[c, h, w] = (37 c + 11 h + 7 w + (h w mod 13) 9) mod 256 (3 x 20 x 24), for each
@@ -181,6 +183,15 @@ def head_init_case():
     return {"fan_in": 1280, "bound": 1 / math.sqrt(1280), "max_abs": w.abs().max().item(), "std": w.std().item()}
 
 
+def erasing_case():
+    from torchvision import transforms as T
+
+    torch.manual_seed(0)
+    erase = T.RandomErasing(p=1.0)
+    shares = torch.tensor([(erase(torch.ones(3, 20, 24)) == 0).float().mean().item() for _ in range(4000)])
+    return {"draws": 4000, "mean_share": shares.mean().item(), "std_share": shares.std().item()}
+
+
 def augment_cases():
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
@@ -206,7 +217,7 @@ def main():
     print(json.dumps({"torch": torch.__version__, "loss": loss_cases(), "clip": clip_case(),
                       "layer_lr": layer_lr_case(), "gradual": gradual_case(), "ema": ema_case(), "mixup": mixup_case(),
                       "cutmix": cutmix_cases(), "accumulation": accumulation_case(),
-                      "tta": tta_case(), "head_init": head_init_case(), "augment_ops": augment_cases()[0], "hue": augment_cases()[1]},
+                      "tta": tta_case(), "head_init": head_init_case(), "random_erasing": erasing_case(), "augment_ops": augment_cases()[0], "hue": augment_cases()[1]},
                      separators=(",", ":")))
 
 

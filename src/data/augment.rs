@@ -411,4 +411,26 @@ mod tests {
         let zeros = f64::try_from(a.eq(0.0).to_kind(Kind::Float).mean(Kind::Float)).unwrap();
         assert!(zeros >= 0.02 * 0.9, "{zeros}");
     }
+
+    #[test]
+    fn random_erasing_erases_the_share_torchvision_erases() {
+        use rand::SeedableRng;
+        let fixture = toolkit_fixture();
+        let case = &fixture["random_erasing"];
+        let n = case["draws"].as_u64().unwrap() as usize;
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let ones = Tensor::ones([1, 3, 20, 24], (Kind::Float, tch::Device::Cpu));
+        let shares: Vec<f64> = (0..n)
+            .map(|_| {
+                f64::try_from(random_erasing(&ones, 1.0, &mut rng).eq(0.0).to_kind(Kind::Float).mean(Kind::Float))
+                    .unwrap()
+            })
+            .collect();
+        let mean = shares.iter().sum::<f64>() / n as f64;
+        let sd = (shares.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+        let (want_mean, want_sd) = (case["mean_share"].as_f64().unwrap(), case["std_share"].as_f64().unwrap());
+        // Two independent samples of 4000: their means differ by about sd * sqrt(2 / 4000) = 0.002.
+        assert!((mean - want_mean).abs() < 0.01, "mean share erased {mean} vs torchvision {want_mean}");
+        assert!((sd / want_sd - 1.0).abs() < 0.1, "spread {sd} vs torchvision {want_sd}");
+    }
 }
