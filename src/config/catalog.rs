@@ -18,6 +18,8 @@ pub enum Backbone {
     Resnet50,
     Vgg16,
     Vgg16Bn,
+    ConvnextTiny,
+    ConvnextSmall,
 }
 
 /// Where a backbone's default ("imagenet") weights come from.
@@ -36,7 +38,7 @@ const fn torchvision(file: &'static str, sha256_prefix: &'static str, fetch_hint
 }
 
 impl Backbone {
-    pub const ALL: [Backbone; 7] = [
+    pub const ALL: [Backbone; 9] = [
         Backbone::EfficientnetLite0,
         Backbone::MobilenetV2,
         Backbone::Resnet18,
@@ -44,6 +46,8 @@ impl Backbone {
         Backbone::Resnet50,
         Backbone::Vgg16,
         Backbone::Vgg16Bn,
+        Backbone::ConvnextTiny,
+        Backbone::ConvnextSmall,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +59,8 @@ impl Backbone {
             Backbone::Resnet50 => "resnet50",
             Backbone::Vgg16 => "vgg16",
             Backbone::Vgg16Bn => "vgg16_bn",
+            Backbone::ConvnextTiny => "convnext_tiny",
+            Backbone::ConvnextSmall => "convnext_small",
         }
     }
 
@@ -71,6 +77,9 @@ impl Backbone {
             Backbone::Resnet34 | Backbone::Resnet50 => 1 + 16,
             Backbone::Vgg16 => 31 + 2,
             Backbone::Vgg16Bn => 44 + 2,
+            // Stem, the blocks, 3 downsamplings, the head norm.
+            Backbone::ConvnextTiny => 1 + 18 + 3 + 1,
+            Backbone::ConvnextSmall => 1 + 36 + 3 + 1,
         }
     }
 
@@ -79,6 +88,7 @@ impl Backbone {
         match self {
             Backbone::EfficientnetLite0 | Backbone::MobilenetV2 => 0.2,
             Backbone::Resnet18 | Backbone::Resnet34 | Backbone::Resnet50 => 0.0,
+            Backbone::ConvnextTiny | Backbone::ConvnextSmall => 0.0,
             Backbone::Vgg16 | Backbone::Vgg16Bn => 0.5,
         }
     }
@@ -95,6 +105,7 @@ impl Backbone {
             Backbone::MobilenetV2 => "classifier.1",
             Backbone::Resnet18 | Backbone::Resnet34 | Backbone::Resnet50 => "fc",
             Backbone::Vgg16 | Backbone::Vgg16Bn => "classifier.6",
+            Backbone::ConvnextTiny | Backbone::ConvnextSmall => "classifier.2",
         }
     }
 
@@ -112,6 +123,8 @@ impl Backbone {
             Backbone::Resnet50 => torchvision("resnet50-0676ba61.pth", "0676ba61", HAND),
             Backbone::Vgg16 => torchvision("vgg16-397923af.pth", "397923af", HAND),
             Backbone::Vgg16Bn => torchvision("vgg16_bn-6c64b313.pth", "6c64b313", HAND),
+            Backbone::ConvnextTiny => torchvision("convnext_tiny-983f1562.pth", "983f1562", HAND),
+            Backbone::ConvnextSmall => torchvision("convnext_small-0c510722.pth", "0c510722", HAND),
         }
     }
 

@@ -6,6 +6,7 @@ mod freeze;
 pub mod pickle;
 pub mod weights;
 
+mod convnext;
 mod efficientnet_lite;
 mod mobilenet_v2;
 mod resnet;
@@ -72,6 +73,8 @@ impl Backbone {
             Backbone::Resnet50 => Box::new(resnet::ResNet::new(p, [3, 4, 6, 3], true)),
             Backbone::Vgg16 => Box::new(vgg::Vgg::vgg16(p, false)),
             Backbone::Vgg16Bn => Box::new(vgg::Vgg::vgg16(p, true)),
+            Backbone::ConvnextTiny => Box::new(convnext::ConvNeXt::new(p, [3, 3, 9, 3], 0.1)),
+            Backbone::ConvnextSmall => Box::new(convnext::ConvNeXt::new(p, [3, 3, 27, 3], 0.4)),
         }
     }
 }
