@@ -26,7 +26,7 @@ import sys
 import torch
 import torchvision
 
-BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "vgg16", "vgg16_bn", "convnext_tiny", "convnext_small"]
+BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "vgg16", "vgg16_bn", "convnext_tiny", "convnext_small", "mobilenet_v3_small", "mobilenet_v3_large"]
 
 
 def formula_state(model):

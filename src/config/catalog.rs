@@ -20,6 +20,8 @@ pub enum Backbone {
     Vgg16Bn,
     ConvnextTiny,
     ConvnextSmall,
+    MobilenetV3Small,
+    MobilenetV3Large,
 }
 
 /// Where a backbone's default ("imagenet") weights come from.
@@ -38,7 +40,7 @@ const fn torchvision(file: &'static str, sha256_prefix: &'static str, fetch_hint
 }
 
 impl Backbone {
-    pub const ALL: [Backbone; 9] = [
+    pub const ALL: [Backbone; 11] = [
         Backbone::EfficientnetLite0,
         Backbone::MobilenetV2,
         Backbone::Resnet18,
@@ -48,6 +50,8 @@ impl Backbone {
         Backbone::Vgg16Bn,
         Backbone::ConvnextTiny,
         Backbone::ConvnextSmall,
+        Backbone::MobilenetV3Small,
+        Backbone::MobilenetV3Large,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +65,8 @@ impl Backbone {
             Backbone::Vgg16Bn => "vgg16_bn",
             Backbone::ConvnextTiny => "convnext_tiny",
             Backbone::ConvnextSmall => "convnext_small",
+            Backbone::MobilenetV3Small => "mobilenet_v3_small",
+            Backbone::MobilenetV3Large => "mobilenet_v3_large",
         }
     }
 
@@ -80,6 +86,9 @@ impl Backbone {
             // Stem, the blocks, 3 downsamplings, the head norm.
             Backbone::ConvnextTiny => 1 + 18 + 3 + 1,
             Backbone::ConvnextSmall => 1 + 36 + 3 + 1,
+            // Stem, the blocks, the last convolution, the head linear.
+            Backbone::MobilenetV3Small => 1 + 11 + 1 + 1,
+            Backbone::MobilenetV3Large => 1 + 15 + 1 + 1,
         }
     }
 
@@ -87,6 +96,7 @@ impl Backbone {
     pub fn default_dropout(self) -> f64 {
         match self {
             Backbone::EfficientnetLite0 | Backbone::MobilenetV2 => 0.2,
+            Backbone::MobilenetV3Small | Backbone::MobilenetV3Large => 0.2,
             Backbone::Resnet18 | Backbone::Resnet34 | Backbone::Resnet50 => 0.0,
             Backbone::ConvnextTiny | Backbone::ConvnextSmall => 0.0,
             Backbone::Vgg16 | Backbone::Vgg16Bn => 0.5,
@@ -106,6 +116,7 @@ impl Backbone {
             Backbone::Resnet18 | Backbone::Resnet34 | Backbone::Resnet50 => "fc",
             Backbone::Vgg16 | Backbone::Vgg16Bn => "classifier.6",
             Backbone::ConvnextTiny | Backbone::ConvnextSmall => "classifier.2",
+            Backbone::MobilenetV3Small | Backbone::MobilenetV3Large => "classifier.3",
         }
     }
 
@@ -125,6 +136,8 @@ impl Backbone {
             Backbone::Vgg16Bn => torchvision("vgg16_bn-6c64b313.pth", "6c64b313", HAND),
             Backbone::ConvnextTiny => torchvision("convnext_tiny-983f1562.pth", "983f1562", HAND),
             Backbone::ConvnextSmall => torchvision("convnext_small-0c510722.pth", "0c510722", HAND),
+            Backbone::MobilenetV3Small => torchvision("mobilenet_v3_small-047dcff4.pth", "047dcff4", HAND),
+            Backbone::MobilenetV3Large => torchvision("mobilenet_v3_large-8738ca79.pth", "8738ca79", HAND),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod weights;
 mod convnext;
 mod efficientnet_lite;
 mod mobilenet_v2;
+mod mobilenet_v3;
 mod resnet;
 mod vgg;
 
@@ -75,6 +76,8 @@ impl Backbone {
             Backbone::Vgg16Bn => Box::new(vgg::Vgg::vgg16(p, true)),
             Backbone::ConvnextTiny => Box::new(convnext::ConvNeXt::new(p, [3, 3, 9, 3], 0.1)),
             Backbone::ConvnextSmall => Box::new(convnext::ConvNeXt::new(p, [3, 3, 27, 3], 0.4)),
+            Backbone::MobilenetV3Small => Box::new(mobilenet_v3::MobileNetV3::small(p)),
+            Backbone::MobilenetV3Large => Box::new(mobilenet_v3::MobileNetV3::large(p)),
         }
     }
 }

@@ -54,6 +54,8 @@ fn logits_match_torchvision_on_formula_weights() {
         Backbone::Vgg16Bn,
         Backbone::ConvnextTiny,
         Backbone::ConvnextSmall,
+        Backbone::MobilenetV3Small,
+        Backbone::MobilenetV3Large,
     ] {
         let want = &fixture[b.name()];
         let vs = nn::VarStore::new(Device::Cpu);
@@ -98,37 +100,44 @@ fn layer_lists_match_the_declared_counts_and_cover_every_parameter() {
 }
 
 #[test]
-fn a_convnext_trains_two_phases_and_prints_its_layers_and_summary() {
+fn the_new_backbones_train_two_phases_and_print_their_layers_and_summary() {
     use crate::common::{only_run, runner, shapes, stderr, stdout, summary_json, tiny_spec};
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let data = shapes(root, 2, 6);
-    let spec = tiny_spec(&data)
-        .replace("efficientnet_lite0", "convnext_tiny")
-        .replace("freeze_up_to = 10", "freeze_up_to = 19");
-    std::fs::write(root.join("spec.toml"), &spec).unwrap();
-    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let run = only_run(&root.join("runs/tiny"));
-    let summary = summary_json(&run);
-    assert_eq!((summary["status"].as_str(), summary["epochs"].as_u64()), (Some("completed"), Some(2)));
-    let log = std::fs::read_to_string(run.join("run.log")).unwrap();
-    assert!(log.contains("phase 1 (head): trains on cached pooled features"), "{log}");
-    assert!(log.contains("activations at layer 19 (stage 4 block 0)"), "{log}");
-    // The best weights hold the new head under the classifier's name, and classifier.0 (the norm) stays.
-    let best = tch::Tensor::read_safetensors(run.join("best.safetensors")).unwrap();
-    let shape = |n: &str| best.iter().find(|(k, _)| k == n).map(|(_, t)| t.size());
-    assert_eq!(shape("classifier.2.weight"), Some(vec![2, 768]));
-    assert_eq!(shape("classifier.0.weight"), Some(vec![768]));
+    // (backbone, phase 2's freeze index, the new head's name, its input width)
+    let cases = [
+        (Backbone::ConvnextTiny, 19, "classifier.2", 768),
+        (Backbone::MobilenetV3Small, 10, "classifier.3", 1024),
+        (Backbone::MobilenetV3Large, 14, "classifier.3", 1280),
+    ];
+    for (b, freeze, head, width) in cases {
+        let name = b.name();
+        let spec = tiny_spec(&data)
+            .replace("name = \"tiny\"", &format!("name = \"{name}\""))
+            .replace("efficientnet_lite0", name)
+            .replace("freeze_up_to = 10", &format!("freeze_up_to = {freeze}"));
+        std::fs::write(root.join(format!("{name}.toml")), &spec).unwrap();
+        let o = runner(root, &["run", &format!("{name}.toml"), "--out", "runs", "--quiet"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let run = only_run(&root.join("runs").join(name));
+        let summary = summary_json(&run);
+        assert_eq!((summary["status"].as_str(), summary["epochs"].as_u64()), (Some("completed"), Some(2)), "{name}");
+        let log = std::fs::read_to_string(run.join("run.log")).unwrap();
+        assert!(log.contains("phase 1 (head): trains on cached pooled features"), "{name}: {log}");
+        assert!(log.contains(&format!("activations at layer {freeze} (")), "{name}: {log}");
+        // The best weights hold the new head under the classifier's name.
+        let best = tch::Tensor::read_safetensors(run.join("best.safetensors")).unwrap();
+        let shape = best.iter().find(|(k, _)| *k == format!("{head}.weight")).map(|(_, t)| t.size());
+        assert_eq!(shape, Some(vec![2, width]), "{name}");
 
-    let o = runner(root, &["layers", "convnext_tiny"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
-    assert!(
-        out.contains("   22  head norm") && out.contains("all 23 layers") && out.contains("no running statistics"),
-        "{out}"
-    );
-    let o = runner(root, &["summary", "spec.toml"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("classifier.2"), "{}", stdout(&o));
+        let o = runner(root, &["layers", name]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains(&format!("all {} layers", b.layer_count())), "{out}");
+        assert_eq!(out.contains("no running statistics"), b == Backbone::ConvnextTiny, "{out}");
+        let o = runner(root, &["summary", &format!("{name}.toml")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains(head), "{}", stdout(&o));
+    }
 }
