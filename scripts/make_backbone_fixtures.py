@@ -26,7 +26,7 @@ import sys
 import torch
 import torchvision
 
-BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "vgg16", "vgg16_bn", "convnext_tiny", "convnext_small", "mobilenet_v3_small", "mobilenet_v3_large"]
+BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "vgg16", "vgg16_bn", "convnext_tiny", "convnext_small", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3"]
 
 
 def formula_state(model):

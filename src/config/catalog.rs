@@ -22,6 +22,10 @@ pub enum Backbone {
     ConvnextSmall,
     MobilenetV3Small,
     MobilenetV3Large,
+    EfficientnetB0,
+    EfficientnetB1,
+    EfficientnetB2,
+    EfficientnetB3,
 }
 
 /// Where a backbone's default ("imagenet") weights come from.
@@ -40,7 +44,7 @@ const fn torchvision(file: &'static str, sha256_prefix: &'static str, fetch_hint
 }
 
 impl Backbone {
-    pub const ALL: [Backbone; 11] = [
+    pub const ALL: [Backbone; 15] = [
         Backbone::EfficientnetLite0,
         Backbone::MobilenetV2,
         Backbone::Resnet18,
@@ -52,6 +56,10 @@ impl Backbone {
         Backbone::ConvnextSmall,
         Backbone::MobilenetV3Small,
         Backbone::MobilenetV3Large,
+        Backbone::EfficientnetB0,
+        Backbone::EfficientnetB1,
+        Backbone::EfficientnetB2,
+        Backbone::EfficientnetB3,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +75,10 @@ impl Backbone {
             Backbone::ConvnextSmall => "convnext_small",
             Backbone::MobilenetV3Small => "mobilenet_v3_small",
             Backbone::MobilenetV3Large => "mobilenet_v3_large",
+            Backbone::EfficientnetB0 => "efficientnet_b0",
+            Backbone::EfficientnetB1 => "efficientnet_b1",
+            Backbone::EfficientnetB2 => "efficientnet_b2",
+            Backbone::EfficientnetB3 => "efficientnet_b3",
         }
     }
 
@@ -89,6 +101,10 @@ impl Backbone {
             // Stem, the blocks, the last convolution, the head linear.
             Backbone::MobilenetV3Small => 1 + 11 + 1 + 1,
             Backbone::MobilenetV3Large => 1 + 15 + 1 + 1,
+            // Stem, the MBConv blocks (ceil(repeats x depth multiplier) per stage), the last conv.
+            Backbone::EfficientnetB0 => 1 + 16 + 1,
+            Backbone::EfficientnetB1 | Backbone::EfficientnetB2 => 1 + 23 + 1,
+            Backbone::EfficientnetB3 => 1 + 26 + 1,
         }
     }
 
@@ -97,6 +113,8 @@ impl Backbone {
         match self {
             Backbone::EfficientnetLite0 | Backbone::MobilenetV2 => 0.2,
             Backbone::MobilenetV3Small | Backbone::MobilenetV3Large => 0.2,
+            Backbone::EfficientnetB0 | Backbone::EfficientnetB1 => 0.2,
+            Backbone::EfficientnetB2 | Backbone::EfficientnetB3 => 0.3,
             Backbone::Resnet18 | Backbone::Resnet34 | Backbone::Resnet50 => 0.0,
             Backbone::ConvnextTiny | Backbone::ConvnextSmall => 0.0,
             Backbone::Vgg16 | Backbone::Vgg16Bn => 0.5,
@@ -117,6 +135,10 @@ impl Backbone {
             Backbone::Vgg16 | Backbone::Vgg16Bn => "classifier.6",
             Backbone::ConvnextTiny | Backbone::ConvnextSmall => "classifier.2",
             Backbone::MobilenetV3Small | Backbone::MobilenetV3Large => "classifier.3",
+            Backbone::EfficientnetB0
+            | Backbone::EfficientnetB1
+            | Backbone::EfficientnetB2
+            | Backbone::EfficientnetB3 => "classifier.1",
         }
     }
 
@@ -138,6 +160,10 @@ impl Backbone {
             Backbone::ConvnextSmall => torchvision("convnext_small-0c510722.pth", "0c510722", HAND),
             Backbone::MobilenetV3Small => torchvision("mobilenet_v3_small-047dcff4.pth", "047dcff4", HAND),
             Backbone::MobilenetV3Large => torchvision("mobilenet_v3_large-8738ca79.pth", "8738ca79", HAND),
+            Backbone::EfficientnetB0 => torchvision("efficientnet_b0_rwightman-7f5810bc.pth", "7f5810bc", HAND),
+            Backbone::EfficientnetB1 => torchvision("efficientnet_b1_rwightman-bac287d4.pth", "bac287d4", HAND),
+            Backbone::EfficientnetB2 => torchvision("efficientnet_b2_rwightman-c35c1473.pth", "c35c1473", HAND),
+            Backbone::EfficientnetB3 => torchvision("efficientnet_b3_rwightman-b3899882.pth", "b3899882", HAND),
         }
     }
 

@@ -56,6 +56,10 @@ fn logits_match_torchvision_on_formula_weights() {
         Backbone::ConvnextSmall,
         Backbone::MobilenetV3Small,
         Backbone::MobilenetV3Large,
+        Backbone::EfficientnetB0,
+        Backbone::EfficientnetB1,
+        Backbone::EfficientnetB2,
+        Backbone::EfficientnetB3,
     ] {
         let want = &fixture[b.name()];
         let vs = nn::VarStore::new(Device::Cpu);
@@ -110,6 +114,7 @@ fn the_new_backbones_train_two_phases_and_print_their_layers_and_summary() {
         (Backbone::ConvnextTiny, 19, "classifier.2", 768),
         (Backbone::MobilenetV3Small, 10, "classifier.3", 1024),
         (Backbone::MobilenetV3Large, 14, "classifier.3", 1280),
+        (Backbone::EfficientnetB0, 14, "classifier.1", 1280),
     ];
     for (b, freeze, head, width) in cases {
         let name = b.name();
