@@ -25,8 +25,9 @@ import sys
 
 import torch
 import torchvision
+from torchvision.models.vision_transformer import interpolate_embeddings
 
-BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "vgg16", "vgg16_bn", "convnext_tiny", "convnext_small", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3"]
+BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "vgg16", "vgg16_bn", "convnext_tiny", "convnext_small", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "vit_b_16"]
 
 
 def formula_state(model):
@@ -65,6 +66,11 @@ def main():
     for name in BACKBONES:
         model = getattr(torchvision.models, name)(weights=None)
         state, digest, count = formula_state(model)
+        if name == "vit_b_16":
+            # Built for 224 px (what the names-and-shapes digest and runner see), run at 64 px
+            # with the position embeddings resized by torchvision's interpolate_embeddings.
+            state = interpolate_embeddings(64, 16, state)
+            model = torchvision.models.vit_b_16(weights=None, image_size=64)
         model.load_state_dict(state, strict=False)  # num_batches_tracked keeps its default
         model.eval()
         with torch.no_grad():
@@ -77,6 +83,14 @@ def main():
             "every_10th": [[float(f"{v:.7g}") for v in row[::10]] for row in logits.tolist()],
         }
         lines.append(f' {json.dumps(name)}: {json.dumps(entry)}')
+    # ViT's position embeddings (from the formula) resized to two grids, every 97th value.
+    vit = torchvision.models.vit_b_16(weights=None)
+    state, _, _ = formula_state(vit)
+    resized = {}
+    for size in (96, 128):
+        pos = interpolate_embeddings(size, 16, dict(state))["encoder.pos_embedding"].double()
+        resized[str(size)] = {"shape": list(pos.shape), "every_97th": [float(f"{v:.7g}") for v in pos.flatten()[::97].tolist()]}
+    lines.append(f' "vit_b_16_positions": {json.dumps(resized)}')
     meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "batch": 2, "size": 64}
     sys.stdout.write('{\n "meta": ' + json.dumps(meta) + ",\n" + ",\n".join(lines) + "\n}\n")
 

@@ -151,3 +151,14 @@ fn parse_backbone(name: &str) -> Result<Backbone> {
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
+
+/// `--image-size` for a backbone that cuts images into patches must be a multiple of the patch.
+pub(crate) fn check_patch_size(b: Backbone, image_size: u32) -> Result<()> {
+    match b.patch_size() {
+        Some(p) if !image_size.is_multiple_of(p) => Err(anyhow!(
+            "--image-size {image_size}: {b} cuts images into {p}x{p} patches, so the size must be a multiple of {p}"
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}

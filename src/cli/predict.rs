@@ -52,7 +52,11 @@ pub fn run(args: Args) -> Result<()> {
     let top_k = top_k as usize;
     let mut predictor = match (run, backbone) {
         (Some(dir), _) => Predictor::from_run(&dir)?,
-        (None, Some(name)) => Predictor::from_backbone(parse_backbone(&name)?, &weights, image_size)?,
+        (None, Some(name)) => {
+            let b = parse_backbone(&name)?;
+            super::check_patch_size(b, image_size)?;
+            Predictor::from_backbone(b, &weights, image_size)?
+        }
         (None, None) => unreachable!("clap requires one"),
     };
     if let Some(views) = tta {

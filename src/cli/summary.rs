@@ -41,6 +41,7 @@ struct Target {
 /// A backbone name, or a spec file (its first run) with its `--set` overrides.
 fn target(target: &str, set: &[String], image_size: i64) -> Result<Target> {
     if let Some(backbone) = Backbone::from_name(target) {
+        super::check_patch_size(backbone, image_size as u32)?;
         return Ok(Target { backbone, size: image_size, classes: 1000, hidden: vec![], phases: vec![], lrs: vec![] });
     }
     let path = Path::new(target);

@@ -26,6 +26,8 @@ pub enum Backbone {
     EfficientnetB1,
     EfficientnetB2,
     EfficientnetB3,
+    #[serde(rename = "vit_b_16")]
+    VitB16,
 }
 
 /// Where a backbone's default ("imagenet") weights come from.
@@ -44,7 +46,7 @@ const fn torchvision(file: &'static str, sha256_prefix: &'static str, fetch_hint
 }
 
 impl Backbone {
-    pub const ALL: [Backbone; 15] = [
+    pub const ALL: [Backbone; 16] = [
         Backbone::EfficientnetLite0,
         Backbone::MobilenetV2,
         Backbone::Resnet18,
@@ -60,6 +62,7 @@ impl Backbone {
         Backbone::EfficientnetB1,
         Backbone::EfficientnetB2,
         Backbone::EfficientnetB3,
+        Backbone::VitB16,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +82,7 @@ impl Backbone {
             Backbone::EfficientnetB1 => "efficientnet_b1",
             Backbone::EfficientnetB2 => "efficientnet_b2",
             Backbone::EfficientnetB3 => "efficientnet_b3",
+            Backbone::VitB16 => "vit_b_16",
         }
     }
 
@@ -105,6 +109,8 @@ impl Backbone {
             Backbone::EfficientnetB0 => 1 + 16 + 1,
             Backbone::EfficientnetB1 | Backbone::EfficientnetB2 => 1 + 23 + 1,
             Backbone::EfficientnetB3 => 1 + 26 + 1,
+            // Patch embedding, 12 encoder blocks, the final norm.
+            Backbone::VitB16 => 1 + 12 + 1,
         }
     }
 
@@ -116,8 +122,16 @@ impl Backbone {
             Backbone::EfficientnetB0 | Backbone::EfficientnetB1 => 0.2,
             Backbone::EfficientnetB2 | Backbone::EfficientnetB3 => 0.3,
             Backbone::Resnet18 | Backbone::Resnet34 | Backbone::Resnet50 => 0.0,
-            Backbone::ConvnextTiny | Backbone::ConvnextSmall => 0.0,
+            Backbone::ConvnextTiny | Backbone::ConvnextSmall | Backbone::VitB16 => 0.0,
             Backbone::Vgg16 | Backbone::Vgg16Bn => 0.5,
+        }
+    }
+
+    /// The side an input image must be a multiple of (a ViT's patch size), if any.
+    pub fn patch_size(self) -> Option<u32> {
+        match self {
+            Backbone::VitB16 => Some(16),
+            _ => None,
         }
     }
 
@@ -139,6 +153,7 @@ impl Backbone {
             | Backbone::EfficientnetB1
             | Backbone::EfficientnetB2
             | Backbone::EfficientnetB3 => "classifier.1",
+            Backbone::VitB16 => "heads.head",
         }
     }
 
@@ -164,6 +179,7 @@ impl Backbone {
             Backbone::EfficientnetB1 => torchvision("efficientnet_b1_rwightman-bac287d4.pth", "bac287d4", HAND),
             Backbone::EfficientnetB2 => torchvision("efficientnet_b2_rwightman-c35c1473.pth", "c35c1473", HAND),
             Backbone::EfficientnetB3 => torchvision("efficientnet_b3_rwightman-b3899882.pth", "b3899882", HAND),
+            Backbone::VitB16 => torchvision("vit_b_16-c867db91.pth", "c867db91", HAND),
         }
     }
 

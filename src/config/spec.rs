@@ -1001,6 +1001,17 @@ impl Spec {
         }
         self.data.validate()?;
         self.model.validate()?;
+        if let Some(patch) = self.model.backbone.patch_size()
+            && !self.data.image_size.is_multiple_of(patch)
+        {
+            return Err(invalid(
+                "data.image_size",
+                format!(
+                    "{} cuts images into {patch}x{patch} patches: expected a multiple of {patch}, found {}",
+                    self.model.backbone, self.data.image_size
+                ),
+            ));
+        }
         if self.phases.is_empty() {
             return Err(invalid("phases", "expected at least one [[phases]] entry"));
         }

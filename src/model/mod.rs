@@ -13,6 +13,9 @@ mod mobilenet_v2;
 mod mobilenet_v3;
 mod resnet;
 mod vgg;
+mod vit;
+
+pub use vit::interpolate_positions;
 
 use tch::Tensor;
 
@@ -83,6 +86,7 @@ impl Backbone {
             Backbone::EfficientnetB1 => Box::new(efficientnet::EfficientNet::new(p, 1.0, 1.1)),
             Backbone::EfficientnetB2 => Box::new(efficientnet::EfficientNet::new(p, 1.1, 1.2)),
             Backbone::EfficientnetB3 => Box::new(efficientnet::EfficientNet::new(p, 1.2, 1.4)),
+            Backbone::VitB16 => Box::new(vit::Vit::b16(p)),
         }
     }
 }

@@ -60,6 +60,7 @@ fn logits_match_torchvision_on_formula_weights() {
         Backbone::EfficientnetB1,
         Backbone::EfficientnetB2,
         Backbone::EfficientnetB3,
+        Backbone::VitB16,
     ] {
         let want = &fixture[b.name()];
         let vs = nn::VarStore::new(Device::Cpu);
@@ -115,6 +116,7 @@ fn the_new_backbones_train_two_phases_and_print_their_layers_and_summary() {
         (Backbone::MobilenetV3Small, 10, "classifier.3", 1024),
         (Backbone::MobilenetV3Large, 14, "classifier.3", 1280),
         (Backbone::EfficientnetB0, 14, "classifier.1", 1280),
+        (Backbone::VitB16, 12, "heads.head", 768),
     ];
     for (b, freeze, head, width) in cases {
         let name = b.name();
@@ -140,9 +142,37 @@ fn the_new_backbones_train_two_phases_and_print_their_layers_and_summary() {
         assert!(o.status.success(), "{}", stderr(&o));
         let out = stdout(&o);
         assert!(out.contains(&format!("all {} layers", b.layer_count())), "{out}");
-        assert_eq!(out.contains("no running statistics"), b == Backbone::ConvnextTiny, "{out}");
+        let layer_norm_only = matches!(b, Backbone::ConvnextTiny | Backbone::VitB16);
+        assert_eq!(out.contains("no running statistics"), layer_norm_only, "{out}");
         let o = runner(root, &["summary", &format!("{name}.toml")]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(stdout(&o).contains(head), "{}", stdout(&o));
+    }
+    let bad = tiny_spec(&data).replace("efficientnet_lite0", "vit_b_16").replace("image_size = 32", "image_size = 40");
+    let e = crate::common::spec_error(root, &bad);
+    assert!(
+        e.contains("`data.image_size`: vit_b_16 cuts images into 16x16 patches: expected a multiple of 16, found 40"),
+        "{e}"
+    );
+}
+
+#[test]
+fn vit_position_embeddings_resize_as_torchvisions_interpolate_embeddings() {
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("../fixtures/backbones.json")).unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _model = Classifier::new(Backbone::VitB16, &vs.root(), 1000, 0.0);
+    formula_weights(&vs);
+    let pos = vs.variables()["encoder.pos_embedding"].shallow_clone();
+    for size in [96i64, 128] {
+        let want = &fixture["vit_b_16_positions"][size.to_string()];
+        let got = runner::model::interpolate_positions(&pos, size / 16).to_kind(Kind::Double);
+        let shape: Vec<i64> = want["shape"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        assert_eq!(got.size(), shape, "{size} px");
+        let got = Vec::<f64>::try_from(got.flatten(0, -1).slice(0, 0, None, 97)).unwrap();
+        let expected: Vec<f64> = want["every_97th"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(got.len(), expected.len());
+        let err = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        println!("vit_b_16 positions at {size} px: max abs error {err:.2e}");
+        assert!(err < 1e-5, "{size} px: max abs error {err}");
     }
 }
