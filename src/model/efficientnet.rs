@@ -9,7 +9,7 @@
 use tch::nn;
 use tch::{Kind, Tensor};
 
-use super::{LayerInfo, Mode, Network, conv_bn};
+use super::{Act, ConvBnAct, LayerInfo, Mode, Network};
 
 /// torchvision's default BatchNorm2d epsilon (B0-B4).
 const BN_EPS: f64 = 1e-5;
@@ -31,43 +31,19 @@ fn divisible(v: f64) -> i64 {
     if (new as f64) < 0.9 * v { new + 8 } else { new }
 }
 
-struct ConvBn {
-    conv: nn::Conv2D,
-    bn: nn::BatchNorm,
-    stride: i64,
-    padding: i64,
-    groups: i64,
-    silu: bool,
-}
-
-impl ConvBn {
-    fn new(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, silu: bool) -> Self {
-        let padding = (k - 1) / 2;
-        let cfg = nn::ConvConfig { stride, padding, groups, bias: false, ..Default::default() };
-        let bn_cfg = nn::BatchNormConfig { eps: BN_EPS, ..Default::default() };
-        ConvBn {
-            conv: nn::conv2d(&p / 0, cin, cout, k, cfg),
-            bn: nn::batch_norm2d(&p / 1, cout, bn_cfg),
-            stride,
-            padding,
-            groups,
-            silu,
-        }
-    }
-
-    fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
-        let p = self.padding;
-        let x = conv_bn(xs, &self.conv, &self.bn, BN_EPS, self.stride, [p, p], self.groups, mode);
-        if self.silu { x.silu() } else { x }
-    }
+/// A convolution (`p.0`), BatchNorm (`p.1`) and, with `silu`, SiLU.
+#[allow(clippy::too_many_arguments)]
+fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, silu: bool) -> ConvBnAct {
+    let bn = nn::BatchNormConfig { eps: BN_EPS, ..Default::default() };
+    ConvBnAct::new(&p / 0, &p / 1, (cin, cout), k, stride, groups, bn, if silu { Act::Silu } else { Act::None })
 }
 
 struct MbConv {
-    expand: Option<ConvBn>,
-    depthwise: ConvBn,
+    expand: Option<ConvBnAct>,
+    depthwise: ConvBnAct,
     fc1: nn::Conv2D,
     fc2: nn::Conv2D,
-    project: ConvBn,
+    project: ConvBnAct,
     residual: bool,
     drop: f64,
 }
@@ -80,9 +56,9 @@ impl MbConv {
         let mut j = 0;
         let expand = (exp != cin).then(|| {
             j += 1;
-            ConvBn::new(&b / 0, cin, exp, 1, 1, 1, true)
+            conv(&b / 0, cin, exp, 1, 1, 1, true)
         });
-        let depthwise = ConvBn::new(&b / j, exp, exp, k, stride, exp, true);
+        let depthwise = conv(&b / j, exp, exp, k, stride, exp, true);
         let se = &b / (j + 1);
         let squeeze = (cin / 4).max(1);
         MbConv {
@@ -90,7 +66,7 @@ impl MbConv {
             depthwise,
             fc1: nn::conv2d(&se / "fc1", exp, squeeze, 1, Default::default()),
             fc2: nn::conv2d(&se / "fc2", squeeze, exp, 1, Default::default()),
-            project: ConvBn::new(&b / (j + 2), exp, cout, 1, 1, 1, false),
+            project: conv(&b / (j + 2), exp, cout, 1, 1, 1, false),
             residual: stride == 1 && cin == cout,
             drop,
         }
@@ -117,7 +93,7 @@ impl MbConv {
 }
 
 enum Layer {
-    Conv(Box<ConvBn>),
+    Conv(Box<ConvBnAct>),
     Block(Box<MbConv>),
 }
 
@@ -134,7 +110,7 @@ impl EfficientNet {
         let f = p / "features";
         let ch = |c: i64| divisible(c as f64 * width_mult);
         let stem = ch(STAGES[0].3);
-        let mut layers = vec![Layer::Conv(Box::new(ConvBn::new(&f / 0, 3, stem, 3, 2, 1, true)))];
+        let mut layers = vec![Layer::Conv(Box::new(conv(&f / 0, 3, stem, 3, 2, 1, true)))];
         let mut info =
             vec![LayerInfo { prefixes: vec!["features.0".into()], name: "stem".into(), has_batchnorm: true }];
         let repeats: Vec<usize> = STAGES.iter().map(|s| (s.5 as f64 * depth_mult).ceil() as usize).collect();
@@ -156,7 +132,7 @@ impl EfficientNet {
         }
         let last_in = ch(STAGES[6].4);
         let width = 4 * last_in;
-        layers.push(Layer::Conv(Box::new(ConvBn::new(&f / 8, last_in, width, 1, 1, 1, true))));
+        layers.push(Layer::Conv(Box::new(conv(&f / 8, last_in, width, 1, 1, 1, true))));
         info.push(LayerInfo { prefixes: vec!["features.8".into()], name: "last conv".into(), has_batchnorm: true });
         EfficientNet { layers, info, width }
     }

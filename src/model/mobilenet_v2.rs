@@ -7,7 +7,7 @@
 use tch::Tensor;
 use tch::nn;
 
-use super::{LayerInfo, Mode, Network, conv_bn};
+use super::{Act, ConvBnAct, LayerInfo, Mode, Network};
 
 /// torchvision's BatchNorm2d epsilon.
 const BN_EPS: f64 = 1e-5;
@@ -16,39 +16,15 @@ const BN_EPS: f64 = 1e-5;
 const SETTINGS: [(i64, i64, usize, i64); 7] =
     [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
 
-/// A convolution followed by BatchNorm, optionally ReLU6 (torchvision's Conv2dNormActivation).
-struct ConvBn {
-    conv: nn::Conv2D,
-    bn: nn::BatchNorm,
-    stride: i64,
-    padding: i64,
-    groups: i64,
-    relu6: bool,
-}
-
-impl ConvBn {
-    #[allow(clippy::too_many_arguments)]
-    fn new(conv: nn::Path, bn: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, relu6: bool) -> Self {
-        let padding = (k - 1) / 2;
-        let cfg = nn::ConvConfig { stride, padding, groups, bias: false, ..Default::default() };
-        let bn_cfg = nn::BatchNormConfig { eps: BN_EPS, ..Default::default() };
-        let (conv, bn) = (nn::conv2d(conv, cin, cout, k, cfg), nn::batch_norm2d(bn, cout, bn_cfg));
-        ConvBn { conv, bn, stride, padding, groups, relu6 }
-    }
-
-    fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
-        let p = self.padding;
-        let mut x = conv_bn(xs, &self.conv, &self.bn, BN_EPS, self.stride, [p, p], self.groups, mode);
-        // In place: BatchNorm's backward needs its input, not its output.
-        if self.relu6 {
-            let _ = x.relu6_();
-        }
-        x
-    }
+/// A convolution, BatchNorm and (with `relu6`) ReLU6, as torchvision's `Conv2dNormActivation`.
+#[allow(clippy::too_many_arguments)]
+fn conv(c: nn::Path, b: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, relu6: bool) -> ConvBnAct {
+    let bn = nn::BatchNormConfig { eps: BN_EPS, ..Default::default() };
+    ConvBnAct::new(c, b, (cin, cout), k, stride, groups, bn, if relu6 { Act::Relu6 } else { Act::None })
 }
 
 struct Stage {
-    convs: Vec<ConvBn>,
+    convs: Vec<ConvBnAct>,
     residual: bool,
 }
 
@@ -61,7 +37,7 @@ impl MobileNetV2 {
     pub fn new(p: &nn::Path) -> Self {
         let f = p / "features";
         let mut stages =
-            vec![Stage { convs: vec![ConvBn::new(&f / 0 / 0, &f / 0 / 1, 3, 32, 3, 2, 1, true)], residual: false }];
+            vec![Stage { convs: vec![conv(&f / 0 / 0, &f / 0 / 1, 3, 32, 3, 2, 1, true)], residual: false }];
         let mut cin = 32;
         for &(t, c, n, s) in &SETTINGS {
             for i in 0..n {
@@ -71,20 +47,18 @@ impl MobileNetV2 {
                 let mut convs = vec![];
                 let mut k = 0;
                 if t != 1 {
-                    convs.push(ConvBn::new(&bp / k / 0, &bp / k / 1, cin, hidden, 1, 1, 1, true));
+                    convs.push(conv(&bp / k / 0, &bp / k / 1, cin, hidden, 1, 1, 1, true));
                     k += 1;
                 }
-                convs.push(ConvBn::new(&bp / k / 0, &bp / k / 1, hidden, hidden, 3, stride, hidden, true));
-                convs.push(ConvBn::new(&bp / (k + 1), &bp / (k + 2), hidden, c, 1, 1, 1, false));
+                convs.push(conv(&bp / k / 0, &bp / k / 1, hidden, hidden, 3, stride, hidden, true));
+                convs.push(conv(&bp / (k + 1), &bp / (k + 2), hidden, c, 1, 1, 1, false));
                 stages.push(Stage { convs, residual: stride == 1 && cin == c });
                 cin = c;
             }
         }
         let last = stages.len();
-        stages.push(Stage {
-            convs: vec![ConvBn::new(&f / last / 0, &f / last / 1, cin, 1280, 1, 1, 1, true)],
-            residual: false,
-        });
+        stages
+            .push(Stage { convs: vec![conv(&f / last / 0, &f / last / 1, cin, 1280, 1, 1, 1, true)], residual: false });
         let layers = (0..stages.len())
             .map(|i| LayerInfo {
                 prefixes: vec![format!("features.{i}")],

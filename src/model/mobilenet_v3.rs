@@ -10,18 +10,11 @@
 use tch::Tensor;
 use tch::nn;
 
-use super::{LayerInfo, Mode, Network, conv_bn};
+use super::{Act, ConvBnAct, LayerInfo, Mode, Network};
 
 /// torchvision's BatchNorm for MobileNetV3: eps 0.001, momentum 0.01.
 const BN_EPS: f64 = 1e-3;
 const BN_MOMENTUM: f64 = 0.01;
-
-#[derive(Clone, Copy, PartialEq)]
-enum Act {
-    None,
-    Relu,
-    Hardswish,
-}
 
 /// (input, kernel, expanded, output, squeeze-excitation, Hardswish, stride): torchvision's table.
 type Setting = (i64, i64, i64, i64, bool, bool, i64);
@@ -65,40 +58,10 @@ fn divisible(v: i64) -> i64 {
     if (new as f64) < 0.9 * v as f64 { new + 8 } else { new }
 }
 
-/// Convolution, BatchNorm and an activation (torchvision's `Conv2dNormActivation`).
-struct ConvBn {
-    conv: nn::Conv2D,
-    bn: nn::BatchNorm,
-    stride: i64,
-    padding: i64,
-    groups: i64,
-    act: Act,
-}
-
-impl ConvBn {
-    fn new(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, act: Act) -> Self {
-        let padding = (k - 1) / 2;
-        let cfg = nn::ConvConfig { stride, padding, groups, bias: false, ..Default::default() };
-        let bn_cfg = nn::BatchNormConfig { eps: BN_EPS, momentum: BN_MOMENTUM, ..Default::default() };
-        ConvBn {
-            conv: nn::conv2d(&p / 0, cin, cout, k, cfg),
-            bn: nn::batch_norm2d(&p / 1, cout, bn_cfg),
-            stride,
-            padding,
-            groups,
-            act,
-        }
-    }
-
-    fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
-        let p = self.padding;
-        let x = conv_bn(xs, &self.conv, &self.bn, BN_EPS, self.stride, [p, p], self.groups, mode);
-        match self.act {
-            Act::None => x,
-            Act::Relu => x.relu(),
-            Act::Hardswish => x.hardswish(),
-        }
-    }
+/// A convolution (`p.0`), BatchNorm (`p.1`) and an activation.
+fn conv(p: nn::Path, (cin, cout): (i64, i64), k: i64, stride: i64, groups: i64, act: Act) -> ConvBnAct {
+    let bn = nn::BatchNormConfig { eps: BN_EPS, momentum: BN_MOMENTUM, ..Default::default() };
+    ConvBnAct::new(&p / 0, &p / 1, (cin, cout), k, stride, groups, bn, act)
 }
 
 /// Squeeze-and-excitation with a Hardsigmoid gate.
@@ -115,10 +78,10 @@ impl SqueezeExcite {
 }
 
 struct Block {
-    expand: Option<ConvBn>,
-    depthwise: ConvBn,
+    expand: Option<ConvBnAct>,
+    depthwise: ConvBnAct,
     se: Option<SqueezeExcite>,
-    project: ConvBn,
+    project: ConvBnAct,
     residual: bool,
 }
 
@@ -130,9 +93,9 @@ impl Block {
         let mut j = 0;
         let expand = (exp != cin).then(|| {
             j += 1;
-            ConvBn::new(&b / 0, cin, exp, 1, 1, 1, act)
+            conv(&b / 0, (cin, exp), 1, 1, 1, act)
         });
-        let depthwise = ConvBn::new(&b / j, exp, exp, k, stride, exp, act);
+        let depthwise = conv(&b / j, (exp, exp), k, stride, exp, act);
         j += 1;
         let se = se.then(|| {
             let squeeze = divisible(exp / 4);
@@ -143,7 +106,7 @@ impl Block {
                 fc2: nn::conv2d(&at / "fc2", squeeze, exp, 1, Default::default()),
             }
         });
-        let project = ConvBn::new(&b / j, exp, cout, 1, 1, 1, Act::None);
+        let project = conv(&b / j, (exp, cout), 1, 1, 1, Act::None);
         Block { expand, depthwise, se, project, residual: stride == 1 && cin == cout }
     }
 
@@ -162,7 +125,7 @@ impl Block {
 }
 
 enum Layer {
-    Conv(Box<ConvBn>),
+    Conv(Box<ConvBnAct>),
     Block(Box<Block>),
     /// Pooling, `classifier.0` and Hardswish.
     HeadLinear(nn::Linear),
@@ -185,13 +148,13 @@ impl MobileNetV3 {
 
     fn new(p: &nn::Path, settings: &[Setting], width: i64) -> Self {
         let f = p / "features";
-        let mut layers = vec![Layer::Conv(Box::new(ConvBn::new(&f / 0, 3, 16, 3, 2, 1, Act::Hardswish)))];
+        let mut layers = vec![Layer::Conv(Box::new(conv(&f / 0, (3, 16), 3, 2, 1, Act::Hardswish)))];
         for (i, &s) in settings.iter().enumerate() {
             layers.push(Layer::Block(Box::new(Block::new(&f / (i + 1), s))));
         }
         let last_in = settings[settings.len() - 1].3;
         let last = settings.len() + 1;
-        layers.push(Layer::Conv(Box::new(ConvBn::new(&f / last, last_in, 6 * last_in, 1, 1, 1, Act::Hardswish))));
+        layers.push(Layer::Conv(Box::new(conv(&f / last, (last_in, 6 * last_in), 1, 1, 1, Act::Hardswish))));
         layers.push(Layer::HeadLinear(nn::linear(p / "classifier" / 0, 6 * last_in, width, Default::default())));
         let info = (0..layers.len())
             .map(|i| {

@@ -285,6 +285,66 @@ pub fn has_prefix(name: &str, prefix: &str) -> bool {
     name == prefix || name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'))
 }
 
+/// The activation after a convolution and its BatchNorm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Act {
+    None,
+    Relu,
+    Relu6,
+    Silu,
+    Hardswish,
+}
+
+/// torchvision's `Conv2dNormActivation`: a `k` x `k` convolution without bias (padding
+/// (k - 1) / 2), BatchNorm (folded into the convolution in inference, see [`conv_bn`]) and
+/// an activation.
+pub(crate) struct ConvBnAct {
+    conv: nn::Conv2D,
+    bn: nn::BatchNorm,
+    eps: f64,
+    stride: i64,
+    padding: i64,
+    groups: i64,
+    act: Act,
+}
+
+impl ConvBnAct {
+    /// The convolution's variables under `conv`, the BatchNorm's under `bn`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        conv: nn::Path,
+        bn: nn::Path,
+        (cin, cout): (i64, i64),
+        k: i64,
+        stride: i64,
+        groups: i64,
+        bn_cfg: nn::BatchNormConfig,
+        act: Act,
+    ) -> Self {
+        let padding = (k - 1) / 2;
+        let cfg = nn::ConvConfig { stride, padding, groups, bias: false, ..Default::default() };
+        let eps = bn_cfg.eps;
+        let (conv, bn) = (nn::conv2d(conv, cin, cout, k, cfg), nn::batch_norm2d(bn, cout, bn_cfg));
+        ConvBnAct { conv, bn, eps, stride, padding, groups, act }
+    }
+
+    pub(crate) fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
+        let p = self.padding;
+        let mut x = conv_bn(xs, &self.conv, &self.bn, self.eps, self.stride, [p, p], self.groups, mode);
+        match self.act {
+            Act::None => x,
+            Act::Relu => x.relu(),
+            Act::Relu6 => {
+                // In place: BatchNorm's backward needs its input, not its output.
+                let _ = x.relu6_();
+                x
+            }
+            Act::Silu => x.silu(),
+            Act::Hardswish => x.hardswish(),
+        }
+    }
+}
+
 /// Convolution `conv` (with the given stride, padding and groups; it keeps no copy of
 /// them) followed by BatchNorm `bn` (epsilon `eps`), in `mode`. In [`Mode::Infer`] the
 /// BatchNorm is folded into the convolution: weights w * g / sqrt(v + eps) and bias
