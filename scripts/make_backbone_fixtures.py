@@ -27,7 +27,7 @@ import torch
 import torchvision
 from torchvision.models.vision_transformer import interpolate_embeddings
 
-BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "vgg16", "vgg16_bn", "convnext_tiny", "convnext_small", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "vit_b_16"]
+BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "vgg16", "vgg16_bn", "convnext_tiny", "convnext_small", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_v2_s", "vit_b_16"]
 
 
 def formula_state(model):

@@ -26,6 +26,7 @@ pub enum Backbone {
     EfficientnetB1,
     EfficientnetB2,
     EfficientnetB3,
+    EfficientnetV2S,
     #[serde(rename = "vit_b_16")]
     VitB16,
 }
@@ -46,7 +47,7 @@ const fn torchvision(file: &'static str, sha256_prefix: &'static str, fetch_hint
 }
 
 impl Backbone {
-    pub const ALL: [Backbone; 16] = [
+    pub const ALL: [Backbone; 17] = [
         Backbone::EfficientnetLite0,
         Backbone::MobilenetV2,
         Backbone::Resnet18,
@@ -62,6 +63,7 @@ impl Backbone {
         Backbone::EfficientnetB1,
         Backbone::EfficientnetB2,
         Backbone::EfficientnetB3,
+        Backbone::EfficientnetV2S,
         Backbone::VitB16,
     ];
 
@@ -82,6 +84,7 @@ impl Backbone {
             Backbone::EfficientnetB1 => "efficientnet_b1",
             Backbone::EfficientnetB2 => "efficientnet_b2",
             Backbone::EfficientnetB3 => "efficientnet_b3",
+            Backbone::EfficientnetV2S => "efficientnet_v2_s",
             Backbone::VitB16 => "vit_b_16",
         }
     }
@@ -109,6 +112,7 @@ impl Backbone {
             Backbone::EfficientnetB0 => 1 + 16 + 1,
             Backbone::EfficientnetB1 | Backbone::EfficientnetB2 => 1 + 23 + 1,
             Backbone::EfficientnetB3 => 1 + 26 + 1,
+            Backbone::EfficientnetV2S => 1 + 40 + 1,
             // Patch embedding, 12 encoder blocks, the final norm.
             Backbone::VitB16 => 1 + 12 + 1,
         }
@@ -119,7 +123,7 @@ impl Backbone {
         match self {
             Backbone::EfficientnetLite0 | Backbone::MobilenetV2 => 0.2,
             Backbone::MobilenetV3Small | Backbone::MobilenetV3Large => 0.2,
-            Backbone::EfficientnetB0 | Backbone::EfficientnetB1 => 0.2,
+            Backbone::EfficientnetB0 | Backbone::EfficientnetB1 | Backbone::EfficientnetV2S => 0.2,
             Backbone::EfficientnetB2 | Backbone::EfficientnetB3 => 0.3,
             Backbone::Resnet18 | Backbone::Resnet34 | Backbone::Resnet50 => 0.0,
             Backbone::ConvnextTiny | Backbone::ConvnextSmall | Backbone::VitB16 => 0.0,
@@ -152,7 +156,8 @@ impl Backbone {
             Backbone::EfficientnetB0
             | Backbone::EfficientnetB1
             | Backbone::EfficientnetB2
-            | Backbone::EfficientnetB3 => "classifier.1",
+            | Backbone::EfficientnetB3
+            | Backbone::EfficientnetV2S => "classifier.1",
             Backbone::VitB16 => "heads.head",
         }
     }
@@ -179,6 +184,7 @@ impl Backbone {
             Backbone::EfficientnetB1 => torchvision("efficientnet_b1_rwightman-bac287d4.pth", "bac287d4", HAND),
             Backbone::EfficientnetB2 => torchvision("efficientnet_b2_rwightman-c35c1473.pth", "c35c1473", HAND),
             Backbone::EfficientnetB3 => torchvision("efficientnet_b3_rwightman-b3899882.pth", "b3899882", HAND),
+            Backbone::EfficientnetV2S => torchvision("efficientnet_v2_s-dd5fe13b.pth", "dd5fe13b", HAND),
             Backbone::VitB16 => torchvision("vit_b_16-c867db91.pth", "c867db91", HAND),
         }
     }

@@ -4,25 +4,39 @@
 //! depth on the residual branch), `features.8` (the last 1x1 convolution); the new head
 //! replaces `classifier.1` after torchvision's dropout.
 //!
-//! Flat layer list: 0 = stem, then every MBConv block in order, last = "last conv".
+//! EfficientNetV2-S (Tan and Le 2021) the same way: its first three stages are FusedMBConv
+//! blocks (one k x k convolution in place of expansion and depthwise, no SE), BatchNorm eps
+//! 0.001, the last convolution 1280 wide at `features.7`.
+//!
+//! Flat layer list: 0 = stem, then every block in order, last = "last conv".
 
 use tch::nn;
 use tch::{Kind, Tensor};
 
 use super::{Act, ConvBnAct, LayerInfo, Mode, Network};
 
-/// torchvision's default BatchNorm2d epsilon (B0-B4).
-const BN_EPS: f64 = 1e-5;
+/// (fused, expansion, kernel, stride, input channels, output channels, blocks).
+type Stage = (bool, i64, i64, i64, i64, i64, usize);
 
-/// (expansion, kernel, stride, input channels, output channels, blocks): the paper's table 1.
-const STAGES: [(i64, i64, i64, i64, i64, usize); 7] = [
-    (1, 3, 1, 32, 16, 1),
-    (6, 3, 2, 16, 24, 2),
-    (6, 5, 2, 24, 40, 2),
-    (6, 3, 2, 40, 80, 3),
-    (6, 5, 1, 80, 112, 3),
-    (6, 5, 2, 112, 192, 4),
-    (6, 3, 1, 192, 320, 1),
+/// B0's stages, the paper's table 1 (B1-B3 scale them).
+const B0: [Stage; 7] = [
+    (false, 1, 3, 1, 32, 16, 1),
+    (false, 6, 3, 2, 16, 24, 2),
+    (false, 6, 5, 2, 24, 40, 2),
+    (false, 6, 3, 2, 40, 80, 3),
+    (false, 6, 5, 1, 80, 112, 3),
+    (false, 6, 5, 2, 112, 192, 4),
+    (false, 6, 3, 1, 192, 320, 1),
+];
+
+/// EfficientNetV2-S's stages, the paper's table 4.
+const V2_S: [Stage; 6] = [
+    (true, 1, 3, 1, 24, 24, 2),
+    (true, 4, 3, 2, 24, 48, 4),
+    (true, 4, 3, 2, 48, 64, 4),
+    (false, 4, 3, 2, 64, 128, 6),
+    (false, 6, 3, 1, 128, 160, 9),
+    (false, 6, 3, 2, 160, 256, 15),
 ];
 
 /// torchvision's `_make_divisible(v, 8)`.
@@ -31,55 +45,78 @@ fn divisible(v: f64) -> i64 {
     if (new as f64) < 0.9 * v { new + 8 } else { new }
 }
 
-/// A convolution (`p.0`), BatchNorm (`p.1`) and, with `silu`, SiLU.
+/// A convolution (`p.0`), BatchNorm (`p.1`, epsilon `eps`) and, with `silu`, SiLU.
 #[allow(clippy::too_many_arguments)]
-fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, silu: bool) -> ConvBnAct {
-    let bn = nn::BatchNormConfig { eps: BN_EPS, ..Default::default() };
+fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, silu: bool, eps: f64) -> ConvBnAct {
+    let bn = nn::BatchNormConfig { eps, ..Default::default() };
     ConvBnAct::new(&p / 0, &p / 1, (cin, cout), k, stride, groups, bn, if silu { Act::Silu } else { Act::None })
 }
 
+/// An MBConv block (expansion, depthwise convolution, squeeze-and-excitation, projection)
+/// or a FusedMBConv one (one k x k convolution, then the projection when it expands).
 struct MbConv {
-    expand: Option<ConvBnAct>,
-    depthwise: ConvBnAct,
-    fc1: nn::Conv2D,
-    fc2: nn::Conv2D,
-    project: ConvBnAct,
+    convs: Vec<ConvBnAct>,
+    /// Squeeze-and-excitation (`fc1`, `fc2`), applied before `convs[se_at]`.
+    se: Option<(nn::Conv2D, nn::Conv2D)>,
+    se_at: usize,
     residual: bool,
     drop: f64,
 }
 
 impl MbConv {
     #[allow(clippy::too_many_arguments)]
-    fn new(p: nn::Path, cin: i64, cout: i64, expand: i64, k: i64, stride: i64, drop: f64) -> Self {
+    fn new(
+        p: nn::Path,
+        (cin, cout): (i64, i64),
+        expand: i64,
+        k: i64,
+        stride: i64,
+        drop: f64,
+        fused: bool,
+        eps: f64,
+    ) -> Self {
         let b = &p / "block";
         let exp = divisible((cin * expand) as f64);
-        let mut j = 0;
-        let expand = (exp != cin).then(|| {
-            j += 1;
-            conv(&b / 0, cin, exp, 1, 1, 1, true)
-        });
-        let depthwise = conv(&b / j, exp, exp, k, stride, exp, true);
-        let se = &b / (j + 1);
-        let squeeze = (cin / 4).max(1);
-        MbConv {
-            expand,
-            depthwise,
-            fc1: nn::conv2d(&se / "fc1", exp, squeeze, 1, Default::default()),
-            fc2: nn::conv2d(&se / "fc2", squeeze, exp, 1, Default::default()),
-            project: conv(&b / (j + 2), exp, cout, 1, 1, 1, false),
-            residual: stride == 1 && cin == cout,
-            drop,
+        let residual = stride == 1 && cin == cout;
+        if fused {
+            let convs = if exp != cin {
+                vec![conv(&b / 0, cin, exp, k, stride, 1, true, eps), conv(&b / 1, exp, cout, 1, 1, 1, false, eps)]
+            } else {
+                vec![conv(&b / 0, cin, cout, k, stride, 1, true, eps)]
+            };
+            return MbConv { convs, se: None, se_at: 0, residual, drop };
         }
+        let mut convs = vec![];
+        if exp != cin {
+            convs.push(conv(&b / 0, cin, exp, 1, 1, 1, true, eps));
+        }
+        convs.push(conv(&b / convs.len(), exp, exp, k, stride, exp, true, eps));
+        let se_at = convs.len();
+        let at = &b / se_at;
+        let squeeze = (cin / 4).max(1);
+        let se = (
+            nn::conv2d(&at / "fc1", exp, squeeze, 1, Default::default()),
+            nn::conv2d(&at / "fc2", squeeze, exp, 1, Default::default()),
+        );
+        convs.push(conv(&b / (se_at + 1), exp, cout, 1, 1, 1, false, eps));
+        MbConv { convs, se: Some(se), se_at, residual, drop }
     }
 
     fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
-        let mut x = match &self.expand {
-            Some(e) => e.forward(xs, mode),
-            None => xs.shallow_clone(),
-        };
-        x = self.depthwise.forward(&x, mode);
-        let gate = x.adaptive_avg_pool2d([1, 1]).apply(&self.fc1).silu().apply(&self.fc2).sigmoid();
-        x = self.project.forward(&(x * gate), mode);
+        let mut x = xs.shallow_clone();
+        for (i, c) in self.convs.iter().enumerate() {
+            if let Some((fc1, fc2)) = &self.se
+                && i == self.se_at
+            {
+                let gate = x.adaptive_avg_pool2d([1, 1]).apply(fc1).silu().apply(fc2).sigmoid();
+                // Out of place: the product's backward needs x as it was.
+                #[allow(clippy::assign_op_pattern)]
+                {
+                    x = x * gate;
+                }
+            }
+            x = c.forward(&x, mode);
+        }
         if !self.residual {
             return x;
         }
@@ -104,24 +141,36 @@ pub(crate) struct EfficientNet {
 }
 
 impl EfficientNet {
-    /// The B variant with these width and depth multipliers (B0: 1.0 / 1.0, B1: 1.0 / 1.1,
-    /// B2: 1.1 / 1.2, B3: 1.2 / 1.4), stochastic depth 0.2 over the blocks.
-    pub fn new(p: &nn::Path, width_mult: f64, depth_mult: f64) -> Self {
+    /// A B variant with these width and depth multipliers (B0: 1.0 / 1.0, B1: 1.0 / 1.1,
+    /// B2: 1.1 / 1.2, B3: 1.2 / 1.4); BatchNorm eps 1e-5 as torchvision's B0-B4.
+    pub fn b(p: &nn::Path, width_mult: f64, depth_mult: f64) -> Self {
+        Self::new(p, &B0, (width_mult, depth_mult), None, 1e-5)
+    }
+
+    /// EfficientNetV2-S: BatchNorm eps 0.001, the last convolution 1280 wide.
+    pub fn v2_s(p: &nn::Path) -> Self {
+        Self::new(p, &V2_S, (1.0, 1.0), Some(1280), 1e-3)
+    }
+
+    /// The network of `stages`, stochastic depth 0.2 over the blocks, the last convolution
+    /// `last` wide (4 x its input when None).
+    fn new(p: &nn::Path, stages: &[Stage], (width_mult, depth_mult): (f64, f64), last: Option<i64>, eps: f64) -> Self {
         let f = p / "features";
         let ch = |c: i64| divisible(c as f64 * width_mult);
-        let stem = ch(STAGES[0].3);
-        let mut layers = vec![Layer::Conv(Box::new(conv(&f / 0, 3, stem, 3, 2, 1, true)))];
+        let stem = ch(stages[0].4);
+        let mut layers = vec![Layer::Conv(Box::new(conv(&f / 0, 3, stem, 3, 2, 1, true, eps)))];
         let mut info =
             vec![LayerInfo { prefixes: vec!["features.0".into()], name: "stem".into(), has_batchnorm: true }];
-        let repeats: Vec<usize> = STAGES.iter().map(|s| (s.5 as f64 * depth_mult).ceil() as usize).collect();
+        let repeats: Vec<usize> = stages.iter().map(|s| (s.6 as f64 * depth_mult).ceil() as usize).collect();
         let total: usize = repeats.iter().sum();
         let mut done = 0;
-        for (s, (&(t, k, stride, cin, cout, _), &n)) in STAGES.iter().zip(&repeats).enumerate() {
+        for (s, (&(fused, t, k, stride, cin, cout, _), &n)) in stages.iter().zip(&repeats).enumerate() {
             let (cin, cout) = (ch(cin), ch(cout));
             for i in 0..n {
                 let drop = 0.2 * done as f64 / total as f64;
                 let (from, step) = if i == 0 { (cin, stride) } else { (cout, 1) };
-                layers.push(Layer::Block(Box::new(MbConv::new(&f / (s + 1) / i, from, cout, t, k, step, drop))));
+                let block = MbConv::new(&f / (s + 1) / i, (from, cout), t, k, step, drop, fused, eps);
+                layers.push(Layer::Block(Box::new(block)));
                 info.push(LayerInfo {
                     prefixes: vec![format!("features.{}.{i}", s + 1)],
                     name: format!("stage {} block {i}", s + 1),
@@ -130,10 +179,15 @@ impl EfficientNet {
                 done += 1;
             }
         }
-        let last_in = ch(STAGES[6].4);
-        let width = 4 * last_in;
-        layers.push(Layer::Conv(Box::new(conv(&f / 8, last_in, width, 1, 1, 1, true))));
-        info.push(LayerInfo { prefixes: vec!["features.8".into()], name: "last conv".into(), has_batchnorm: true });
+        let last_in = ch(stages[stages.len() - 1].5);
+        let width = last.unwrap_or(4 * last_in);
+        let at = stages.len() + 1;
+        layers.push(Layer::Conv(Box::new(conv(&f / at, last_in, width, 1, 1, 1, true, eps))));
+        info.push(LayerInfo {
+            prefixes: vec![format!("features.{at}")],
+            name: "last conv".into(),
+            has_batchnorm: true,
+        });
         EfficientNet { layers, info, width }
     }
 }

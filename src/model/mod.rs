@@ -82,10 +82,11 @@ impl Backbone {
             Backbone::ConvnextSmall => Box::new(convnext::ConvNeXt::new(p, [3, 3, 27, 3], 0.4)),
             Backbone::MobilenetV3Small => Box::new(mobilenet_v3::MobileNetV3::small(p)),
             Backbone::MobilenetV3Large => Box::new(mobilenet_v3::MobileNetV3::large(p)),
-            Backbone::EfficientnetB0 => Box::new(efficientnet::EfficientNet::new(p, 1.0, 1.0)),
-            Backbone::EfficientnetB1 => Box::new(efficientnet::EfficientNet::new(p, 1.0, 1.1)),
-            Backbone::EfficientnetB2 => Box::new(efficientnet::EfficientNet::new(p, 1.1, 1.2)),
-            Backbone::EfficientnetB3 => Box::new(efficientnet::EfficientNet::new(p, 1.2, 1.4)),
+            Backbone::EfficientnetB0 => Box::new(efficientnet::EfficientNet::b(p, 1.0, 1.0)),
+            Backbone::EfficientnetB1 => Box::new(efficientnet::EfficientNet::b(p, 1.0, 1.1)),
+            Backbone::EfficientnetB2 => Box::new(efficientnet::EfficientNet::b(p, 1.1, 1.2)),
+            Backbone::EfficientnetB3 => Box::new(efficientnet::EfficientNet::b(p, 1.2, 1.4)),
+            Backbone::EfficientnetV2S => Box::new(efficientnet::EfficientNet::v2_s(p)),
             Backbone::VitB16 => Box::new(vit::Vit::b16(p)),
         }
     }

@@ -60,6 +60,7 @@ fn logits_match_torchvision_on_formula_weights() {
         Backbone::EfficientnetB1,
         Backbone::EfficientnetB2,
         Backbone::EfficientnetB3,
+        Backbone::EfficientnetV2S,
         Backbone::VitB16,
     ] {
         let want = &fixture[b.name()];
@@ -116,6 +117,7 @@ fn the_new_backbones_train_two_phases_and_print_their_layers_and_summary() {
         (Backbone::MobilenetV3Small, 10, "classifier.3", 1024),
         (Backbone::MobilenetV3Large, 14, "classifier.3", 1280),
         (Backbone::EfficientnetB0, 14, "classifier.1", 1280),
+        (Backbone::EfficientnetV2S, 38, "classifier.1", 1280),
         (Backbone::VitB16, 12, "heads.head", 768),
     ];
     for (b, freeze, head, width) in cases {
