@@ -685,10 +685,10 @@ impl Trainer {
             let idx = order_t.narrow(0, from, len);
             let labels = labels_t.index_select(0, &idx.to_device(self.device));
             let x = match &phase.cache {
-                // index_select returns standard layout: back to the weights' layout.
+                // index_select returns standard layout: `self.layout` below puts it back.
                 Some(c) => {
                     let rows = picks_t.as_ref().map_or(idx.shallow_clone(), |p| p.narrow(0, from, len));
-                    self.layout(c.train.index_select(0, &rows))
+                    c.train.index_select(0, &rows)
                 }
                 None => {
                     let images = self.data.train.images.index_select(0, &idx);
@@ -696,12 +696,12 @@ impl Trainer {
                 }
             };
             let (x, targets) = if self.mixing.is_on() {
-                let classes = self.data.classes.len() as i64;
-                let (x, soft) = self.mixing.apply(&x, &labels, classes, rng);
-                (self.layout(x), Some(soft))
+                let (x, soft) = self.mixing.apply(&x, &labels, self.data.classes.len() as i64, rng);
+                (x, Some(soft))
             } else {
-                (self.layout(x), None)
+                (x, None)
             };
+            let x = self.layout(x);
             let step = accumulation_step(trained, batches, phase.accumulate);
             trained += 1;
             let (logits, loss) = self.train_step(phase, &x, &labels, targets.as_ref(), step);
