@@ -12,10 +12,18 @@ b = sin(0.37 j + 0.11 k) in float64:
     N-D                  2 b / sqrt(fan_in) (fan_in = numel / shape[0])
 
 cast to float32. Inputs: x[n,c,h,w] = float32(2 sin(0.05 h (c+1) + 0.03 w + 1.3 n)),
-batch 2 at 64x64. Eval mode. The fixture keeps every 10th logit, the top 5
-classes, and a digest of the sorted "name shape" listing.
+batch 2 at 64x64 (56x56 for DINOv2's 14-pixel patches). Eval mode. The fixture keeps every
+10th logit, the top 5 classes, and a digest of the sorted "name shape" listing.
 
-Needs torch and torchvision (any recent versions). Usage:
+DINOv2's reference is timm's `vit_small_patch14_dinov2` / `vit_base_patch14_dinov2` (the
+same modules and names as Meta's release, less the pretraining-only `mask_token`, which is
+added to the listing as Meta's checkpoints hold it) with a new 1000-way `head`. The position
+embeddings (stored for 518 px) are resized as Meta's `interpolate_pos_encoding` does with
+the released models' settings (F.interpolate, bicubic, scale factor (grid + 0.1) / 37, no
+antialiasing); the fixture also keeps DINOv2's pooled features (class token and mean patch
+token after the final norm) and its resized position embeddings at two sizes.
+
+Needs torch, torchvision and timm (any recent versions). Usage:
     python3 scripts/make_backbone_fixtures.py > tests/fixtures/backbones.json
 """
 import hashlib
@@ -23,15 +31,18 @@ import json
 import math
 import sys
 
+import timm
 import torch
+import torch.nn.functional as F
 import torchvision
 from torchvision.models.vision_transformer import interpolate_embeddings
 
-BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "vgg16", "vgg16_bn", "convnext_tiny", "convnext_small", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_v2_s", "vit_b_16"]
+BACKBONES = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "vgg16", "vgg16_bn", "convnext_tiny", "convnext_small", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_v2_s", "vit_b_16", "regnet_y_800mf"]
+DINOV2 = {"dinov2_vits14": "vit_small_patch14_dinov2", "dinov2_vitb14": "vit_base_patch14_dinov2"}
 
 
-def formula_state(model):
-    state = model.state_dict()
+def formula_state(model, extra=None):
+    state = dict(model.state_dict(), **(extra or {}))
     names = sorted(n for n in state if not n.endswith("num_batches_tracked"))
     out = {}
     for k, name in enumerate(names):
@@ -57,6 +68,46 @@ def inputs(batch, size):
     x = torch.stack([torch.stack([2 * torch.sin(0.05 * h * (c + 1) + 0.03 * w + 1.3 * n) for c in range(3)])
                      for n in range(batch)])
     return x.to(torch.float32)
+
+
+def dinov2_positions(pos, grid):
+    """Meta's interpolate_pos_encoding (interpolate_offset 0.1, interpolate_antialias False)."""
+    old = int(math.sqrt(pos.shape[1] - 1))
+    patches = pos[:, 1:].float().reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    scale = (grid + 0.1) / old
+    patches = F.interpolate(patches, scale_factor=(scale, scale), mode="bicubic", antialias=False)
+    assert patches.shape[-2:] == (grid, grid)
+    return torch.cat([pos[:, :1], patches.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)], dim=1)
+
+
+def dinov2(timm_name, x):
+    model = timm.create_model(timm_name, pretrained=False, num_classes=1000)
+    dim = model.embed_dim
+    state, digest, count = formula_state(model, {"mask_token": torch.zeros(1, dim)})
+    mask_token = state.pop("mask_token")
+    model.load_state_dict(state)
+    model.eval()
+    with torch.no_grad():
+        n, grid = x.shape[0], x.shape[-1] // 14
+        t = model.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        t = torch.cat([model.cls_token.expand(n, -1, -1), t], dim=1) + dinov2_positions(model.pos_embed, grid)
+        t = model.norm(model.blocks(t))
+        features = torch.cat([t[:, 0], t[:, 1:].mean(dim=1)], dim=1).double()
+        logits = model.head(t[:, 0]).double()
+    entry = {
+        "entries": count,
+        "names_sha256": digest,
+        "top5": logits.topk(5, dim=1).indices.tolist(),
+        "max_abs": float(f"{logits.abs().max().item():.7g}"),
+        "every_10th": [[float(f"{v:.7g}") for v in row[::10]] for row in logits.tolist()],
+        "cls_mean_max_abs": float(f"{features.abs().max().item():.7g}"),
+        "cls_mean_every_7th": [[float(f"{v:.7g}") for v in row[::7]] for row in features.tolist()],
+    }
+    positions = {}
+    for size in (56, 98):
+        pos = dinov2_positions(model.pos_embed, size // 14).double()
+        positions[str(size)] = {"shape": list(pos.shape), "every_97th": [float(f"{v:.7g}") for v in pos.flatten()[::97].tolist()]}
+    return entry, positions
 
 
 def main():
@@ -91,7 +142,12 @@ def main():
         pos = interpolate_embeddings(size, 16, dict(state))["encoder.pos_embedding"].double()
         resized[str(size)] = {"shape": list(pos.shape), "every_97th": [float(f"{v:.7g}") for v in pos.flatten()[::97].tolist()]}
     lines.append(f' "vit_b_16_positions": {json.dumps(resized)}')
-    meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "batch": 2, "size": 64}
+    for name, timm_name in DINOV2.items():
+        entry, positions = dinov2(timm_name, inputs(2, 56))
+        lines.append(f' {json.dumps(name)}: {json.dumps(entry)}')
+        lines.append(f' {json.dumps(name + "_positions")}: {json.dumps(positions)}')
+    meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
+            "batch": 2, "size": 64, "dinov2_size": 56}
     sys.stdout.write('{\n "meta": ' + json.dumps(meta) + ",\n" + ",\n".join(lines) + "\n}\n")
 
 

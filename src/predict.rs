@@ -60,8 +60,9 @@ impl Predictor {
         let b = spec.model.backbone;
         let hidden: Vec<i64> = spec.model.head.hidden.iter().map(|&h| h as i64).collect();
         let mut vs = nn::VarStore::new(Device::Cpu);
-        let model =
-            Classifier::with_hidden(b, &vs.root(), summary.classes.len() as i64, 0.0, &hidden, Default::default());
+        let classes = summary.classes.len() as i64;
+        let pool = spec.model.pool.unwrap_or_default();
+        let model = Classifier::with_hidden(b, &vs.root(), classes, 0.0, &hidden, Default::default(), pool);
         weights::load_into(&mut vs, weights::read(&best)?, None, &best)?;
         let mut predictor = Self::new(vs, model, Some(summary.classes), spec.data.image_size, b);
         predictor.tta = spec.eval.tta;

@@ -33,6 +33,7 @@ struct Target {
     size: i64,
     classes: i64,
     hidden: Vec<i64>,
+    pool: runner::config::spec::Pool,
     phases: Vec<PhaseSpec>,
     /// Each phase's learning rate.
     lrs: Vec<f64>,
@@ -42,7 +43,15 @@ struct Target {
 fn target(target: &str, set: &[String], image_size: i64) -> Result<Target> {
     if let Some(backbone) = Backbone::from_name(target) {
         super::check_patch_size(backbone, image_size as u32)?;
-        return Ok(Target { backbone, size: image_size, classes: 1000, hidden: vec![], phases: vec![], lrs: vec![] });
+        return Ok(Target {
+            backbone,
+            size: image_size,
+            classes: 1000,
+            hidden: vec![],
+            pool: Default::default(),
+            phases: vec![],
+            lrs: vec![],
+        });
     }
     let path = Path::new(target);
     if !path.exists() && !target.ends_with(".toml") {
@@ -71,6 +80,7 @@ fn target(target: &str, set: &[String], image_size: i64) -> Result<Target> {
         size: spec.data.image_size as i64,
         classes,
         hidden,
+        pool: spec.model.pool.unwrap_or_default(),
         phases: spec.phases,
         lrs,
     })
@@ -78,7 +88,7 @@ fn target(target: &str, set: &[String], image_size: i64) -> Result<Target> {
 
 /// `runner summary`: what torchsummary prints, plus the freeze plan of each phase.
 fn summary(target_name: &str, set: &[String], image_size: i64) -> Result<()> {
-    let Target { backbone, size, classes, hidden, phases, lrs } = target(target_name, set, image_size)?;
+    let Target { backbone, size, classes, hidden, pool, phases, lrs } = target(target_name, set, image_size)?;
     // With layer-wise rates, a trainable layer shows its learning rate instead of "trainable".
     let trainable = |p: usize, layer: Option<usize>, layers: usize| {
         let opt = &phases[p].optimizer;
@@ -88,7 +98,8 @@ fn summary(target_name: &str, set: &[String], image_size: i64) -> Result<()> {
         format!("lr {:.2e}", lrs[p] * runner::model::lr_scale(layer, layers, opt))
     };
     let vs = tch::nn::VarStore::new(Device::Cpu);
-    let model = runner::model::Classifier::with_hidden(backbone, &vs.root(), classes, 0.0, &hidden, Default::default());
+    let model =
+        runner::model::Classifier::with_hidden(backbone, &vs.root(), classes, 0.0, &hidden, Default::default(), pool);
     let layers = model.backbone.layers();
     let plans: Vec<FreezePlan> = phases.iter().map(|p| FreezePlan::of_phase(p, layers.len())).collect();
     print!("{:>5}  {:<16} {:<20} {:>10}  {:<3}", "index", "layer", "output shape", "params", "bn");

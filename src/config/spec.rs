@@ -272,6 +272,22 @@ pub struct ModelSpec {
     pub sha256: Option<String>,
     #[serde(default)]
     pub head: HeadSpec,
+    /// How a Vision Transformer pools its tokens into the feature the head sees: the class
+    /// token (the default), or the class token and the mean patch token concatenated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<Pool>,
+}
+
+/// `model.pool`: a Vision Transformer's pooled feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    /// The class token's output after the final norm.
+    #[default]
+    Cls,
+    /// That, concatenated with the mean of the patch tokens' outputs (twice as wide), as
+    /// DINOv2's linear evaluation does.
+    ClsMean,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -743,6 +759,16 @@ impl ModelSpec {
             && !(0.0..1.0).contains(&p)
         {
             return Err(invalid("model.head.dropout", format!("expected a probability in [0, 1), found {p}")));
+        }
+        if self.pool.is_some() && self.backbone.patch_size().is_none() {
+            return Err(invalid(
+                "model.pool",
+                format!(
+                    "{} pools its last feature map by global average; `pool` chooses a Vision Transformer's \
+                     tokens (vit_b_16, dinov2_vits14, dinov2_vitb14)",
+                    self.backbone
+                ),
+            ));
         }
         Ok(())
     }

@@ -13,7 +13,7 @@
 use tch::nn;
 use tch::{Kind, Tensor};
 
-use super::{Act, ConvBnAct, LayerInfo, Mode, Network};
+use super::{Act, ConvBnAct, Gate, LayerInfo, Mode, Network, SqueezeExcite};
 
 /// (fused, expansion, kernel, stride, input channels, output channels, blocks).
 type Stage = (bool, i64, i64, i64, i64, i64, usize);
@@ -57,7 +57,7 @@ fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, silu
 struct MbConv {
     convs: Vec<ConvBnAct>,
     /// Squeeze-and-excitation (`fc1`, `fc2`), applied before `convs[se_at]`.
-    se: Option<(nn::Conv2D, nn::Conv2D)>,
+    se: Option<SqueezeExcite>,
     se_at: usize,
     residual: bool,
     drop: f64,
@@ -92,12 +92,7 @@ impl MbConv {
         }
         convs.push(conv(&b / convs.len(), exp, exp, k, stride, exp, true, eps));
         let se_at = convs.len();
-        let at = &b / se_at;
-        let squeeze = (cin / 4).max(1);
-        let se = (
-            nn::conv2d(&at / "fc1", exp, squeeze, 1, Default::default()),
-            nn::conv2d(&at / "fc2", squeeze, exp, 1, Default::default()),
-        );
+        let se = SqueezeExcite::new(&b / se_at, exp, (cin / 4).max(1), Act::Silu, Gate::Sigmoid);
         convs.push(conv(&b / (se_at + 1), exp, cout, 1, 1, 1, false, eps));
         MbConv { convs, se: Some(se), se_at, residual, drop }
     }
@@ -105,15 +100,10 @@ impl MbConv {
     fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
         let mut x = xs.shallow_clone();
         for (i, c) in self.convs.iter().enumerate() {
-            if let Some((fc1, fc2)) = &self.se
+            if let Some(se) = &self.se
                 && i == self.se_at
             {
-                let gate = x.adaptive_avg_pool2d([1, 1]).apply(fc1).silu().apply(fc2).sigmoid();
-                // Out of place: the product's backward needs x as it was.
-                #[allow(clippy::assign_op_pattern)]
-                {
-                    x = x * gate;
-                }
+                x = se.forward(&x);
             }
             x = c.forward(&x, mode);
         }

@@ -10,7 +10,7 @@
 use tch::Tensor;
 use tch::nn;
 
-use super::{Act, ConvBnAct, LayerInfo, Mode, Network};
+use super::{Act, ConvBnAct, Gate, LayerInfo, Mode, Network, SqueezeExcite};
 
 /// torchvision's BatchNorm for MobileNetV3: eps 0.001, momentum 0.01.
 const BN_EPS: f64 = 1e-3;
@@ -64,19 +64,6 @@ fn conv(p: nn::Path, (cin, cout): (i64, i64), k: i64, stride: i64, groups: i64, 
     ConvBnAct::new(&p / 0, &p / 1, (cin, cout), k, stride, groups, bn, act)
 }
 
-/// Squeeze-and-excitation with a Hardsigmoid gate.
-struct SqueezeExcite {
-    fc1: nn::Conv2D,
-    fc2: nn::Conv2D,
-}
-
-impl SqueezeExcite {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let s = x.adaptive_avg_pool2d([1, 1]).apply(&self.fc1).relu().apply(&self.fc2).hardsigmoid();
-        x * s
-    }
-}
-
 struct Block {
     expand: Option<ConvBnAct>,
     depthwise: ConvBnAct,
@@ -101,10 +88,7 @@ impl Block {
             let squeeze = divisible(exp / 4);
             let at = &b / j;
             j += 1;
-            SqueezeExcite {
-                fc1: nn::conv2d(&at / "fc1", exp, squeeze, 1, Default::default()),
-                fc2: nn::conv2d(&at / "fc2", squeeze, exp, 1, Default::default()),
-            }
+            SqueezeExcite::new(at, exp, squeeze, Act::Relu, Gate::Hardsigmoid)
         });
         let project = conv(&b / j, (exp, cout), 1, 1, 1, Act::None);
         Block { expand, depthwise, se, project, residual: stride == 1 && cin == cout }

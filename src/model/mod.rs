@@ -11,17 +11,18 @@ mod efficientnet;
 mod efficientnet_lite;
 mod mobilenet_v2;
 mod mobilenet_v3;
+mod regnet;
 mod resnet;
 mod vgg;
 mod vit;
 
-pub use vit::interpolate_positions;
+pub use vit::{interpolate_positions, interpolate_positions_dinov2};
 
 use tch::Tensor;
 
 pub use self::freeze::FreezePlan;
 pub use crate::config::catalog::Backbone;
-use crate::config::spec::{BatchNormPolicy, HeadInit, OptimizerSpec};
+use crate::config::spec::{BatchNormPolicy, HeadInit, OptimizerSpec, Pool};
 use tch::nn;
 
 /// One entry of a backbone's flat layer list.
@@ -70,6 +71,12 @@ pub trait Network: Send {
 impl Backbone {
     /// Builds the backbone's variables under `p`, named as in its reference state_dict.
     pub fn build(self, p: &nn::Path) -> Box<dyn Network> {
+        self.build_pooled(p, Pool::default())
+    }
+
+    /// [`Backbone::build`], a Vision Transformer pooling its tokens as `pool` says (the
+    /// convolutional backbones average their last feature map whatever it says).
+    pub fn build_pooled(self, p: &nn::Path, pool: Pool) -> Box<dyn Network> {
         match self {
             Backbone::EfficientnetLite0 => Box::new(efficientnet_lite::EfficientNetLite::lite0(p)),
             Backbone::MobilenetV2 => Box::new(mobilenet_v2::MobileNetV2::new(p)),
@@ -87,7 +94,10 @@ impl Backbone {
             Backbone::EfficientnetB2 => Box::new(efficientnet::EfficientNet::b(p, 1.1, 1.2)),
             Backbone::EfficientnetB3 => Box::new(efficientnet::EfficientNet::b(p, 1.2, 1.4)),
             Backbone::EfficientnetV2S => Box::new(efficientnet::EfficientNet::v2_s(p)),
-            Backbone::VitB16 => Box::new(vit::Vit::b16(p)),
+            Backbone::VitB16 => Box::new(vit::Vit::b16(p, pool)),
+            Backbone::Dinov2Vits14 => Box::new(vit::Vit::dinov2_s14(p, pool)),
+            Backbone::Dinov2Vitb14 => Box::new(vit::Vit::dinov2_b14(p, pool)),
+            Backbone::RegnetY800mf => Box::new(regnet::RegNet::y_800mf(p)),
         }
     }
 }
@@ -104,11 +114,12 @@ pub struct Classifier {
 impl Classifier {
     /// Builds `backbone` under `p` and a new `classes`-way head at its classifier's name.
     pub fn new(kind: Backbone, p: &nn::Path, classes: i64, dropout: f64) -> Self {
-        Self::with_hidden(kind, p, classes, dropout, &[], HeadInit::default())
+        Self::with_hidden(kind, p, classes, dropout, &[], HeadInit::default(), Pool::default())
     }
 
     /// As [`Classifier::new`], with hidden layers of the given widths in the head,
-    /// named `<classifier>.hidden.<i>`, initialised as `init` says.
+    /// named `<classifier>.hidden.<i>`, initialised as `init` says, and a Vision
+    /// Transformer's tokens pooled as `pool` says.
     pub fn with_hidden(
         kind: Backbone,
         p: &nn::Path,
@@ -116,9 +127,10 @@ impl Classifier {
         dropout: f64,
         hidden: &[i64],
         init: HeadInit,
+        pool: Pool,
     ) -> Self {
         let linear = |p: nn::Path, fan_in: i64, out: i64| head_linear(p, fan_in, out, init);
-        let backbone = kind.build(p);
+        let backbone = kind.build_pooled(p, pool);
         let mut head = p.clone();
         for part in kind.classifier_prefix().split('.') {
             head = &head / part;
@@ -346,6 +358,48 @@ impl ConvBnAct {
     }
 }
 
+/// The gate of a squeeze-and-excitation block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    Sigmoid,
+    Hardsigmoid,
+}
+
+/// torchvision's `SqueezeExcitation`: global average pooling, `fc1` (a 1x1 convolution down
+/// to `squeeze` channels), an activation, `fc2` back up, the gate; the input scaled by it.
+pub(crate) struct SqueezeExcite {
+    fc1: nn::Conv2D,
+    fc2: nn::Conv2D,
+    act: Act,
+    gate: Gate,
+}
+
+impl SqueezeExcite {
+    pub(crate) fn new(p: nn::Path, channels: i64, squeeze: i64, act: Act, gate: Gate) -> Self {
+        let fc1 = nn::conv2d(&p / "fc1", channels, squeeze, 1, Default::default());
+        let fc2 = nn::conv2d(&p / "fc2", squeeze, channels, 1, Default::default());
+        SqueezeExcite { fc1, fc2, act, gate }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
+        let s = x.adaptive_avg_pool2d([1, 1]).apply(&self.fc1);
+        let s = match self.act {
+            Act::None => s,
+            Act::Relu => s.relu(),
+            Act::Relu6 => s.relu6(),
+            Act::Silu => s.silu(),
+            Act::Hardswish => s.hardswish(),
+        };
+        let s = s.apply(&self.fc2);
+        let gate = match self.gate {
+            Gate::Sigmoid => s.sigmoid(),
+            Gate::Hardsigmoid => s.hardsigmoid(),
+        };
+        // Out of place: the product's backward needs x as it was.
+        x * gate
+    }
+}
+
 /// Convolution `conv` (with the given stride, padding and groups; it keeps no copy of
 /// them) followed by BatchNorm `bn` (epsilon `eps`), in `mode`. In [`Mode::Infer`] the
 /// BatchNorm is folded into the convolution: weights w * g / sqrt(v + eps) and bias
@@ -505,6 +559,8 @@ mod tests {
     fn names_round_trip() {
         for b in Backbone::ALL {
             assert_eq!(Backbone::from_name(b.name()), Some(b));
+            // A spec names it as `runner layers` and the README do.
+            assert_eq!(serde_json::to_string(&b).unwrap(), format!("\"{}\"", b.name()));
         }
     }
 

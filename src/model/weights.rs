@@ -30,7 +30,7 @@ pub fn resolve(backbone: Backbone, weights: &str, sha256: Option<&str>, quiet: b
             let default = backbone.default_weights();
             let path = cache.join("weights").join(default.file);
             if let Some(url) = backbone.weights_url() {
-                return download::fetch(&url, Some(default.sha256_prefix), &cache, quiet)
+                return download::fetch(&url, sha256.or(default.sha256_prefix), &cache, quiet)
                     .map(WeightsSource::File)
                     .map_err(|e| anyhow::anyhow!("{e:#}, or set model.weights to a local file"));
             }
@@ -44,12 +44,13 @@ pub fn resolve(backbone: Backbone, weights: &str, sha256: Option<&str>, quiet: b
                 );
             }
             let got = sha256_file(&path)?;
-            if !got.starts_with(default.sha256_prefix) {
+            if let Some(want) = sha256.or(default.sha256_prefix)
+                && !got.starts_with(want)
+            {
                 bail!(
-                    "pretrained weights {} are corrupt (sha256 {got} does not start with {}); delete the file and \
+                    "pretrained weights {} are corrupt (sha256 {got} does not start with {want}); delete the file and \
                      fetch it again: {}",
                     path.display(),
-                    default.sha256_prefix,
                     default.fetch_hint
                 );
             }

@@ -38,6 +38,7 @@ pub(crate) fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device
         dropout,
         &hidden,
         spec.model.head.init,
+        spec.model.pool.unwrap_or_default(),
     );
     if let weights::WeightsSource::File(path) = &source {
         let entries = weights::read(path)?;

@@ -4,6 +4,7 @@
 
 use crate::common::formula_inputs;
 use runner::config::spec::BatchNormPolicy;
+use runner::config::spec::Pool;
 use runner::model::{Backbone, Classifier};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor, nn};
@@ -41,10 +42,23 @@ fn formula_weights(vs: &nn::VarStore) -> (usize, String) {
     (names.len(), Sha256::digest(listing.as_bytes()).iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The fixture's image side: 64, or four patches for a ViT (64 for ViT-B/16, 56 for DINOv2).
+fn test_size(b: Backbone) -> usize {
+    b.patch_size().map_or(64, |p| 4 * p as usize)
+}
+
+/// Every `step`-th value of fixture array `key` (rows flattened).
+fn fixture_values(entry: &serde_json::Value, key: &str) -> Vec<f64> {
+    let flat = |v: &serde_json::Value| match v.as_array() {
+        Some(row) => row.iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>(),
+        None => vec![v.as_f64().unwrap()],
+    };
+    entry[key].as_array().unwrap_or_else(|| panic!("fixture has no {key}")).iter().flat_map(flat).collect()
+}
+
 #[test]
 fn logits_match_torchvision_on_formula_weights() {
     let fixture: serde_json::Value = serde_json::from_str(include_str!("../fixtures/backbones.json")).unwrap();
-    let x = formula_inputs(2, 64);
     // Every backbone but efficientnet_lite0, whose reference is not torchvision's
     // (tests/it/efficientnet_reference.rs): a new backbone is compared as soon as it is listed.
     for b in Backbone::ALL.into_iter().filter(|b| *b != Backbone::EfficientnetLite0) {
@@ -54,6 +68,7 @@ fn logits_match_torchvision_on_formula_weights() {
         let (count, digest) = formula_weights(&vs);
         assert_eq!(count as u64, want["entries"].as_u64().unwrap(), "{b}: number of state_dict entries");
         assert_eq!(digest, want["names_sha256"].as_str().unwrap(), "{b}: state_dict names and shapes");
+        let x = formula_inputs(2, test_size(b));
         let logits = tch::no_grad(|| model.forward(&x, 0, BatchNormPolicy::AllFrozen, false)).to_kind(Kind::Double);
         assert_eq!(logits.size(), vec![2, 1000], "{b}: output shape");
         let got = logits.slice(1, 0, 1000, 10);
@@ -85,7 +100,8 @@ fn layer_lists_match_the_declared_counts_and_cover_every_parameter() {
             assert!(in_layer != in_head, "{b}: `{name}` must be in exactly one of a layer or the head");
         }
         // Shapes at a small size: the head sees (batch, classes).
-        let out = tch::no_grad(|| model.forward(&formula_inputs(1, 64), 0, BatchNormPolicy::AllFrozen, false));
+        let out =
+            tch::no_grad(|| model.forward(&formula_inputs(1, test_size(b)), 0, BatchNormPolicy::AllFrozen, false));
         assert_eq!(out.size(), vec![1, 7], "{b}");
     }
 }
@@ -104,13 +120,21 @@ fn the_new_backbones_train_two_phases_and_print_their_layers_and_summary() {
         (Backbone::EfficientnetB0, 14, "classifier.1", 1280),
         (Backbone::EfficientnetV2S, 38, "classifier.1", 1280),
         (Backbone::VitB16, 12, "heads.head", 768),
+        (Backbone::RegnetY800mf, 12, "fc", 784),
+        // With `model.pool = "cls_mean"`: the head sees the class and mean patch tokens.
+        (Backbone::Dinov2Vits14, 11, "head", 2 * 384),
     ];
     for (b, freeze, head, width) in cases {
         let name = b.name();
-        let spec = tiny_spec(&data)
+        let mut spec = tiny_spec(&data)
             .replace("name = \"tiny\"", &format!("name = \"{name}\""))
             .replace("efficientnet_lite0", name)
             .replace("freeze_up_to = 10", &format!("freeze_up_to = {freeze}"));
+        if b == Backbone::Dinov2Vits14 {
+            spec = spec
+                .replace("image_size = 32", "image_size = 42")
+                .replace("weights = \"none\"", "weights = \"none\"\npool = \"cls_mean\"");
+        }
         std::fs::write(root.join(format!("{name}.toml")), &spec).unwrap();
         let o = runner(root, &["run", &format!("{name}.toml"), "--out", "runs", "--quiet"]);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
@@ -129,7 +153,7 @@ fn the_new_backbones_train_two_phases_and_print_their_layers_and_summary() {
         assert!(o.status.success(), "{}", stderr(&o));
         let out = stdout(&o);
         assert!(out.contains(&format!("all {} layers", b.layer_count())), "{out}");
-        let layer_norm_only = matches!(b, Backbone::ConvnextTiny | Backbone::VitB16);
+        let layer_norm_only = matches!(b, Backbone::ConvnextTiny | Backbone::VitB16 | Backbone::Dinov2Vits14);
         assert_eq!(out.contains("no running statistics"), layer_norm_only, "{out}");
         let o = runner(root, &["summary", &format!("{name}.toml")]);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -139,6 +163,12 @@ fn the_new_backbones_train_two_phases_and_print_their_layers_and_summary() {
     let e = crate::common::spec_error(root, &bad);
     assert!(
         e.contains("`data.image_size`: vit_b_16 cuts images into 16x16 patches: expected a multiple of 16, found 40"),
+        "{e}"
+    );
+    let bad = tiny_spec(&data).replace("weights = \"none\"", "weights = \"none\"\npool = \"cls_mean\"");
+    let e = crate::common::spec_error(root, &bad);
+    assert!(
+        e.contains("spec.toml:12:1: `model.pool`: efficientnet_lite0 pools its last feature map by global average"),
         "{e}"
     );
 }
@@ -161,5 +191,48 @@ fn vit_position_embeddings_resize_as_torchvisions_interpolate_embeddings() {
         let err = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         println!("vit_b_16 positions at {size} px: max abs error {err:.2e}");
         assert!(err < 1e-5, "{size} px: max abs error {err}");
+    }
+}
+
+#[test]
+fn dinov2_features_and_positions_match_the_reference() {
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("../fixtures/backbones.json")).unwrap();
+    for b in [Backbone::Dinov2Vits14, Backbone::Dinov2Vitb14] {
+        let want = &fixture[b.name()];
+        let vs = nn::VarStore::new(Device::Cpu);
+        // The pooled feature with `model.pool = "cls_mean"`: class token, then the mean patch token.
+        let model = Classifier::with_hidden(b, &vs.root(), 1000, 0.0, &[], Default::default(), Pool::ClsMean);
+        formula_weights(&vs);
+        let x = formula_inputs(2, test_size(b));
+        let features = tch::no_grad(|| model.features(&x, 0, BatchNormPolicy::AllFrozen, false)).to_kind(Kind::Double);
+        let dim = model.backbone.feature_dim();
+        assert_eq!(features.size(), vec![2, dim], "{b}: twice the width");
+        let got = Vec::<f64>::try_from(features.slice(1, 0, None, 7).flatten(0, -1)).unwrap();
+        let expected = fixture_values(want, "cls_mean_every_7th");
+        assert_eq!(got.len(), expected.len(), "{b}");
+        let err = got.iter().zip(&expected).map(|(a, e)| (a - e).abs()).fold(0.0, f64::max);
+        let rel = err / want["cls_mean_max_abs"].as_f64().unwrap();
+        println!("{b}: cls_mean features, max abs error / max |feature| = {rel:.2e}");
+        assert!(rel < 1e-4, "{b}: relative error {rel:e}");
+
+        let prefix = "pos_embed";
+        let pos = vs.variables()[prefix].shallow_clone();
+        assert_eq!(pos.size(), vec![1, 37 * 37 + 1, dim / 2], "stored for 518 px as Meta's checkpoints");
+        for size in [56i64, 98] {
+            let want = &fixture[format!("{}_positions", b.name())][size.to_string()];
+            let got = runner::model::interpolate_positions_dinov2(&pos, size / 14).to_kind(Kind::Double);
+            let shape: Vec<i64> = want["shape"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+            assert_eq!(got.size(), shape, "{size} px");
+            let got = Vec::<f64>::try_from(got.flatten(0, -1).slice(0, 0, None, 97)).unwrap();
+            let expected = fixture_values(want, "every_97th");
+            let err = got.iter().zip(&expected).map(|(a, e)| (a - e).abs()).fold(0.0, f64::max);
+            println!("{b} positions at {size} px: max abs error {err:.2e}");
+            assert!(err < 1e-5, "{b} at {size} px: max abs error {err}");
+            // A plain resize to the grid samples elsewhere: the offset matters.
+            let plain = runner::model::interpolate_positions(&pos, size / 14).to_kind(Kind::Double);
+            let plain = Vec::<f64>::try_from(plain.flatten(0, -1).slice(0, 0, None, 97)).unwrap();
+            let off = plain.iter().zip(&expected).map(|(a, e)| (a - e).abs()).fold(0.0, f64::max);
+            assert!(off > 1e-3, "{b}: torchvision's resize should not match DINOv2's ({off})");
+        }
     }
 }
