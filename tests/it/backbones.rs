@@ -107,7 +107,7 @@ fn layer_lists_match_the_declared_counts_and_cover_every_parameter() {
 }
 
 #[test]
-fn the_new_backbones_train_two_phases_and_print_their_layers_and_summary() {
+fn the_new_backbones_train_two_phases_with_the_toolkit_and_print_their_layers_summary_and_predictions() {
     use crate::common::{only_run, runner, shapes, stderr, stdout, summary_json, tiny_spec};
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -129,7 +129,10 @@ fn the_new_backbones_train_two_phases_and_print_their_layers_and_summary() {
         let mut spec = tiny_spec(&data)
             .replace("name = \"tiny\"", &format!("name = \"{name}\""))
             .replace("efficientnet_lite0", name)
-            .replace("freeze_up_to = 10", &format!("freeze_up_to = {freeze}"));
+            .replace("freeze_up_to = 10", &format!("freeze_up_to = {freeze}"))
+            // The toolkit on every backbone: weight EMA, label smoothing, layer-wise rates, TTA.
+            .replace("seed = 3\n", "seed = 3\nema = { decay = 0.9 }\n[loss]\nlabel_smoothing = 0.1\n[eval]\ntta = [\"hflip\"]\n")
+            .replace("momentum = 0.9 }", "momentum = 0.9, layer_decay = 0.8 }");
         if b == Backbone::Dinov2Vits14 {
             spec = spec
                 .replace("image_size = 32", "image_size = 42")
@@ -158,6 +161,13 @@ fn the_new_backbones_train_two_phases_and_print_their_layers_and_summary() {
         let o = runner(root, &["summary", &format!("{name}.toml")]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(stdout(&o).contains(head), "{}", stdout(&o));
+        // Predictions from the run's best weights (the head as trained, the pooling as specified).
+        let image = data.join("circle/0000.jpg");
+        let o = runner(root, &["predict", "--run", run.to_str().unwrap(), "--json", image.to_str().unwrap()]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let predictions: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let label = &predictions[0]["top"][0]["label"];
+        assert!(summary["classes"].as_array().unwrap().contains(label), "{name}: {predictions}");
     }
     let bad = tiny_spec(&data).replace("efficientnet_lite0", "vit_b_16").replace("image_size = 32", "image_size = 40");
     let e = crate::common::spec_error(root, &bad);
