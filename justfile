@@ -48,7 +48,7 @@ bench *ARGS: build
     python3 bench/compare.py --python "${PYTHON:-python3}" {{ARGS}}
 
 test *ARGS: setup
-    {{with_torch}} cargo test {{ARGS}}
+    {{with_torch}} runner_setup_tracking && cargo test {{ARGS}}
 
 lint: setup
     cargo fmt --check

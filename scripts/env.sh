@@ -55,6 +55,24 @@ runner_setup_just() {
     return 0
 }
 
+# The trackers' own readers for the tests (TensorBoard's event reader), in a venv in the
+# per-user cache, made once: `$RUNNER_CACHE/tracking-venv`. The tests find it there.
+RUNNER_TENSORBOARD_VERSION="2.21.0"
+runner_setup_tracking() {
+    local venv="$RUNNER_CACHE/tracking-venv" stamp="tensorboard==$RUNNER_TENSORBOARD_VERSION"
+    if [ "$(cat "$venv/.installed" 2>/dev/null)" = "$stamp" ]; then
+        return 0
+    fi
+    echo "runner: installing $stamp into $venv (the tests read event files with it)" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" &&
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$stamp" &&
+        echo "$stamp" > "$venv/.installed" || {
+        echo "runner: could not install $stamp; the TensorBoard test will fail" >&2
+        return 1
+    }
+}
+
 # libtorch, the pretrained weights, just, then target/debug/runner (the demo and ci-verify.sh).
 runner_build() {
     runner_setup_libtorch || return 1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh clone: libtorch, pretrained weights (the logits
-# test needs them), just, Chromium (the report's browser test), then rustfmt, clippy,
+# test needs them), just, TensorBoard in a venv (its event reader checks ours), Chromium (the report's browser test), then rustfmt, clippy,
 # every test, and the rerun of the committed CI experiment (scripts/ci-verify.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -8,6 +8,7 @@ source scripts/env.sh
 runner_setup_libtorch
 bash scripts/fetch-weights.sh
 runner_setup_just
+runner_setup_tracking
 if ! command -v chromium >/dev/null 2>&1; then
     echo "test: installing Debian's chromium (the HTML report is checked in a headless browser)" >&2
     sudo=""

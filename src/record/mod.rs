@@ -7,3 +7,4 @@ pub mod plot;
 pub mod run_dir;
 pub mod summary;
 pub mod table;
+pub mod tensorboard;

@@ -14,6 +14,7 @@ use crate::record::checkpoint::{Best, Checkpoint, TrainState};
 use crate::record::confusion::Confusion;
 use crate::record::run_dir::RunDir;
 use crate::record::summary::Summary;
+use crate::record::tensorboard::{EventWriter, SessionStatus, spec_hparams};
 use crate::record::{plot, table};
 use crate::sys::atomic::with_temp_path;
 use crate::train::metrics::EpochRecord;
@@ -26,6 +27,8 @@ pub(super) struct Records<'a> {
     pub summary: &'a mut Summary,
     pub log: &'a mut RunLog,
     pub started: Instant,
+    /// The run's TensorBoard event file; `None` when it could not be written (run.log says why).
+    pub tensorboard: Option<EventWriter>,
 }
 
 impl Records<'_> {
@@ -140,6 +143,7 @@ impl Records<'_> {
         }
         table::write_metrics(dir, rows)?;
         plot::write_curves(&dir.curves(), &title, rows, &unfreeze_epochs(spec, rows))?;
+        self.log_tensorboard(trainer, rows, rows.len() - 1);
         state.scaler = (trainer.precision == Precision::Fp16).then(|| trainer.scaler.clone());
         let ck = Checkpoint {
             state: state.clone(),
@@ -156,6 +160,52 @@ impl Records<'_> {
             self.log_early_stop(state);
         }
         Ok(phase_over)
+    }
+
+    /// Starts the run's event file: the hyperparameters, then the epochs a resumed run has already.
+    pub(super) fn open_tensorboard(&mut self, trainer: &Trainer, rows: &[EpochRecord]) {
+        let wall = unix_seconds();
+        let group = self.summary.run_id.clone();
+        let opened = EventWriter::create(self.dir.path(), wall).and_then(|mut w| {
+            let metrics = ["accuracy/val", "loss/val", "accuracy/train", "loss/train"];
+            w.hparams(wall, &group, &spec_hparams(&self.spec.to_toml()), &metrics)?;
+            Ok(w)
+        });
+        match opened {
+            Ok(w) => self.tensorboard = Some(w),
+            Err(e) => self.log.line(&format!("warning: no TensorBoard events: {e:#}")),
+        }
+        for i in 0..rows.len() {
+            self.log_tensorboard(trainer, rows, i);
+        }
+    }
+
+    /// Writes epoch `rows[i]`'s scalars to the event file; a write error ends the file, not the run.
+    fn log_tensorboard(&mut self, trainer: &Trainer, rows: &[EpochRecord], i: usize) {
+        let Some(w) = &mut self.tensorboard else { return };
+        let layers = trainer.model.backbone.layers().len();
+        let scalars = epoch_scalars(self.spec, rows, i, layers);
+        if let Err(e) = w.scalars(unix_seconds(), rows[i].epoch as i64, &scalars) {
+            self.log.line(&format!("warning: TensorBoard events stop here: {e:#}"));
+            self.tensorboard = None;
+        }
+    }
+
+    /// Ends the event file: the curves image and how the run ended.
+    pub(super) fn close_tensorboard(&mut self, completed: bool) {
+        let Some(mut w) = self.tensorboard.take() else { return };
+        let wall = unix_seconds();
+        let step = self.summary.epochs as i64;
+        let curves = std::fs::read(self.dir.curves()).ok();
+        let result = curves
+            .and_then(|png| png_size(&png).map(|size| (png, size)))
+            .map_or(Ok(()), |(png, size)| w.image(wall, step, "curves", png, size))
+            .and_then(|()| {
+                w.session_end(wall, if completed { SessionStatus::Success } else { SessionStatus::Failure })
+            });
+        if let Err(e) = result {
+            self.log.line(&format!("warning: TensorBoard events incomplete: {e:#}"));
+        }
     }
 
     fn log_early_stop(&mut self, state: &TrainState) {
@@ -201,6 +251,44 @@ impl Records<'_> {
 
 /// The epochs (1-based) before which gradual unfreezing unfroze a layer: epoch e of a phase
 /// (counted from its rows) whose freeze index is below epoch e - 1's.
+/// Seconds since the Unix epoch.
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Width and height of a PNG, from its IHDR chunk.
+fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    let ihdr = png.get(12..24).filter(|_| png.starts_with(b"\x89PNG"))?;
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    Some((be(&ihdr[4..8]), be(&ihdr[8..12])))
+}
+
+/// Epoch `rows[i]`'s TensorBoard scalars: losses, accuracies, throughput, the phase's
+/// learning rate, and with layer-wise rates the head's and each trainable layer's.
+fn epoch_scalars(spec: &Spec, rows: &[EpochRecord], i: usize, layers: usize) -> Vec<(String, f64)> {
+    let r = &rows[i];
+    let mut out = vec![
+        ("loss/train".to_string(), r.train_loss),
+        ("loss/val".into(), r.val_loss),
+        ("accuracy/train".into(), r.train_acc),
+        ("accuracy/val".into(), r.val_acc),
+        ("lr".into(), r.lr),
+        ("images_per_s/train".into(), r.train_images_per_s),
+        ("seconds/epoch".into(), r.seconds),
+    ];
+    let Some(phase) = spec.phases.iter().find(|p| p.name == r.phase) else { return out };
+    let opt = &phase.optimizer;
+    if opt.layer_decay.is_some() || opt.head_lr_factor.is_some() {
+        let phase_epoch = rows[..i].iter().filter(|x| x.phase == r.phase).count();
+        let frozen = phase.freeze_up_to.at_epoch(phase_epoch, layers);
+        out.push(("lr/head".into(), r.lr * crate::model::lr_scale(None, layers, opt)));
+        for layer in frozen..layers {
+            out.push((format!("lr/layer_{layer:02}"), r.lr * crate::model::lr_scale(Some(layer), layers, opt)));
+        }
+    }
+    out
+}
+
 fn unfreeze_epochs(spec: &Spec, rows: &[EpochRecord]) -> Vec<usize> {
     let layers = spec.model.backbone.layer_count();
     let mut seen: std::collections::BTreeMap<&str, usize> = Default::default();

@@ -126,8 +126,10 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
             (state, vec![], vec![])
         }
     };
-    let mut records = Records { spec, dir: &dir, summary: &mut summary, log: &mut log, started };
+    let mut records = Records { spec, dir: &dir, summary: &mut summary, log: &mut log, started, tensorboard: None };
+    records.open_tensorboard(&trainer, &restored.1);
     let result = records.train_all(&mut trainer, restored).and_then(|()| Ok(records.evaluate_test(&mut trainer)?));
+    records.close_tensorboard(result.is_ok());
     finish(&dir, &mut summary, &mut log, started, result)?;
     Ok(RunOutcome { dir, summary, ran: true })
 }

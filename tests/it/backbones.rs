@@ -131,7 +131,10 @@ fn the_new_backbones_train_two_phases_with_the_toolkit_and_print_their_layers_su
             .replace("efficientnet_lite0", name)
             .replace("freeze_up_to = 10", &format!("freeze_up_to = {freeze}"))
             // The toolkit on every backbone: weight EMA, label smoothing, layer-wise rates, TTA.
-            .replace("seed = 3\n", "seed = 3\nema = { decay = 0.9 }\n[loss]\nlabel_smoothing = 0.1\n[eval]\ntta = [\"hflip\"]\n")
+            .replace(
+                "seed = 3\n",
+                "seed = 3\nema = { decay = 0.9 }\n[loss]\nlabel_smoothing = 0.1\n[eval]\ntta = [\"hflip\"]\n",
+            )
             .replace("momentum = 0.9 }", "momentum = 0.9, layer_decay = 0.8 }");
         if b == Backbone::Dinov2Vits14 {
             spec = spec

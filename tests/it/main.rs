@@ -16,6 +16,7 @@ mod resume;
 mod spec_cli;
 mod sweep;
 mod toolkit;
+mod tracking;
 mod tutorials;
 mod verify;
 mod weights_files;

@@ -1,0 +1,392 @@
+//! TensorBoard event files: every run writes `events.out.tfevents.*` in its directory, so
+//! `tensorboard --logdir reports/runs` shows every run's curves, its hyperparameters (the
+//! hparams plugin) and its curves image.
+//!
+//! The format is TFRecord framing around serialized `tensorflow.Event` protocol buffers:
+//! each record is its length (u64, little-endian), the masked CRC-32C of those 8 bytes, the
+//! bytes, and their masked CRC-32C. The messages below carry the field numbers of
+//! tensorflow/core/util/event.proto, framework/summary.proto and TensorBoard's
+//! plugins/hparams/{api,plugin_data}.proto; prost encodes them.
+//!
+//! One file per attempt: a resumed run starts a new file holding every epoch so far (the
+//! old one is removed), so the file never holds an epoch twice, whatever the crash cut off.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use prost::Message;
+
+/// `Event` (event.proto): a wall time, a step and what happened.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Event {
+    #[prost(double, tag = "1")]
+    wall_time: f64,
+    #[prost(int64, tag = "2")]
+    step: i64,
+    #[prost(oneof = "What", tags = "3, 5")]
+    what: Option<What>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum What {
+    #[prost(string, tag = "3")]
+    FileVersion(String),
+    #[prost(message, tag = "5")]
+    Summary(Summary),
+}
+
+/// `Summary` (summary.proto).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Summary {
+    #[prost(message, repeated, tag = "1")]
+    value: Vec<Value>,
+}
+
+/// `Summary.Value`: a tagged scalar, image, or plugin payload (metadata only).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Value {
+    #[prost(string, tag = "1")]
+    tag: String,
+    #[prost(message, optional, tag = "9")]
+    metadata: Option<SummaryMetadata>,
+    #[prost(oneof = "Kind", tags = "2, 4")]
+    kind: Option<Kind>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum Kind {
+    #[prost(float, tag = "2")]
+    SimpleValue(f32),
+    #[prost(message, tag = "4")]
+    Image(Image),
+}
+
+/// `Summary.Image`: an encoded PNG.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Image {
+    #[prost(int32, tag = "1")]
+    height: i32,
+    #[prost(int32, tag = "2")]
+    width: i32,
+    #[prost(int32, tag = "3")]
+    colorspace: i32,
+    #[prost(bytes = "vec", tag = "4")]
+    encoded_image_string: Vec<u8>,
+}
+
+/// `SummaryMetadata`: which plugin a value is for, with the plugin's own bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SummaryMetadata {
+    #[prost(message, optional, tag = "1")]
+    plugin_data: Option<PluginData>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PluginData {
+    #[prost(string, tag = "1")]
+    plugin_name: String,
+    #[prost(bytes = "vec", tag = "2")]
+    content: Vec<u8>,
+}
+
+/// The hparams plugin's `HParamsPluginData`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HParamsPluginData {
+    #[prost(int32, tag = "1")]
+    version: i32,
+    #[prost(message, optional, tag = "2")]
+    experiment: Option<Experiment>,
+    #[prost(message, optional, tag = "3")]
+    session_start_info: Option<SessionStartInfo>,
+    #[prost(message, optional, tag = "4")]
+    session_end_info: Option<SessionEndInfo>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Experiment {
+    #[prost(message, repeated, tag = "4")]
+    hparam_infos: Vec<HParamInfo>,
+    #[prost(message, repeated, tag = "5")]
+    metric_infos: Vec<MetricInfo>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct HParamInfo {
+    #[prost(string, tag = "1")]
+    name: String,
+    /// `DataType`: 1 string, 2 bool, 3 float64.
+    #[prost(int32, tag = "4")]
+    r#type: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetricInfo {
+    #[prost(message, optional, tag = "1")]
+    name: Option<MetricName>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetricName {
+    #[prost(string, tag = "1")]
+    group: String,
+    #[prost(string, tag = "2")]
+    tag: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionStartInfo {
+    #[prost(btree_map = "string, message", tag = "1")]
+    hparams: BTreeMap<String, PbValue>,
+    #[prost(string, tag = "4")]
+    group_name: String,
+    #[prost(double, tag = "5")]
+    start_time_secs: f64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionEndInfo {
+    /// `Status`: 1 success, 2 failure, 3 running.
+    #[prost(int32, tag = "1")]
+    status: i32,
+    #[prost(double, tag = "2")]
+    end_time_secs: f64,
+}
+
+/// `google.protobuf.Value`, the kinds an hparam takes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PbValue {
+    #[prost(oneof = "PbKind", tags = "2, 3, 4")]
+    kind: Option<PbKind>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum PbKind {
+    #[prost(double, tag = "2")]
+    Number(f64),
+    #[prost(string, tag = "3")]
+    Text(String),
+    #[prost(bool, tag = "4")]
+    Bool(bool),
+}
+
+/// A hyperparameter's value, as the hparams plugin shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HParam {
+    Number(f64),
+    Text(String),
+    Bool(bool),
+}
+
+/// How a run ended, for the hparams plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    Success = 1,
+    Failure = 2,
+}
+
+/// The CRC-32C of `bytes`, masked as TFRecord stores it.
+fn masked_crc(bytes: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(bytes);
+    crc.rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
+/// One TFRecord: length, its CRC, the data, its CRC.
+fn record(data: &[u8]) -> Vec<u8> {
+    let len = (data.len() as u64).to_le_bytes();
+    let mut out = Vec::with_capacity(data.len() + 16);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&masked_crc(&len).to_le_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(&masked_crc(data).to_le_bytes());
+    out
+}
+
+const PREFIX: &str = "events.out.tfevents.";
+
+/// The event files in `dir`.
+pub fn event_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    let mut files: Vec<PathBuf> =
+        entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX)).map(|e| e.path()).collect();
+    files.sort();
+    files
+}
+
+/// An open event file of a run.
+pub struct EventWriter {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl EventWriter {
+    /// Starts a new event file in `dir` (removing earlier attempts' files) with its version record.
+    pub fn create(dir: &Path, wall_time: f64) -> Result<Self> {
+        for old in event_files(dir) {
+            let _ = std::fs::remove_file(old);
+        }
+        let path = dir.join(format!("{PREFIX}{:010}.{}.runner", wall_time as u64, std::process::id()));
+        let file = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut w = EventWriter { file, path };
+        w.write(Event { wall_time, step: 0, what: Some(What::FileVersion("brain.Event:2".into())) })?;
+        Ok(w)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&mut self, event: Event) -> Result<()> {
+        self.file
+            .write_all(&record(&event.encode_to_vec()))
+            .and_then(|()| self.file.flush())
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    fn summary(&mut self, wall_time: f64, step: i64, value: Vec<Value>) -> Result<()> {
+        self.write(Event { wall_time, step, what: Some(What::Summary(Summary { value })) })
+    }
+
+    /// Scalars `(tag, value)` at `step`.
+    pub fn scalars(&mut self, wall_time: f64, step: i64, values: &[(String, f64)]) -> Result<()> {
+        let value = values
+            .iter()
+            .map(|(tag, v)| Value { tag: tag.clone(), metadata: None, kind: Some(Kind::SimpleValue(*v as f32)) })
+            .collect();
+        self.summary(wall_time, step, value)
+    }
+
+    /// A PNG image of `width` x `height` RGB(A) pixels under `tag`.
+    pub fn image(
+        &mut self,
+        wall_time: f64,
+        step: i64,
+        tag: &str,
+        png: Vec<u8>,
+        (width, height): (u32, u32),
+    ) -> Result<()> {
+        let image = Image { height: height as i32, width: width as i32, colorspace: 4, encoded_image_string: png };
+        self.summary(wall_time, step, vec![Value { tag: tag.into(), metadata: None, kind: Some(Kind::Image(image)) }])
+    }
+
+    fn hparams_value(&mut self, wall_time: f64, tag: &str, data: HParamsPluginData) -> Result<()> {
+        let metadata = SummaryMetadata {
+            plugin_data: Some(PluginData { plugin_name: "hparams".into(), content: data.encode_to_vec() }),
+        };
+        self.summary(wall_time, 0, vec![Value { tag: tag.into(), metadata: Some(metadata), kind: None }])
+    }
+
+    /// The run's hyperparameters and the metrics to show beside them (the hparams plugin's
+    /// experiment and session start), `group` naming the session.
+    pub fn hparams(
+        &mut self,
+        wall_time: f64,
+        group: &str,
+        hparams: &[(String, HParam)],
+        metrics: &[&str],
+    ) -> Result<()> {
+        let type_of = |v: &HParam| match v {
+            HParam::Text(_) => 1,
+            HParam::Bool(_) => 2,
+            HParam::Number(_) => 3,
+        };
+        let experiment = Experiment {
+            hparam_infos: hparams.iter().map(|(k, v)| HParamInfo { name: k.clone(), r#type: type_of(v) }).collect(),
+            metric_infos: metrics
+                .iter()
+                .map(|m| MetricInfo { name: Some(MetricName { group: String::new(), tag: (*m).into() }) })
+                .collect(),
+        };
+        self.hparams_value(
+            wall_time,
+            "_hparams_/experiment",
+            HParamsPluginData { version: 0, experiment: Some(experiment), ..Default::default() },
+        )?;
+        let values = hparams
+            .iter()
+            .map(|(k, v)| {
+                let kind = match v {
+                    HParam::Number(x) => PbKind::Number(*x),
+                    HParam::Text(s) => PbKind::Text(s.clone()),
+                    HParam::Bool(b) => PbKind::Bool(*b),
+                };
+                (k.clone(), PbValue { kind: Some(kind) })
+            })
+            .collect();
+        let start = SessionStartInfo { hparams: values, group_name: group.into(), start_time_secs: wall_time };
+        self.hparams_value(
+            wall_time,
+            "_hparams_/session_start_info",
+            HParamsPluginData { version: 0, session_start_info: Some(start), ..Default::default() },
+        )
+    }
+
+    /// The end of the run, for the hparams plugin.
+    pub fn session_end(&mut self, wall_time: f64, status: SessionStatus) -> Result<()> {
+        let end = SessionEndInfo { status: status as i32, end_time_secs: wall_time };
+        self.hparams_value(
+            wall_time,
+            "_hparams_/session_end_info",
+            HParamsPluginData { version: 0, session_end_info: Some(end), ..Default::default() },
+        )
+    }
+}
+
+/// The hyperparameters of a resolved spec: its dotted keys with scalar values (arrays as
+/// their TOML text), `name` and `seed` included.
+pub fn spec_hparams(toml_text: &str) -> Vec<(String, HParam)> {
+    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<(String, HParam)>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&key, v, out);
+                }
+            }
+            toml::Value::Array(items) if items.iter().all(|i| i.is_table()) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(&format!("{prefix}.{i}"), item, out);
+                }
+            }
+            toml::Value::Integer(i) => out.push((prefix.into(), HParam::Number(*i as f64))),
+            toml::Value::Float(f) => out.push((prefix.into(), HParam::Number(*f))),
+            toml::Value::Boolean(b) => out.push((prefix.into(), HParam::Bool(*b))),
+            toml::Value::String(s) => out.push((prefix.into(), HParam::Text(s.clone()))),
+            other => out.push((prefix.into(), HParam::Text(other.to_string()))),
+        }
+    }
+    let mut out = vec![];
+    if let Ok(value) = toml_text.parse::<toml::Table>() {
+        walk("", &toml::Value::Table(value), &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::manual_rotate)]
+    fn records_carry_tensorflows_masked_crc32c() {
+        // CRC-32C's check value (RFC 3720's "123456789"), then TFRecord's masking.
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+        let framed = record(b"abc");
+        assert_eq!(framed.len(), 8 + 4 + 3 + 4);
+        assert_eq!(&framed[..8], &3u64.to_le_bytes());
+        let crc = crc32c::crc32c(b"abc");
+        // Spelled as TensorFlow's MaskedCrc: ((crc >> 15) | (crc << 17)) + kMaskDelta.
+        assert_eq!(&framed[15..], &((crc >> 15 | crc << 17).wrapping_add(0xa282_ead8)).to_le_bytes());
+    }
+
+    #[test]
+    fn spec_hparams_flatten_tables_and_arrays_of_tables() {
+        let text =
+            "name = \"x\"\nseed = 3\n[data]\naugment = [\"hflip\"]\n[[phases]]\nepochs = 2\n[[phases]]\nlr = 0.5\n";
+        let h = spec_hparams(text);
+        assert!(h.contains(&("seed".into(), HParam::Number(3.0))), "{h:?}");
+        assert!(h.contains(&("phases.1.lr".into(), HParam::Number(0.5))), "{h:?}");
+        assert!(h.contains(&("data.augment".into(), HParam::Text("[\"hflip\"]".into()))), "{h:?}");
+    }
+}
