@@ -77,12 +77,19 @@ pub fn resolve(backbone: Backbone, weights: &str, sha256: Option<&str>, quiet: b
 
 /// Reads a weights file into (name, tensor) pairs, whatever its format.
 pub fn read(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let mut head = [0u8; 8];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
+    let mut head = [0u8; 9];
+    let (n, len) = std::fs::File::open(path)
+        .and_then(|mut f| Ok((f.read(&mut head)?, f.metadata()?.len())))
         .with_context(|| format!("cannot read weights file {}", path.display()))?;
     let head = &head[..n];
-    let entries = if head.starts_with(b"PK") {
+    // safetensors: an 8-byte little-endian header length, then the JSON header. Checked
+    // before the pickle's 0x80: a header length whose low byte is 0x80 starts with it too.
+    let safetensors = n == 9
+        && head[8] == b'{'
+        && u64::from_le_bytes(head[..8].try_into().expect("8 bytes")).checked_add(8).is_some_and(|end| end <= len);
+    let entries = if safetensors {
+        Tensor::read_safetensors(path).with_context(|| format!("cannot read safetensors file {}", path.display()))?
+    } else if head.starts_with(b"PK") {
         let file = std::fs::File::open(path).with_context(|| format!("cannot read weights file {}", path.display()))?;
         pickle::read_zip_state_dict(std::io::BufReader::new(file))
             .with_context(|| format!("cannot read zip-format weights {}", path.display()))?
@@ -146,4 +153,26 @@ pub fn load_into(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_safetensors_header_length_ending_in_0x80_is_not_taken_for_a_pickle() {
+        // A header of 0x180 bytes: the file starts with 0x80, as a pickle does.
+        let mut header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.to_vec();
+        header.resize(0x180, b' ');
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(&header);
+        file.extend_from_slice(&2.5f32.to_le_bytes());
+        assert_eq!(file[0], 0x80);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("best.safetensors");
+        std::fs::write(&path, &file).unwrap();
+        let entries = read(&path).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!((entries[0].0.as_str(), entries[0].1.double_value(&[0])), ("w", 2.5));
+    }
 }

@@ -115,14 +115,19 @@ fn the_new_backbones_train_two_phases_with_the_toolkit_and_print_their_layers_su
     // (backbone, phase 2's freeze index, the new head's name, its input width)
     let cases = [
         (Backbone::ConvnextTiny, 19, "classifier.2", 768),
+        (Backbone::ConvnextSmall, 37, "classifier.2", 768),
         (Backbone::MobilenetV3Small, 10, "classifier.3", 1024),
         (Backbone::MobilenetV3Large, 14, "classifier.3", 1280),
         (Backbone::EfficientnetB0, 14, "classifier.1", 1280),
+        (Backbone::EfficientnetB1, 21, "classifier.1", 1280),
+        (Backbone::EfficientnetB2, 21, "classifier.1", 1408),
+        (Backbone::EfficientnetB3, 24, "classifier.1", 1536),
         (Backbone::EfficientnetV2S, 38, "classifier.1", 1280),
         (Backbone::VitB16, 12, "heads.head", 768),
         (Backbone::RegnetY800mf, 12, "fc", 784),
         // With `model.pool = "cls_mean"`: the head sees the class and mean patch tokens.
         (Backbone::Dinov2Vits14, 11, "head", 2 * 384),
+        (Backbone::Dinov2Vitb14, 11, "head", 768),
     ];
     for (b, freeze, head, width) in cases {
         let name = b.name();
@@ -136,10 +141,11 @@ fn the_new_backbones_train_two_phases_with_the_toolkit_and_print_their_layers_su
                 "seed = 3\nema = { decay = 0.9 }\n[loss]\nlabel_smoothing = 0.1\n[eval]\ntta = [\"hflip\"]\n",
             )
             .replace("momentum = 0.9 }", "momentum = 0.9, layer_decay = 0.8 }");
+        if b.patch_size() == Some(14) {
+            spec = spec.replace("image_size = 32", "image_size = 42");
+        }
         if b == Backbone::Dinov2Vits14 {
-            spec = spec
-                .replace("image_size = 32", "image_size = 42")
-                .replace("weights = \"none\"", "weights = \"none\"\npool = \"cls_mean\"");
+            spec = spec.replace("weights = \"none\"", "weights = \"none\"\npool = \"cls_mean\"");
         }
         std::fs::write(root.join(format!("{name}.toml")), &spec).unwrap();
         let o = runner(root, &["run", &format!("{name}.toml"), "--out", "runs", "--quiet"]);
@@ -159,7 +165,7 @@ fn the_new_backbones_train_two_phases_with_the_toolkit_and_print_their_layers_su
         assert!(o.status.success(), "{}", stderr(&o));
         let out = stdout(&o);
         assert!(out.contains(&format!("all {} layers", b.layer_count())), "{out}");
-        let layer_norm_only = matches!(b, Backbone::ConvnextTiny | Backbone::VitB16 | Backbone::Dinov2Vits14);
+        let layer_norm_only = b.patch_size().is_some() || matches!(b, Backbone::ConvnextTiny | Backbone::ConvnextSmall);
         assert_eq!(out.contains("no running statistics"), layer_norm_only, "{out}");
         let o = runner(root, &["summary", &format!("{name}.toml")]);
         assert!(o.status.success(), "{}", stderr(&o));
