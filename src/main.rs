@@ -8,6 +8,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `runner plan | head` ends quietly when `head` closes the pipe, as Unix tools do,
+    // instead of panicking in println!.
+    // SAFETY: setting a signal's disposition to the default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     if let Err(e) = runner::sys::malloc::tune() {
         eprintln!("error: {e:#}");
         return ExitCode::from(runner::error::exit::USAGE);

@@ -4,7 +4,7 @@
 //! provider, so an error says which layer gave the bad value):
 //!   1. serde defaults (in the `Spec` types);
 //!   2. the spec file, without its `[grid]` table;
-//!   3. one point of the grid;
+//!   3. one point of the grid, then one trial of the `[search]` (search.rs);
 //!   4. `RUNNER_*` environment variables (`RUNNER_PHASES__1__OPTIMIZER__LR=1e-5`);
 //!   5. `--set key=value` flags, in order.
 //!
@@ -133,6 +133,7 @@ impl Provider for Layer {
 }
 
 const GRID_LAYER: &str = "[grid]";
+const SEARCH_LAYER: &str = "[search]";
 
 impl Experiment {
     /// Loads `path` with the environment's and `sets`' overrides and expands its grid.
@@ -153,11 +154,20 @@ impl Experiment {
             }
         };
         let axes = pin_axes(&source, axes, overrides)?;
-        let points = axes.iter().try_fold(1usize, |n, a| n.checked_mul(a.points.len())).unwrap_or(usize::MAX);
+        let search = match table.remove("search") {
+            None => None,
+            Some(value) => {
+                let mut search = super::search::parse(&source, &value)?;
+                search.pin(&overrides.iter().map(|o| o.key.clone()).collect::<Vec<_>>());
+                Some(search)
+            }
+        };
+        let trials = search.as_ref().map_or(1, |s| s.trials);
+        let points = axes.iter().try_fold(trials, |n, a| n.checked_mul(a.points.len())).unwrap_or(usize::MAX);
         let limit = crate::sys::env::limit(crate::sys::env::MAX_GRID_RUNS, MAX_GRID_RUNS as u64);
         if points as u64 > limit {
             return Err(source.error(
-                &["grid"],
+                &[if axes.is_empty() { "search" } else { "grid" }],
                 format!("{points} runs, more than the limit of {limit} (RUNNER_MAX_GRID_RUNS raises it)"),
             ));
         }
@@ -165,7 +175,10 @@ impl Experiment {
         let figment = Figment::new().merge(Layer { name: source.path.display().to_string(), dict: base });
 
         let mut runs = vec![];
-        for point in cartesian(&axes) {
+        let trial_points: Vec<Option<usize>> =
+            if search.is_some() { (0..trials).map(Some).collect() } else { vec![None] };
+        let points = cartesian(&axes).into_iter().flat_map(|p| trial_points.iter().map(move |&t| (p.clone(), t)));
+        for (point, trial) in points {
             let mut fig = figment.clone();
             let mut varying = vec![];
             for (axis, &i) in axes.iter().zip(&point) {
@@ -174,20 +187,30 @@ impl Experiment {
                     varying.push((dotted(key), value.to_string()));
                 }
             }
+            if let (Some(search), Some(t)) = (&search, trial) {
+                for (dim, value) in search.space.iter().zip(search.sample(t)) {
+                    fig = set(&source, fig, &dim.key, &value, SEARCH_LAYER, &dim.location)?;
+                    varying.push((dotted(&dim.key), value.to_string()));
+                }
+            }
             for o in overrides {
                 fig = set(&source, fig, &o.key, &o.value, &o.origin.describe(), &[])?;
             }
-            let mut spec: Spec = fig.extract().map_err(|e| source.figment_error(e, &axes_locations(&axes)))?;
+            let mut locations = axes_locations(&axes);
+            if let Some(search) = &search {
+                locations.extend(search.space.iter().map(|d| (dotted(&d.key), d.location.clone())));
+            }
+            let mut spec: Spec = fig.extract().map_err(|e| source.figment_error(e, &locations))?;
             spec.resolve();
             spec.validate().map_err(|Invalid { key, message: msg }| {
                 // A bad value set by an override says so; one set by the grid points at its entry.
                 if let Some(o) = overrides.iter().rev().find(|o| dotted(&o.key) == key) {
                     return SpecError::new(&source.path, key, format!("{msg} (from {})", o.origin.describe()));
                 }
-                let at = axes
+                let at = locations
                     .iter()
-                    .find(|a| a.keys.iter().any(|k| dotted(k) == key))
-                    .map_or_else(|| split_key(&key), |a| a.location.clone());
+                    .find(|(k, _)| *k == key)
+                    .map_or_else(|| split_key(&key), |(_, location)| location.clone());
                 let mut e = source.error(&at, msg);
                 e.key = key;
                 e
@@ -365,9 +388,10 @@ fn set(
 ) -> Result<Figment, SpecError> {
     let at: Vec<String> = if location.is_empty() { key.to_vec() } else { location.to_vec() };
     let fail = |msg: String| {
-        let mut e = source.error(if layer == GRID_LAYER { &at } else { &[] }, msg);
+        let in_file = layer == GRID_LAYER || layer == SEARCH_LAYER;
+        let mut e = source.error(if in_file { &at } else { &[] }, msg);
         e.key = dotted(key);
-        if layer != GRID_LAYER {
+        if !in_file {
             e.message.push_str(&format!(" (from {layer})"));
         }
         e

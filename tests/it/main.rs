@@ -13,6 +13,7 @@ mod freeze;
 mod hostile;
 mod report;
 mod resume;
+mod search;
 mod spec_cli;
 mod sweep;
 mod toolkit;
