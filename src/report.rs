@@ -4,9 +4,14 @@
 //! - `summary.csv` and `summary.parquet`: one row per run (experiment, run id,
 //!   the values that tell the experiment's runs apart, status, best val_acc and
 //!   epoch, test_acc, wall time);
-//! - `summary.md`: a leaderboard per experiment;
+//! - `configs.csv` and `configs.parquet`: where runs differ only in `seed`, one row per
+//!   configuration with n, mean and standard deviation of best val_acc and test_acc;
+//! - `summary.md`: a leaderboard per experiment (and one of its configurations, seeds
+//!   grouped, when it has replicates);
 //! - `plots/<experiment>-val_acc.png` (the runs' val-accuracy curves overlaid,
-//!   with phase markers) and `plots/<experiment>-best.png` (best accuracy per run);
+//!   with phase markers), `plots/<experiment>-best.png` (best accuracy per run) and, with
+//!   seed replicates, `plots/<experiment>-configs.png` (each configuration's mean curve in
+//!   a band of ± one standard deviation);
 //! - `index.html`: all of it, linking every run's curves, confusion matrix and config.
 //!
 //! The report is a function of the run directories alone: no clock, no host,
@@ -141,6 +146,118 @@ fn by_experiment(entries: &[RunEntry]) -> BTreeMap<&str, Vec<&RunEntry>> {
     groups
 }
 
+/// Runs of one experiment that differ only in `seed`: one configuration, replicated.
+pub(crate) struct Replicates<'a> {
+    /// The values of the experiment's varying keys other than `seed`.
+    pub values: Vec<(String, String)>,
+    pub runs: Vec<&'a RunEntry>,
+}
+
+/// Mean and sample standard deviation (0 for one value) of the finite values.
+fn mean_sd(values: impl Iterator<Item = Option<f64>>) -> Option<(f64, f64, usize)> {
+    let v: Vec<f64> = values.flatten().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let sd = if v.len() > 1 { (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    Some((mean, sd, v.len()))
+}
+
+impl Replicates<'_> {
+    pub fn best_val_acc(&self) -> Option<(f64, f64, usize)> {
+        mean_sd(self.runs.iter().map(|r| r.summary.best_val_acc))
+    }
+
+    pub fn test_acc(&self) -> Option<(f64, f64, usize)> {
+        mean_sd(self.runs.iter().map(|r| r.summary.test_acc))
+    }
+
+    /// The replicates' seeds, in ascending order.
+    fn seeds(&self) -> String {
+        let mut seeds: Vec<String> =
+            self.runs.iter().map(|r| r.config.get("seed").cloned().unwrap_or_default()).collect();
+        seeds.sort_by_key(|s| (s.parse::<i64>().unwrap_or(i64::MAX), s.clone()));
+        seeds.join(" ")
+    }
+}
+
+/// The experiment's runs grouped by configuration (every varying key but `seed`), best mean
+/// first; `None` when no two runs are replicates of one configuration.
+pub(crate) fn replicate_groups<'a>(runs: &[&'a RunEntry], varying: &[String]) -> Option<Vec<Replicates<'a>>> {
+    if !varying.iter().any(|k| k == "seed") {
+        return None;
+    }
+    let keys: Vec<&String> = varying.iter().filter(|k| *k != "seed").collect();
+    let mut groups: Vec<Replicates<'a>> = vec![];
+    for r in ranked(runs) {
+        let values: Vec<(String, String)> =
+            keys.iter().map(|k| ((*k).clone(), r.config.get(*k).cloned().unwrap_or_default())).collect();
+        match groups.iter_mut().find(|g| g.values == values) {
+            Some(g) => g.runs.push(r),
+            None => groups.push(Replicates { values, runs: vec![r] }),
+        }
+    }
+    if groups.iter().all(|g| g.runs.len() == 1) {
+        return None;
+    }
+    groups.sort_by(|a, b| {
+        let key = |g: &Replicates| g.best_val_acc().map(|(m, _, _)| m);
+        match (key(a), key(b)) {
+            (Some(x), Some(y)) => y.total_cmp(&x),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+    });
+    Some(groups)
+}
+
+/// The configurations table: one row per group of seed replicates, for the experiments
+/// that have them (`None` when none has).
+pub(crate) fn configs_frame(entries: &[RunEntry]) -> Result<Option<DataFrame>> {
+    let groups = by_experiment(entries);
+    let mut rows: Vec<(&str, Replicates)> = vec![];
+    let mut keys: Vec<String> = vec![];
+    for (name, runs) in &groups {
+        for g in replicate_groups(runs, &varying_keys(runs)).unwrap_or_default() {
+            for (k, _) in &g.values {
+                if !keys.contains(k) {
+                    keys.push(k.clone());
+                }
+            }
+            rows.push((name, g));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let stat = |f: &dyn Fn(&Replicates) -> Option<f64>| rows.iter().map(|(_, g)| f(g)).collect::<Vec<_>>();
+    let mut columns =
+        vec![Column::new("experiment".into(), rows.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>())];
+    for k in &keys {
+        let values: Vec<Option<String>> =
+            rows.iter().map(|(_, g)| g.values.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())).collect();
+        columns.push(Column::new(k.as_str().into(), values));
+    }
+    columns.extend([
+        Column::new("n".into(), rows.iter().map(|(_, g)| g.runs.len() as u32).collect::<Vec<_>>()),
+        Column::new("best_val_acc_mean".into(), stat(&|g| g.best_val_acc().map(|s| s.0))),
+        Column::new("best_val_acc_sd".into(), stat(&|g| g.best_val_acc().map(|s| s.1))),
+        Column::new("test_acc_mean".into(), stat(&|g| g.test_acc().map(|s| s.0))),
+        Column::new("test_acc_sd".into(), stat(&|g| g.test_acc().map(|s| s.1))),
+        Column::new("seeds".into(), rows.iter().map(|(_, g)| g.seeds()).collect::<Vec<_>>()),
+        Column::new(
+            "run_ids".into(),
+            rows.iter()
+                .map(|(_, g)| g.runs.iter().map(|r| r.summary.run_id.as_str()).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>(),
+        ),
+    ]);
+    Ok(Some(DataFrame::new(rows.len(), columns)?))
+}
+
 /// The summary table: one row per run, ranked within each experiment.
 pub(crate) fn summary_frame(entries: &[RunEntry]) -> Result<DataFrame> {
     let groups = by_experiment(entries);
@@ -212,6 +329,11 @@ fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// `0.8413 ± 0.0150`, or blank.
+fn fmt_spread(v: Option<(f64, f64, usize)>) -> String {
+    v.map_or("".into(), |(m, sd, _)| format!("{m:.4} ± {sd:.4}"))
+}
+
 fn fmt_opt(v: Option<f64>) -> String {
     v.filter(|x| x.is_finite()).map_or("".into(), |x| format!("{x:.4}"))
 }
@@ -245,6 +367,14 @@ pub fn write(runs: &Path, out: &Path) -> Result<Written> {
 
     table::write_frame(&mut summary_frame(&entries)?, out, "summary")?;
     files.extend([out.join("summary.csv"), out.join("summary.parquet")]);
+    if let Some(mut configs) = configs_frame(&entries)? {
+        table::write_frame(&mut configs, out, "configs")?;
+        files.extend([out.join("configs.csv"), out.join("configs.parquet")]);
+    } else {
+        for stale in ["configs.csv", "configs.parquet"] {
+            let _ = std::fs::remove_file(out.join(stale));
+        }
+    }
 
     let groups = by_experiment(&entries);
     let mut md = String::from("# Runs\n\n");
@@ -309,6 +439,8 @@ struct Section<'a> {
     /// Links to its plots, relative to the report.
     curves: String,
     best: String,
+    /// The seed replicates' bands, when the experiment has replicates.
+    bands: Option<String>,
     out: &'a Path,
 }
 
@@ -334,7 +466,22 @@ impl<'a> Section<'a> {
         plot::write_best_bars(&best_png, &format!("{name}: best val accuracy per run"), &bars)?;
         let (curves, best) = (href(out, &curves_png), href(out, &best_png));
         files.extend([curves_png, best_png]);
-        Ok(Section { name, ranked, varying, id: html_escape(&stem), curves, best, out })
+        let mut bands = None;
+        if let Some(groups) = replicate_groups(&ranked, &varying) {
+            let png = plots.join(format!("{stem}-configs.png"));
+            let series: Vec<(String, Vec<&[EpochRecord]>)> = groups
+                .iter()
+                .map(|g| {
+                    let label = g.values.iter().map(|(k, v)| format!("{}={v}", k.rsplit('.').next().unwrap_or(k)));
+                    (label.collect::<Vec<_>>().join(" "), g.runs.iter().map(|r| r.rows.as_slice()).collect())
+                })
+                .collect();
+            let title = format!("{name}: val accuracy per configuration, mean ± sd over seeds");
+            plot::write_replicate_bands(&png, &title, &series)?;
+            bands = Some(href(out, &png));
+            files.push(png);
+        }
+        Ok(Section { name, ranked, varying, id: html_escape(&stem), curves, best, bands, out })
     }
 
     /// The Markdown leaderboard and the plots.
@@ -368,6 +515,39 @@ impl<'a> Section<'a> {
             md.push_str(&line);
         }
         let _ = writeln!(md, "\n![{name}: val accuracy]({})\n![{name}: best per run]({})\n", self.curves, self.best);
+        if let Some(groups) = replicate_groups(&self.ranked, &self.varying) {
+            let _ = writeln!(md, "### {name}: configurations (seed replicates grouped)\n");
+            let keys: Vec<&String> = self.varying.iter().filter(|k| *k != "seed").collect();
+            let mut head = String::from("| rank |");
+            let mut rule = String::from("|---:|");
+            for k in &keys {
+                let _ = write!(head, " {k} |");
+                rule.push_str("---|");
+            }
+            let _ = writeln!(
+                md,
+                "{head} n | best val_acc (mean ± sd) | test_acc (mean ± sd) | seeds |\n{rule}---:|---:|---:|---|"
+            );
+            for (i, g) in groups.iter().enumerate() {
+                let mut line = format!("| {} |", i + 1);
+                for (_, v) in &g.values {
+                    let _ = write!(line, " {} |", v.replace('|', "\\|"));
+                }
+                let _ = writeln!(
+                    line,
+                    " {} | {} | {} | {} |",
+                    g.runs.len(),
+                    fmt_spread(g.best_val_acc()),
+                    fmt_spread(g.test_acc()),
+                    g.seeds()
+                );
+                md.push_str(&line);
+            }
+            if let Some(bands) = &self.bands {
+                let _ = writeln!(md, "\n![{name}: configurations, mean ± sd over seeds]({bands})");
+            }
+            md.push('\n');
+        }
     }
 
     /// The HTML section's heading, leaderboard and plots.
@@ -405,6 +585,38 @@ impl<'a> Section<'a> {
             );
         }
         let _ = writeln!(sections, "</table>");
+        if let Some(groups) = replicate_groups(&self.ranked, &self.varying) {
+            let _ = writeln!(sections, "<h3>Configurations (seed replicates grouped)</h3>\n<table>\n<tr><th>rank</th>");
+            for k in self.varying.iter().filter(|k| *k != "seed") {
+                let _ = write!(sections, "<th>{}</th>", html_escape(k));
+            }
+            let _ = writeln!(
+                sections,
+                "<th>n</th><th>best val_acc (mean ± sd)</th><th>test_acc (mean ± sd)</th><th>seeds</th></tr>"
+            );
+            for (i, g) in groups.iter().enumerate() {
+                let _ = write!(sections, "<tr><td>{}</td>", i + 1);
+                for (_, v) in &g.values {
+                    let _ = write!(sections, "<td>{}</td>", html_escape(v));
+                }
+                let _ = writeln!(
+                    sections,
+                    "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    g.runs.len(),
+                    fmt_spread(g.best_val_acc()),
+                    fmt_spread(g.test_acc()),
+                    html_escape(&g.seeds())
+                );
+            }
+            let _ = writeln!(sections, "</table>");
+            if let Some(bands) = &self.bands {
+                let _ = writeln!(
+                    sections,
+                    "<div class=\"plots\"><img src=\"{bands}\" alt=\"{}: configurations, mean and spread over seeds\"></div>",
+                    html_escape(self.name)
+                );
+            }
+        }
         let _ = writeln!(
             sections,
             "<div class=\"plots\"><img src=\"{}\" alt=\"{n}: val accuracy of every run\">\

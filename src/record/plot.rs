@@ -129,14 +129,74 @@ const SERIES: [RGBColor; 10] = [
 /// Where a later phase starts, in the comparison plot: dark grey dashes, apart from every series colour.
 const PHASE_MARKER: RGBColor = RGBColor(80, 80, 80);
 
-/// The val-accuracy curves of several runs of one experiment in one panel, with a
-/// dashed marker at each epoch where one of them starts a later phase.
+/// The val-accuracy curves of several runs overlaid, with phase markers.
 pub(crate) fn write_comparison(path: &Path, title: &str, runs: &[(String, Vec<EpochRecord>)]) -> Result<()> {
+    let series: Vec<Series> = runs
+        .iter()
+        .map(|(label, rows)| Series {
+            label: label.clone(),
+            points: rows.iter().map(|r| (r.epoch as f64, r.val_acc)).filter(|(_, y)| y.is_finite()).collect(),
+            band: vec![],
+        })
+        .collect();
+    let mut starts: Vec<(usize, String)> = runs.iter().flat_map(|(_, rows)| phase_starts(rows)).collect();
+    starts.sort();
+    starts.dedup_by_key(|(epoch, _)| *epoch);
+    draw_val_acc(path, title, &series, &starts)
+}
+
+/// One curve per configuration: the mean val accuracy of its seed replicates per epoch,
+/// in a band of mean ± one standard deviation.
+pub(crate) fn write_replicate_bands(path: &Path, title: &str, groups: &[(String, Vec<&[EpochRecord]>)]) -> Result<()> {
+    let mut starts = vec![];
+    let series: Vec<Series> = groups
+        .iter()
+        .map(|(label, runs)| {
+            let last = runs.iter().filter_map(|rows| rows.last()).map(|r| r.epoch).max().unwrap_or(0);
+            starts.extend(runs.first().map(|rows| phase_starts(rows)).unwrap_or_default());
+            let mut points = vec![];
+            let mut band = vec![];
+            for epoch in 1..=last {
+                let v: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|rows| rows.iter().find(|r| r.epoch == epoch).map(|r| r.val_acc))
+                    .filter(|x| x.is_finite())
+                    .collect();
+                if v.is_empty() {
+                    continue;
+                }
+                let n = v.len() as f64;
+                let mean = v.iter().sum::<f64>() / n;
+                let sd = if v.len() > 1 {
+                    (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+                } else {
+                    0.0
+                };
+                points.push((epoch as f64, mean));
+                band.push((epoch as f64, mean - sd, mean + sd));
+            }
+            Series { label: format!("{label} (n={})", runs.len()), points, band }
+        })
+        .collect();
+    starts.sort();
+    starts.dedup_by_key(|(epoch, _)| *epoch);
+    draw_val_acc(path, title, &series, &starts)
+}
+
+/// A curve of val accuracy per epoch, with an optional band (epoch, low, high) around it.
+struct Series {
+    label: String,
+    points: Vec<(f64, f64)>,
+    band: Vec<(f64, f64, f64)>,
+}
+
+fn draw_val_acc(path: &Path, title: &str, series: &[Series], starts: &[(usize, String)]) -> Result<()> {
     write_png(path, (1000, 560), |root| {
         let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the comparison: {e}");
-        let last = runs.iter().filter_map(|(_, rows)| rows.last()).map(|r| r.epoch).max().unwrap_or(1).max(2) as f64;
-        let min = runs.iter().flat_map(|(_, rows)| rows.iter().map(|r| r.val_acc)).filter(|v| v.is_finite());
-        let lo = (min.fold(1.0, f64::min) - 0.05).clamp(0.0, 0.9);
+        let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+        let last = xs.fold(1.0, f64::max).max(2.0);
+        let lows = series.iter().flat_map(|s| s.points.iter().map(|p| p.1).chain(s.band.iter().map(|b| b.1)));
+        let lo = (lows.filter(|v| v.is_finite()).fold(1.0, f64::min) - 0.05).clamp(0.0, 0.9);
         let mut chart = ChartBuilder::on(root)
             .margin(14)
             .caption(title, (FONT, 20))
@@ -155,9 +215,6 @@ pub(crate) fn write_comparison(path: &Path, title: &str, runs: &[(String, Vec<Ep
             .axis_desc_style((FONT, 14))
             .draw()
             .map_err(err)?;
-        let mut starts: Vec<(usize, String)> = runs.iter().flat_map(|(_, rows)| phase_starts(rows)).collect();
-        starts.sort();
-        starts.dedup_by_key(|(epoch, _)| *epoch);
         let marker = PHASE_MARKER;
         for (i, (epoch, phase)) in starts.iter().enumerate() {
             let x = *epoch as f64 - 0.5;
@@ -172,16 +229,19 @@ pub(crate) fn write_comparison(path: &Path, title: &str, runs: &[(String, Vec<Ep
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y)], marker.stroke_width(2)));
             }
         }
-        for (i, (label, rows)) in runs.iter().enumerate() {
+        for (i, s) in series.iter().enumerate() {
             let colour = SERIES[i % SERIES.len()];
-            let points: Vec<(f64, f64)> =
-                rows.iter().map(|r| (r.epoch as f64, r.val_acc)).filter(|(_, y)| y.is_finite()).collect();
+            if s.band.len() > 1 {
+                let mut outline: Vec<(f64, f64)> = s.band.iter().map(|b| (b.0, b.2.min(1.0))).collect();
+                outline.extend(s.band.iter().rev().map(|b| (b.0, b.1.max(lo))));
+                chart.draw_series([Polygon::new(outline, colour.mix(0.18).filled())]).map_err(err)?;
+            }
             chart
-                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+                .draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2)))
                 .map_err(err)?
-                .label(truncate_label_to(label, 60))
+                .label(truncate_label_to(&s.label, 60))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
-            chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, colour.filled()))).map_err(err)?;
+            chart.draw_series(s.points.iter().map(|p| Circle::new(*p, 3, colour.filled()))).map_err(err)?;
         }
         chart
             .configure_series_labels()

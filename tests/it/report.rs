@@ -158,3 +158,74 @@ fn report_without_runs_is_an_error() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no runs under"), "{}", stderr(&o));
 }
+
+#[test]
+fn seed_replicates_are_grouped_into_configurations_with_their_spread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let source = shapes(root, 2, 6);
+    std::fs::create_dir_all(root.join("specs")).unwrap();
+    let grid = "\n[grid]\nseed = [1, 2, 3]\n\"phases.1.optimizer.lr_factor\" = [0.1, 0.5]\n";
+    std::fs::write(root.join("specs/seeds.toml"), spec("seeds", &source, grid)).unwrap();
+    let o = runner(root, &["sweep", "specs", "--out", "reports/runs", "--quiet", "--no-report"]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let o = runner(root, &["report"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reports = root.join("reports");
+
+    // configs.csv: 2 configurations of 3 seeds each, the mean and spread of their runs.
+    let csv = std::fs::read_to_string(reports.join("configs.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(
+        header,
+        [
+            "experiment",
+            "phases.1.optimizer.lr_factor",
+            "n",
+            "best_val_acc_mean",
+            "best_val_acc_sd",
+            "test_acc_mean",
+            "test_acc_sd",
+            "seeds",
+            "run_ids"
+        ],
+        "{csv}"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    let summary = std::fs::read_to_string(reports.join("summary.csv")).unwrap();
+    for row in &rows {
+        assert_eq!(row[2], "3", "n = 3: {csv}");
+        assert_eq!(row[7], "1 2 3", "{csv}");
+        // The mean and sd are those of the three runs' best val_acc in summary.csv.
+        let accs: Vec<f64> = row[8]
+            .split(' ')
+            .map(|id| {
+                let line = summary.lines().find(|l| l.contains(id)).unwrap();
+                let header: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
+                let col = header.iter().position(|h| *h == "best_val_acc").unwrap();
+                line.split(',').nth(col).unwrap().parse().unwrap()
+            })
+            .collect();
+        let mean = accs.iter().sum::<f64>() / 3.0;
+        let sd = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+        assert!((row[3].parse::<f64>().unwrap() - mean).abs() < 1e-9, "{csv}");
+        assert!((row[4].parse::<f64>().unwrap() - sd).abs() < 1e-9, "{csv}");
+    }
+    let factors: Vec<&str> = rows.iter().map(|r| r[1]).collect();
+    assert!(factors.contains(&"0.1") && factors.contains(&"0.5"), "{csv}");
+    let means: Vec<f64> = rows.iter().map(|r| r[3].parse().unwrap()).collect();
+    assert!(means[0] >= means[1], "ranked by mean: {csv}");
+
+    // The leaderboard groups them too, and the band plot is drawn and linked.
+    let md = std::fs::read_to_string(reports.join("summary.md")).unwrap();
+    assert!(md.contains("### seeds: configurations (seed replicates grouped)"), "{md}");
+    let table: Vec<&str> = md.lines().filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |")).collect();
+    assert!(table.iter().filter(|l| l.contains(" | 3 | ")).count() >= 2, "two rows with n = 3: {md}");
+    assert!(md.contains("plots/seeds-configs.png"), "{md}");
+    let png = std::fs::read(reports.join("plots/seeds-configs.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a drawn plot, {} bytes", png.len());
+    let html = std::fs::read_to_string(reports.join("index.html")).unwrap();
+    assert!(html.contains("Configurations (seed replicates grouped)") && html.contains("seeds-configs.png"));
+}
