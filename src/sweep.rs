@@ -27,6 +27,8 @@ pub struct SweepRun {
     pub point: usize,
     pub points: usize,
     pub planned: PlannedRun,
+    /// Its spec's `[search] method = "halving"`: the spec's runs are trials run together.
+    pub halving: Option<crate::config::search::Halving>,
 }
 
 impl SweepRun {
@@ -77,11 +79,13 @@ pub fn expand(paths: &[PathBuf], overrides: &[Override]) -> crate::Result<Vec<Sw
         let exp = Experiment::load(&file, overrides)?;
         run::preflight(&exp)?;
         let points = exp.runs.len();
+        let halving = exp.halving;
         runs.extend(exp.runs.into_iter().enumerate().map(|(i, planned)| SweepRun {
             spec_path: file.clone(),
             point: i + 1,
             points,
             planned,
+            halving,
         }));
     }
     Ok(runs)
@@ -124,8 +128,14 @@ impl std::fmt::Display for Shard {
 }
 
 impl Shard {
+    /// This shard's runs. A halving search's trials go to every shard: its workers share
+    /// them through the search's journal.
     pub fn select(self, runs: Vec<SweepRun>) -> Vec<SweepRun> {
-        runs.into_iter().enumerate().filter(|(k, _)| k % self.count == self.index).map(|(_, r)| r).collect()
+        let (search, plain): (Vec<SweepRun>, Vec<SweepRun>) = runs.into_iter().partition(|r| r.halving.is_some());
+        let mut mine: Vec<SweepRun> =
+            plain.into_iter().enumerate().filter(|(k, _)| k % self.count == self.index).map(|(_, r)| r).collect();
+        mine.extend(search);
+        mine
     }
 }
 
@@ -206,6 +216,8 @@ pub enum Outcome {
     Diverged,
     /// Stopped by a signal (the sweep stops with it).
     Interrupted,
+    /// A halving search's trial that stopped at a lower rung (its checkpoint is kept).
+    Pruned,
 }
 
 impl Outcome {
@@ -217,6 +229,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Diverged => "diverged",
             Outcome::Interrupted => "interrupted",
+            Outcome::Pruned => "pruned",
         }
     }
 
@@ -243,10 +256,40 @@ pub struct Row {
 pub fn execute(runs: &[SweepRun], opts: &RunOptions) -> Vec<Row> {
     let total = runs.len();
     let mut rows = vec![];
+    let mut searched: Vec<&Path> = vec![];
     for (k, run) in runs.iter().enumerate() {
         if crate::sys::signal::interrupted() {
             eprintln!("sweep interrupted: {} of {total} runs not started", total - k);
             break;
+        }
+        if let Some(h) = run.halving {
+            if searched.contains(&run.spec_path.as_path()) {
+                continue;
+            }
+            searched.push(&run.spec_path);
+            let trials: Vec<SweepRun> = runs.iter().filter(|r| r.spec_path == run.spec_path).cloned().collect();
+            match crate::halving::execute(&trials, h, opts) {
+                Ok(done) => rows.extend(done.rows),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    let outcome = if matches!(e.cause(), Error::Interrupted { .. }) {
+                        Outcome::Interrupted
+                    } else {
+                        Outcome::Failed
+                    };
+                    rows.push(Row {
+                        experiment: run.planned.spec.name.clone(),
+                        run_id: None,
+                        outcome,
+                        best_val_acc: None,
+                        best_epoch: None,
+                        wall_s: None,
+                        varying: format!("halving search of {}", run.spec_path.display()),
+                        note: Some(format!("{e:#}")),
+                    });
+                }
+            }
+            continue;
         }
         let spec = &run.planned.spec;
         println!(
@@ -329,8 +372,12 @@ pub fn table(rows: &[Row]) -> String {
         ));
     }
     let count = |o: Outcome| rows.iter().filter(|r| r.outcome == o).count();
+    let pruned = match count(Outcome::Pruned) {
+        0 => String::new(),
+        n => format!(", {n} pruned by halving"),
+    };
     out.push_str(&format!(
-        "{} runs: {} completed, {} skipped (already completed), {} running elsewhere, {} failed, {} diverged\n",
+        "{} runs: {} completed, {} skipped (already completed), {} running elsewhere, {} failed, {} diverged{pruned}\n",
         rows.len(),
         count(Outcome::Completed),
         count(Outcome::Skipped),
@@ -517,6 +564,12 @@ mod tests {
             Path::new("t.toml"),
         )
         .unwrap();
-        SweepRun { spec_path: "t.toml".into(), point, points: 8, planned: PlannedRun { spec, varying: vec![] } }
+        SweepRun {
+            spec_path: "t.toml".into(),
+            point,
+            points: 8,
+            planned: PlannedRun { spec, varying: vec![] },
+            halving: None,
+        }
     }
 }

@@ -156,6 +156,7 @@ fn rerun_and_compare(dir: &RunDir, spec: &Spec, opts: &VerifyOptions) -> Result<
         quiet: opts.quiet,
         device,
         threads: Some(summary.threads),
+        stop_after: None,
     };
     let lines = vec![format!(
         "{}: rerunning {} run {} ({} epochs) on {} with {} threads, as recorded by runner {}",

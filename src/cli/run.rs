@@ -37,7 +37,16 @@ pub fn run(args: Args) -> Result<()> {
     let exp = load(&spec, &set)?;
     runner::run::preflight(&exp)?;
     let refuse_changed_config = exp.runs.len() == 1;
-    let opts = RunOptions { out, force, resume, refuse_changed_config, quiet, device: device(dev)?, threads: None };
+    let opts = RunOptions {
+        out,
+        force,
+        resume,
+        refuse_changed_config,
+        quiet,
+        device: device(dev)?,
+        threads: None,
+        stop_after: None,
+    };
     let total = exp.runs.len();
     let mut failed = vec![];
     for (i, planned) in exp.runs.iter().enumerate() {

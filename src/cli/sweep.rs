@@ -112,6 +112,7 @@ pub fn run(args: Args) -> Result<()> {
         quiet,
         device: device(dev)?,
         threads: None,
+        stop_after: None,
     };
     let rows = runner::sweep::execute(&runs, &opts);
     print!("{}", runner::sweep::table(&rows));

@@ -101,6 +101,8 @@ pub struct PlannedRun {
 pub struct Experiment {
     pub source: SpecSource,
     pub runs: Vec<PlannedRun>,
+    /// `[search] method = "halving"`: the runs are trials that share the epochs.
+    pub halving: Option<super::search::Halving>,
 }
 
 /// One axis of the grid: the keys it sets and, per point, their values.
@@ -217,7 +219,20 @@ impl Experiment {
             })?;
             runs.push(PlannedRun { spec, varying });
         }
-        Ok(Experiment { source, runs })
+        let halving = search.as_ref().and_then(|s| s.halving);
+        if let Some(h) = halving
+            && let Some(short) = runs.iter().find(|r| r.spec.total_epochs() <= h.min_epochs)
+        {
+            return Err(source.error(
+                &["search", "min_epochs"],
+                format!(
+                    "halving needs more epochs than min_epochs ({}): a trial has {} in all",
+                    h.min_epochs,
+                    short.spec.total_epochs()
+                ),
+            ));
+        }
+        Ok(Experiment { source, runs, halving })
     }
 }
 

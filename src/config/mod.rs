@@ -5,5 +5,5 @@
 
 pub(crate) mod catalog;
 pub mod experiment;
-pub(crate) mod search;
+pub mod search;
 pub mod spec;

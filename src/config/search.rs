@@ -36,6 +36,17 @@ pub(crate) struct Search {
     pub trials: usize,
     pub seed: u64,
     pub space: Vec<Dimension>,
+    /// `method = "halving"`: how the trials share the epochs.
+    pub halving: Option<Halving>,
+}
+
+/// Asynchronous successive halving (ASHA) over epochs: every trial trains `min_epochs`
+/// first; a trial moves on to `min_epochs x eta^k` epochs once it is in the best 1 / `eta`
+/// of the trials that reached the rung below, by the monitored metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Halving {
+    pub min_epochs: usize,
+    pub eta: usize,
 }
 
 /// One key of the space and how it is drawn.
@@ -95,8 +106,9 @@ pub(crate) fn parse(source: &SpecSource, value: &toml::Value) -> Result<Search, 
     let toml::Value::Table(table) = value else {
         return Err(source.error(&at(&["search"]), format!("expected a table, found {}", value.type_str())));
     };
-    let mut search = Search { trials: 0, seed: 0, space: vec![] };
+    let mut search = Search { trials: 0, seed: 0, space: vec![], halving: None };
     let mut method = "random";
+    let (mut min_epochs, mut eta) = (None, None);
     for (key, value) in table {
         match (key.as_str(), value) {
             ("trials", toml::Value::Integer(n)) if (1..=MAX_TRIALS as i64).contains(n) => search.trials = *n as usize,
@@ -109,14 +121,18 @@ pub(crate) fn parse(source: &SpecSource, value: &toml::Value) -> Result<Search, 
                 return Err(source.error(&at(&["search", "seed"]), format!("expected an integer >= 0, found {other}")));
             }
             ("method", toml::Value::String(m)) if m == "random" => method = "random",
-            ("method", toml::Value::String(m)) if m == "halving" => {
-                return Err(source.error(
-                    &at(&["search", "method"]),
-                    "\"halving\" (successive halving over epochs) is not available yet; use \"random\"".into(),
-                ));
-            }
+            ("method", toml::Value::String(m)) if m == "halving" => method = "halving",
             ("method", other) => {
-                return Err(source.error(&at(&["search", "method"]), format!("expected \"random\", found {other}")));
+                return Err(source
+                    .error(&at(&["search", "method"]), format!("expected \"random\" or \"halving\", found {other}")));
+            }
+            ("min_epochs", toml::Value::Integer(n)) if *n >= 1 => min_epochs = Some(*n as usize),
+            ("min_epochs", other) => {
+                return Err(source.error(&at(&["search", "min_epochs"]), format!("expected at least 1, found {other}")));
+            }
+            ("eta", toml::Value::Integer(n)) if *n >= 2 => eta = Some(*n as usize),
+            ("eta", other) => {
+                return Err(source.error(&at(&["search", "eta"]), format!("expected an integer >= 2, found {other}")));
             }
             ("space", toml::Value::Table(space)) => {
                 for (name, spec) in space {
@@ -130,14 +146,21 @@ pub(crate) fn parse(source: &SpecSource, value: &toml::Value) -> Result<Search, 
                 ));
             }
             (other, _) => {
-                let hint = crate::config::spec::suggest(other, &["trials", "method", "seed", "space"])
-                    .map(|s| format!(", did you mean `{s}`?"))
-                    .unwrap_or_default();
+                let hint =
+                    crate::config::spec::suggest(other, &["trials", "method", "seed", "space", "min_epochs", "eta"])
+                        .map(|s| format!(", did you mean `{s}`?"))
+                        .unwrap_or_default();
                 return Err(source.error(&at(&["search", other]), format!("unknown key `{other}`{hint}")));
             }
         }
     }
-    debug_assert_eq!(method, "random");
+    if method == "halving" {
+        search.halving = Some(Halving { min_epochs: min_epochs.unwrap_or(1), eta: eta.unwrap_or(3) });
+    } else if let Some(key) =
+        [("min_epochs", min_epochs), ("eta", eta)].iter().find(|(_, v)| v.is_some()).map(|(k, _)| *k)
+    {
+        return Err(source.error(&at(&["search", key]), format!("`{key}` is for method = \"halving\"")));
+    }
     if search.trials == 0 {
         return Err(source.error(&at(&["search"]), "`trials` is required: how many configurations to sample".into()));
     }
@@ -219,7 +242,7 @@ mod tests {
     fn search(space: Vec<(&str, Dist)>) -> Search {
         let space =
             space.into_iter().map(|(k, dist)| Dimension { key: vec![k.into()], location: vec![], dist }).collect();
-        Search { trials: 100, seed: 7, space }
+        Search { trials: 100, seed: 7, space, halving: None }
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub enum Status {
     Diverged,
     /// Stopped by a signal; its checkpoint is kept for `--resume`.
     Interrupted,
+    /// Stopped at an epoch budget (a trial of a halving search); its checkpoint is kept,
+    /// and a later run with a larger budget (or none) continues it.
+    Paused,
 }
 
 /// summary.json: what a run was and how it ended.
@@ -81,6 +84,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Diverged => "diverged",
             Status::Interrupted => "interrupted",
+            Status::Paused => "paused",
         }
     }
 }
@@ -122,7 +126,9 @@ mod tests {
 
     #[test]
     fn status_names_are_summary_json_spellings() {
-        for s in [Status::Running, Status::Completed, Status::Failed, Status::Diverged, Status::Interrupted] {
+        for s in
+            [Status::Running, Status::Completed, Status::Failed, Status::Diverged, Status::Interrupted, Status::Paused]
+        {
             assert_eq!(serde_json::to_value(s).unwrap(), s.name());
         }
     }

@@ -29,6 +29,10 @@ pub(super) struct Records<'a> {
     pub started: Instant,
     /// The run's TensorBoard event file; `None` when it could not be written (run.log says why).
     pub tensorboard: Option<EventWriter>,
+    /// Pause once this many epochs are done ([`crate::run::RunOptions::stop_after`]).
+    pub stop_after: Option<usize>,
+    /// Set when training stopped at `stop_after` with epochs left.
+    pub paused: bool,
 }
 
 impl Records<'_> {
@@ -54,6 +58,10 @@ impl Records<'_> {
             self.log.line(&format!("test-time augmentation: softmax averaged over the image and {:?}", spec.eval.tta));
         }
         while !state.finished {
+            if self.stop_after.is_some_and(|cap| state.epoch >= cap) {
+                self.paused = true;
+                return Ok(());
+            }
             let p = state.next_phase;
             let phase = &spec.phases[p];
             let layers = trainer.model.backbone.layers().len();
@@ -94,6 +102,10 @@ impl Records<'_> {
                 rows.push(r);
                 if self.end_epoch(trainer, &run, &mut state, &rows)? {
                     break;
+                }
+                if self.stop_after.is_some_and(|cap| state.epoch >= cap) && !state.finished {
+                    self.paused = true;
+                    return Ok(());
                 }
             }
         }

@@ -50,6 +50,9 @@ pub struct RunOptions {
     pub device: Device,
     /// Intra-op threads; `None`: `RUNNER_THREADS`, else every core.
     pub threads: Option<i32>,
+    /// Stop (status "paused", checkpoint kept) once this many epochs are done, unless the
+    /// run ends first: a halving search's rung budget.
+    pub stop_after: Option<usize>,
 }
 
 pub struct RunOutcome {
@@ -126,11 +129,26 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
             (state, vec![], vec![])
         }
     };
-    let mut records = Records { spec, dir: &dir, summary: &mut summary, log: &mut log, started, tensorboard: None };
+    let mut records = Records {
+        spec,
+        dir: &dir,
+        summary: &mut summary,
+        log: &mut log,
+        started,
+        tensorboard: None,
+        stop_after: opts.stop_after,
+        paused: false,
+    };
     records.open_tensorboard(&trainer, &restored.1);
-    let result = records.train_all(&mut trainer, restored).and_then(|()| Ok(records.evaluate_test(&mut trainer)?));
-    records.close_tensorboard(result.is_ok());
-    finish(&dir, &mut summary, &mut log, started, result)?;
+    let result = records.train_all(&mut trainer, restored).and_then(|()| {
+        if !records.paused {
+            records.evaluate_test(&mut trainer)?;
+        }
+        Ok(())
+    });
+    let paused = records.paused;
+    records.close_tensorboard(result.is_ok() && !paused);
+    finish(&dir, &mut summary, &mut log, started, result, paused)?;
     Ok(RunOutcome { dir, summary, ran: true })
 }
 
@@ -266,9 +284,11 @@ fn finish(
     log: &mut RunLog,
     started: Instant,
     result: crate::Result<()>,
+    paused: bool,
 ) -> crate::Result<()> {
     summary.wall_s = started.elapsed().as_secs_f64();
     match &result {
+        Ok(()) if paused => summary.status = Status::Paused,
         Ok(()) => summary.status = Status::Completed,
         Err(e) => {
             summary.status = match e {
@@ -281,6 +301,10 @@ fn finish(
     }
     summary.write(dir)?;
     match result {
+        Ok(()) if paused => {
+            log.quiet_line(&format!("paused after epoch {} (the checkpoint is kept)", summary.epochs));
+            Ok(())
+        }
         Ok(()) => {
             log.quiet_line(&format!("completed in {:.1}s", summary.wall_s));
             // The best weights and the metrics are the result; the last epoch's state is no longer needed.

@@ -64,8 +64,9 @@ fn refuse_changed_config(out: &Path, spec: &Spec) -> Result<()> {
         let dir = RunDir::at(entry.path());
         // Interrupted: a checkpoint, and neither completed nor diverged (a diverged run keeps its last one).
         let interrupted = dir.checkpoint().exists()
-            && Summary::read(&dir)
-                .is_none_or(|s| matches!(s.status, Status::Running | Status::Failed | Status::Interrupted));
+            && Summary::read(&dir).is_none_or(|s| {
+                matches!(s.status, Status::Running | Status::Failed | Status::Interrupted | Status::Paused)
+            });
         if !interrupted {
             continue;
         }

@@ -111,3 +111,134 @@ fn search_errors_point_at_the_line_of_the_space() {
         assert!(e.contains(message), "{e}");
     }
 }
+
+/// 9 trials of the learning rate over 1 + 8 epochs: rungs of 1, 3 and 9 epochs (eta 3).
+fn halving_spec(data: &std::path::Path) -> String {
+    tiny_spec(data)
+        .replace("image_size = 32", "image_size = 64")
+        .replace("weights = \"none\"", "weights = \"imagenet\"")
+        .replace("epochs = 1\nfreeze_up_to = 10", "epochs = 8\nfreeze_up_to = 12")
+        + r#"
+[search]
+trials = 9
+method = "halving"
+min_epochs = 1
+eta = 3
+seed = 1
+
+[search.space]
+"phases.0.optimizer.lr" = { log_uniform = [1e-5, 1e-1] }
+"#
+}
+
+/// The journal's decisions in order (trial, rung; a job taken over counts once) and results.
+fn journal(out: &std::path::Path) -> (Vec<(usize, usize)>, Vec<(usize, usize, f64)>) {
+    let dir = out.join("tiny");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(".halving-"))
+        .expect("a journal beside the runs");
+    let text = std::fs::read_to_string(file.path()).unwrap();
+    let mut starts = vec![];
+    let mut dones = vec![];
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let (t, r) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+        match f[0] {
+            "start" if !starts.contains(&(t, r)) => starts.push((t, r)),
+            "done" => dones.push((t, r, f[3].parse().unwrap())),
+            _ => {}
+        }
+    }
+    (starts, dones)
+}
+
+#[test]
+fn a_halving_search_spends_fewer_epochs_promotes_the_best_and_resumes_with_the_same_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = shapes(root, 2, 8);
+    std::fs::write(root.join("spec.toml"), halving_spec(&data)).unwrap();
+    let o = runner(root, &["sweep", "spec.toml", "--out", "a", "--no-report"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = out.lines().find(|l| l.contains("epochs trained in all")).unwrap_or_else(|| panic!("{out}"));
+    println!("{line}");
+    let numbers: Vec<usize> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    let (spent, grid) = (numbers[0], numbers[1]);
+    assert_eq!(grid, 81, "9 trials x 9 epochs: {line}");
+    assert!(spent < grid, "{line}");
+    assert!(out.contains("pruned by halving"), "{out}");
+
+    // Every promotion follows the rule: at the moment it was decided, the trial was among
+    // the best floor(n / 3) of the n trials done at the rung below (ties: the lower trial).
+    let (starts, dones) = journal(&root.join("a"));
+    assert_eq!(starts.iter().filter(|(_, r)| *r == 0).count(), 9, "every trial starts: {starts:?}");
+    assert!(starts.iter().any(|(_, r)| *r == 2), "some trial reaches the last rung: {starts:?}");
+    let epochs: usize =
+        [1, 2, 6].iter().zip(0..).map(|(e, k)| e * starts.iter().filter(|(_, r)| *r == k).count()).sum();
+    assert_eq!(epochs, spent, "the rungs' epochs add up to what was trained");
+    let text = std::fs::read_to_string(
+        std::fs::read_dir(root.join("a/tiny"))
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with(".halving-"))
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
+    let mut done_so_far: Vec<(usize, usize, f64)> = vec![];
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let (t, r): (usize, usize) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+        if f[0] == "done" {
+            done_so_far.push((t, r, f[3].parse().unwrap()));
+        } else if r > 0 {
+            let mut below: Vec<(usize, f64)> =
+                done_so_far.iter().filter(|d| d.1 == r - 1).map(|d| (d.0, d.2)).collect();
+            below.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let best: Vec<usize> = below.iter().take(below.len() / 3).map(|d| d.0).collect();
+            assert!(best.contains(&t), "trial {t} promoted to rung {r} but the best at rung {} were {best:?}", r - 1);
+        }
+    }
+
+    // The same search killed part-way and run again decides the same, with the same results.
+    let mut child = crate::common::runner_bin()
+        .current_dir(root)
+        .args(["sweep", "spec.toml", "--out", "b", "--quiet", "--no-report"])
+        .env("RUNNER_THREADS", "2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let dones = std::fs::read_dir(root.join("b/tiny"))
+            .ok()
+            .and_then(|d| d.flatten().find(|e| e.file_name().to_string_lossy().starts_with(".halving-")))
+            .and_then(|e| std::fs::read_to_string(e.path()).ok())
+            .map_or(0, |t| t.lines().filter(|l| l.starts_with("done")).count());
+        if dones >= 5 {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the search ended before it was killed");
+        assert!(started.elapsed().as_secs() < 120, "the search made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (killed_starts, _) = journal(&root.join("b"));
+    assert!(killed_starts.len() < starts.len(), "killed part-way: {killed_starts:?}");
+    let o = runner(root, &["sweep", "spec.toml", "--out", "b", "--no-report"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (resumed_starts, resumed_dones) = journal(&root.join("b"));
+    assert_eq!(resumed_starts, starts, "the same decisions in the same order");
+    let values = |d: &[(usize, usize, f64)]| {
+        let mut v: Vec<(usize, usize, u64)> = d.iter().map(|(t, r, x)| (*t, *r, x.to_bits())).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    assert_eq!(values(&resumed_dones), values(&dones), "the same results");
+}

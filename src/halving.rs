@@ -1,0 +1,465 @@
+//! `[search] method = "halving"`: asynchronous successive halving (ASHA, Li et al. 2020)
+//! with epochs as the resource, run by `runner sweep`.
+//!
+//! Every trial first trains `min_epochs` epochs (rung 0). Trial `i` moves from rung `k` to
+//! rung `k + 1` (`min_epochs x eta^(k+1)` epochs, at most its spec's total) once it ranks in
+//! the best `floor(n / eta)` of the `n` trials that have finished rung `k`, by the monitored
+//! metric (`early_stopping.monitor`, val_acc by default; its best value so far). A promoted
+//! trial resumes from its checkpoint (paused at the rung's budget), so no epoch is trained
+//! twice. A free worker promotes where it can, highest rung first, and starts a new trial
+//! otherwise, so no worker waits for a rung to fill.
+//!
+//! Workers share nothing but the filesystem: every decision is taken under an exclusive
+//! lock on the search's journal (`<out>/<experiment>/.halving-<key>.journal`, appended to,
+//! never rewritten), which records each job's start and its result. A killed search
+//! restarts from the journal: the unfinished job of a dead worker is taken over first (its
+//! run resumes from its checkpoint), and then the same rule meets the same results, so
+//! the decisions are the same.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::Error;
+use crate::config::search::Halving;
+use crate::config::spec::Monitor;
+use crate::record::summary::{Status, Summary};
+use crate::run::{self, RunOptions, lock};
+use crate::sweep::{Outcome, Row, SweepRun};
+
+/// A trial's epochs at rung `k`: `min_epochs x eta^k`, at most `total`.
+fn budget(h: Halving, k: usize, total: usize) -> usize {
+    let mut b = h.min_epochs;
+    for _ in 0..k {
+        b = b.saturating_mul(h.eta);
+    }
+    b.min(total)
+}
+
+/// A trial's last rung: the first whose budget is its total.
+fn top_rung(h: Halving, total: usize) -> usize {
+    (0..).find(|&k| budget(h, k, total) >= total).expect("budgets grow to the total")
+}
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq)]
+enum Entry {
+    /// `start <trial> <rung> <pid> <host> <unix seconds>`
+    Start { trial: usize, rung: usize, pid: u32, host: String, at: u64 },
+    /// `done <trial> <rung> <value> <epochs trained> <final>`: its monitored value after
+    /// the rung's budget; `final` when the run ended there (its last rung, or early stopping).
+    Done { trial: usize, rung: usize, value: f64, epochs: usize, finished: bool },
+}
+
+impl Entry {
+    fn line(&self) -> String {
+        match self {
+            Entry::Start { trial, rung, pid, host, at } => format!("start {trial} {rung} {pid} {host} {at}\n"),
+            Entry::Done { trial, rung, value, epochs, finished } => {
+                format!("done {trial} {rung} {value:?} {epochs} {}\n", if *finished { "final" } else { "more" })
+            }
+        }
+    }
+
+    fn parse(line: &str) -> Option<Entry> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["start", t, r, pid, host, at] => Some(Entry::Start {
+                trial: t.parse().ok()?,
+                rung: r.parse().ok()?,
+                pid: pid.parse().ok()?,
+                host: host.to_string(),
+                at: at.parse().ok()?,
+            }),
+            ["done", t, r, v, e, fin] => Some(Entry::Done {
+                trial: t.parse().ok()?,
+                rung: r.parse().ok()?,
+                value: v.parse().ok()?,
+                epochs: e.parse().ok()?,
+                finished: *fin == "final",
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What the journal says so far.
+#[derive(Debug, Default)]
+struct State {
+    /// (trial, rung) -> value, epochs trained, finished.
+    done: BTreeMap<(usize, usize), (f64, usize, bool)>,
+    /// (trial, rung) -> the latest start's (pid, host, time), for jobs not done.
+    running: BTreeMap<(usize, usize), (u32, String, u64)>,
+    /// Starts, in order: the decisions.
+    decisions: Vec<(usize, usize)>,
+}
+
+impl State {
+    fn replay(entries: &[Entry]) -> State {
+        let mut s = State::default();
+        for e in entries {
+            match e {
+                Entry::Start { trial, rung, pid, host, at } => {
+                    if !s.decisions.contains(&(*trial, *rung)) {
+                        s.decisions.push((*trial, *rung));
+                    }
+                    if !s.done.contains_key(&(*trial, *rung)) {
+                        s.running.insert((*trial, *rung), (*pid, host.clone(), *at));
+                    }
+                }
+                Entry::Done { trial, rung, value, epochs, finished } => {
+                    s.running.remove(&(*trial, *rung));
+                    s.done.insert((*trial, *rung), (*value, *epochs, *finished));
+                }
+            }
+        }
+        s
+    }
+
+    fn started(&self, trial: usize) -> bool {
+        self.decisions.iter().any(|(t, _)| *t == trial)
+    }
+
+    /// The highest rung trial `t` has finished, and whether its run is over.
+    fn reached(&self, trial: usize) -> Option<(usize, bool)> {
+        self.done.iter().filter(|((t, _), _)| *t == trial).map(|((_, r), (_, _, fin))| (*r, *fin)).max()
+    }
+}
+
+/// The next job of a worker: a run to train to a rung, nothing yet (others are at work), or
+/// nothing more.
+#[derive(Debug, PartialEq)]
+enum Job {
+    Train { trial: usize, rung: usize },
+    Wait,
+    Done,
+}
+
+/// Whether the job started by `(pid, host, at)` has lost its worker: this host's process
+/// is gone, or (another host) nobody has held the run's lock for a minute since.
+fn orphaned((pid, host, at): &(u32, String, u64), lock_free: bool, me: &str, now: u64) -> bool {
+    if host == me {
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(*pid as i32, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        // This process's own unfinished job (its run was busy elsewhere then) is free again
+        // once nobody holds the run.
+        return !alive || (lock_free && *pid == std::process::id());
+    }
+    lock_free && now.saturating_sub(*at) > 60
+}
+
+/// The ASHA rule. `totals[i]` is trial i's epochs in all, `better(a, b)` whether value a
+/// beats b, `orphans` the running jobs whose worker is gone.
+fn next_job(
+    h: Halving,
+    state: &State,
+    totals: &[usize],
+    better: &dyn Fn(f64, f64) -> bool,
+    orphans: &[(usize, usize)],
+) -> Job {
+    if let Some(&(trial, rung)) = orphans.first() {
+        return Job::Train { trial, rung };
+    }
+    let top = totals.iter().map(|&t| top_rung(h, t)).max().unwrap_or(0);
+    for k in (0..top).rev() {
+        // The trials that finished rung k, best first (ties: the lower trial).
+        let mut at_k: Vec<(usize, f64)> =
+            state.done.iter().filter(|((_, r), _)| *r == k).map(|((t, _), (v, _, _))| (*t, *v)).collect();
+        at_k.sort_by(|a, b| {
+            if better(a.1, b.1) {
+                std::cmp::Ordering::Less
+            } else if better(b.1, a.1) {
+                std::cmp::Ordering::Greater
+            } else {
+                a.0.cmp(&b.0)
+            }
+        });
+        let promotable = at_k.len() / h.eta;
+        for &(t, _) in at_k.iter().take(promotable) {
+            let promoted = state.decisions.contains(&(t, k + 1));
+            let over = state.reached(t).is_some_and(|(_, fin)| fin);
+            if !promoted && !over && k < top_rung(h, totals[t]) {
+                return Job::Train { trial: t, rung: k + 1 };
+            }
+        }
+    }
+    if let Some(t) = (0..totals.len()).find(|&t| !state.started(t)) {
+        return Job::Train { trial: t, rung: 0 };
+    }
+    if state.running.is_empty() { Job::Done } else { Job::Wait }
+}
+
+/// The search's journal, opened for appending.
+struct Journal {
+    file: File,
+    path: PathBuf,
+}
+
+impl Journal {
+    fn open(path: &Path) -> Result<Journal> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .with_context(|| format!("cannot open the search journal {}", path.display()))?;
+        Ok(Journal { file, path: path.to_path_buf() })
+    }
+
+    /// Runs `f` on the entries so far under the journal's exclusive lock; appends what it returns.
+    fn locked<T>(&mut self, f: impl FnOnce(&[Entry]) -> (Vec<Entry>, T)) -> Result<T> {
+        let what = || format!("the search journal {}", self.path.display());
+        self.file.lock().with_context(what)?;
+        let result = (|| {
+            let mut text = String::new();
+            self.file.seek(SeekFrom::Start(0))?;
+            self.file.read_to_string(&mut text)?;
+            let entries: Vec<Entry> = text.lines().filter_map(Entry::parse).collect();
+            let (new, out) = f(&entries);
+            for e in &new {
+                self.file.write_all(e.line().as_bytes())?;
+            }
+            self.file.sync_data()?;
+            Ok::<T, std::io::Error>(out)
+        })();
+        let _ = self.file.unlock();
+        result.with_context(what)
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(char::is_whitespace, "_"))
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// What one halving search did, for the sweep's summary.
+pub struct Outcomes {
+    pub rows: Vec<Row>,
+    /// Epochs trained by the whole search (every worker), and what running every trial to
+    /// the end would have cost.
+    pub epochs: usize,
+    pub grid_epochs: usize,
+}
+
+/// Runs the halving search over `trials` (the runs of one spec) until no job is left.
+pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Result<Outcomes> {
+    let specs: Vec<&crate::config::spec::Spec> = trials.iter().map(|t| &t.planned.spec).collect();
+    let ids: Vec<run::Identity> = specs.iter().map(|s| run::identify(s, true)).collect::<Result<_>>()?;
+    let totals: Vec<usize> = specs.iter().map(|s| s.total_epochs()).collect();
+    let monitor: Monitor = specs[0].monitor();
+    let better = |a: f64, b: f64| monitor.improves(a, Some(b), 0.0);
+    let mut key_text = format!("{} {}", h.min_epochs, h.eta);
+    for id in &ids {
+        key_text.push(' ');
+        key_text.push_str(&id.run_id);
+    }
+    let key = &crate::sys::fetch::sha256_hex(key_text.as_bytes())[..10];
+    let name = &specs[0].name;
+    let path = opts.out.join(name).join(format!(".halving-{key}.journal"));
+    let mut journal = Journal::open(&path)?;
+    let me = hostname();
+    println!(
+        "halving search: {} trials, rungs of {} epochs (eta {}), by {}; journal {}",
+        trials.len(),
+        (0..=top_rung(h, totals.iter().copied().max().unwrap_or(1)))
+            .map(|k| budget(h, k, totals.iter().copied().max().unwrap_or(1)).to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        h.eta,
+        monitor.name(),
+        path.display()
+    );
+    let mut waited = Instant::now();
+    loop {
+        if crate::sys::signal::interrupted() {
+            return Err(Error::Interrupted {
+                what: "the search journal keeps every decision; run the sweep again".into(),
+            });
+        }
+        let job = journal.locked(|entries| {
+            let state = State::replay(entries);
+            let now = unix_now();
+            let orphans: Vec<(usize, usize)> = state
+                .running
+                .iter()
+                .filter(|((t, _), holder)| {
+                    let lock_free = lock::holder_of(&lock::path(&opts.out, name, &ids[*t].run_id)).is_none();
+                    orphaned(holder, lock_free, &me, now)
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            let job = next_job(h, &state, &totals, &better, &orphans);
+            let new = match job {
+                Job::Train { trial, rung } => {
+                    vec![Entry::Start { trial, rung, pid: std::process::id(), host: me.clone(), at: now }]
+                }
+                _ => vec![],
+            };
+            (new, job)
+        })?;
+        let (trial, rung) = match job {
+            Job::Done => break,
+            Job::Wait => {
+                if waited.elapsed() > Duration::from_secs(30) {
+                    println!("   waiting for other workers' trials");
+                    waited = Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            Job::Train { trial, rung } => (trial, rung),
+        };
+        let b = budget(h, rung, totals[trial]);
+        println!("== trial {} of {} to {b} epochs (rung {rung}) {}", trial + 1, trials.len(), trials[trial].varying());
+        let dir = run::run_dir(&opts.out, specs[trial], &ids[trial]);
+        let before = Summary::read(&dir).map_or(0, |s| s.epochs);
+        let job_opts = RunOptions { resume: true, stop_after: Some(b), ..opts.clone() };
+        match run::execute_identified(specs[trial], &ids[trial], &job_opts) {
+            Ok(outcome) => {
+                let s = &outcome.summary;
+                let value = s.best_value.unwrap_or(f64::NAN);
+                let finished = s.status == Status::Completed;
+                let epochs = s.epochs.saturating_sub(before);
+                println!(
+                    "   {} {}: {} {} after {} epochs ({epochs} trained now)",
+                    if finished { "completed" } else { "paused" },
+                    s.run_id,
+                    monitor.name(),
+                    s.best_value.map_or("n/a".into(), |v| format!("{v:.4}")),
+                    s.epochs
+                );
+                journal.locked(|_| (vec![Entry::Done { trial, rung, value, epochs, finished }], ()))?;
+            }
+            Err(e) => match e.cause() {
+                Error::Busy { .. } => std::thread::sleep(Duration::from_millis(500)),
+                Error::Interrupted { .. } => return Err(e),
+                _ => {
+                    // A failed trial ranks last at this rung and is not tried again.
+                    eprintln!("error: {e:#}");
+                    let value = if monitor.higher_is_better() { f64::NEG_INFINITY } else { f64::INFINITY };
+                    journal.locked(|_| (vec![Entry::Done { trial, rung, value, epochs: 0, finished: true }], ()))?;
+                }
+            },
+        }
+    }
+    // The closing rows: each trial as it ended, and the epochs of the whole search.
+    let state = journal.locked(|entries| (vec![], State::replay(entries)))?;
+    let epochs = state.done.values().map(|(_, e, _)| e).sum();
+    let grid_epochs = totals.iter().sum();
+    let rows = trials
+        .iter()
+        .zip(&ids)
+        .zip(&specs)
+        .map(|((t, id), spec)| {
+            let summary = Summary::read(&run::run_dir(&opts.out, spec, id));
+            let outcome = match summary.as_ref().map(|s| s.status) {
+                Some(Status::Completed) => Outcome::Completed,
+                Some(Status::Paused) => Outcome::Pruned,
+                Some(Status::Diverged) => Outcome::Diverged,
+                _ => Outcome::Failed,
+            };
+            Row {
+                experiment: spec.name.clone(),
+                run_id: Some(id.run_id.clone()),
+                outcome,
+                best_val_acc: summary.as_ref().and_then(|s| s.best_val_acc),
+                best_epoch: summary.as_ref().and_then(|s| s.best_epoch),
+                wall_s: summary.as_ref().map(|s| s.wall_s),
+                varying: t.varying(),
+                note: summary.as_ref().map(|s| format!("{} of {} epochs", s.epochs, s.epochs_planned)),
+            }
+        })
+        .collect();
+    println!("halving search: {epochs} epochs trained in all; every trial to the end would take {grid_epochs}");
+    Ok(Outcomes { rows, epochs, grid_epochs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: Halving = Halving { min_epochs: 1, eta: 3 };
+
+    fn done(state: &mut State, trial: usize, rung: usize, value: f64) {
+        state.decisions.push((trial, rung));
+        state.done.insert((trial, rung), (value, 1, false));
+    }
+
+    #[test]
+    fn budgets_grow_by_eta_up_to_the_total() {
+        assert_eq!((0..4).map(|k| budget(H, k, 9)).collect::<Vec<_>>(), [1, 3, 9, 9]);
+        assert_eq!(top_rung(H, 9), 2);
+        assert_eq!(top_rung(H, 5), 2, "1, 3, then 5");
+        assert_eq!(top_rung(Halving { min_epochs: 2, eta: 2 }, 8), 2);
+    }
+
+    #[test]
+    fn new_trials_start_until_a_rung_has_eta_results_then_the_best_moves_on() {
+        let totals = [9; 9];
+        let higher = |a: f64, b: f64| a > b;
+        let mut s = State::default();
+        assert_eq!(next_job(H, &s, &totals, &higher, &[]), Job::Train { trial: 0, rung: 0 });
+        done(&mut s, 0, 0, 0.5);
+        done(&mut s, 1, 0, 0.7);
+        assert_eq!(next_job(H, &s, &totals, &higher, &[]), Job::Train { trial: 2, rung: 0 });
+        done(&mut s, 2, 0, 0.6);
+        // Three results at rung 0: the best of them (trial 1) is promoted.
+        assert_eq!(next_job(H, &s, &totals, &higher, &[]), Job::Train { trial: 1, rung: 1 });
+        s.decisions.push((1, 1));
+        s.running.insert((1, 1), (1, "h".into(), 0));
+        // Nothing else to promote: a new trial.
+        assert_eq!(next_job(H, &s, &totals, &higher, &[]), Job::Train { trial: 3, rung: 0 });
+        // A lower metric is better for a loss: trial 0 would be the one.
+        let lower = |a: f64, b: f64| a < b;
+        let mut s2 = State::default();
+        for (t, v) in [(0, 0.5), (1, 0.7), (2, 0.6)] {
+            done(&mut s2, t, 0, v);
+        }
+        assert_eq!(next_job(H, &s2, &totals, &lower, &[]), Job::Train { trial: 0, rung: 1 });
+    }
+
+    #[test]
+    fn the_end_waits_for_running_jobs_and_orphans_come_first() {
+        let totals = [3; 3];
+        let higher = |a: f64, b: f64| a > b;
+        let mut s = State::default();
+        for (t, v) in [(0, 0.5), (1, 0.7)] {
+            done(&mut s, t, 0, v);
+        }
+        s.decisions.push((2, 0));
+        s.running.insert((2, 0), (1, "h".into(), 0));
+        assert_eq!(next_job(H, &s, &totals, &higher, &[]), Job::Wait);
+        assert_eq!(next_job(H, &s, &totals, &higher, &[(2, 0)]), Job::Train { trial: 2, rung: 0 });
+        s.running.clear();
+        done(&mut s, 2, 0, 0.6);
+        // Trial 1 goes on to 3 epochs (its last rung); after that, nothing is left.
+        assert_eq!(next_job(H, &s, &totals, &higher, &[]), Job::Train { trial: 1, rung: 1 });
+        s.decisions.push((1, 1));
+        s.done.insert((1, 1), (0.8, 2, true));
+        assert_eq!(next_job(H, &s, &totals, &higher, &[]), Job::Done);
+    }
+
+    #[test]
+    fn journal_lines_round_trip() {
+        for e in [
+            Entry::Start { trial: 3, rung: 1, pid: 42, host: "node-1".into(), at: 1_700_000_000 },
+            Entry::Done { trial: 3, rung: 1, value: 0.123456789, epochs: 2, finished: false },
+            Entry::Done { trial: 0, rung: 2, value: f64::NEG_INFINITY, epochs: 0, finished: true },
+        ] {
+            assert_eq!(Entry::parse(e.line().trim()), Some(e));
+        }
+    }
+}
