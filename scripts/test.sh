@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh clone: libtorch, pretrained weights (the logits
-# test needs them), just, TensorBoard in a venv (its event reader checks ours), Chromium (the report's browser test), then rustfmt, clippy,
+# test needs them), just, TensorBoard in a venv (its event reader checks ours), Slurm
+# (slurm-wlm and munge: a real single-node cluster), Chromium (the report's browser test), then rustfmt, clippy,
 # every test, and the rerun of the committed CI experiment (scripts/ci-verify.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -9,13 +10,18 @@ runner_setup_libtorch
 bash scripts/fetch-weights.sh
 runner_setup_just
 runner_setup_tracking
-if ! command -v chromium >/dev/null 2>&1; then
-    echo "test: installing Debian's chromium (the HTML report is checked in a headless browser)" >&2
-    sudo=""
+# Debian packages that some tests drive, installed once (as root, or with sudo).
+apt_install() {
+    local why="$1"; shift
+    local sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
-    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; } >/dev/null ||
-        echo "test: could not install chromium; the report's browser check will fail under CI" >&2
-fi
+    echo "test: installing Debian's $* ($why)" >&2
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"; } >/dev/null ||
+        echo "test: could not install $*; the tests that need it will fail or say they are skipped" >&2
+}
+command -v chromium >/dev/null 2>&1 || apt_install "the HTML report is checked in a headless browser" chromium
+[ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/munged ] ||
+    apt_install "a single-node Slurm cluster runs an emitted job array" slurm-wlm munge
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings

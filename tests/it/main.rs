@@ -14,6 +14,7 @@ mod hostile;
 mod report;
 mod resume;
 mod search;
+mod slurm;
 mod spec_cli;
 mod sweep;
 mod toolkit;
