@@ -270,6 +270,9 @@ pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Res
     let name = &specs[0].name;
     let path = opts.out.join(name).join(format!(".halving-{key}.journal"));
     let mut journal = Journal::open(&path)?;
+    // The trials' frozen-backbone caches, computed once and loaded by every trial that has
+    // the same images, transform and frozen weights; removed when the search is over.
+    let store = opts.out.join(name).join(format!(".features-{key}"));
     let me = hostname();
     println!(
         "halving search: {} trials, rungs of {} epochs (eta {}), by {}; journal {}",
@@ -326,7 +329,8 @@ pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Res
         println!("== trial {} of {} to {b} epochs (rung {rung}) {}", trial + 1, trials.len(), trials[trial].varying());
         let dir = run::run_dir(&opts.out, specs[trial], &ids[trial]);
         let before = Summary::read(&dir).map_or(0, |s| s.epochs);
-        let job_opts = RunOptions { resume: true, stop_after: Some(b), ..opts.clone() };
+        let job_opts =
+            RunOptions { resume: true, stop_after: Some(b), feature_store: Some(store.clone()), ..opts.clone() };
         match run::execute_identified(specs[trial], &ids[trial], &job_opts) {
             Ok(outcome) => {
                 let s = &outcome.summary;
@@ -355,6 +359,7 @@ pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Res
             },
         }
     }
+    let _ = std::fs::remove_dir_all(&store);
     // The closing rows: each trial as it ended, and the epochs of the whole search.
     let state = journal.locked(|entries| (vec![], State::replay(entries)))?;
     let epochs = state.done.values().map(|(_, e, _)| e).sum();

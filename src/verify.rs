@@ -157,6 +157,7 @@ fn rerun_and_compare(dir: &RunDir, spec: &Spec, opts: &VerifyOptions) -> Result<
         device,
         threads: Some(summary.threads),
         stop_after: None,
+        feature_store: None,
     };
     let lines = vec![format!(
         "{}: rerunning {} run {} ({} epochs) on {} with {} threads, as recorded by runner {}",

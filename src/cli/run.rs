@@ -46,6 +46,7 @@ pub fn run(args: Args) -> Result<()> {
         device: device(dev)?,
         threads: None,
         stop_after: None,
+        feature_store: None,
     };
     let total = exp.runs.len();
     let mut failed = vec![];

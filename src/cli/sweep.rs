@@ -113,6 +113,7 @@ pub fn run(args: Args) -> Result<()> {
         device: device(dev)?,
         threads: None,
         stop_after: None,
+        feature_store: None,
     };
     let rows = runner::sweep::execute(&runs, &opts);
     print!("{}", runner::sweep::table(&rows));

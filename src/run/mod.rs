@@ -53,6 +53,8 @@ pub struct RunOptions {
     /// Stop (status "paused", checkpoint kept) once this many epochs are done, unless the
     /// run ends first: a halving search's rung budget.
     pub stop_after: Option<usize>,
+    /// Where plain feature caches are shared with other runs ([`crate::train::Trainer::feature_store`]).
+    pub feature_store: Option<PathBuf>,
 }
 
 pub struct RunOutcome {
@@ -94,6 +96,7 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
     crate::sys::malloc::tune()?;
     let threads = prepare::configure_threads(opts.threads);
     let mut trainer = prepare_files(spec, &id.files, opts.device, opts.quiet)?;
+    trainer.feature_store = opts.feature_store.clone();
 
     crate::sys::signal::watch();
     // Claim the run; nothing has been written so far. Held until this function returns.

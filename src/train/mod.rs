@@ -169,6 +169,9 @@ fn epoch_seed(seed: u64, epoch: usize) -> u64 {
 }
 
 pub struct Trainer {
+    /// A folder where plain-image caches are kept for other runs to load (a halving
+    /// search's trials share theirs): files named by a hash of everything they depend on.
+    pub feature_store: Option<std::path::PathBuf>,
     pub vs: nn::VarStore,
     pub model: Classifier,
     pub data: Dataset,
@@ -245,6 +248,7 @@ impl Trainer {
             });
         }
         Trainer {
+            feature_store: None,
             vs,
             model,
             data,
@@ -448,6 +452,19 @@ impl Trainer {
             let note = format!("trains on the {} cached by an earlier pass", what);
             return (Some(FeatureCache { start: frozen, train, val, views }), note);
         }
+        let stored =
+            self.feature_store.as_ref().map(|dir| dir.join(format!("{}.safetensors", self.feature_key(frozen))));
+        if let Some(path) = &stored
+            && let Ok(tensors) = Tensor::read_safetensors(path)
+        {
+            let get = |name: &str| {
+                tensors.iter().find(|(n, _)| n == name).map(|(_, t)| self.layout(t.to_device(self.device)))
+            };
+            if let (Some(train), Some(val)) = (get("train"), get("val")) {
+                let note = format!("trains on the {what} of the search's feature store ({})", path.display());
+                return (Some(FeatureCache { start: frozen, train, val, views }), note);
+            }
+        }
         let images = self.data.train.len() + self.data.val.len();
         if self.data.train.is_empty() {
             return (None, "full forward every epoch (no train images)".into());
@@ -485,11 +502,69 @@ impl Trainer {
         bar.finish_and_clear();
         let cache =
             FeatureCache { start: frozen, train: train.pop().expect("one"), val: val.pop().expect("one"), views };
+        let mut kept = String::new();
+        if let Some(path) = &stored {
+            let save = || -> anyhow::Result<()> {
+                std::fs::create_dir_all(path.parent().expect("in the store"))?;
+                crate::sys::atomic::with_temp_path(path, |tmp| {
+                    let (train, val) = (cache.train.contiguous(), cache.val.contiguous());
+                    Tensor::write_safetensors(&[("train", &train), ("val", &val)], tmp)?;
+                    Ok(())
+                })
+            };
+            kept = match save() {
+                Ok(()) => "; kept in the search's feature store".into(),
+                Err(e) => format!("; not kept in the search's feature store: {e:#}"),
+            };
+        }
         for ((k, t), v) in ks.iter().zip(train).zip(val) {
             self.stash.insert(*k, (t, v));
         }
-        let note = format!("trains on cached {} of {images} images ({:.1} MiB)", what, bytes as f64 / (1 << 20) as f64);
+        let note =
+            format!("trains on cached {} of {images} images ({:.1} MiB){kept}", what, bytes as f64 / (1 << 20) as f64);
         (Some(cache), note)
+    }
+
+    /// What a plain cache at layer `k` depends on, hashed: the train and val images and
+    /// their transform, every variable of layers below `k` (so the weights as they are
+    /// now, whatever trained them), the precision, layout, device and thread count (so a
+    /// stored cache has the bits this run would compute), and runner's numerics version.
+    fn feature_key(&self, k: usize) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let mut add = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        add(b"runner feature cache");
+        add(&crate::run::NUMERICS_VERSION.to_le_bytes());
+        add(format!("{k} {:?} {} {:?} {}", self.amp(), self.channels_last, self.device, tch::get_num_threads())
+            .as_bytes());
+        let floats = |t: &Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+        add(format!("{} {:?} {:?}", self.transform.size, floats(&self.transform.mean), floats(&self.transform.std))
+            .as_bytes());
+        for split in [&self.data.train, &self.data.val] {
+            add(&Vec::<u8>::try_from(split.images.flatten(0, -1)).unwrap_or_default());
+        }
+        let layers = self.model.backbone.layers();
+        let vars = self.vs.variables();
+        let mut names: Vec<&String> = vars
+            .keys()
+            .filter(|n| {
+                layers[..k.min(layers.len())].iter().any(|l| l.prefixes.iter().any(|p| crate::model::has_prefix(n, p)))
+            })
+            .collect();
+        names.sort();
+        for name in names {
+            let t = vars[name].to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+            add(name.as_bytes());
+            add(&Vec::<f32>::try_from(t.flatten(0, -1))
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<u8>>());
+        }
+        h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 
     /// What a cache at layer `k` holds, for the log.

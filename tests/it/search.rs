@@ -131,8 +131,12 @@ seed = 1
 "#
 }
 
-/// The journal's decisions in order (trial, rung; a job taken over counts once) and results.
-fn journal(out: &std::path::Path) -> (Vec<(usize, usize)>, Vec<(usize, usize, f64)>) {
+/// (trial, rung) of a job; (trial, rung, value) of a result.
+type Decisions = Vec<(usize, usize)>;
+type Results = Vec<(usize, usize, f64)>;
+
+/// The journal's decisions in order (a job taken over counts once) and results.
+fn journal(out: &std::path::Path) -> (Decisions, Results) {
     let dir = out.join("tiny");
     let file = std::fs::read_dir(&dir)
         .unwrap()
@@ -170,6 +174,27 @@ fn a_halving_search_spends_fewer_epochs_promotes_the_best_and_resumes_with_the_s
     assert_eq!(grid, 81, "9 trials x 9 epochs: {line}");
     assert!(spent < grid, "{line}");
     assert!(out.contains("pruned by halving"), "{out}");
+    // The frozen backbone's pooled features are computed once for the whole search: the
+    // other trials (and the promoted ones resuming phase 1) load them.
+    let logs: Vec<String> = std::fs::read_dir(root.join("a/tiny"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| std::fs::read_to_string(e.path().join("run.log")).unwrap())
+        .collect();
+    let lines =
+        |a: &str, b: &str| logs.iter().flat_map(|l| l.lines()).filter(|l| l.contains(a) && l.contains(b)).count();
+    assert_eq!(lines("cached pooled features", "; kept in the search's feature store"), 1, "{logs:?}");
+    assert_eq!(lines("phase 1", "trains on the pooled features of the search's feature store"), 8, "{logs:?}");
+    assert!(
+        !root
+            .join("a/tiny")
+            .read_dir()
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".features")),
+        "the store goes with the search"
+    );
 
     // Every promotion follows the rule: at the moment it was decided, the trial was among
     // the best floor(n / 3) of the n trials done at the rung below (ties: the lower trial).
@@ -241,4 +266,31 @@ fn a_halving_search_spends_fewer_epochs_promotes_the_best_and_resumes_with_the_s
         v
     };
     assert_eq!(values(&resumed_dones), values(&dones), "the same results");
+
+    // Two workers (two shards) share one search through its journal: every job once.
+    let workers: Vec<std::process::Child> = ["0/2", "1/2"]
+        .iter()
+        .map(|shard| {
+            crate::common::runner_bin()
+                .current_dir(root)
+                .args(["sweep", "spec.toml", "--out", "c", "--quiet", "--no-report", "--shard", shard])
+                .env("RUNNER_THREADS", "1")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for w in workers {
+        let o = w.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (shared_starts, shared_dones) = journal(&root.join("c"));
+    let mut jobs: Vec<(usize, usize)> = shared_dones.iter().map(|(t, r, _)| (*t, *r)).collect();
+    let n = jobs.len();
+    jobs.sort();
+    jobs.dedup();
+    assert_eq!(jobs.len(), n, "no job done twice: {shared_dones:?}");
+    assert_eq!(shared_starts.iter().filter(|(_, r)| *r == 0).count(), 9, "{shared_starts:?}");
+    assert!(shared_starts.iter().any(|(_, r)| *r == 2), "{shared_starts:?}");
 }
