@@ -55,20 +55,22 @@ runner_setup_just() {
     return 0
 }
 
-# The trackers' own readers for the tests (TensorBoard's event reader), in a venv in the
-# per-user cache, made once: `$RUNNER_CACHE/tracking-venv`. The tests find it there.
-RUNNER_TENSORBOARD_VERSION="2.21.0"
+# The trackers themselves for the tests (TensorBoard's event reader, an MLflow tracking
+# server and its client), in a venv in the per-user cache, made once:
+# `$RUNNER_CACHE/tracking-venv`. The tests find it there.
+RUNNER_TRACKING_PACKAGES="tensorboard==2.21.0 mlflow==3.17.2"
 runner_setup_tracking() {
-    local venv="$RUNNER_CACHE/tracking-venv" stamp="tensorboard==$RUNNER_TENSORBOARD_VERSION"
+    local venv="$RUNNER_CACHE/tracking-venv" stamp="$RUNNER_TRACKING_PACKAGES"
     if [ "$(cat "$venv/.installed" 2>/dev/null)" = "$stamp" ]; then
         return 0
     fi
-    echo "runner: installing $stamp into $venv (the tests read event files with it)" >&2
+    echo "runner: installing $stamp into $venv (the tracking tests use them; once, a few minutes)" >&2
     rm -rf "$venv"
+    # shellcheck disable=SC2086
     python3 -m venv "$venv" &&
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$stamp" &&
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $stamp &&
         echo "$stamp" > "$venv/.installed" || {
-        echo "runner: could not install $stamp; the TensorBoard test will fail" >&2
+        echo "runner: could not install $stamp; the tracking tests will fail" >&2
         return 1
     }
 }

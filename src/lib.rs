@@ -19,7 +19,6 @@ pub mod run;
 pub mod predict;
 pub mod report;
 pub mod sweep;
-pub mod halving;
 pub mod verify;
 
 pub use error::{Error, Result};

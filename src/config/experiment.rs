@@ -156,14 +156,7 @@ impl Experiment {
             }
         };
         let axes = pin_axes(&source, axes, overrides)?;
-        let search = match table.remove("search") {
-            None => None,
-            Some(value) => {
-                let mut search = super::search::parse(&source, &value)?;
-                search.pin(&overrides.iter().map(|o| o.key.clone()).collect::<Vec<_>>());
-                Some(search)
-            }
-        };
+        let search = search_of(&source, &mut table, overrides)?;
         let trials = search.as_ref().map_or(1, |s| s.trials);
         let points = axes.iter().try_fold(trials, |n, a| n.checked_mul(a.points.len())).unwrap_or(usize::MAX);
         let limit = crate::sys::env::limit(crate::sys::env::MAX_GRID_RUNS, MAX_GRID_RUNS as u64);
@@ -220,19 +213,37 @@ impl Experiment {
             runs.push(PlannedRun { spec, varying });
         }
         let halving = search.as_ref().and_then(|s| s.halving);
-        if let Some(h) = halving
-            && let Some(short) = runs.iter().find(|r| r.spec.total_epochs() <= h.min_epochs)
-        {
-            return Err(source.error(
-                &["search", "min_epochs"],
-                format!(
-                    "halving needs more epochs than min_epochs ({}): a trial has {} in all",
-                    h.min_epochs,
-                    short.spec.total_epochs()
-                ),
-            ));
+        if let Some(h) = halving {
+            check_halving(&source, h, &runs)?;
         }
         Ok(Experiment { source, runs, halving })
+    }
+}
+
+/// The spec's `[search]`, taken out of `table`, its keys that an override pins dropped.
+fn search_of(
+    source: &SpecSource,
+    table: &mut toml::Table,
+    overrides: &[Override],
+) -> Result<Option<super::search::Search>, SpecError> {
+    let Some(value) = table.remove("search") else { return Ok(None) };
+    let mut search = super::search::parse(source, &value)?;
+    search.pin(&overrides.iter().map(|o| o.key.clone()).collect::<Vec<_>>());
+    Ok(Some(search))
+}
+
+/// Halving needs every trial to have more epochs than its first rung.
+fn check_halving(source: &SpecSource, h: super::search::Halving, runs: &[PlannedRun]) -> Result<(), SpecError> {
+    match runs.iter().find(|r| r.spec.total_epochs() <= h.min_epochs) {
+        Some(short) => Err(source.error(
+            &["search", "min_epochs"],
+            format!(
+                "halving needs more epochs than min_epochs ({}): a trial has {} in all",
+                h.min_epochs,
+                short.spec.total_epochs()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -48,6 +48,29 @@ pub struct Spec {
     /// `[eval]`: how validation, test and prediction see each image.
     #[serde(default, skip_serializing_if = "EvalSpec::is_plain")]
     pub eval: EvalSpec,
+    /// Where runs are also logged (MLflow); not part of the run's identity.
+    #[serde(default, skip_serializing_if = "TrackingSpec::is_off")]
+    pub tracking: TrackingSpec,
+}
+
+/// `[tracking]`: where runs are logged besides their run directory.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingSpec {
+    /// An MLflow tracking server's URL (`RUNNER_MLFLOW_URI` gives one when this is unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<String>,
+}
+
+impl TrackingSpec {
+    pub fn is_off(&self) -> bool {
+        self.mlflow.is_none()
+    }
+
+    /// The MLflow server to log to: the spec's, else `RUNNER_MLFLOW_URI`'s.
+    pub fn mlflow_uri(&self) -> Option<String> {
+        self.mlflow.clone().or_else(|| std::env::var(crate::sys::env::MLFLOW_URI).ok().filter(|u| !u.is_empty()))
+    }
 }
 
 /// `ema`: timm's `ModelEmaV2` (a shadow copy w <- decay * w + (1 - decay) * weights after
@@ -1025,6 +1048,14 @@ impl Spec {
         if name.len() > MAX_NAME_BYTES {
             return Err(invalid("name", format!("expected at most {MAX_NAME_BYTES} bytes, found {}", name.len())));
         }
+        if let Some(uri) = &self.tracking.mlflow
+            && !(uri.starts_with("http://") || uri.starts_with("https://"))
+        {
+            return Err(invalid(
+                "tracking.mlflow",
+                format!("expected an http(s) URL of a tracking server, found {uri:?}"),
+            ));
+        }
         self.data.validate()?;
         self.model.validate()?;
         if let Some(patch) = self.model.backbone.patch_size()
@@ -1115,7 +1146,11 @@ impl Spec {
     /// The resolved spec in canonical form: JSON with sorted keys and every default
     /// written out, so reordering keys or spelling out a default changes nothing.
     pub(crate) fn canonical(&self) -> Vec<u8> {
-        let value = serde_json::to_value(self).expect("a spec always serializes");
+        let mut value = serde_json::to_value(self).expect("a spec always serializes");
+        // Where a run is also logged does not change what it computes.
+        if let Some(map) = value.as_object_mut() {
+            map.remove("tracking");
+        }
         serde_json::to_vec(&value).expect("json values serialize")
     }
 

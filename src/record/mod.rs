@@ -6,5 +6,6 @@ pub mod confusion;
 pub mod plot;
 pub mod run_dir;
 pub mod summary;
+pub mod mlflow;
 pub mod table;
 pub mod tensorboard;

@@ -73,6 +73,9 @@ pub struct Summary {
     pub device: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Where the run is also logged, or why that failed (`mlflow: ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<String>,
 }
 
 impl Status {

@@ -12,9 +12,10 @@ use crate::Error;
 use crate::config::spec::{DIVERGENCE_FACTOR, Precision, Spec, StopScope};
 use crate::record::checkpoint::{Best, Checkpoint, TrainState};
 use crate::record::confusion::Confusion;
+use crate::record::mlflow::MlflowRun;
 use crate::record::run_dir::RunDir;
 use crate::record::summary::Summary;
-use crate::record::tensorboard::{EventWriter, SessionStatus, spec_hparams};
+use crate::record::tensorboard::{EventWriter, HParam, SessionStatus, spec_hparams};
 use crate::record::{plot, table};
 use crate::sys::atomic::with_temp_path;
 use crate::train::metrics::EpochRecord;
@@ -29,6 +30,8 @@ pub(super) struct Records<'a> {
     pub started: Instant,
     /// The run's TensorBoard event file; `None` when it could not be written (run.log says why).
     pub tensorboard: Option<EventWriter>,
+    /// The run's MLflow run; `None` without a tracking server, or once it failed.
+    pub mlflow: Option<MlflowRun>,
     /// Pause once this many epochs are done ([`crate::run::RunOptions::stop_after`]).
     pub stop_after: Option<usize>,
     /// Set when training stopped at `stop_after` with epochs left.
@@ -156,6 +159,7 @@ impl Records<'_> {
         table::write_metrics(dir, rows)?;
         plot::write_curves(&dir.curves(), &title, rows, &unfreeze_epochs(spec, rows))?;
         self.log_tensorboard(trainer, rows, rows.len() - 1);
+        self.log_mlflow(trainer, rows, rows.len() - 1);
         state.scaler = (trainer.precision == Precision::Fp16).then(|| trainer.scaler.clone());
         let ck = Checkpoint {
             state: state.clone(),
@@ -200,6 +204,60 @@ impl Records<'_> {
         if let Err(e) = w.scalars(unix_seconds(), rows[i].epoch as i64, &scalars) {
             self.log.line(&format!("warning: TensorBoard events stop here: {e:#}"));
             self.tensorboard = None;
+        }
+    }
+
+    /// Starts (or, resumed, continues) the run's MLflow run when a tracking server is set:
+    /// params, tags, and the epochs a resumed run has already.
+    pub(super) fn open_mlflow(&mut self, trainer: &Trainer, rows: &[EpochRecord]) {
+        let Some(uri) = self.spec.tracking.mlflow_uri() else { return };
+        let tags = [
+            ("runner.version", env!("CARGO_PKG_VERSION").to_string()),
+            ("runner.numerics_version", crate::run::NUMERICS_VERSION.to_string()),
+            ("runner.status", "running".to_string()),
+            ("runner.backbone", self.spec.model.backbone.to_string()),
+        ];
+        let params: Vec<(String, String)> = spec_hparams(&self.spec.to_toml())
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    HParam::Number(x) => format!("{x}"),
+                    HParam::Text(s) => s,
+                    HParam::Bool(b) => b.to_string(),
+                };
+                (k, v)
+            })
+            .collect();
+        let started = MlflowRun::start(&uri, &self.spec.name, &self.summary.run_id, &tags)
+            .and_then(|run| run.log_params(&params).map(|()| run));
+        match started {
+            Ok(run) => {
+                self.log.line(&format!("MLflow: run {} in experiment {} at {uri}", run.run_id, run.experiment_id));
+                self.summary.tracking = Some(format!("mlflow: run {} at {uri}", run.run_id));
+                self.mlflow = Some(run);
+            }
+            Err(e) => self.mlflow_failed(&uri, &e),
+        }
+        for i in 0..rows.len() {
+            self.log_mlflow(trainer, rows, i);
+        }
+    }
+
+    /// Tracking failed: no more calls this run; run.log and summary.json say why.
+    fn mlflow_failed(&mut self, uri: &str, e: &anyhow::Error) {
+        self.mlflow = None;
+        self.log.line(&format!("warning: MLflow tracking at {uri} failed, the run goes on without it: {e:#}"));
+        self.summary.tracking = Some(format!("mlflow: failed at {uri}: {e:#}"));
+    }
+
+    /// Epoch `rows[i]`'s metrics to MLflow (the TensorBoard scalars, by the same names).
+    fn log_mlflow(&mut self, trainer: &Trainer, rows: &[EpochRecord], i: usize) {
+        let Some(run) = &self.mlflow else { return };
+        let layers = trainer.model.backbone.layers().len();
+        let metrics = epoch_scalars(self.spec, rows, i, layers);
+        if let Err(e) = run.log_metrics(rows[i].epoch as i64, &metrics) {
+            let uri = self.spec.tracking.mlflow_uri().unwrap_or_default();
+            self.mlflow_failed(&uri, &e);
         }
     }
 
@@ -263,6 +321,33 @@ impl Records<'_> {
 
 /// The epochs (1-based) before which gradual unfreezing unfroze a layer: epoch e of a phase
 /// (counted from its rows) whose freeze index is below epoch e - 1's.
+/// Ends the MLflow run after the run's own end: the best weights, curves and summary as
+/// artifacts, the status tag, and the run's MLflow status; a failure is recorded in run.log
+/// and summary.json (rewritten), never raised.
+pub(super) fn close_mlflow(run: MlflowRun, dir: &RunDir, summary: &mut Summary, log: &mut RunLog) {
+    use crate::record::summary::Status;
+    let status = summary.status;
+    let result = (|| -> anyhow::Result<()> {
+        for file in [dir.best(), dir.curves(), dir.summary()] {
+            if file.is_file() {
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                run.upload(&file, &name)?;
+            }
+        }
+        run.set_tags(&[("runner.status".to_string(), status.name().to_string())])?;
+        run.end(match status {
+            Status::Completed => "FINISHED",
+            Status::Interrupted | Status::Paused => "KILLED",
+            _ => "FAILED",
+        })
+    })();
+    if let Err(e) = result {
+        log.line(&format!("warning: MLflow tracking failed at the end of the run: {e:#}"));
+        summary.tracking = Some(format!("mlflow: failed at the end of run {}: {e:#}", run.run_id));
+        let _ = summary.write(dir);
+    }
+}
+
 /// Seconds since the Unix epoch.
 fn unix_seconds() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())

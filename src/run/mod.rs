@@ -132,27 +132,51 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
             (state, vec![], vec![])
         }
     };
+    let finished = train_and_record(spec, opts, &mut trainer, restored, &dir, &mut summary, &mut log, started);
+    finished?;
+    Ok(RunOutcome { dir, summary, ran: true })
+}
+
+/// Trains from `restored` on, recording every epoch (run directory, TensorBoard, MLflow),
+/// then ends the run: test split, summary, trackers.
+#[allow(clippy::too_many_arguments)]
+fn train_and_record(
+    spec: &Spec,
+    opts: &RunOptions,
+    trainer: &mut Trainer,
+    restored: Restored,
+    dir: &RunDir,
+    summary: &mut Summary,
+    log: &mut RunLog,
+    started: Instant,
+) -> crate::Result<()> {
     let mut records = Records {
         spec,
-        dir: &dir,
-        summary: &mut summary,
-        log: &mut log,
+        dir,
+        summary,
+        log,
         started,
         tensorboard: None,
+        mlflow: None,
         stop_after: opts.stop_after,
         paused: false,
     };
-    records.open_tensorboard(&trainer, &restored.1);
-    let result = records.train_all(&mut trainer, restored).and_then(|()| {
+    records.open_tensorboard(trainer, &restored.1);
+    records.open_mlflow(trainer, &restored.1);
+    let result = records.train_all(trainer, restored).and_then(|()| {
         if !records.paused {
-            records.evaluate_test(&mut trainer)?;
+            records.evaluate_test(trainer)?;
         }
         Ok(())
     });
     let paused = records.paused;
     records.close_tensorboard(result.is_ok() && !paused);
-    finish(&dir, &mut summary, &mut log, started, result, paused)?;
-    Ok(RunOutcome { dir, summary, ran: true })
+    let mlflow = records.mlflow.take();
+    let finished = finish(dir, summary, log, started, result, paused);
+    if let Some(run) = mlflow {
+        epochs::close_mlflow(run, dir, summary, log);
+    }
+    finished
 }
 
 /// Makes the run directory ready for this attempt: leftovers of a killed writer
@@ -200,6 +224,7 @@ fn new_summary(spec: &Spec, id: &Identity, trainer: &Trainer, threads: i32, devi
         precision: trainer.precision,
         device: format!("{device:?}").to_lowercase(),
         error: None,
+        tracking: None,
     }
 }
 

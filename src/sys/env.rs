@@ -23,6 +23,8 @@ pub(crate) const MAX_ZIP_EXPANSION: &str = "RUNNER_MAX_ZIP_EXPANSION";
 pub(crate) const MAX_GRID_RUNS: &str = "RUNNER_MAX_GRID_RUNS";
 /// `system`: glibc's own malloc settings instead of runner's.
 pub(crate) const MALLOC: &str = "RUNNER_MALLOC";
+/// An MLflow tracking server's URL, for specs without `[tracking] mlflow`.
+pub(crate) const MLFLOW_URI: &str = "RUNNER_MLFLOW_URI";
 /// Tests only: stop at the named point and wait to be killed (failpoint.rs).
 pub(crate) const FAILPOINT: &str = "RUNNER_FAILPOINT";
 /// Tests only: the file a failpoint creates when it is reached.
@@ -40,6 +42,7 @@ pub const ALL: &[&str] = &[
     MAX_ZIP_EXPANSION,
     MAX_GRID_RUNS,
     MALLOC,
+    MLFLOW_URI,
     FAILPOINT,
     FAILPOINT_MARKER,
 ];

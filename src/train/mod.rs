@@ -89,6 +89,16 @@ impl Views {
     }
 }
 
+/// Writes `cache` into the feature store at `path` (atomically: a reader sees all of it or nothing).
+fn keep_stored(path: &std::path::Path, cache: &FeatureCache) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path.parent().expect("in the store"))?;
+    crate::sys::atomic::with_temp_path(path, |tmp| {
+        let (train, val) = (cache.train.contiguous(), cache.val.contiguous());
+        Tensor::write_safetensors(&[("train", &train), ("val", &val)], tmp)?;
+        Ok(())
+    })
+}
+
 /// The random stream that draws cached view `v` (far from the epochs' streams).
 fn view_rng(seed: u64, v: usize) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -455,15 +465,10 @@ impl Trainer {
         let stored =
             self.feature_store.as_ref().map(|dir| dir.join(format!("{}.safetensors", self.feature_key(frozen))));
         if let Some(path) = &stored
-            && let Ok(tensors) = Tensor::read_safetensors(path)
+            && let Some((train, val)) = self.load_stored(path)
         {
-            let get = |name: &str| {
-                tensors.iter().find(|(n, _)| n == name).map(|(_, t)| self.layout(t.to_device(self.device)))
-            };
-            if let (Some(train), Some(val)) = (get("train"), get("val")) {
-                let note = format!("trains on the {what} of the search's feature store ({})", path.display());
-                return (Some(FeatureCache { start: frozen, train, val, views }), note);
-            }
+            let note = format!("trains on the {what} of the search's feature store ({})", path.display());
+            return (Some(FeatureCache { start: frozen, train, val, views }), note);
         }
         let images = self.data.train.len() + self.data.val.len();
         if self.data.train.is_empty() {
@@ -502,21 +507,10 @@ impl Trainer {
         bar.finish_and_clear();
         let cache =
             FeatureCache { start: frozen, train: train.pop().expect("one"), val: val.pop().expect("one"), views };
-        let mut kept = String::new();
-        if let Some(path) = &stored {
-            let save = || -> anyhow::Result<()> {
-                std::fs::create_dir_all(path.parent().expect("in the store"))?;
-                crate::sys::atomic::with_temp_path(path, |tmp| {
-                    let (train, val) = (cache.train.contiguous(), cache.val.contiguous());
-                    Tensor::write_safetensors(&[("train", &train), ("val", &val)], tmp)?;
-                    Ok(())
-                })
-            };
-            kept = match save() {
-                Ok(()) => "; kept in the search's feature store".into(),
-                Err(e) => format!("; not kept in the search's feature store: {e:#}"),
-            };
-        }
+        let kept = stored.as_ref().map_or(String::new(), |path| match keep_stored(path, &cache) {
+            Ok(()) => "; kept in the search's feature store".into(),
+            Err(e) => format!("; not kept in the search's feature store: {e:#}"),
+        });
         for ((k, t), v) in ks.iter().zip(train).zip(val) {
             self.stash.insert(*k, (t, v));
         }
@@ -525,10 +519,18 @@ impl Trainer {
         (Some(cache), note)
     }
 
+    /// A stored cache's train and val tensors, on the device in the trainer's layout.
+    fn load_stored(&self, path: &std::path::Path) -> Option<(Tensor, Tensor)> {
+        let tensors = Tensor::read_safetensors(path).ok()?;
+        let get =
+            |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| self.layout(t.to_device(self.device)));
+        Some((get("train")?, get("val")?))
+    }
+
     /// What a plain cache at layer `k` depends on, hashed: the train and val images and
     /// their transform, every variable of layers below `k` (so the weights as they are
     /// now, whatever trained them), the precision, layout, device and thread count (so a
-    /// stored cache has the bits this run would compute), and runner's numerics version.
+    /// stored cache has the bits this run would compute), and runner's version.
     fn feature_key(&self, k: usize) -> String {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
@@ -537,7 +539,7 @@ impl Trainer {
             h.update(bytes);
         };
         add(b"runner feature cache");
-        add(&crate::run::NUMERICS_VERSION.to_le_bytes());
+        add(env!("CARGO_PKG_VERSION").as_bytes());
         add(format!("{k} {:?} {} {:?} {}", self.amp(), self.channels_last, self.device, tch::get_num_threads())
             .as_bytes());
         let floats = |t: &Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();

@@ -99,10 +99,11 @@ fn search_errors_point_at_the_line_of_the_space() {
             "unknown distribution `pick`",
         ),
         (
-            base.replace("trials = 3", "trials = 3\nmethod = \"halving\""),
-            "method",
-            "\"halving\" (successive halving over epochs) is not available yet",
+            base.replace("trials = 3", "trials = 3\nmethod = \"halving\"\neta = 1"),
+            "eta = 1",
+            "`search.eta`: expected an integer >= 2, found 1",
         ),
+        (base.replace("trials = 3", "trials = 3\neta = 2"), "eta = 2", "`eta` is for method = \"halving\""),
     ];
     for (text, needle, message) in cases {
         let e = spec_error(root, &text);

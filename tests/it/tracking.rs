@@ -96,3 +96,170 @@ fn tensorboards_reader_finds_every_epochs_scalars_the_hparams_and_the_curves() {
     assert_eq!(image[0].as_i64(), Some(3), "{got}");
     assert_eq!(image[3].as_u64(), Some(png.len() as u64), "{got}");
 }
+
+/// An MLflow tracking server (sqlite backend, artifacts proxied by the server) on a free
+/// port of 127.0.0.1, from the tracking venv; stopped when dropped.
+struct MlflowServer {
+    child: std::process::Child,
+    uri: String,
+}
+
+impl MlflowServer {
+    /// Stops the server and its worker processes (its own process group).
+    fn stop(&mut self) {
+        // SAFETY: signalling the process group the server leads.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MlflowServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn start_mlflow(dir: &std::path::Path) -> MlflowServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    use std::os::unix::process::CommandExt;
+    let child = std::process::Command::new(tracking_python())
+        .process_group(0)
+        .args(["-m", "mlflow", "server", "--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
+        .arg("--backend-store-uri")
+        .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+        .arg("--artifacts-destination")
+        .arg(dir.join("artifacts"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let server = MlflowServer { child, uri: format!("http://127.0.0.1:{port}") };
+    let start = std::time::Instant::now();
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && ureq::get(&format!("{}/health", server.uri)).call().is_ok()
+        {
+            return server;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "the MLflow server did not start: {}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// Every run of experiment `name` as MLflow's own client reads it back.
+const MLFLOW_READER: &str = r#"
+import json, sys
+from mlflow.tracking import MlflowClient
+client = MlflowClient(sys.argv[1])
+exp = client.get_experiment_by_name(sys.argv[2])
+out = []
+for r in client.search_runs([exp.experiment_id]):
+    metrics = {k: [[m.step, m.value] for m in client.get_metric_history(r.info.run_id, k)] for k in r.data.metrics}
+    out.append({"name": r.info.run_name, "status": r.info.status, "params": r.data.params, "tags": r.data.tags,
+                "metrics": metrics, "artifacts": sorted(a.path for a in client.list_artifacts(r.info.run_id))})
+print(json.dumps(out))
+"#;
+
+#[test]
+fn an_mlflow_server_receives_each_runs_params_metrics_and_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let server = start_mlflow(root);
+    let data = shapes(root, 2, 6);
+    let spec = tiny_spec(&data)
+        + &format!(
+            "\n[tracking]\nmlflow = \"{}\"\n\n[grid]\n\"phases.1.optimizer.lr_factor\" = [0.1, 0.5]\n",
+            server.uri
+        );
+    std::fs::write(root.join("spec.toml"), &spec).unwrap();
+    let o = runner(root, &["sweep", "spec.toml", "--out", "runs", "--quiet", "--no-report"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = std::process::Command::new(tracking_python())
+        .args(["-c", MLFLOW_READER, &server.uri, "tiny"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "MLflow's client failed: {}", String::from_utf8_lossy(&o.stderr));
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for r in &runs {
+        let id = r["name"].as_str().unwrap();
+        let run_dir = root.join("runs/tiny").join(id);
+        assert!(run_dir.is_dir(), "the MLflow run is named by the run id: {id}");
+        assert_eq!(r["status"], "FINISHED", "{r}");
+        assert_eq!(r["tags"]["runner.status"], "completed", "{r}");
+        let summary = crate::common::summary_json(&run_dir);
+        assert_eq!(r["tags"]["runner.numerics_version"], summary["numerics_version"].to_string(), "{r}");
+        assert_eq!(r["params"]["model.backbone"], "efficientnet_lite0", "{r}");
+        assert_eq!(r["params"]["phases.0.optimizer.lr"], "0.001", "{r}");
+        assert!(["0.1", "0.5"].contains(&r["params"]["phases.1.optimizer.lr_factor"].as_str().unwrap()), "{r}");
+        assert!(r["params"].get("tracking.mlflow").is_some(), "{r}");
+        // Every epoch's metrics, equal to metrics.csv's.
+        let metrics = std::fs::read_to_string(run_dir.join("metrics.csv")).unwrap();
+        let rows: Vec<Vec<&str>> = metrics.lines().skip(1).map(|l| l.split(',').collect()).collect();
+        for (key, column) in [("accuracy/val", 6), ("loss/train", 3), ("lr", 2)] {
+            let points = r["metrics"][key].as_array().unwrap_or_else(|| panic!("no {key}: {r}"));
+            assert_eq!(points.len(), rows.len(), "{key}: {r}");
+            for (p, row) in points.iter().zip(&rows) {
+                assert_eq!(p[0].as_u64(), row[0].parse().ok());
+                let want: f64 = row[column].parse().unwrap();
+                assert!((p[1].as_f64().unwrap() - want).abs() <= 1e-9 * want.abs().max(1.0), "{key}: {p} vs {want}");
+            }
+        }
+        let artifacts: Vec<&str> = r["artifacts"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert_eq!(artifacts, ["best.safetensors", "curves.png", "summary.json"], "{r}");
+        assert!(summary["tracking"].as_str().unwrap().starts_with("mlflow: run "), "{summary}");
+    }
+}
+
+#[test]
+fn a_tracking_server_that_goes_away_mid_run_does_not_stop_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut server = start_mlflow(root);
+    let data = shapes(root, 2, 12);
+    let spec = tiny_spec(&data)
+        .replace("image_size = 32", "image_size = 48")
+        .replace("epochs = 1\nfreeze_up_to = 10", "epochs = 12\nfreeze_up_to = 0")
+        + &format!("\n[tracking]\nmlflow = \"{}\"\n", server.uri);
+    std::fs::write(root.join("spec.toml"), &spec).unwrap();
+    let mut child = crate::common::runner_bin()
+        .current_dir(root)
+        .args(["run", "spec.toml", "--out", "runs", "--quiet"])
+        .env("RUNNER_THREADS", "2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the run has logged an epoch to the server, the server goes.
+    let start = std::time::Instant::now();
+    loop {
+        let logged = std::fs::read_dir(root.join("runs/tiny"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| std::fs::read_to_string(e.path().join("metrics.csv")).ok())
+            .is_some_and(|m| m.lines().count() >= 2);
+        if logged {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before the server could be stopped");
+        assert!(start.elapsed().as_secs() < 120);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    server.stop();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = only_run(&root.join("runs/tiny"));
+    let summary = crate::common::summary_json(&run);
+    assert_eq!(summary["status"], "completed", "{summary}");
+    assert_eq!(summary["epochs"], 13, "{summary}");
+    let tracking = summary["tracking"].as_str().unwrap();
+    assert!(tracking.starts_with(&format!("mlflow: failed at {}", server.uri)), "{tracking}");
+    let log = std::fs::read_to_string(run.join("run.log")).unwrap();
+    assert!(log.contains("warning: MLflow tracking at") && log.contains("the run goes on without it"), "{log}");
+    assert_eq!(log.matches("warning: MLflow").count(), 1, "tracking stops after the first failure: {log}");
+}

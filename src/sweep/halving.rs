@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::{Outcome, Row, SweepRun};
 use crate::Error;
 use crate::config::search::Halving;
 use crate::config::spec::Monitor;
 use crate::record::summary::{Status, Summary};
 use crate::run::{self, RunOptions, lock};
-use crate::sweep::{Outcome, Row, SweepRun};
 
 /// A trial's epochs at rung `k`: `min_epochs x eta^k`, at most `total`.
 fn budget(h: Halving, k: usize, total: usize) -> usize {
@@ -254,36 +254,160 @@ pub struct Outcomes {
     pub grid_epochs: usize,
 }
 
+/// One worker's view of a halving search: its trials, their runs, the journal.
+struct Worker<'a> {
+    trials: &'a [SweepRun],
+    ids: Vec<run::Identity>,
+    totals: Vec<usize>,
+    h: Halving,
+    monitor: Monitor,
+    journal: Journal,
+    /// The trials' shared feature caches (see [`crate::train::Trainer::feature_store`]).
+    store: PathBuf,
+    host: String,
+    opts: &'a RunOptions,
+}
+
+impl<'a> Worker<'a> {
+    fn new(trials: &'a [SweepRun], h: Halving, opts: &'a RunOptions) -> crate::Result<Worker<'a>> {
+        let ids: Vec<run::Identity> =
+            trials.iter().map(|t| run::identify(&t.planned.spec, true)).collect::<Result<_>>()?;
+        let totals = trials.iter().map(|t| t.planned.spec.total_epochs()).collect();
+        let mut key_text = format!("{} {}", h.min_epochs, h.eta);
+        for id in &ids {
+            key_text.push(' ');
+            key_text.push_str(&id.run_id);
+        }
+        let key = crate::sys::fetch::sha256_hex(key_text.as_bytes())[..10].to_string();
+        let dir = opts.out.join(&trials[0].planned.spec.name);
+        let journal = Journal::open(&dir.join(format!(".halving-{key}.journal")))?;
+        let monitor = trials[0].planned.spec.monitor();
+        let store = dir.join(format!(".features-{key}"));
+        Ok(Worker { trials, ids, totals, h, monitor, journal, store, host: hostname(), opts })
+    }
+
+    fn spec(&self, trial: usize) -> &'a crate::config::spec::Spec {
+        &self.trials[trial].planned.spec
+    }
+
+    /// The next job, decided and recorded under the journal's lock.
+    fn decide(&mut self) -> Result<Job> {
+        let (h, totals, host, opts) = (self.h, &self.totals, self.host.clone(), self.opts);
+        let (ids, name) = (&self.ids, &self.trials[0].planned.spec.name);
+        let monitor = self.monitor;
+        let better = move |a: f64, b: f64| monitor.improves(a, Some(b), 0.0);
+        self.journal.locked(|entries| {
+            let state = State::replay(entries);
+            let now = unix_now();
+            let orphans: Vec<(usize, usize)> = state
+                .running
+                .iter()
+                .filter(|((t, _), holder)| {
+                    let lock_free = lock::holder_of(&lock::path(&opts.out, name, &ids[*t].run_id)).is_none();
+                    orphaned(holder, lock_free, &host, now)
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            let job = next_job(h, &state, totals, &better, &orphans);
+            let new = match job {
+                Job::Train { trial, rung } => {
+                    vec![Entry::Start { trial, rung, pid: std::process::id(), host: host.clone(), at: now }]
+                }
+                _ => vec![],
+            };
+            (new, job)
+        })
+    }
+
+    /// Trains `trial` to rung `rung`'s budget and records the result.
+    fn train(&mut self, trial: usize, rung: usize) -> crate::Result<()> {
+        let b = budget(self.h, rung, self.totals[trial]);
+        println!(
+            "== trial {} of {} to {b} epochs (rung {rung}) {}",
+            trial + 1,
+            self.trials.len(),
+            self.trials[trial].varying()
+        );
+        let (spec, id) = (self.spec(trial), &self.ids[trial]);
+        let before = Summary::read(&run::run_dir(&self.opts.out, spec, id)).map_or(0, |s| s.epochs);
+        let opts = RunOptions {
+            resume: true,
+            stop_after: Some(b),
+            feature_store: Some(self.store.clone()),
+            ..self.opts.clone()
+        };
+        let done = match run::execute_identified(spec, id, &opts) {
+            Ok(outcome) => {
+                let s = &outcome.summary;
+                let finished = s.status == Status::Completed;
+                let epochs = s.epochs.saturating_sub(before);
+                println!(
+                    "   {} {}: {} {} after {} epochs ({epochs} trained now)",
+                    if finished { "completed" } else { "paused" },
+                    s.run_id,
+                    self.monitor.name(),
+                    s.best_value.map_or("n/a".into(), |v| format!("{v:.4}")),
+                    s.epochs
+                );
+                Entry::Done { trial, rung, value: s.best_value.unwrap_or(f64::NAN), epochs, finished }
+            }
+            Err(e) => match e.cause() {
+                // Someone else runs it now; decide again shortly.
+                Error::Busy { .. } => {
+                    std::thread::sleep(Duration::from_millis(500));
+                    return Ok(());
+                }
+                Error::Interrupted { .. } => return Err(e),
+                _ => {
+                    // A failed trial ranks last at this rung and is not tried again.
+                    eprintln!("error: {e:#}");
+                    let value = if self.monitor.higher_is_better() { f64::NEG_INFINITY } else { f64::INFINITY };
+                    Entry::Done { trial, rung, value, epochs: 0, finished: true }
+                }
+            },
+        };
+        Ok(self.journal.locked(|_| (vec![done], ()))?)
+    }
+
+    /// Each trial as it ended, for the sweep's table.
+    fn rows(&self) -> Vec<Row> {
+        (0..self.trials.len())
+            .map(|t| {
+                let (spec, id) = (self.spec(t), &self.ids[t]);
+                let summary = Summary::read(&run::run_dir(&self.opts.out, spec, id));
+                let outcome = match summary.as_ref().map(|s| s.status) {
+                    Some(Status::Completed) => Outcome::Completed,
+                    Some(Status::Paused) => Outcome::Pruned,
+                    Some(Status::Diverged) => Outcome::Diverged,
+                    _ => Outcome::Failed,
+                };
+                Row {
+                    experiment: spec.name.clone(),
+                    run_id: Some(id.run_id.clone()),
+                    outcome,
+                    best_val_acc: summary.as_ref().and_then(|s| s.best_val_acc),
+                    best_epoch: summary.as_ref().and_then(|s| s.best_epoch),
+                    wall_s: summary.as_ref().map(|s| s.wall_s),
+                    varying: self.trials[t].varying(),
+                    note: summary.as_ref().map(|s| format!("{} of {} epochs", s.epochs, s.epochs_planned)),
+                }
+            })
+            .collect()
+    }
+}
+
 /// Runs the halving search over `trials` (the runs of one spec) until no job is left.
 pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Result<Outcomes> {
-    let specs: Vec<&crate::config::spec::Spec> = trials.iter().map(|t| &t.planned.spec).collect();
-    let ids: Vec<run::Identity> = specs.iter().map(|s| run::identify(s, true)).collect::<Result<_>>()?;
-    let totals: Vec<usize> = specs.iter().map(|s| s.total_epochs()).collect();
-    let monitor: Monitor = specs[0].monitor();
-    let better = |a: f64, b: f64| monitor.improves(a, Some(b), 0.0);
-    let mut key_text = format!("{} {}", h.min_epochs, h.eta);
-    for id in &ids {
-        key_text.push(' ');
-        key_text.push_str(&id.run_id);
-    }
-    let key = &crate::sys::fetch::sha256_hex(key_text.as_bytes())[..10];
-    let name = &specs[0].name;
-    let path = opts.out.join(name).join(format!(".halving-{key}.journal"));
-    let mut journal = Journal::open(&path)?;
-    // The trials' frozen-backbone caches, computed once and loaded by every trial that has
-    // the same images, transform and frozen weights; removed when the search is over.
-    let store = opts.out.join(name).join(format!(".features-{key}"));
-    let me = hostname();
+    let mut worker = Worker::new(trials, h, opts)?;
+    let longest = worker.totals.iter().copied().max().unwrap_or(1);
+    let rungs: Vec<String> = (0..=top_rung(h, longest)).map(|k| budget(h, k, longest).to_string()).collect();
     println!(
         "halving search: {} trials, rungs of {} epochs (eta {}), by {}; journal {}",
         trials.len(),
-        (0..=top_rung(h, totals.iter().copied().max().unwrap_or(1)))
-            .map(|k| budget(h, k, totals.iter().copied().max().unwrap_or(1)).to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+        rungs.join(", "),
         h.eta,
-        monitor.name(),
-        path.display()
+        worker.monitor.name(),
+        worker.journal.path.display()
     );
     let mut waited = Instant::now();
     loop {
@@ -292,28 +416,7 @@ pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Res
                 what: "the search journal keeps every decision; run the sweep again".into(),
             });
         }
-        let job = journal.locked(|entries| {
-            let state = State::replay(entries);
-            let now = unix_now();
-            let orphans: Vec<(usize, usize)> = state
-                .running
-                .iter()
-                .filter(|((t, _), holder)| {
-                    let lock_free = lock::holder_of(&lock::path(&opts.out, name, &ids[*t].run_id)).is_none();
-                    orphaned(holder, lock_free, &me, now)
-                })
-                .map(|(k, _)| *k)
-                .collect();
-            let job = next_job(h, &state, &totals, &better, &orphans);
-            let new = match job {
-                Job::Train { trial, rung } => {
-                    vec![Entry::Start { trial, rung, pid: std::process::id(), host: me.clone(), at: now }]
-                }
-                _ => vec![],
-            };
-            (new, job)
-        })?;
-        let (trial, rung) = match job {
+        match worker.decide()? {
             Job::Done => break,
             Job::Wait => {
                 if waited.elapsed() > Duration::from_secs(30) {
@@ -321,75 +424,16 @@ pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Res
                     waited = Instant::now();
                 }
                 std::thread::sleep(Duration::from_millis(500));
-                continue;
             }
-            Job::Train { trial, rung } => (trial, rung),
-        };
-        let b = budget(h, rung, totals[trial]);
-        println!("== trial {} of {} to {b} epochs (rung {rung}) {}", trial + 1, trials.len(), trials[trial].varying());
-        let dir = run::run_dir(&opts.out, specs[trial], &ids[trial]);
-        let before = Summary::read(&dir).map_or(0, |s| s.epochs);
-        let job_opts =
-            RunOptions { resume: true, stop_after: Some(b), feature_store: Some(store.clone()), ..opts.clone() };
-        match run::execute_identified(specs[trial], &ids[trial], &job_opts) {
-            Ok(outcome) => {
-                let s = &outcome.summary;
-                let value = s.best_value.unwrap_or(f64::NAN);
-                let finished = s.status == Status::Completed;
-                let epochs = s.epochs.saturating_sub(before);
-                println!(
-                    "   {} {}: {} {} after {} epochs ({epochs} trained now)",
-                    if finished { "completed" } else { "paused" },
-                    s.run_id,
-                    monitor.name(),
-                    s.best_value.map_or("n/a".into(), |v| format!("{v:.4}")),
-                    s.epochs
-                );
-                journal.locked(|_| (vec![Entry::Done { trial, rung, value, epochs, finished }], ()))?;
-            }
-            Err(e) => match e.cause() {
-                Error::Busy { .. } => std::thread::sleep(Duration::from_millis(500)),
-                Error::Interrupted { .. } => return Err(e),
-                _ => {
-                    // A failed trial ranks last at this rung and is not tried again.
-                    eprintln!("error: {e:#}");
-                    let value = if monitor.higher_is_better() { f64::NEG_INFINITY } else { f64::INFINITY };
-                    journal.locked(|_| (vec![Entry::Done { trial, rung, value, epochs: 0, finished: true }], ()))?;
-                }
-            },
+            Job::Train { trial, rung } => worker.train(trial, rung)?,
         }
     }
-    let _ = std::fs::remove_dir_all(&store);
-    // The closing rows: each trial as it ended, and the epochs of the whole search.
-    let state = journal.locked(|entries| (vec![], State::replay(entries)))?;
+    let _ = std::fs::remove_dir_all(&worker.store);
+    let state = worker.journal.locked(|entries| (vec![], State::replay(entries)))?;
     let epochs = state.done.values().map(|(_, e, _)| e).sum();
-    let grid_epochs = totals.iter().sum();
-    let rows = trials
-        .iter()
-        .zip(&ids)
-        .zip(&specs)
-        .map(|((t, id), spec)| {
-            let summary = Summary::read(&run::run_dir(&opts.out, spec, id));
-            let outcome = match summary.as_ref().map(|s| s.status) {
-                Some(Status::Completed) => Outcome::Completed,
-                Some(Status::Paused) => Outcome::Pruned,
-                Some(Status::Diverged) => Outcome::Diverged,
-                _ => Outcome::Failed,
-            };
-            Row {
-                experiment: spec.name.clone(),
-                run_id: Some(id.run_id.clone()),
-                outcome,
-                best_val_acc: summary.as_ref().and_then(|s| s.best_val_acc),
-                best_epoch: summary.as_ref().and_then(|s| s.best_epoch),
-                wall_s: summary.as_ref().map(|s| s.wall_s),
-                varying: t.varying(),
-                note: summary.as_ref().map(|s| format!("{} of {} epochs", s.epochs, s.epochs_planned)),
-            }
-        })
-        .collect();
+    let grid_epochs = worker.totals.iter().sum();
     println!("halving search: {epochs} epochs trained in all; every trial to the end would take {grid_epochs}");
-    Ok(Outcomes { rows, epochs, grid_epochs })
+    Ok(Outcomes { rows: worker.rows(), epochs, grid_epochs })
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //! subset, and the run lock (`lock.rs`) makes sure no run is executed twice even
 //! when their subsets overlap.
 
+pub mod halving;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -268,27 +270,7 @@ pub fn execute(runs: &[SweepRun], opts: &RunOptions) -> Vec<Row> {
             }
             searched.push(&run.spec_path);
             let trials: Vec<SweepRun> = runs.iter().filter(|r| r.spec_path == run.spec_path).cloned().collect();
-            match crate::halving::execute(&trials, h, opts) {
-                Ok(done) => rows.extend(done.rows),
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    let outcome = if matches!(e.cause(), Error::Interrupted { .. }) {
-                        Outcome::Interrupted
-                    } else {
-                        Outcome::Failed
-                    };
-                    rows.push(Row {
-                        experiment: run.planned.spec.name.clone(),
-                        run_id: None,
-                        outcome,
-                        best_val_acc: None,
-                        best_epoch: None,
-                        wall_s: None,
-                        varying: format!("halving search of {}", run.spec_path.display()),
-                        note: Some(format!("{e:#}")),
-                    });
-                }
-            }
+            rows.extend(search_rows(&trials, h, opts));
             continue;
         }
         let spec = &run.planned.spec;
@@ -351,6 +333,28 @@ pub fn execute(runs: &[SweepRun], opts: &RunOptions) -> Vec<Row> {
         rows.push(row);
     }
     rows
+}
+
+/// A halving search's rows: each trial as it ended, or one row saying why the search failed.
+fn search_rows(trials: &[SweepRun], h: crate::config::search::Halving, opts: &RunOptions) -> Vec<Row> {
+    match halving::execute(trials, h, opts) {
+        Ok(done) => done.rows,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let outcome =
+                if matches!(e.cause(), Error::Interrupted { .. }) { Outcome::Interrupted } else { Outcome::Failed };
+            vec![Row {
+                experiment: trials[0].planned.spec.name.clone(),
+                run_id: None,
+                outcome,
+                best_val_acc: None,
+                best_epoch: None,
+                wall_s: None,
+                varying: format!("halving search of {}", trials[0].spec_path.display()),
+                note: Some(format!("{e:#}")),
+            }]
+        }
+    }
 }
 
 /// The closing table and its totals.

@@ -1,0 +1,204 @@
+//! MLflow tracking through its REST API (`/api/2.0/mlflow/...`): each run is an MLflow run
+//! named by its run id, in the experiment named by the spec, with the resolved spec's dotted
+//! keys as params, every epoch's metrics, tags (status, runner and numerics version) and, at
+//! the end, the best weights, the curves and the summary as artifacts (through the server's
+//! artifact proxy, `/api/2.0/mlflow-artifacts/`, which `mlflow server` serves by default).
+//!
+//! A tracking server that is down or slow never fails or stalls a run: every call has a
+//! short timeout and is tried three times; after that tracking stops for the rest of the
+//! run, and run.log and summary.json say why.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+
+/// How long one call may take, and how often it is tried.
+const TIMEOUT: Duration = Duration::from_secs(5);
+const TRIES: usize = 3;
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A run being logged to an MLflow server.
+pub struct MlflowRun {
+    uri: String,
+    agent: ureq::Agent,
+    pub run_id: String,
+    pub experiment_id: String,
+    /// Where the server keeps the run's artifacts (`mlflow-artifacts:/<exp>/<run>/artifacts`).
+    artifact_uri: String,
+}
+
+/// What went wrong with a call: the server's answer, or no answer.
+fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&Value>) -> Result<Value> {
+    let mut last = anyhow!("not tried");
+    for attempt in 0..TRIES {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(300 * attempt as u64));
+        }
+        let response = match (method, body) {
+            ("GET", _) => agent.get(url).call(),
+            (_, Some(b)) => agent
+                .post(url)
+                .header("content-type", "application/json")
+                .send(&serde_json::to_vec(b).expect("JSON values serialize")[..]),
+            (_, None) => agent.post(url).send_empty(),
+        };
+        match response {
+            Ok(mut r) => {
+                let status = r.status().as_u16();
+                let text = r.body_mut().read_to_string().unwrap_or_default();
+                if status == 200 {
+                    return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
+                }
+                let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let code = parsed["error_code"].as_str().unwrap_or("").to_string();
+                // The server's own refusals are answers, not outages: no retry.
+                if (400..500).contains(&status) {
+                    bail!("{code}: HTTP {status} {}", parsed["message"].as_str().unwrap_or(&text));
+                }
+                last = anyhow!("HTTP {status} from {url}: {}", text.chars().take(200).collect::<String>());
+            }
+            Err(e) => last = anyhow!("{url}: {e}"),
+        }
+    }
+    Err(last.context(format!("{TRIES} tries")))
+}
+
+impl MlflowRun {
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder().timeout_global(Some(TIMEOUT)).http_status_as_error(false).build().into()
+    }
+
+    fn api(&self, path: &str) -> String {
+        format!("{}/api/2.0/mlflow/{path}", self.uri)
+    }
+
+    /// The MLflow run named `run_name` in experiment `experiment` (created when missing; an
+    /// existing one, a resumed run's, is continued), with its start tags.
+    pub fn start(uri: &str, experiment: &str, run_name: &str, tags: &[(&str, String)]) -> Result<MlflowRun> {
+        let uri = uri.trim_end_matches('/').to_string();
+        let agent = Self::agent();
+        let api = |p: &str| format!("{uri}/api/2.0/mlflow/{p}");
+        let by_name = |agent: &ureq::Agent| {
+            let url = format!(
+                "{}?experiment_name={}",
+                api("experiments/get-by-name"),
+                percent_encoding::utf8_percent_encode(experiment, percent_encoding::NON_ALPHANUMERIC)
+            );
+            call(agent, "GET", &url, None).map(|v| v["experiment"]["experiment_id"].as_str().map(str::to_string))
+        };
+        let experiment_id = match by_name(&agent) {
+            Ok(Some(id)) => id,
+            Ok(None) | Err(_) => {
+                match call(&agent, "POST", &api("experiments/create"), Some(&json!({"name": experiment}))) {
+                    Ok(v) => {
+                        v["experiment_id"].as_str().map(str::to_string).context("no experiment_id in the answer")?
+                    }
+                    // Another run of the grid created it meanwhile.
+                    Err(e) if e.to_string().contains("RESOURCE_ALREADY_EXISTS") => {
+                        by_name(&agent)?.context("the experiment exists but cannot be read")?
+                    }
+                    Err(e) => return Err(e.context(format!("cannot create MLflow experiment {experiment:?}"))),
+                }
+            }
+        };
+        let filter = format!("tags.`mlflow.runName` = '{}'", run_name.replace('\'', ""));
+        let found = call(
+            &agent,
+            "POST",
+            &api("runs/search"),
+            Some(&json!({"experiment_ids": [experiment_id], "filter": filter, "max_results": 1})),
+        )?;
+        let run = match found["runs"].get(0) {
+            Some(run) => {
+                let id = run["info"]["run_id"].as_str().context("a run without run_id")?;
+                call(&agent, "POST", &api("runs/update"), Some(&json!({"run_id": id, "status": "RUNNING"})))?;
+                run.clone()
+            }
+            None => {
+                let tags: Vec<Value> = tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+                let body =
+                    json!({"experiment_id": experiment_id, "run_name": run_name, "start_time": now_ms(), "tags": tags});
+                call(&agent, "POST", &api("runs/create"), Some(&body))?["run"].clone()
+            }
+        };
+        let run_id = run["info"]["run_id"].as_str().context("no run_id in the answer")?.to_string();
+        let artifact_uri = run["info"]["artifact_uri"].as_str().unwrap_or_default().to_string();
+        Ok(MlflowRun { uri, agent, run_id, experiment_id, artifact_uri })
+    }
+
+    /// Params, metrics and tags in batches of the sizes the API takes (100 params, 1000 metrics).
+    fn log_batch(&self, params: &[(String, String)], metrics: &[Value], tags: &[(String, String)]) -> Result<()> {
+        let kv = |items: &[(String, String)]| -> Vec<Value> {
+            items.iter().map(|(k, v)| json!({"key": k, "value": v.chars().take(6000).collect::<String>()})).collect()
+        };
+        for chunk in params.chunks(100) {
+            let body = json!({"run_id": self.run_id, "params": kv(chunk)});
+            call(&self.agent, "POST", &self.api("runs/log-batch"), Some(&body))?;
+        }
+        for chunk in metrics.chunks(1000) {
+            call(
+                &self.agent,
+                "POST",
+                &self.api("runs/log-batch"),
+                Some(&json!({"run_id": self.run_id, "metrics": chunk})),
+            )?;
+        }
+        if !tags.is_empty() {
+            call(
+                &self.agent,
+                "POST",
+                &self.api("runs/log-batch"),
+                Some(&json!({"run_id": self.run_id, "tags": kv(tags)})),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn log_params(&self, params: &[(String, String)]) -> Result<()> {
+        self.log_batch(params, &[], &[])
+    }
+
+    /// Metrics `(key, value)` at `step`.
+    pub fn log_metrics(&self, step: i64, values: &[(String, f64)]) -> Result<()> {
+        let t = now_ms();
+        let metrics: Vec<Value> = values
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| json!({"key": k, "value": v, "timestamp": t, "step": step}))
+            .collect();
+        self.log_batch(&[], &metrics, &[])
+    }
+
+    pub fn set_tags(&self, tags: &[(String, String)]) -> Result<()> {
+        self.log_batch(&[], &[], tags)
+    }
+
+    /// Uploads `file` as artifact `name` through the server's artifact proxy.
+    pub fn upload(&self, file: &Path, name: &str) -> Result<()> {
+        let Some(path) = self.artifact_uri.strip_prefix("mlflow-artifacts:") else {
+            bail!("the server keeps artifacts at {} (not proxied: start it with --serve-artifacts)", self.artifact_uri);
+        };
+        let url = format!("{}/api/2.0/mlflow-artifacts/artifacts/{}/{name}", self.uri, path.trim_start_matches('/'));
+        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let mut last = anyhow!("not tried");
+        for _ in 0..TRIES {
+            match self.agent.put(&url).send(&bytes[..]) {
+                Ok(r) if r.status().as_u16() == 200 => return Ok(()),
+                Ok(r) => last = anyhow!("HTTP {} for {url}", r.status()),
+                Err(e) => last = anyhow!("{url}: {e}"),
+            }
+        }
+        Err(last)
+    }
+
+    /// Ends the run: FINISHED, FAILED or KILLED.
+    pub fn end(&self, status: &str) -> Result<()> {
+        let body = json!({"run_id": self.run_id, "status": status, "end_time": now_ms()});
+        call(&self.agent, "POST", &self.api("runs/update"), Some(&body)).map(|_| ())
+    }
+}
