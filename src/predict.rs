@@ -69,15 +69,18 @@ impl Predictor {
         Ok(predictor)
     }
 
-    /// A pretrained backbone with its own 1000-class ImageNet head.
+    /// A pretrained backbone with its own 1000-class ImageNet head, its classes named.
     pub fn from_backbone(b: Backbone, weights_spec: &str, image_size: u32) -> Result<Predictor> {
+        if matches!(b, Backbone::Dinov2Vits14 | Backbone::Dinov2Vitb14) {
+            bail!("{b}'s checkpoints are self-supervised features with no classifier: train a head first (runner run)");
+        }
         let mut vs = nn::VarStore::new(Device::Cpu);
         let model = Classifier::new(b, &vs.root(), 1000, 0.0);
         match weights::resolve(b, weights_spec, None, false)? {
             weights::WeightsSource::File(path) => weights::load_into(&mut vs, weights::read(&path)?, None, &path)?,
             weights::WeightsSource::None => bail!("predicting needs trained weights, not \"none\""),
         }
-        Ok(Self::new(vs, model, None, image_size, b))
+        Ok(Self::new(vs, model, Some(imagenet_classes()), image_size, b))
     }
 
     fn new(vs: nn::VarStore, model: Classifier, labels: Option<Vec<String>>, image_size: u32, b: Backbone) -> Self {
@@ -88,31 +91,126 @@ impl Predictor {
 
     /// Top-`k` classes of one image; decoding problems are reported in the result.
     pub fn predict(&self, path: &Path, k: usize) -> Prediction {
-        let side = resize_side(self.image_size) as i64;
-        let chw = match decode(path, side as u32) {
-            Ok(chw) => chw,
-            Err(reason) => {
-                return Prediction { path: path.to_path_buf(), top: vec![], error: Some(reason.to_string()) };
-            }
-        };
-        let images = Tensor::from_slice(&chw).view([1, 3, side, side]);
-        let probs = tch::no_grad(|| {
-            let x = self.transform.eval(&images, Device::Cpu);
-            crate::train::tta_logits(&self.model, &x, &self.tta).softmax(-1, Kind::Double)
-        });
-        let k = k.min(probs.size()[1] as usize) as i64;
-        let (values, indices) = probs.topk(k, 1, true, true);
-        let values = Vec::<f64>::try_from(values.flatten(0, -1)).unwrap_or_default();
-        let indices = Vec::<i64>::try_from(indices.flatten(0, -1)).unwrap_or_default();
-        let top = indices
-            .into_iter()
-            .zip(values)
-            .map(|(index, probability)| Ranked {
-                index,
-                label: self.labels.as_ref().and_then(|l| l.get(index as usize).cloned()),
-                probability,
-            })
-            .collect();
-        Prediction { path: path.to_path_buf(), top, error: None }
+        self.predict_batch(&[path.to_path_buf()], k).pop().expect("one result per path")
     }
+
+    /// Top-`k` classes of each image, decoded in parallel and classified in one batch;
+    /// an image that cannot be decoded gets its reason and no classes.
+    pub fn predict_batch(&self, paths: &[PathBuf], k: usize) -> Vec<Prediction> {
+        use rayon::prelude::*;
+        let side = resize_side(self.image_size) as i64;
+        let decoded: Vec<Result<Vec<u8>, String>> =
+            paths.par_iter().map(|p| decode(p, side as u32).map_err(|e| e.to_string())).collect();
+        let pixels: Vec<u8> = decoded.iter().filter_map(|d| d.as_ref().ok()).flatten().copied().collect();
+        let n = decoded.iter().filter(|d| d.is_ok()).count() as i64;
+        let mut ranked = vec![].into_iter();
+        if n > 0 {
+            let images = Tensor::from_slice(&pixels).view([n, 3, side, side]);
+            let probs = tch::no_grad(|| {
+                let x = self.transform.eval(&images, Device::Cpu);
+                crate::train::tta_logits(&self.model, &x, &self.tta).softmax(-1, Kind::Double)
+            });
+            let k = k.min(probs.size()[1] as usize) as i64;
+            let (values, indices) = probs.topk(k, 1, true, true);
+            let values = Vec::<f64>::try_from(values.flatten(0, -1)).unwrap_or_default();
+            let indices = Vec::<i64>::try_from(indices.flatten(0, -1)).unwrap_or_default();
+            let rows: Vec<Vec<Ranked>> = indices
+                .chunks(k as usize)
+                .zip(values.chunks(k as usize))
+                .map(|(idx, val)| {
+                    idx.iter()
+                        .zip(val)
+                        .map(|(&index, &probability)| Ranked {
+                            index,
+                            label: self.labels.as_ref().and_then(|l| l.get(index as usize).cloned()),
+                            probability,
+                        })
+                        .collect()
+                })
+                .collect();
+            ranked = rows.into_iter();
+        }
+        paths
+            .iter()
+            .zip(decoded)
+            .map(|(path, d)| match d {
+                Ok(_) => Prediction { path: path.clone(), top: ranked.next().unwrap_or_default(), error: None },
+                Err(reason) => Prediction { path: path.clone(), top: vec![], error: Some(reason) },
+            })
+            .collect()
+    }
+}
+
+/// ImageNet-1k's class names in index order (src/imagenet_classes.txt, written by
+/// scripts/make_imagenet_classes.py from torchvision's list).
+pub fn imagenet_classes() -> Vec<String> {
+    include_str!("imagenet_classes.txt").lines().map(str::to_string).collect()
+}
+
+/// The image files `inputs` name: a file as it is, a folder's image files (JPEG, PNG;
+/// recursively, in name order), a glob pattern's matches (`photos/*.jpg`, for shells that
+/// pass it quoted). A folder without images or a pattern that matches nothing is an error.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let is_image = |p: &Path| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()))
+    };
+    let mut out = vec![];
+    for input in inputs {
+        let text = input.to_string_lossy();
+        if input.is_dir() {
+            let before = out.len();
+            for entry in walkdir::WalkDir::new(input).sort_by_file_name() {
+                let entry = entry.with_context(|| format!("cannot list {}", input.display()))?;
+                if entry.file_type().is_file() && is_image(entry.path()) {
+                    out.push(entry.into_path());
+                }
+            }
+            if out.len() == before {
+                bail!("{}: no image files (.jpg, .jpeg, .png) in this folder", input.display());
+            }
+        } else if !input.exists() && text.contains(['*', '?', '[']) {
+            let before = out.len();
+            for m in glob::glob(&text).with_context(|| format!("{text}: not a valid glob pattern"))? {
+                let path = m.with_context(|| format!("cannot read a match of {text}"))?;
+                if path.is_file() {
+                    out.push(path);
+                }
+            }
+            if out.len() == before {
+                bail!("{text}: the pattern matches no file");
+            }
+        } else {
+            // A missing file is reported with its prediction, as an unreadable one is.
+            out.push(input.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The predictions as CSV: path, then class and probability for each of the top `k`, then
+/// the error (empty when the image was read).
+pub fn predictions_csv(predictions: &[Prediction], k: usize) -> String {
+    let field =
+        |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+    let mut out = String::from("path");
+    for i in 1..=k {
+        out.push_str(&format!(",class_{i},probability_{i}"));
+    }
+    out.push_str(",error\n");
+    for p in predictions {
+        out.push_str(&field(&p.path.to_string_lossy()));
+        for i in 0..k {
+            match p.top.get(i) {
+                Some(r) => {
+                    let class = r.label.clone().unwrap_or_else(|| r.index.to_string());
+                    out.push_str(&format!(",{},{:.6}", field(&class), r.probability));
+                }
+                None => out.push_str(",,"),
+            }
+        }
+        out.push_str(&format!(",{}\n", field(p.error.as_deref().unwrap_or(""))));
+    }
+    out
 }

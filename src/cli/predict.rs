@@ -1,4 +1,5 @@
-//! `runner predict`: top-k classes of image files.
+//! `runner predict`: top-k classes of image files, folders and glob patterns, in batches,
+//! printed, as JSON, or written to a CSV file.
 
 use std::path::PathBuf;
 
@@ -12,9 +13,16 @@ use super::parse_backbone;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Image files (JPEG or PNG).
+    /// Image files (JPEG or PNG), folders (every image below them) or quoted glob patterns.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
+    /// Write the predictions to this CSV file (path, class_i and probability_i for the top
+    /// k, error) instead of printing them.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Images classified at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub batch_size: u64,
     /// A run directory (reports/runs/<experiment>/<run-id>): its best weights and class names.
     #[arg(long, conflicts_with = "backbone", required_unless_present = "backbone")]
     pub run: Option<PathBuf>,
@@ -39,6 +47,35 @@ pub struct Args {
     pub tta: Option<Vec<Option<TtaView>>>,
 }
 
+/// Every image's prediction, a batch at a time, with a progress bar and the rate at the end
+/// (on stderr, apart from the predictions).
+fn predict_all(predictor: &Predictor, images: &[PathBuf], k: usize, batch: usize) -> Vec<runner::predict::Prediction> {
+    let started = std::time::Instant::now();
+    let bar = if images.len() > batch {
+        indicatif::ProgressBar::new(images.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("predict [{bar:30}] {pos}/{len} images, {per_sec}, eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut results = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch) {
+        results.extend(predictor.predict_batch(chunk, k));
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "predicted {} images in {secs:.2} s ({:.1} images/s)",
+        images.len(),
+        images.len() as f64 / secs.max(1e-9)
+    );
+    results
+}
+
 fn parse_tta(s: &str) -> std::result::Result<Option<TtaView>, String> {
     match s {
         "hflip" => Ok(Some(TtaView::Hflip)),
@@ -48,8 +85,9 @@ fn parse_tta(s: &str) -> std::result::Result<Option<TtaView>, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let Args { images, run, backbone, weights, image_size, top_k, json, tta } = args;
+    let Args { images, csv, batch_size, run, backbone, weights, image_size, top_k, json, tta } = args;
     let top_k = top_k as usize;
+    let images = runner::predict::expand_inputs(&images)?;
     let mut predictor = match (run, backbone) {
         (Some(dir), _) => Predictor::from_run(&dir)?,
         (None, Some(name)) => {
@@ -62,8 +100,11 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(views) = tta {
         predictor.tta = views.into_iter().flatten().collect();
     }
-    let results: Vec<_> = images.iter().map(|p| predictor.predict(p, top_k)).collect();
-    if json {
+    let results = predict_all(&predictor, &images, top_k, batch_size as usize);
+    if let Some(path) = &csv {
+        runner::sys::atomic::write_atomic(path, runner::predict::predictions_csv(&results, top_k).as_bytes())?;
+        eprintln!("predictions: {}", path.display());
+    } else if json {
         println!("{}", serde_json::to_string_pretty(&results).map_err(anyhow::Error::from)?);
     } else {
         for r in &results {

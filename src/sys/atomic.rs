@@ -25,7 +25,7 @@ pub(crate) fn with_temp_path(path: &Path, write: impl FnOnce(&Path) -> Result<()
 }
 
 /// Writes `bytes` to `path` atomically.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     with_temp_path(path, |tmp| std::fs::write(tmp, bytes).with_context(|| format!("cannot write {}", tmp.display())))
 }
 

@@ -220,3 +220,76 @@ fn run_writes_every_output_and_reuses_a_completed_run() {
     assert!(stdout(&again).contains("already completed"), "{}", stdout(&again));
     assert_eq!(std::fs::read(run.join("best.safetensors")).unwrap(), before);
 }
+
+#[test]
+fn predict_takes_folders_and_globs_in_batches_writes_a_csv_and_names_imagenet_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = crate::common::shapes(root, 2, 5);
+    std::fs::write(data.join("circle/broken.jpg"), b"not a jpeg").unwrap();
+    // A folder (recursively: 10 images and the broken one) and a quoted glob (5 more, counted again).
+    let o = runner(
+        root,
+        &[
+            "predict",
+            "--backbone",
+            "efficientnet_lite0",
+            "--image-size",
+            "64",
+            "-k",
+            "3",
+            "--batch-size",
+            "4",
+            "--csv",
+            "out.csv",
+            "shapes",
+            "shapes/cross/*.jpg",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "one file cannot be read: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("predicted 16 images in") && err.contains("images/s"), "{err}");
+    assert!(err.contains("1 of 16 images could not be read"), "{err}");
+    let csv = std::fs::read_to_string(root.join("out.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("path,class_1,probability_1,class_2,probability_2,class_3,probability_3,error"));
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 16, "{csv}");
+    let names = runner::predict::imagenet_classes();
+    assert_eq!((names.len(), names[285].as_str(), names[967].as_str()), (1000, "Egyptian cat", "espresso"));
+    for row in &rows {
+        let cells: Vec<&str> = row.split(',').collect();
+        if cells[0].ends_with("broken.jpg") {
+            assert!(cells[1].is_empty() && !cells[7].is_empty(), "{row}");
+            continue;
+        }
+        // ImageNet class names, not indices; probabilities in order.
+        assert!(names.iter().any(|n| n == cells[1].trim_matches('"')), "{row}");
+        let p: Vec<f64> = [2, 4, 6].iter().map(|&i| cells[i].parse().unwrap()).collect();
+        assert!(p[0] >= p[1] && p[1] >= p[2] && p[0] <= 1.0, "{row}");
+    }
+    // Batched and one at a time give the same classes and probabilities.
+    let image = data.join("circle/0000.jpg");
+    let one = runner(
+        root,
+        &["predict", "--backbone", "efficientnet_lite0", "--image-size", "64", "-k", "3", "--json"]
+            .iter()
+            .copied()
+            .chain([image.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(one.status.success(), "{}", stderr(&one));
+    let one: serde_json::Value = serde_json::from_str(&stdout(&one)).unwrap();
+    let row = rows.iter().find(|r| r.starts_with(image.to_str().unwrap()) || r.contains("circle/0000.jpg")).unwrap();
+    let cells: Vec<&str> = row.split(',').collect();
+    assert_eq!(one[0]["top"][0]["label"].as_str().unwrap(), cells[1].trim_matches('"'));
+    let p: f64 = cells[2].parse().unwrap();
+    assert!((one[0]["top"][0]["probability"].as_f64().unwrap() - p).abs() < 1e-5, "{one} vs {row}");
+    // A pattern that matches nothing and a folder without images are errors that say so.
+    let o = runner(root, &["predict", "--backbone", "efficientnet_lite0", "nothing/*.png"]);
+    assert!(stderr(&o).contains("nothing/*.png: the pattern matches no file"), "{}", stderr(&o));
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    let o = runner(root, &["predict", "--backbone", "efficientnet_lite0", "empty"]);
+    assert!(stderr(&o).contains("no image files (.jpg, .jpeg, .png) in this folder"), "{}", stderr(&o));
+    assert!(!root.join("empty.csv").exists());
+}
