@@ -15,9 +15,36 @@ use crate::model::{Backbone, Classifier};
 use crate::record::run_dir::RunDir;
 use crate::record::summary::Summary;
 
+/// `model.json`: what an exported model is and how its inputs are prepared, so that it can
+/// be used without runner (or by `runner predict --model DIR`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ModelCard {
+    pub backbone: Backbone,
+    /// Class names in output order.
+    pub classes: Vec<String>,
+    /// The model's input side (a center crop of the image resized to `resize`).
+    pub image_size: u32,
+    /// The shorter side images are resized to before the crop.
+    pub resize: u32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// Hidden layers of the head, and a ViT's pooling (as the spec had them).
+    #[serde(default)]
+    pub hidden: Vec<i64>,
+    #[serde(default)]
+    pub pool: crate::config::spec::Pool,
+    pub runner_version: String,
+    /// The files beside it: `model.safetensors` (torchvision's names) and/or `model.pt`
+    /// (TorchScript: float NCHW input, normalised unless `torchscript_preprocessing`).
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub torchscript_preprocessing: bool,
+}
+
 /// A model ready to classify: weights loaded, class names where known.
 pub struct Predictor {
-    _vs: nn::VarStore,
+    vs: nn::VarStore,
+    card: Option<ModelCard>,
     model: Classifier,
     labels: Option<Vec<String>>,
     image_size: u32,
@@ -64,9 +91,111 @@ impl Predictor {
         let pool = spec.model.pool.unwrap_or_default();
         let model = Classifier::with_hidden(b, &vs.root(), classes, 0.0, &hidden, Default::default(), pool);
         weights::load_into(&mut vs, weights::read(&best)?, None, &best)?;
+        let (mean, std) = b.normalization();
+        let card = ModelCard {
+            backbone: b,
+            classes: summary.classes.clone(),
+            image_size: spec.data.image_size,
+            resize: resize_side(spec.data.image_size),
+            mean,
+            std,
+            hidden,
+            pool,
+            runner_version: env!("CARGO_PKG_VERSION").into(),
+            files: vec![],
+            torchscript_preprocessing: false,
+        };
         let mut predictor = Self::new(vs, model, Some(summary.classes), spec.data.image_size, b);
         predictor.tta = spec.eval.tta;
+        predictor.card = Some(card);
         Ok(predictor)
+    }
+
+    /// A model exported by `runner export --format safetensors`: `dir/model.json` and
+    /// `dir/model.safetensors`.
+    pub fn from_model_dir(dir: &Path) -> Result<Predictor> {
+        let text = std::fs::read_to_string(dir.join("model.json"))
+            .with_context(|| format!("{} has no readable model.json (runner export writes one)", dir.display()))?;
+        let card: ModelCard = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a runner model.json", dir.join("model.json").display()))?;
+        let weights_file = dir.join("model.safetensors");
+        if !weights_file.is_file() {
+            bail!("{} has no model.safetensors (export with --format safetensors)", dir.display());
+        }
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let classes = card.classes.len() as i64;
+        let model = Classifier::with_hidden(
+            card.backbone,
+            &vs.root(),
+            classes,
+            0.0,
+            &card.hidden,
+            Default::default(),
+            card.pool,
+        );
+        weights::load_into(&mut vs, weights::read(&weights_file)?, None, &weights_file)?;
+        let mut predictor = Self::new(vs, model, Some(card.classes.clone()), card.image_size, card.backbone);
+        predictor.transform = Transform::new(card.image_size, &[], card.mean, card.std);
+        predictor.card = Some(card);
+        Ok(predictor)
+    }
+
+    /// Writes the model into `dir`: its weights under the reference implementation's names
+    /// (`model.safetensors`), a TorchScript module (`model.pt`, traced from the inference
+    /// forward for `batch` images; with `preprocessing` it takes 0-255 pixels and normalises
+    /// them itself), or both; and `model.json` beside them.
+    pub fn export(
+        &self,
+        dir: &Path,
+        safetensors: bool,
+        torchscript: bool,
+        preprocessing: bool,
+        batch: i64,
+    ) -> Result<ModelCard> {
+        let mut card = self.card.clone().context("only a run's model can be exported")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        card.files.clear();
+        if safetensors {
+            let path = dir.join("model.safetensors");
+            let vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+            crate::sys::atomic::with_temp_path(&path, |tmp| Ok(Tensor::write_safetensors(&vars, tmp)?))?;
+            card.files.push("model.safetensors".into());
+        }
+        if torchscript {
+            let side = card.image_size as i64;
+            let example = Tensor::rand([batch, 3, side, side], (Kind::Float, Device::Cpu));
+            let (mean, std) =
+                (Tensor::from_slice(&card.mean).view([1, 3, 1, 1]), Tensor::from_slice(&card.std).view([1, 3, 1, 1]));
+            let mut forward = |inputs: &[Tensor]| {
+                let x = if preprocessing { (&inputs[0] / 255.0 - &mean) / &std } else { inputs[0].shallow_clone() };
+                vec![self.model.infer(&x)]
+            };
+            let module = tch::CModule::create_by_tracing("RunnerClassifier", "forward", &[example], &mut forward)
+                .context("cannot trace the model")?;
+            let path = dir.join("model.pt");
+            crate::sys::atomic::with_temp_path(&path, |tmp| Ok(module.save(tmp)?))?;
+            card.files.push("model.pt".into());
+            card.torchscript_preprocessing = preprocessing;
+        }
+        let json = serde_json::to_string_pretty(&card)?;
+        crate::sys::atomic::write_atomic(&dir.join("model.json"), json.as_bytes())?;
+        Ok(card)
+    }
+
+    /// The logits of already prepared (normalised NCHW) inputs.
+    pub fn logits(&self, x: &Tensor) -> Tensor {
+        self.model.infer(x)
+    }
+
+    /// The normalised model input for image files, as `predict` prepares it.
+    pub fn inputs(&self, paths: &[PathBuf]) -> Result<Tensor> {
+        let side = resize_side(self.image_size) as i64;
+        let mut pixels = vec![];
+        for p in paths {
+            pixels.extend(decode(p, side as u32).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?);
+        }
+        let images = Tensor::from_slice(&pixels).view([paths.len() as i64, 3, side, side]);
+        Ok(self.transform.eval(&images, Device::Cpu))
     }
 
     /// A pretrained backbone with its own 1000-class ImageNet head, its classes named.
@@ -86,7 +215,11 @@ impl Predictor {
     fn new(vs: nn::VarStore, model: Classifier, labels: Option<Vec<String>>, image_size: u32, b: Backbone) -> Self {
         let (mean, std) = b.normalization();
         let transform = Transform::new(image_size, &[], mean, std);
-        Predictor { _vs: vs, model, labels, image_size, transform, tta: vec![] }
+        // Inference only: no parameter needs a gradient (and TorchScript tracing can then
+        // keep the weights as the module's constants).
+        let mut vs = vs;
+        vs.freeze();
+        Predictor { vs, card: None, model, labels, image_size, transform, tta: vec![] }
     }
 
     /// Top-`k` classes of one image; decoding problems are reported in the result.

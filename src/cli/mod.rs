@@ -3,6 +3,7 @@
 
 mod bench;
 mod data;
+mod export;
 mod layers;
 mod plan;
 mod predict;
@@ -46,6 +47,8 @@ enum Command {
     Plan(plan::Args),
     /// Top-k classes of image files, from a finished run or a pretrained backbone.
     Predict(predict::Args),
+    /// Write a finished run's model as safetensors (with model.json) or TorchScript.
+    Export(export::Args),
     /// Benchmarks (figures go in docs/performance.md).
     Bench {
         #[command(subcommand)]
@@ -72,6 +75,7 @@ impl Cli {
             Command::Verify(args) => verify::run(args),
             Command::Plan(args) => plan::run(args),
             Command::Predict(args) => predict::run(args),
+            Command::Export(args) => export::run(args),
             Command::Summary(args) => summary::run(args),
             Command::Layers(args) => layers::run(args),
             Command::Bench { command } => bench::run(command),

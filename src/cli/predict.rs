@@ -24,8 +24,11 @@ pub struct Args {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub batch_size: u64,
     /// A run directory (reports/runs/<experiment>/<run-id>): its best weights and class names.
-    #[arg(long, conflicts_with = "backbone", required_unless_present = "backbone")]
+    #[arg(long, conflicts_with_all = ["backbone", "model"], required_unless_present_any = ["backbone", "model"])]
     pub run: Option<PathBuf>,
+    /// A model exported by `runner export --format safetensors` (its folder, with model.json).
+    #[arg(long, conflicts_with = "backbone")]
+    pub model: Option<PathBuf>,
     /// A backbone with its pretrained ImageNet head instead.
     #[arg(long)]
     pub backbone: Option<String>,
@@ -85,11 +88,12 @@ fn parse_tta(s: &str) -> std::result::Result<Option<TtaView>, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let Args { images, csv, batch_size, run, backbone, weights, image_size, top_k, json, tta } = args;
+    let Args { images, csv, batch_size, run, model, backbone, weights, image_size, top_k, json, tta } = args;
     let top_k = top_k as usize;
     let images = runner::predict::expand_inputs(&images)?;
     let mut predictor = match (run, backbone) {
         (Some(dir), _) => Predictor::from_run(&dir)?,
+        (None, _) if model.is_some() => Predictor::from_model_dir(model.as_deref().expect("checked"))?,
         (None, Some(name)) => {
             let b = parse_backbone(&name)?;
             super::check_patch_size(b, image_size)?;

@@ -293,3 +293,67 @@ fn predict_takes_folders_and_globs_in_batches_writes_a_csv_and_names_imagenet_cl
     assert!(stderr(&o).contains("no image files (.jpg, .jpeg, .png) in this folder"), "{}", stderr(&o));
     assert!(!root.join("empty.csv").exists());
 }
+
+#[test]
+fn exported_torchscript_and_safetensors_models_give_the_runs_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = crate::common::shapes(root, 3, 4);
+    let image = data.join("circle/0000.jpg");
+    for backbone in ["efficientnet_lite0", "resnet18"] {
+        let spec = crate::common::tiny_spec(&data)
+            .replace("name = \"tiny\"", &format!("name = \"{backbone}\""))
+            .replace("efficientnet_lite0", backbone)
+            .replace("freeze_up_to = 10", "freeze_up_to = 5");
+        std::fs::write(root.join(format!("{backbone}.toml")), spec).unwrap();
+        let o = runner(root, &["run", &format!("{backbone}.toml"), "--out", "runs", "--quiet"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let run = crate::common::only_run(&root.join("runs").join(backbone));
+        let out = root.join(format!("export-{backbone}"));
+        let o = runner(
+            root,
+            &[
+                "export",
+                run.to_str().unwrap(),
+                "--format",
+                "safetensors",
+                "--format",
+                "torchscript",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains("model.safetensors, model.pt and model.json"), "{}", stdout(&o));
+
+        // The TorchScript module, loaded by libtorch's TorchScript loader (torch.jit.load's),
+        // gives runner's logits for the same prepared input.
+        let predictor = runner::predict::Predictor::from_run(&run).unwrap();
+        let x = predictor.inputs(std::slice::from_ref(&image)).unwrap();
+        let want = predictor.logits(&x);
+        let module = tch::CModule::load(out.join("model.pt")).unwrap();
+        let got = tch::no_grad(|| module.forward_ts(&[&x]).unwrap());
+        let diff = f64::try_from((&got - &want).abs().max()).unwrap();
+        println!("{backbone}: TorchScript vs runner, max abs logit difference {diff:.2e}");
+        assert!(diff <= 1e-4, "{backbone}: {diff}");
+        assert_eq!(got.size(), vec![1, 3]);
+
+        // model.json describes it, and predict --model gives what predict --run gives.
+        let card: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
+        assert_eq!(card["backbone"], backbone);
+        assert_eq!(card["classes"], serde_json::json!(["circle", "cross", "ring"]));
+        assert_eq!((card["image_size"].as_u64(), card["resize"].as_u64()), (Some(32), Some(37)), "{card}");
+        let predict = |how: &str, what: &std::path::Path| {
+            let o =
+                runner(root, &["predict", how, what.to_str().unwrap(), "--json", "-k", "3", image.to_str().unwrap()]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()[0]["top"].clone()
+        };
+        assert_eq!(predict("--model", &out), predict("--run", &run), "{backbone}");
+    }
+    // A folder that is not an exported model says what it lacks.
+    let o = runner(root, &["predict", "--model", "runs", "x.png"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("has no readable model.json (runner export writes one)"), "{}", stderr(&o));
+}
