@@ -27,6 +27,10 @@ pub struct Args {
     /// Take only shard I of N (0-based: I/N), for N workers sharing a filesystem.
     #[arg(long, value_name = "I/N", conflicts_with = "emit")]
     pub shard: Option<Shard>,
+    /// One worker per device, all sharing the sweep through the run locks: GPU indices
+    /// (`0,1,2,3`), `all` (every GPU libtorch sees), or `cpu` entries (`cpu,cpu`: two CPU workers).
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["emit", "shard", "dry_run"])]
+    pub devices: Option<String>,
     /// Write a cluster job (to stdout) that runs this sweep as --workers shards.
     #[arg(long, value_enum, requires = "workers")]
     pub emit: Option<Engine>,
@@ -64,6 +68,7 @@ pub fn run(args: Args) -> Result<()> {
         out,
         dry_run,
         shard,
+        devices,
         emit,
         workers,
         gpus,
@@ -77,6 +82,17 @@ pub fn run(args: Args) -> Result<()> {
     } = args;
     let overrides = parse_sets(&set, Path::new("--set"))?;
     let runs = runner::sweep::expand(&paths, &overrides)?;
+    if let Some(list) = devices {
+        let workers = parse_devices(&list)?;
+        run_workers(&workers, &paths, &set, &out, quiet)?;
+        if !no_report && out.is_dir() {
+            match runner::report::write(&out, &report_dir) {
+                Ok(w) => println!("{}", runner::report::describe(&w, &report_dir)),
+                Err(e) => eprintln!("warning: no report: {e:#}"),
+            }
+        }
+        return Ok(());
+    }
     if let Some(engine) = emit {
         let args = runner::sweep::SweepArgs {
             paths,
@@ -160,4 +176,91 @@ fn dry_run_table(runs: &[SweepRun], out: &Path, of: &str) {
     }
     let counts: Vec<String> = counts.iter().map(|(a, n)| format!("{n} {a}")).collect();
     println!("{} runs{of}: {}; nothing was run", runs.len(), counts.join(", "));
+}
+
+/// A worker's device for `--devices`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Worker {
+    Cpu,
+    Gpu(usize),
+}
+
+/// `--devices`: `all`, or a comma-separated list of GPU indices and `cpu`s.
+fn parse_devices(list: &str) -> Result<Vec<Worker>> {
+    let gpus = || {
+        runner::sys::cuda::load_cuda_backend();
+        tch::Cuda::device_count() as usize
+    };
+    if list.trim() == "all" {
+        let n = gpus();
+        if n == 0 {
+            return Err(anyhow!("--devices all: no CUDA device is visible to libtorch").into());
+        }
+        return Ok((0..n).map(Worker::Gpu).collect());
+    }
+    let mut workers = vec![];
+    for item in list.split(',').map(str::trim) {
+        let worker = match item {
+            "cpu" => Worker::Cpu,
+            i => Worker::Gpu(
+                i.strip_prefix("cuda:")
+                    .unwrap_or(i)
+                    .parse()
+                    .map_err(|_| anyhow!("--devices {list}: `{item}` is neither a GPU index (0, 1, ...) nor `cpu`"))?,
+            ),
+        };
+        if matches!(worker, Worker::Gpu(_)) && workers.contains(&worker) {
+            return Err(anyhow!("--devices {list}: `{item}` is listed twice").into());
+        }
+        workers.push(worker);
+    }
+    let visible = if workers.iter().any(|w| matches!(w, Worker::Gpu(_))) { gpus() } else { 0 };
+    if let Some(Worker::Gpu(i)) = workers.iter().find(|w| matches!(w, Worker::Gpu(i) if *i >= visible)) {
+        return Err(anyhow!("--devices {list}: GPU {i} does not exist (libtorch sees {visible} CUDA devices)").into());
+    }
+    Ok(workers)
+}
+
+/// Runs one `runner sweep` per device, each over the whole sweep (the run locks make every
+/// run execute once), a GPU worker seeing only its GPU; waits for all of them.
+fn run_workers(workers: &[Worker], paths: &[PathBuf], sets: &[String], out: &Path, quiet: bool) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| anyhow!("cannot find runner's own path: {e}"))?;
+    println!(
+        "sweep: {} workers ({})",
+        workers.len(),
+        workers.iter().map(|w| format!("{w:?}")).collect::<Vec<_>>().join(", ")
+    );
+    let mut children = vec![];
+    for (i, w) in workers.iter().enumerate() {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("sweep").args(paths).arg("--out").arg(out).arg("--no-report");
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        if quiet {
+            cmd.arg("--quiet");
+        }
+        match w {
+            Worker::Cpu => {
+                cmd.args(["--device", "cpu"]);
+            }
+            Worker::Gpu(g) => {
+                cmd.args(["--device", "cuda"]).env("CUDA_VISIBLE_DEVICES", g.to_string());
+            }
+        }
+        let child = cmd.spawn().map_err(|e| anyhow!("cannot start worker {i}: {e}"))?;
+        children.push((i, *w, child));
+    }
+    let mut failed = vec![];
+    for (i, w, mut child) in children {
+        let status = child.wait().map_err(|e| anyhow!("worker {i}: {e}"))?;
+        if !status.success() {
+            failed.push(format!("worker {i} ({w:?}): {status}"));
+        }
+    }
+    if !failed.is_empty() {
+        return Err(anyhow!("{} of {} workers failed: {}", failed.len(), workers.len(), failed.join("; ")).into());
+    }
+    println!("sweep: all {} workers done", workers.len());
+    Ok(())
 }

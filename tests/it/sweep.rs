@@ -356,3 +356,36 @@ fn the_emitted_kubernetes_job_runs_its_shard() {
     let config = std::fs::read_to_string(done[0].join("config.toml")).unwrap();
     assert!(config.lines().any(|l| l == "seed = 3"), "{config}");
 }
+
+#[test]
+fn devices_run_one_worker_each_and_every_run_once() {
+    let f = fixture(&[]);
+    let source = data(&f.root);
+    std::fs::write(f.root.join("specs/four.toml"), grid_spec("four", &source, &[1, 2, 3, 4])).unwrap();
+    let root = &f.root;
+    // Two CPU workers stand in for two GPUs.
+    let o = sweep(root, &["specs", "--out", "runs", "--devices", "cpu,cpu", "--quiet", "--report-dir", "rep"]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("sweep: 2 workers (Cpu, Cpu)") && out.contains("sweep: all 2 workers done"), "{out}");
+    // Each worker printed its table; together they completed every run once.
+    let completed: usize = out.lines().filter(|l| l.contains(" runs: ")).map(|l| totals(l).0).sum();
+    assert_eq!(completed, 4, "{out}");
+    let dirs = run_dirs(root, "runs", "four");
+    assert_eq!(dirs.len(), 4);
+    for dir in dirs.values() {
+        assert_eq!(starts(dir), (1, 0), "{} was not executed exactly once", dir.display());
+    }
+    assert_eq!(std::fs::read_to_string(root.join("rep/summary.csv")).unwrap().lines().count(), 5);
+    // Devices that are not there are refused before anything runs.
+    for (list, message) in [
+        ("0", "--devices 0: GPU 0 does not exist (libtorch sees 0 CUDA devices)"),
+        ("all", "--devices all: no CUDA device is visible to libtorch"),
+        ("gpu", "`gpu` is neither a GPU index (0, 1, ...) nor `cpu`"),
+    ] {
+        let o = sweep(root, &["specs", "--out", "elsewhere", "--devices", list]);
+        assert_eq!(o.status.code(), Some(1), "{list}: {}", stdout(&o));
+        assert!(stderr(&o).contains(message), "{list}: {}", stderr(&o));
+        assert!(!root.join("elsewhere").exists(), "{list}: nothing may run");
+    }
+}
