@@ -83,13 +83,9 @@ pub fn run(args: Args) -> Result<()> {
     let overrides = parse_sets(&set, Path::new("--set"))?;
     let runs = runner::sweep::expand(&paths, &overrides)?;
     if let Some(list) = devices {
-        let workers = parse_devices(&list)?;
-        run_workers(&workers, &paths, &set, &out, quiet)?;
+        run_workers(&parse_devices(&list)?, &paths, &set, &out, quiet)?;
         if !no_report && out.is_dir() {
-            match runner::report::write(&out, &report_dir) {
-                Ok(w) => println!("{}", runner::report::describe(&w, &report_dir)),
-                Err(e) => eprintln!("warning: no report: {e:#}"),
-            }
+            closing_report(&out, &report_dir);
         }
         return Ok(());
     }
@@ -134,11 +130,13 @@ pub fn run(args: Args) -> Result<()> {
     let rows = runner::sweep::execute(&runs, &opts);
     print!("{}", runner::sweep::table(&rows));
     if !no_report && out.is_dir() {
-        match runner::report::write(&out, &report_dir) {
-            Ok(w) => println!("{}", runner::report::describe(&w, &report_dir)),
-            Err(e) => eprintln!("warning: no report: {e:#}"),
-        }
+        closing_report(&out, &report_dir);
     }
+    sweep_status(&rows)
+}
+
+/// The sweep's exit: interrupted when a run was, failed when any run failed.
+fn sweep_status(rows: &[runner::sweep::Row]) -> Result<()> {
     if rows.iter().any(|r| r.outcome == runner::sweep::Outcome::Interrupted) {
         let what = "rerun the sweep to go on (completed runs are skipped, interrupted ones resume)".to_string();
         return Err(runner::Error::Interrupted { what });
@@ -263,4 +261,12 @@ fn run_workers(workers: &[Worker], paths: &[PathBuf], sets: &[String], out: &Pat
     }
     println!("sweep: all {} workers done", workers.len());
     Ok(())
+}
+
+/// The report at the end of a sweep; a failure to write it is a warning, not the sweep's.
+fn closing_report(out: &Path, report_dir: &Path) {
+    match runner::report::write(out, report_dir) {
+        Ok(w) => println!("{}", runner::report::describe(&w, report_dir)),
+        Err(e) => eprintln!("warning: no report: {e:#}"),
+    }
 }
