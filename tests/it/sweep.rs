@@ -388,4 +388,15 @@ fn devices_run_one_worker_each_and_every_run_once() {
         assert!(stderr(&o).contains(message), "{list}: {}", stderr(&o));
         assert!(!root.join("elsewhere").exists(), "{list}: nothing may run");
     }
+    // Without a GPU, --device cuda fails at once, for a run as for a sweep, and writes nothing.
+    if runner::sys::cuda::load_cuda_backend() && tch::Cuda::is_available() {
+        println!("SKIPPED the --device cuda refusal: this machine has a GPU");
+        return;
+    }
+    for command in ["run", "sweep"] {
+        let o = runner(root, &[command, "specs/four.toml", "--out", "elsewhere", "--device", "cuda"]);
+        assert_eq!(o.status.code(), Some(1), "{command}: {}", stdout(&o));
+        assert!(stderr(&o).contains("--device cuda: no CUDA device is visible to libtorch"), "{}", stderr(&o));
+        assert!(!root.join("elsewhere").exists(), "{command}: no partial run directory");
+    }
 }
