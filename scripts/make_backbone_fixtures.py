@@ -62,6 +62,23 @@ def formula_state(model, extra=None):
     return out, hashlib.sha256(listing.encode()).hexdigest(), len(names)
 
 
+def logits_entry(count, digest, logits):
+    """A fixture entry: the state_dict's size and digest, and a sample of the logits."""
+    return {
+        "entries": count,
+        "names_sha256": digest,
+        "top5": logits.topk(5, dim=1).indices.tolist(),
+        "max_abs": float(f"{logits.abs().max().item():.7g}"),
+        "every_10th": [[float(f"{v:.7g}") for v in row[::10]] for row in logits.tolist()],
+    }
+
+
+def positions_entry(pos):
+    """Resized position embeddings: their shape and every 97th value."""
+    pos = pos.double()
+    return {"shape": list(pos.shape), "every_97th": [float(f"{v:.7g}") for v in pos.flatten()[::97].tolist()]}
+
+
 def inputs(batch, size):
     h = torch.arange(size, dtype=torch.float64).view(size, 1)
     w = torch.arange(size, dtype=torch.float64).view(1, size)
@@ -84,7 +101,7 @@ def dinov2(timm_name, x):
     model = timm.create_model(timm_name, pretrained=False, num_classes=1000)
     dim = model.embed_dim
     state, digest, count = formula_state(model, {"mask_token": torch.zeros(1, dim)})
-    mask_token = state.pop("mask_token")
+    state.pop("mask_token")  # in the digest, as Meta's checkpoints hold it; timm has no such variable
     model.load_state_dict(state)
     model.eval()
     with torch.no_grad():
@@ -94,19 +111,10 @@ def dinov2(timm_name, x):
         t = model.norm(model.blocks(t))
         features = torch.cat([t[:, 0], t[:, 1:].mean(dim=1)], dim=1).double()
         logits = model.head(t[:, 0]).double()
-    entry = {
-        "entries": count,
-        "names_sha256": digest,
-        "top5": logits.topk(5, dim=1).indices.tolist(),
-        "max_abs": float(f"{logits.abs().max().item():.7g}"),
-        "every_10th": [[float(f"{v:.7g}") for v in row[::10]] for row in logits.tolist()],
-        "cls_mean_max_abs": float(f"{features.abs().max().item():.7g}"),
-        "cls_mean_every_7th": [[float(f"{v:.7g}") for v in row[::7]] for row in features.tolist()],
-    }
-    positions = {}
-    for size in (56, 98):
-        pos = dinov2_positions(model.pos_embed, size // 14).double()
-        positions[str(size)] = {"shape": list(pos.shape), "every_97th": [float(f"{v:.7g}") for v in pos.flatten()[::97].tolist()]}
+    entry = logits_entry(count, digest, logits)
+    entry["cls_mean_max_abs"] = float(f"{features.abs().max().item():.7g}")
+    entry["cls_mean_every_7th"] = [[float(f"{v:.7g}") for v in row[::7]] for row in features.tolist()]
+    positions = {str(size): positions_entry(dinov2_positions(model.pos_embed, size // 14)) for size in (56, 98)}
     return entry, positions
 
 
@@ -126,21 +134,13 @@ def main():
         model.eval()
         with torch.no_grad():
             logits = model(x).double()
-        entry = {
-            "entries": count,
-            "names_sha256": digest,
-            "top5": logits.topk(5, dim=1).indices.tolist(),
-            "max_abs": float(f"{logits.abs().max().item():.7g}"),
-            "every_10th": [[float(f"{v:.7g}") for v in row[::10]] for row in logits.tolist()],
-        }
+        entry = logits_entry(count, digest, logits)
         lines.append(f' {json.dumps(name)}: {json.dumps(entry)}')
     # ViT's position embeddings (from the formula) resized to two grids, every 97th value.
     vit = torchvision.models.vit_b_16(weights=None)
     state, _, _ = formula_state(vit)
-    resized = {}
-    for size in (96, 128):
-        pos = interpolate_embeddings(size, 16, dict(state))["encoder.pos_embedding"].double()
-        resized[str(size)] = {"shape": list(pos.shape), "every_97th": [float(f"{v:.7g}") for v in pos.flatten()[::97].tolist()]}
+    resized = {str(size): positions_entry(interpolate_embeddings(size, 16, dict(state))["encoder.pos_embedding"])
+               for size in (96, 128)}
     lines.append(f' "vit_b_16_positions": {json.dumps(resized)}')
     for name, timm_name in DINOV2.items():
         entry, positions = dinov2(timm_name, inputs(2, 56))
