@@ -83,9 +83,7 @@ fn read_entry(path: &Path) -> Result<RunEntry> {
     let config = match std::fs::read_to_string(dir.config()) {
         Ok(text) => {
             let table: toml::Table = toml::from_str(&text).context("config.toml is not TOML")?;
-            let mut flat = BTreeMap::new();
-            flatten("", &toml::Value::Table(table), &mut flat);
-            flat
+            flatten(&toml::Value::Table(table))
         }
         Err(_) => BTreeMap::new(),
     };
@@ -94,17 +92,9 @@ fn read_entry(path: &Path) -> Result<RunEntry> {
     Ok(RunEntry { dir, summary, config, rows })
 }
 
-fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
-    let key = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
-    match value {
-        toml::Value::Table(t) => t.iter().for_each(|(k, v)| flatten(&key(k), v, out)),
-        toml::Value::Array(a) if a.iter().any(|v| v.is_table()) => {
-            a.iter().enumerate().for_each(|(i, v)| flatten(&key(&i.to_string()), v, out))
-        }
-        v => {
-            out.insert(prefix.to_string(), v.to_string());
-        }
-    }
+/// A config's dotted keys and their values as TOML text.
+fn flatten(value: &toml::Value) -> BTreeMap<String, String> {
+    crate::record::dotted_leaves(value).into_iter().map(|(k, v)| (k, v.to_string())).collect()
 }
 
 /// The config keys whose values differ between runs: the grid's axes (and any
@@ -726,8 +716,7 @@ mod tests {
     fn flatten_indexes_arrays_of_tables() {
         let table: toml::Table =
             toml::from_str("a = 1\n[b]\nc = [1, 2]\n[[p]]\nx = \"s\"\n[[p]]\nx = \"t\"\n").unwrap();
-        let mut flat = BTreeMap::new();
-        flatten("", &toml::Value::Table(table), &mut flat);
+        let flat = flatten(&toml::Value::Table(table));
         let keys: Vec<&str> = flat.keys().map(String::as_str).collect();
         assert_eq!(keys, ["a", "b.c", "p.0.x", "p.1.x"]);
         assert_eq!(flat["p.1.x"], "\"t\"");

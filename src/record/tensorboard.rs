@@ -333,34 +333,24 @@ impl EventWriter {
     }
 }
 
-/// The hyperparameters of a resolved spec: its dotted keys with scalar values (arrays as
-/// their TOML text), `name` and `seed` included.
+/// The hyperparameters of a resolved spec: its dotted keys ([`super::dotted_leaves`]) with
+/// scalar values (arrays as their TOML text), `name` and `seed` included.
 pub fn spec_hparams(toml_text: &str) -> Vec<(String, HParam)> {
-    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<(String, HParam)>) {
-        match v {
-            toml::Value::Table(t) => {
-                for (k, v) in t {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                    walk(&key, v, out);
-                }
-            }
-            toml::Value::Array(items) if items.iter().all(|i| i.is_table()) => {
-                for (i, item) in items.iter().enumerate() {
-                    walk(&format!("{prefix}.{i}"), item, out);
-                }
-            }
-            toml::Value::Integer(i) => out.push((prefix.into(), HParam::Number(*i as f64))),
-            toml::Value::Float(f) => out.push((prefix.into(), HParam::Number(*f))),
-            toml::Value::Boolean(b) => out.push((prefix.into(), HParam::Bool(*b))),
-            toml::Value::String(s) => out.push((prefix.into(), HParam::Text(s.clone()))),
-            other => out.push((prefix.into(), HParam::Text(other.to_string()))),
-        }
-    }
-    let mut out = vec![];
-    if let Ok(value) = toml_text.parse::<toml::Table>() {
-        walk("", &toml::Value::Table(value), &mut out);
-    }
-    out
+    let Ok(table) = toml_text.parse::<toml::Table>() else { return vec![] };
+    let value = toml::Value::Table(table);
+    super::dotted_leaves(&value)
+        .into_iter()
+        .map(|(key, v)| {
+            let h = match v {
+                toml::Value::Integer(i) => HParam::Number(*i as f64),
+                toml::Value::Float(f) => HParam::Number(*f),
+                toml::Value::Boolean(b) => HParam::Bool(*b),
+                toml::Value::String(s) => HParam::Text(s.clone()),
+                other => HParam::Text(other.to_string()),
+            };
+            (key, h)
+        })
+        .collect()
 }
 
 #[cfg(test)]
