@@ -42,13 +42,13 @@ verify +DIRS: build
 verify-ci:
     bash scripts/ci-verify.sh
 
-# runner against the PyTorch tutorial recipe (docs/performance.md); PYTHON must have torch,
-# torchvision and efficientnet-lite-pytorch, e.g. PYTHON=~/.cache/runner/bench-venv/bin/python.
+# runner against the PyTorch tutorial recipe (docs/performance.md), with the PyTorch of
+# runner_setup_torch (or PYTHON: one with torch, torchvision and efficientnet-lite-pytorch).
 bench *ARGS: build
-    python3 bench/compare.py --python "${PYTHON:-python3}" {{ARGS}}
+    {{with_torch}} runner_setup_torch && python3 bench/compare.py --python "${PYTHON:-$RUNNER_CACHE/torch-venv/bin/python}" {{ARGS}}
 
 test *ARGS: setup
-    {{with_torch}} runner_setup_tracking && cargo test {{ARGS}}
+    {{with_torch}} runner_setup_tracking && runner_setup_torch && cargo test {{ARGS}}
 
 lint: setup
     cargo fmt --check

@@ -7,14 +7,13 @@ whose wall time and peak resident memory (getrusage of that child) are measured
 from here. Prints a table and, with --json, writes the figures.
 
 Needs a Python with torch and torchvision (and efficientnet-lite-pytorch for
-efficientnet_lite0): PyTorch is installed for this benchmark only. Example, on
+efficientnet_lite0): the venv the test command makes has them. Example, on
 2 cores:
 
-    python3 -m venv ~/.cache/runner/bench-venv
-    ~/.cache/runner/bench-venv/bin/pip install torch==2.11.0 torchvision==0.26.0 efficientnet-lite-pytorch==0.1.0
+    source scripts/env.sh && runner_setup_torch   # ~/.cache/runner/torch-venv, as the tests use
     cargo build            # the dev profile builds dependencies with opt-level 3
-    python3 bench/compare.py --python ~/.cache/runner/bench-venv/bin/python --threads 2
-    python3 bench/compare.py --python ~/.cache/runner/bench-venv/bin/python --threads 2 --augment
+    python3 bench/compare.py --python ~/.cache/runner/torch-venv/bin/python --threads 2
+    python3 bench/compare.py --python ~/.cache/runner/torch-venv/bin/python --threads 2 --augment
 """
 import argparse
 import csv

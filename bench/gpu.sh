@@ -3,7 +3,7 @@
 # eager autocast with channels-last and the decoded images already on the GPU
 # (torch_reference.py --preload --channels-last), 224 px, batch 256, random initial
 # weights on both sides, resnet18 and efficientnet_lite0, full fine-tuning and a partly
-# frozen backbone, fp16 (both sides) and bf16 (PyTorch; runner has no bf16 yet).
+# frozen backbone, fp16 and bf16 (both sides).
 #
 #   bash bench/gpu.sh RUNNER_BINARY OUT_DIR
 #
@@ -22,25 +22,30 @@ python3 -c 'import torch, torchvision; print("torch", torch.__version__, "torchv
 common=(--runner "$runner" --python python3 --device cuda --weights "" --image-size 224 --batch-size 256
         --epochs 1 3 --per-class 1024 --source-size 256 --threads 16 --data-dir /tmp/runner-bench-data)
 data=/tmp/runner-bench-data/4x1024-256px/split
-for case in "resnet18 0" "resnet18 5" "efficientnet_lite0 0" "efficientnet_lite0 10"; do
+for precision in fp16 bf16; do
+    for case in "resnet18 0" "resnet18 5" "efficientnet_lite0 0" "efficientnet_lite0 10"; do
+        set -- $case
+        name="$1-freeze$2-$precision"
+        echo "== $name" | tee -a "$out/summary.txt"
+        python3 bench/compare.py "${common[@]}" --model "$1" --freeze "$2" --precision "$precision" \
+            --reference-channels-last --json "$out/$name.json" 2>&1 | tee -a "$out/summary.txt"
+    done
+done
+# runner with channels-last on CUDA (RUNNER_CHANNELS_LAST=1; NCHW is its CUDA default):
+# which layout cuDNN runs faster, per backbone, decides that default.
+for case in "resnet18 0" "efficientnet_lite0 0"; do
     set -- $case
-    name="$1-freeze$2-fp16"
+    name="$1-freeze$2-fp16-runner-channels-last"
     echo "== $name" | tee -a "$out/summary.txt"
-    python3 bench/compare.py "${common[@]}" --model "$1" --freeze "$2" --precision fp16 \
+    RUNNER_CHANNELS_LAST=1 python3 bench/compare.py "${common[@]}" --model "$1" --freeze "$2" --precision fp16 \
         --reference-channels-last --json "$out/$name.json" 2>&1 | tee -a "$out/summary.txt"
 done
-# PyTorch alone: bf16 with channels-last, and fp16 without it (the earlier reference).
+# PyTorch alone, fp16 without channels-last (the reference of the earlier H100 figure).
 for model in resnet18 efficientnet_lite0; do
-    for variant in "bfloat16 --channels-last" "float16"; do
-        set -- $variant
-        dtype=$1 cl=${2:-}
-        {
-            name="pytorch-$model-freeze0-$dtype${cl:+-cl}"
-            echo "== $name" | tee -a "$out/summary.txt"
-            python3 bench/torch_reference.py --data "$data" --model "$model" --image-size 224 --batch-size 256 \
-                --epochs 1 3 --freeze 0 --threads 16 --device cuda --preload --amp --amp-dtype "$dtype" $cl \
-                > "$out/$name.json" 2>>"$out/summary.txt"
-            python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); e=[x for x in r["epochs"] if x["phase"]==2][1:]; print("phase 2 later epochs images/s: %.1f, val_acc %.4f" % (sum(x["train_images_per_s"] for x in e)/len(e), r["epochs"][-1]["val_acc"]))' "$out/$name.json" | tee -a "$out/summary.txt"
-        }
-    done
+    name="pytorch-$model-freeze0-float16"
+    echo "== $name" | tee -a "$out/summary.txt"
+    python3 bench/torch_reference.py --data "$data" --model "$model" --image-size 224 --batch-size 256 \
+        --epochs 1 3 --freeze 0 --threads 16 --device cuda --preload --amp --amp-dtype float16 \
+        > "$out/$name.json" 2>>"$out/summary.txt"
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); e=[x for x in r["epochs"] if x["phase"]==2][1:]; print("phase 2 later epochs images/s: %.1f, val_acc %.4f" % (sum(x["train_images_per_s"] for x in e)/len(e), r["epochs"][-1]["val_acc"]))' "$out/$name.json" | tee -a "$out/summary.txt"
 done

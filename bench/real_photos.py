@@ -9,8 +9,8 @@ side of 56-160 px, so anything from a detail to a wide view), resized to --size 
 and saved as PNG. Crops from a photo's left 70% go to train/, from its right 30%
 to val/, so no validation pixel was seen in training.
 
-    ~/.cache/runner/bench-venv/bin/pip install scikit-image
-    ~/.cache/runner/bench-venv/bin/python bench/real_photos.py --out datasets/real_photos
+    ~/.cache/runner/torch-venv/bin/pip install scikit-image
+    ~/.cache/runner/torch-venv/bin/python bench/real_photos.py --out datasets/real_photos
 """
 import argparse
 import pathlib

@@ -55,24 +55,37 @@ runner_setup_just() {
     return 0
 }
 
-# The trackers themselves for the tests (TensorBoard's event reader, an MLflow tracking
-# server and its client), in a venv in the per-user cache, made once:
-# `$RUNNER_CACHE/tracking-venv`. The tests find it there.
-RUNNER_TRACKING_PACKAGES="tensorboard==2.21.0 mlflow==3.17.2"
-runner_setup_tracking() {
-    local venv="$RUNNER_CACHE/tracking-venv" stamp="$RUNNER_TRACKING_PACKAGES"
-    if [ "$(cat "$venv/.installed" 2>/dev/null)" = "$stamp" ]; then
+# A venv in the per-user cache, made once: `$RUNNER_CACHE/<name>` with the pip packages
+# `$2` (a stamp file tells when they change), for what the tests drive in Python.
+runner_setup_venv() {
+    local venv="$RUNNER_CACHE/$1" packages="$2" why="$3"
+    if [ "$(cat "$venv/.installed" 2>/dev/null)" = "$packages" ]; then
         return 0
     fi
-    echo "runner: installing $stamp into $venv (the tracking tests use them; once, a few minutes)" >&2
+    echo "runner: installing $packages into $venv ($why; once, a few minutes)" >&2
     rm -rf "$venv"
     # shellcheck disable=SC2086
     python3 -m venv "$venv" &&
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $stamp &&
-        echo "$stamp" > "$venv/.installed" || {
-        echo "runner: could not install $stamp; the tracking tests will fail" >&2
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $packages &&
+        echo "$packages" > "$venv/.installed" || {
+        echo "runner: could not install $packages; the tests that use $venv will fail" >&2
         return 1
     }
+}
+
+# The trackers themselves (TensorBoard's event reader, an MLflow tracking server and its
+# client): `$RUNNER_CACHE/tracking-venv`. The tests find it there.
+RUNNER_TRACKING_PACKAGES="tensorboard==2.21.0 mlflow==3.17.2"
+runner_setup_tracking() {
+    runner_setup_venv tracking-venv "$RUNNER_TRACKING_PACKAGES" "the tracking tests use them"
+}
+
+# PyTorch as users have it (the PyPI build, with its CUDA libraries: about 4.7 GB):
+# `$RUNNER_CACHE/torch-venv`. The tests load exported TorchScript with its torch.jit.load,
+# and bench/compare.py trains the PyTorch side of the benchmarks with it.
+RUNNER_TORCH_PACKAGES="torch==$RUNNER_TORCH_VERSION torchvision==0.26.0 efficientnet-lite-pytorch==0.1.0"
+runner_setup_torch() {
+    runner_setup_venv torch-venv "$RUNNER_TORCH_PACKAGES" "PyTorch for the export test and the benchmarks"
 }
 
 # libtorch, the pretrained weights, just, then target/debug/runner (the demo and ci-verify.sh).

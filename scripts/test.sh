@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The test suite, from a fresh clone: libtorch, pretrained weights (the logits
-# test needs them), just, TensorBoard in a venv (its event reader checks ours), Slurm
-# (slurm-wlm and munge: a real single-node cluster), Chromium (the report's browser test), then rustfmt, clippy,
-# every test, and the rerun of the committed CI experiment (scripts/ci-verify.sh).
+# The test suite, from a fresh clone: libtorch, pretrained weights (the logits test needs
+# them), just, TensorBoard and MLflow in a venv (their readers check ours), PyTorch in another
+# (it loads the exported TorchScript), Slurm (slurm-wlm and munge: a real single-node cluster),
+# Chromium (the report's browser test), then rustfmt, clippy, every test, and the rerun of the
+# committed CI experiment (scripts/ci-verify.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
@@ -10,6 +11,7 @@ runner_setup_libtorch
 bash scripts/fetch-weights.sh
 runner_setup_just
 runner_setup_tracking
+runner_setup_torch
 # Debian packages that some tests drive, installed once (as root, or with sudo).
 apt_install() {
     local why="$1"; shift

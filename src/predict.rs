@@ -51,6 +51,8 @@ pub struct Predictor {
     transform: Transform,
     /// Test-time views averaged with the plain image (a run's `eval.tta`).
     pub tta: Vec<TtaView>,
+    /// Whether each prediction carries the model's raw output (`Prediction::logits`).
+    pub keep_logits: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,6 +68,10 @@ pub struct Prediction {
     pub path: PathBuf,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub top: Vec<Ranked>,
+    /// Every class's logit in output order (with test-time views, the log of the averaged
+    /// softmax), when the predictor keeps them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logits: Option<Vec<f32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -219,7 +225,7 @@ impl Predictor {
         // keep the weights as the module's constants).
         let mut vs = vs;
         vs.freeze();
-        Predictor { vs, card: None, model, labels, image_size, transform, tta: vec![] }
+        Predictor { vs, card: None, model, labels, image_size, transform, tta: vec![], keep_logits: false }
     }
 
     /// Top-`k` classes of one image; decoding problems are reported in the result.
@@ -239,36 +245,51 @@ impl Predictor {
         let mut ranked = vec![].into_iter();
         if n > 0 {
             let images = Tensor::from_slice(&pixels).view([n, 3, side, side]);
-            let probs = tch::no_grad(|| {
+            let logits = tch::no_grad(|| {
                 let x = self.transform.eval(&images, Device::Cpu);
-                crate::train::tta_logits(&self.model, &x, &self.tta).softmax(-1, Kind::Double)
+                crate::train::tta_logits(&self.model, &x, &self.tta)
             });
-            let k = k.min(probs.size()[1] as usize) as i64;
-            let (values, indices) = probs.topk(k, 1, true, true);
-            let values = Vec::<f64>::try_from(values.flatten(0, -1)).unwrap_or_default();
-            let indices = Vec::<i64>::try_from(indices.flatten(0, -1)).unwrap_or_default();
-            let rows: Vec<Vec<Ranked>> = indices
-                .chunks(k as usize)
-                .zip(values.chunks(k as usize))
-                .map(|(idx, val)| {
-                    idx.iter()
-                        .zip(val)
-                        .map(|(&index, &probability)| Ranked {
-                            index,
-                            label: self.labels.as_ref().and_then(|l| l.get(index as usize).cloned()),
-                            probability,
-                        })
-                        .collect()
-                })
-                .collect();
-            ranked = rows.into_iter();
+            ranked = self.rank(&logits, k).into_iter();
         }
         paths
             .iter()
             .zip(decoded)
             .map(|(path, d)| match d {
-                Ok(_) => Prediction { path: path.clone(), top: ranked.next().unwrap_or_default(), error: None },
-                Err(reason) => Prediction { path: path.clone(), top: vec![], error: Some(reason) },
+                Ok(_) => {
+                    let (top, logits) = ranked.next().unwrap_or_default();
+                    Prediction { path: path.clone(), top, logits, error: None }
+                }
+                Err(reason) => Prediction { path: path.clone(), top: vec![], logits: None, error: Some(reason) },
+            })
+            .collect()
+    }
+
+    /// Each row's top-`k` classes by softmax probability, and its logits if they are kept.
+    fn rank(&self, logits: &Tensor, k: usize) -> Vec<(Vec<Ranked>, Option<Vec<f32>>)> {
+        let (n, classes) = (logits.size()[0], logits.size()[1]);
+        let k = k.min(classes as usize) as i64;
+        let (values, indices) = logits.softmax(-1, Kind::Double).topk(k, 1, true, true);
+        let values = Vec::<f64>::try_from(values.flatten(0, -1)).unwrap_or_default();
+        let indices = Vec::<i64>::try_from(indices.flatten(0, -1)).unwrap_or_default();
+        let raw = if self.keep_logits {
+            Vec::<f32>::try_from(logits.to_kind(Kind::Float).flatten(0, -1)).unwrap_or_default()
+        } else {
+            vec![]
+        };
+        (0..n as usize)
+            .map(|row| {
+                let span = row * k as usize..(row + 1) * k as usize;
+                let top = indices[span.clone()]
+                    .iter()
+                    .zip(&values[span])
+                    .map(|(&index, &probability)| Ranked {
+                        index,
+                        label: self.labels.as_ref().and_then(|l| l.get(index as usize).cloned()),
+                        probability,
+                    })
+                    .collect();
+                let kept = self.keep_logits.then(|| raw[row * classes as usize..(row + 1) * classes as usize].to_vec());
+                (top, kept)
             })
             .collect()
     }
@@ -323,13 +344,18 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// The predictions as CSV: path, then class and probability for each of the top `k`, then
-/// the error (empty when the image was read).
+/// every class's logit (`logit_0`, ...) where the predictions carry them, then the error
+/// (empty when the image was read).
 pub fn predictions_csv(predictions: &[Prediction], k: usize) -> String {
     let field =
         |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+    let classes = predictions.iter().find_map(|p| p.logits.as_ref().map(Vec::len)).unwrap_or(0);
     let mut out = String::from("path");
     for i in 1..=k {
         out.push_str(&format!(",class_{i},probability_{i}"));
+    }
+    for i in 0..classes {
+        out.push_str(&format!(",logit_{i}"));
     }
     out.push_str(",error\n");
     for p in predictions {
@@ -343,7 +369,43 @@ pub fn predictions_csv(predictions: &[Prediction], k: usize) -> String {
                 None => out.push_str(",,"),
             }
         }
+        for i in 0..classes {
+            match p.logits.as_ref().and_then(|l| l.get(i)) {
+                Some(v) => out.push_str(&format!(",{v}")),
+                None => out.push(','),
+            }
+        }
         out.push_str(&format!(",{}\n", field(p.error.as_deref().unwrap_or(""))));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranked(index: i64, label: &str, probability: f64) -> Ranked {
+        Ranked { index, label: Some(label.into()), probability }
+    }
+
+    #[test]
+    fn csv_quotes_fields_and_gives_logit_columns_when_kept() {
+        let predictions = vec![
+            Prediction {
+                path: "a,b.jpg".into(),
+                top: vec![ranked(1, "say \"hi\"", 0.75), ranked(0, "cat", 0.25)],
+                logits: Some(vec![-0.5, 0.598_612_3]),
+                error: None,
+            },
+            Prediction { path: "bad.jpg".into(), top: vec![], logits: None, error: Some("not a JPEG".into()) },
+        ];
+        let csv = predictions_csv(&predictions, 2);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "path,class_1,probability_1,class_2,probability_2,logit_0,logit_1,error");
+        assert_eq!(lines[1], "\"a,b.jpg\",\"say \"\"hi\"\"\",0.750000,cat,0.250000,-0.5,0.5986123,");
+        assert_eq!(lines[2], "bad.jpg,,,,,,,not a JPEG");
+        // Without logits, no such columns.
+        let plain: Vec<Prediction> = predictions.into_iter().map(|p| Prediction { logits: None, ..p }).collect();
+        assert!(predictions_csv(&plain, 2).starts_with("path,class_1,probability_1,class_2,probability_2,error\n"));
+    }
 }

@@ -48,6 +48,10 @@ pub struct Args {
     /// ("hflip"; "none" for the image alone). A run's `[eval] tta` by default.
     #[arg(long, value_delimiter = ',', value_parser = parse_tta)]
     pub tta: Option<Vec<Option<TtaView>>>,
+    /// Also give every class's raw logit (JSON: "logits"; CSV: logit_0, logit_1, ...), e.g.
+    /// to check an exported model against runner.
+    #[arg(long)]
+    pub logits: bool,
 }
 
 /// Every image's prediction, a batch at a time, with a progress bar and the rate at the end
@@ -88,7 +92,7 @@ fn parse_tta(s: &str) -> std::result::Result<Option<TtaView>, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let Args { images, csv, batch_size, run, model, backbone, weights, image_size, top_k, json, tta } = args;
+    let Args { images, csv, batch_size, run, model, backbone, weights, image_size, top_k, json, tta, logits } = args;
     let top_k = top_k as usize;
     let images = runner::predict::expand_inputs(&images)?;
     let mut predictor = match (run, backbone) {
@@ -104,6 +108,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(views) = tta {
         predictor.tta = views.into_iter().flatten().collect();
     }
+    predictor.keep_logits = logits;
     let results = predict_all(&predictor, &images, top_k, batch_size as usize);
     if let Some(path) = &csv {
         runner::sys::atomic::write_atomic(path, runner::predict::predictions_csv(&results, top_k).as_bytes())?;
@@ -119,6 +124,9 @@ pub fn run(args: Args) -> Result<()> {
             for (i, t) in r.top.iter().enumerate() {
                 let label = t.label.as_deref().map(|l| format!(" {l}")).unwrap_or_default();
                 println!("  {}. {:>4}{label}  {:.4}", i + 1, t.index, t.probability);
+            }
+            if let Some(l) = &r.logits {
+                println!("  logits: {}", l.iter().map(f32::to_string).collect::<Vec<_>>().join(" "));
             }
         }
     }

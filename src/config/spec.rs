@@ -38,7 +38,8 @@ pub struct Spec {
     /// `[loss]`: label smoothing and class weights of the training criterion.
     #[serde(default, skip_serializing_if = "LossSpec::is_plain")]
     pub loss: LossSpec,
-    /// Arithmetic of training steps: "fp32", or "fp16" (autocast with a loss scaler, CUDA only).
+    /// Arithmetic of training steps: "fp32"; "fp16" (autocast with a loss scaler, CUDA only);
+    /// "bf16" (autocast to bfloat16, no scaler; CUDA or CPU).
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
     /// `ema = { decay = 0.999, warmup = true }`: an exponential moving average of the
@@ -113,6 +114,7 @@ pub enum Precision {
     #[default]
     Fp32,
     Fp16,
+    Bf16,
 }
 
 impl Precision {

@@ -15,7 +15,9 @@
 //!
 //! Checkpoints, files and display belong to `run.rs`; this module does the numerics.
 
+pub(crate) mod autocast;
 pub(crate) mod ema;
+pub(crate) mod foreach;
 pub mod loss;
 pub mod metrics;
 pub(crate) mod mixing;
@@ -34,6 +36,7 @@ use tch::{Device, Kind, Tensor};
 use crate::config::spec::{Augment, BatchNormPolicy, CacheMode, PhaseSpec, Precision, TtaView};
 use crate::data::{Dataset, Split, Transform};
 use crate::model::{Classifier, FreezePlan};
+use crate::train::autocast::Autocast;
 use crate::train::metrics::EpochRecord;
 use crate::train::optim::{GradScaler, Optimizer};
 
@@ -133,41 +136,6 @@ fn use_channels_last(device: Device) -> bool {
         Ok("1") => true,
         _ => device == Device::Cpu,
     }
-}
-
-// libtorch's current autocast switch. tch's `autocast` goes through the deprecated
-// device-less `at::autocast::set_enabled`, which logs a deprecation warning on every call:
-// one per batch would flood stderr. These are the C++ functions that replace it
-// (`c10::DeviceType` is an int8 enum; CUDA = 1), exported by libtorch_cpu.
-unsafe extern "C" {
-    #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
-    fn at_set_autocast_enabled(device_type: i8, enabled: bool);
-    #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
-    fn at_is_autocast_enabled(device_type: i8) -> bool;
-}
-
-const CUDA_DEVICE_TYPE: i8 = 1;
-
-/// Runs `f` under CUDA fp16 autocast when `on` (what `torch.autocast("cuda")` does);
-/// nothing at all happens for fp32.
-fn mixed_precision<T>(on: bool, f: impl FnOnce() -> T) -> T {
-    if !on {
-        return f();
-    }
-    // SAFETY: plain calls into libtorch with a valid device type; the previous state is restored.
-    let previous = unsafe { at_is_autocast_enabled(CUDA_DEVICE_TYPE) };
-    unsafe {
-        at_set_autocast_enabled(CUDA_DEVICE_TYPE, true);
-        torch_sys::at_autocast_increment_nesting();
-    }
-    let result = f();
-    unsafe {
-        if torch_sys::at_autocast_decrement_nesting() == 0 {
-            torch_sys::at_autocast_clear_cache();
-        }
-        at_set_autocast_enabled(CUDA_DEVICE_TYPE, previous);
-    }
-    result
 }
 
 /// The torch seed of an epoch (SplitMix64 of the run seed and the epoch).
@@ -298,8 +266,14 @@ impl Trainer {
         named
     }
 
-    fn amp(&self) -> bool {
+    /// fp16: the loss is scaled (and the step skipped on overflow), as with PyTorch's GradScaler.
+    fn scaled(&self) -> bool {
         self.precision == Precision::Fp16
+    }
+
+    /// The forward passes' autocast, if the precision has one.
+    fn autocast(&self) -> Option<Autocast> {
+        Autocast::new(self.precision, self.device)
     }
 
     /// An input batch in the memory format the weights are in.
@@ -503,7 +477,7 @@ impl Trainer {
         let bar = self.progress(images, 0, 0);
         bar.set_message(format!("caching {}", what));
         let run = |split: &Split| self.prefix_outputs(split, &ks, &probe, &bar);
-        let (mut train, mut val) = mixed_precision(self.amp(), || (run(&self.data.train), run(&self.data.val)));
+        let (mut train, mut val) = Autocast::run(self.autocast(), || (run(&self.data.train), run(&self.data.val)));
         bar.finish_and_clear();
         let cache =
             FeatureCache { start: frozen, train: train.pop().expect("one"), val: val.pop().expect("one"), views };
@@ -540,8 +514,13 @@ impl Trainer {
         };
         add(b"runner feature cache");
         add(env!("CARGO_PKG_VERSION").as_bytes());
-        add(format!("{k} {:?} {} {:?} {}", self.amp(), self.channels_last, self.device, tch::get_num_threads())
-            .as_bytes());
+        // fp32 and fp16 as the key said them before bf16 existed ("false", "true"), so older caches stay valid.
+        let precision = match self.precision {
+            Precision::Fp32 => "false",
+            Precision::Fp16 => "true",
+            Precision::Bf16 => "bf16",
+        };
+        add(format!("{k} {precision} {} {:?} {}", self.channels_last, self.device, tch::get_num_threads()).as_bytes());
         let floats = |t: &Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
         add(format!("{} {:?} {:?}", self.transform.size, floats(&self.transform.mean), floats(&self.transform.std))
             .as_bytes());
@@ -652,7 +631,7 @@ impl Trainer {
             }
             if parts.is_empty() { probe.narrow(0, 0, 0) } else { Tensor::cat(&parts, 0) }
         };
-        let (train, val) = mixed_precision(self.amp(), || {
+        let (train, val) = Autocast::run(self.autocast(), || {
             let mut train = vec![];
             for v in 0..k {
                 let rng = std::cell::RefCell::new(view_rng(self.seed, v));
@@ -815,7 +794,7 @@ impl Trainer {
         step: Step,
     ) -> (Tensor, Tensor) {
         let plan = phase.plan;
-        let (logits, loss) = mixed_precision(self.amp(), || {
+        let (logits, loss) = Autocast::run(self.autocast(), || {
             let logits = match &phase.cache {
                 Some(c) => self.model.forward_cached(x, c.start, plan.frozen(), plan.batchnorm(), true),
                 None => self.model.forward(x, plan.frozen(), plan.batchnorm(), true),
@@ -831,7 +810,7 @@ impl Trainer {
         }
         // Accumulated losses are means over their group of batches, as gradient accumulation in PyTorch.
         let scaled = if phase.accumulate > 1 { &loss / phase.accumulate as f64 } else { loss.shallow_clone() };
-        if self.amp() {
+        if self.scaled() {
             (&scaled * self.scaler.scale).backward();
             if step.last {
                 self.scaler.step(&mut phase.opt, phase.clip);
@@ -840,7 +819,7 @@ impl Trainer {
             scaled.backward();
             if step.last {
                 if let Some(max_norm) = phase.clip {
-                    phase.opt.clip_grad_norm(max_norm);
+                    let _ = phase.opt.clip_grad_norm(max_norm);
                 }
                 phase.opt.step();
             }
@@ -909,7 +888,7 @@ impl Trainer {
         predict: bool,
         logits: impl Fn(i64, i64) -> Tensor,
     ) -> (f64, f64, Vec<i64>) {
-        mixed_precision(self.amp(), || {
+        Autocast::run(self.autocast(), || {
             tch::no_grad(|| {
                 let mut loss_sum = Tensor::zeros([], (Kind::Double, self.device));
                 let mut correct = Tensor::zeros([], (Kind::Int64, self.device));

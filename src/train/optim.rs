@@ -1,6 +1,9 @@
 //! SGD, Adam, AdamW and RMSprop over named tch tensors, step for step as
 //! PyTorch's `torch.optim` computes them (single-tensor path, default betas,
-//! eps and alpha), with state that can be saved and restored exactly.
+//! eps and alpha), with state that can be saved and restored exactly. Each step
+//! runs as multi-tensor (`_foreach_*`) operations over every parameter at once
+//! (train/foreach.rs), PyTorch's default on CUDA, in the single-tensor path's order
+//! of operations: the same numbers.
 //!
 //! libtorch's own C++ optimizers (tch's `COptimizer`) cannot export their
 //! momentum and moment buffers, and exact resume needs them.
@@ -11,6 +14,7 @@ use anyhow::{Result, bail};
 use tch::Tensor;
 
 use crate::config::spec::{OptimizerKind, OptimizerSpec};
+use crate::train::foreach;
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
@@ -80,28 +84,28 @@ impl Optimizer {
     }
 
     pub(crate) fn zero_grad(&mut self) {
-        for (_, p) in &mut self.params {
-            p.zero_grad();
-        }
+        foreach::zero_(&self.grads().1);
+    }
+
+    /// The parameters that have a gradient (their indices) and those gradients.
+    fn grads(&self) -> (Vec<usize>, Vec<Tensor>) {
+        self.params.iter().enumerate().map(|(i, (_, p))| (i, p.grad())).filter(|(_, g)| g.defined()).unzip()
     }
 
     /// Scales the gradients so that their total L2 norm is at most `max_norm`, as
     /// `torch.nn.utils.clip_grad_norm_` does (coefficient max_norm / (norm + 1e-6), at
-    /// most 1); returns the norm before clipping.
-    pub(crate) fn clip_grad_norm(&self, max_norm: f64) -> f64 {
+    /// most 1); returns the norm before clipping. All on the device: the host does not wait.
+    pub(crate) fn clip_grad_norm(&self, max_norm: f64) -> Tensor {
         tch::no_grad(|| {
-            let grads: Vec<Tensor> = self.params.iter().map(|(_, p)| p.grad()).filter(Tensor::defined).collect();
+            let (_, grads) = self.grads();
             if grads.is_empty() {
-                return 0.0;
+                return Tensor::from(0f32);
             }
-            let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
-            let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
-            let coef = (max_norm / (total + 1e-6)).min(1.0);
-            if coef < 1.0 {
-                for mut g in grads {
-                    let _ = g.g_mul_scalar_(coef);
-                }
-            }
+            let total = Tensor::stack(&foreach::norm(&grads), 0).norm();
+            // In float64, as a number on the host would be; the gradients see it in their own type.
+            let max = Tensor::full([], max_norm, (tch::Kind::Double, total.device()));
+            let coef = max / (total.to_kind(tch::Kind::Double) + 1e-6);
+            foreach::mul_tensor_(&grads, &coef.clamp_max(1.0));
             total
         })
     }
@@ -110,73 +114,122 @@ impl Optimizer {
     pub(crate) fn step(&mut self) {
         self.steps += 1;
         tch::no_grad(|| {
-            for ((name, p), scale) in self.params.iter().zip(&self.scales) {
-                // Layer-wise learning rates: this parameter's share of the phase's rate.
-                let lr = self.lr * scale;
-                let grad = p.grad();
-                if !grad.defined() {
-                    continue;
-                }
-                let t = {
-                    let steps = self.param_steps.entry(name.clone()).or_insert(0);
+            let (which, grads) = self.grads();
+            if which.is_empty() {
+                return;
+            }
+            let params: Vec<Tensor> = which.iter().map(|&i| self.params[i].1.shallow_clone()).collect();
+            // Layer-wise learning rates: each parameter's share of the phase's rate.
+            let lrs: Vec<f64> = which.iter().map(|&i| self.lr * self.scales[i]).collect();
+            let steps: Vec<i64> = which
+                .iter()
+                .map(|&i| {
+                    let steps = self.param_steps.entry(self.params[i].0.clone()).or_insert(0);
                     *steps += 1;
                     *steps
-                };
-                let state = self.state.entry(name.clone()).or_default();
-                let mut p = p.shallow_clone();
-                // L2 penalty added to the gradient (out of place); AdamW decays the weights instead.
-                let coupled = self.weight_decay != 0.0 && self.kind != OptimizerKind::Adamw;
-                let g = if coupled { &grad + &p * self.weight_decay } else { grad };
-                match self.kind {
-                    OptimizerKind::Sgd => {
-                        let mut g = g;
-                        if self.momentum != 0.0 {
-                            let buf = match state.get_mut("momentum_buffer") {
-                                Some(buf) => {
-                                    let _ = buf.g_mul_scalar_(self.momentum).g_add_(&g);
-                                    buf.shallow_clone()
-                                }
-                                None => {
-                                    let buf = g.detach().copy();
-                                    state.insert("momentum_buffer", buf.shallow_clone());
-                                    buf
-                                }
-                            };
-                            g = if self.nesterov { g + buf * self.momentum } else { buf };
-                        }
-                        let _ = p.g_sub_(&(g * lr));
-                    }
-                    OptimizerKind::Adam | OptimizerKind::Adamw => {
-                        if self.kind == OptimizerKind::Adamw {
-                            let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
-                        }
-                        let m = state.entry("exp_avg").or_insert_with(|| p.zeros_like());
-                        let _ = m.lerp_(&g, 1.0 - BETA1);
-                        let m = m.shallow_clone();
-                        let v = state.entry("exp_avg_sq").or_insert_with(|| p.zeros_like());
-                        let _ = v.g_mul_scalar_(BETA2).g_add_(&(&g * &g * (1.0 - BETA2)));
-                        let bias1 = 1.0 - BETA1.powi(t as i32);
-                        let bias2_sqrt = (1.0 - BETA2.powi(t as i32)).sqrt();
-                        let denom = (v.sqrt() / bias2_sqrt) + ADAM_EPS;
-                        let _ = p.addcdiv_(&(m * (-lr / bias1)), &denom);
-                    }
-                    OptimizerKind::Rmsprop => {
-                        let sq = state.entry("square_avg").or_insert_with(|| p.zeros_like());
-                        // Fused multiply-adds: fewer kernels per parameter (each is a dispatch).
-                        let _ = sq.g_mul_scalar_(RMS_ALPHA).addcmul_(&(&g * (1.0 - RMS_ALPHA)), &g);
-                        let mut avg = sq.sqrt();
-                        let _ = avg.g_add_scalar_(RMS_EPS);
-                        if self.momentum > 0.0 {
-                            let buf = state.entry("momentum_buffer").or_insert_with(|| p.zeros_like());
-                            let _ = buf.g_mul_scalar_(self.momentum).addcdiv_(&g, &avg);
-                            let _ = p.g_sub_(&(&*buf * lr));
-                        } else {
-                            let _ = p.addcdiv_(&(g * -lr), &avg);
-                        }
-                    }
-                }
+                })
+                .collect();
+            // L2 penalty added to the gradient (out of place); AdamW decays the weights instead.
+            let coupled = self.weight_decay != 0.0 && self.kind != OptimizerKind::Adamw;
+            let grads = if coupled {
+                foreach::add_list(&grads, &foreach::mul_scalar(&params, self.weight_decay))
+            } else {
+                grads
+            };
+            let step = Step { which: &which, params: &params, grads: &grads, lrs: &lrs };
+            match self.kind {
+                OptimizerKind::Sgd => self.sgd(&step),
+                OptimizerKind::Adam | OptimizerKind::Adamw => self.adam(&step, &steps),
+                OptimizerKind::Rmsprop => self.rmsprop(&step),
             }
         });
+    }
+
+    /// SGD with momentum (the buffer starts as the first gradient) and Nesterov's variant.
+    fn sgd(&mut self, step: &Step) {
+        let Step { which, params, grads, lrs } = *step;
+        let mut direction = grads.iter().map(Tensor::shallow_clone).collect::<Vec<_>>();
+        if self.momentum != 0.0 {
+            let had: Vec<bool> = which.iter().map(|&i| self.buffer(i, "momentum_buffer").is_some()).collect();
+            let (old, old_grads): (Vec<Tensor>, Vec<Tensor>) = which
+                .iter()
+                .zip(grads)
+                .filter_map(|(&i, g)| self.buffer(i, "momentum_buffer").map(|b| (b, g.shallow_clone())))
+                .unzip();
+            foreach::mul_scalar_(&old, self.momentum);
+            foreach::add_list_(&old, &old_grads, 1.0);
+            for ((&i, g), had) in which.iter().zip(grads).zip(had) {
+                if !had {
+                    self.insert_buffer(i, "momentum_buffer", g.detach().copy());
+                }
+            }
+            let bufs = self.buffers(which, "momentum_buffer", |_| unreachable!("every buffer exists now"));
+            direction =
+                if self.nesterov { foreach::add_list(grads, &foreach::mul_scalar(&bufs, self.momentum)) } else { bufs };
+        }
+        foreach::add_list_(params, &foreach::mul_scalars(&direction, lrs), -1.0);
+    }
+
+    /// Adam, and AdamW's decoupled weight decay, with each parameter's own bias correction.
+    fn adam(&mut self, step: &Step, steps: &[i64]) {
+        let Step { which, params, grads, lrs } = *step;
+        if self.kind == OptimizerKind::Adamw {
+            let decay: Vec<f64> = lrs.iter().map(|lr| 1.0 - lr * self.weight_decay).collect();
+            foreach::mul_scalars_(params, &decay);
+        }
+        let m = self.buffers(which, "exp_avg", |i| params[i].zeros_like());
+        foreach::lerp_scalar_(&m, grads, 1.0 - BETA1);
+        let v = self.buffers(which, "exp_avg_sq", |i| params[i].zeros_like());
+        let squares = foreach::mul_list(grads, grads);
+        foreach::mul_scalar_(&squares, 1.0 - BETA2);
+        foreach::mul_scalar_(&v, BETA2);
+        foreach::add_list_(&v, &squares, 1.0);
+        let bias2_sqrt: Vec<f64> = steps.iter().map(|&t| (1.0 - BETA2.powi(t as i32)).sqrt()).collect();
+        let step_sizes: Vec<f64> = steps.iter().zip(lrs).map(|(&t, lr)| -lr / (1.0 - BETA1.powi(t as i32))).collect();
+        let denom = foreach::sqrt(&v);
+        foreach::div_scalars_(&denom, &bias2_sqrt);
+        foreach::add_scalar_(&denom, ADAM_EPS);
+        foreach::addcdiv_(params, &foreach::mul_scalars(&m, &step_sizes), &denom);
+    }
+
+    /// RMSprop (not centered), with momentum when it has one.
+    fn rmsprop(&mut self, step: &Step) {
+        let Step { which, params, grads, lrs } = *step;
+        let square_avg = self.buffers(which, "square_avg", |i| params[i].zeros_like());
+        foreach::mul_scalar_(&square_avg, RMS_ALPHA);
+        foreach::addcmul_(&square_avg, &foreach::mul_scalar(grads, 1.0 - RMS_ALPHA), grads);
+        let avg = foreach::sqrt(&square_avg);
+        foreach::add_scalar_(&avg, RMS_EPS);
+        if self.momentum > 0.0 {
+            let bufs = self.buffers(which, "momentum_buffer", |i| params[i].zeros_like());
+            foreach::mul_scalar_(&bufs, self.momentum);
+            foreach::addcdiv_(&bufs, grads, &avg);
+            foreach::add_list_(params, &foreach::mul_scalars(&bufs, lrs), -1.0);
+        } else {
+            let negative: Vec<f64> = lrs.iter().map(|lr| -lr).collect();
+            foreach::addcdiv_(params, &foreach::mul_scalars(grads, &negative), &avg);
+        }
+    }
+
+    /// Parameter `i`'s buffer `name`, if it has one yet.
+    fn buffer(&self, i: usize, name: &str) -> Option<Tensor> {
+        self.state.get(&self.params[i].0).and_then(|s| s.get(name)).map(Tensor::shallow_clone)
+    }
+
+    fn insert_buffer(&mut self, i: usize, name: &'static str, t: Tensor) {
+        self.state.entry(self.params[i].0.clone()).or_default().insert(name, t);
+    }
+
+    /// The buffers `name` of the parameters `which`, made by `init(position in which)` where missing.
+    fn buffers(&mut self, which: &[usize], name: &'static str, init: impl Fn(usize) -> Tensor) -> Vec<Tensor> {
+        which
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let state = self.state.entry(self.params[i].0.clone()).or_default();
+                state.entry(name).or_insert_with(|| init(k)).shallow_clone()
+            })
+            .collect()
     }
 
     /// Every buffer as `<parameter>/<buffer>`, plus the step count as `steps` and each
@@ -239,6 +292,16 @@ impl Optimizer {
     }
 }
 
+/// One step's parameters that have gradients: their indices, themselves, their gradients
+/// (with a coupled weight decay's penalty) and their learning rates.
+#[derive(Clone, Copy)]
+struct Step<'a> {
+    which: &'a [usize],
+    params: &'a [Tensor],
+    grads: &'a [Tensor],
+    lrs: &'a [f64],
+}
+
 /// Dynamic loss scaling for fp16 training, as `torch.amp.GradScaler` does it:
 /// scale the loss, unscale the gradients, skip the step when any is not finite
 /// (and halve the scale), double the scale after 2000 good steps in a row.
@@ -266,20 +329,15 @@ impl GradScaler {
     pub(crate) fn step(&mut self, opt: &mut Optimizer, clip: Option<f64>) -> bool {
         let inv = 1.0 / self.scale;
         let finite = tch::no_grad(|| {
-            let mut grads = Vec::with_capacity(opt.params.len());
-            for (_, p) in &opt.params {
-                let mut g = p.grad();
-                if g.defined() {
-                    let _ = g.g_mul_scalar_(inv);
-                    grads.push(g.flatten(0, -1));
-                }
-            }
+            let (_, grads) = opt.grads();
+            foreach::mul_scalar_(&grads, inv);
+            let flat: Vec<Tensor> = grads.iter().map(|g| g.flatten(0, -1)).collect();
             // One check over all gradients, and one wait for the device per step, as GradScaler's found_inf.
-            grads.is_empty() || Tensor::cat(&grads, 0).isfinite().all().int64_value(&[]) == 1
+            flat.is_empty() || Tensor::cat(&flat, 0).isfinite().all().int64_value(&[]) == 1
         });
         if finite {
             if let Some(max_norm) = clip {
-                opt.clip_grad_norm(max_norm);
+                let _ = opt.clip_grad_norm(max_norm);
             }
             opt.step();
             self.growth_tracker += 1;
@@ -454,13 +512,13 @@ mod tests {
             0.1,
             vec![("a".into(), a.shallow_clone()), ("b".into(), b.shallow_clone())],
         );
-        assert!((opt.clip_grad_norm(100.0) - 13.0).abs() < 1e-6);
+        assert!((opt.clip_grad_norm(100.0).double_value(&[]) - 13.0).abs() < 1e-6);
         assert_eq!(Vec::<f32>::try_from(&a.grad()).unwrap(), [3.0, 4.0]);
-        assert!((opt.clip_grad_norm(1.0) - 13.0).abs() < 1e-6);
+        assert!((opt.clip_grad_norm(1.0).double_value(&[]) - 13.0).abs() < 1e-6);
         let coef = 1.0 / (13.0 + 1e-6);
         let got = Vec::<f32>::try_from(&a.grad()).unwrap();
         assert!((got[0] as f64 - 3.0 * coef).abs() < 1e-6 && (got[1] as f64 - 4.0 * coef).abs() < 1e-6, "{got:?}");
-        assert!((opt.clip_grad_norm(1.0) - 1.0).abs() < 1e-5);
+        assert!((opt.clip_grad_norm(1.0).double_value(&[]) - 1.0).abs() < 1e-5);
     }
 
     #[test]
@@ -492,7 +550,7 @@ mod tests {
             })
             .collect();
         let opt = Optimizer::new(&spec(OptimizerKind::Sgd, 0.0, false, None), 0.1, params);
-        let total = opt.clip_grad_norm(clip["max_norm"].as_f64().unwrap());
+        let total = opt.clip_grad_norm(clip["max_norm"].as_f64().unwrap()).double_value(&[]);
         assert!((total - clip["total_norm"].as_f64().unwrap()).abs() < 1e-12, "{total} {clip}");
         for ((_, p), want) in opt.params.iter().zip(clip["clipped"].as_array().unwrap()) {
             let got = Vec::<f64>::try_from(&p.grad()).unwrap();

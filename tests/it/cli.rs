@@ -294,13 +294,66 @@ fn predict_takes_folders_and_globs_in_batches_writes_a_csv_and_names_imagenet_cl
     assert!(!root.join("empty.csv").exists());
 }
 
+/// Loads a TorchScript file with PyTorch's `torch.jit.load` and prints its logits for an
+/// input given as raw float32 bytes (argv: model, input file, then the input's shape).
+const TORCH_JIT: &str = r#"
+import json, sys, torch
+module = torch.jit.load(sys.argv[1])
+data = open(sys.argv[2], "rb").read()
+x = torch.frombuffer(bytearray(data), dtype=torch.float32).view(*map(int, sys.argv[3:]))
+with torch.no_grad():
+    print(json.dumps({"torch": torch.__version__, "logits": module(x).tolist()}))
+"#;
+
+/// `torch.jit.load` in Python (PyTorch from the test command's venv) runs `model` on `x`.
+fn python_torchscript_logits(root: &std::path::Path, model: &std::path::Path, x: &tch::Tensor) -> Vec<Vec<f64>> {
+    let input = root.join("input.f32");
+    let values = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
+    std::fs::write(&input, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let python = crate::common::cached_python("torch-venv", "runner_setup_torch");
+    let o = std::process::Command::new(python)
+        .args(["-c", TORCH_JIT])
+        .arg(model)
+        .arg(&input)
+        .args(x.size().iter().map(i64::to_string))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(out["torch"].as_str().unwrap().starts_with("2.11.0"), "{out}");
+    serde_json::from_value(out["logits"].clone()).unwrap()
+}
+
+/// `runner predict --logits --json` of one image: its top classes and its logits.
+fn predict_logits(
+    root: &std::path::Path,
+    how: &str,
+    what: &std::path::Path,
+    image: &std::path::Path,
+) -> (serde_json::Value, Vec<f64>) {
+    let o = runner(
+        root,
+        &["predict", how, what.to_str().unwrap(), "--json", "--logits", "-k", "3", image.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    (out[0]["top"].clone(), serde_json::from_value(out[0]["logits"].clone()).unwrap())
+}
+
+fn max_abs_difference(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
 #[test]
 fn exported_torchscript_and_safetensors_models_give_the_runs_logits() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let data = crate::common::shapes(root, 3, 4);
     let image = data.join("circle/0000.jpg");
-    for backbone in ["efficientnet_lite0", "resnet18"] {
+    // efficientnet_lite0's module takes normalised input; resnet18's includes the
+    // preprocessing and takes 0-255 pixels.
+    for (backbone, preprocessing) in [("efficientnet_lite0", false), ("resnet18", true)] {
         let spec = crate::common::tiny_spec(&data)
             .replace("name = \"tiny\"", &format!("name = \"{backbone}\""))
             .replace("efficientnet_lite0", backbone)
@@ -310,47 +363,50 @@ fn exported_torchscript_and_safetensors_models_give_the_runs_logits() {
         assert!(o.status.success(), "{}", stderr(&o));
         let run = crate::common::only_run(&root.join("runs").join(backbone));
         let out = root.join(format!("export-{backbone}"));
-        let o = runner(
-            root,
-            &[
-                "export",
-                run.to_str().unwrap(),
-                "--format",
-                "safetensors",
-                "--format",
-                "torchscript",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-        );
+        let mut args = vec!["export", run.to_str().unwrap(), "--format", "safetensors", "--format", "torchscript"];
+        args.extend(["--out", out.to_str().unwrap()]);
+        if preprocessing {
+            args.push("--with-preprocessing");
+        }
+        let o = runner(root, &args);
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(stdout(&o).contains("model.safetensors, model.pt and model.json"), "{}", stdout(&o));
 
-        // The TorchScript module, loaded by libtorch's TorchScript loader (torch.jit.load's),
-        // gives runner's logits for the same prepared input.
-        let predictor = runner::predict::Predictor::from_run(&run).unwrap();
-        let x = predictor.inputs(std::slice::from_ref(&image)).unwrap();
-        let want = predictor.logits(&x);
-        let module = tch::CModule::load(out.join("model.pt")).unwrap();
-        let got = tch::no_grad(|| module.forward_ts(&[&x]).unwrap());
-        let diff = f64::try_from((&got - &want).abs().max()).unwrap();
-        println!("{backbone}: TorchScript vs runner, max abs logit difference {diff:.2e}");
-        assert!(diff <= 1e-4, "{backbone}: {diff}");
-        assert_eq!(got.size(), vec![1, 3]);
-
-        // model.json describes it, and predict --model gives what predict --run gives.
+        // model.json describes it.
         let card: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
         assert_eq!(card["backbone"], backbone);
         assert_eq!(card["classes"], serde_json::json!(["circle", "cross", "ring"]));
         assert_eq!((card["image_size"].as_u64(), card["resize"].as_u64()), (Some(32), Some(37)), "{card}");
-        let predict = |how: &str, what: &std::path::Path| {
-            let o =
-                runner(root, &["predict", how, what.to_str().unwrap(), "--json", "-k", "3", image.to_str().unwrap()]);
-            assert!(o.status.success(), "{}", stderr(&o));
-            serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()[0]["top"].clone()
-        };
-        assert_eq!(predict("--model", &out), predict("--run", &run), "{backbone}");
+        assert_eq!(card["torchscript_preprocessing"], preprocessing, "{card}");
+
+        // The image as runner prepares it (normalised), or its 0-255 pixels for a module that
+        // normalises itself, with the mean and std model.json gives.
+        let predictor = runner::predict::Predictor::from_run(&run).unwrap();
+        let mut x = predictor.inputs(std::slice::from_ref(&image)).unwrap();
+        if preprocessing {
+            let stat = |k: &str| {
+                let v: Vec<f32> = serde_json::from_value(card[k].clone()).unwrap();
+                tch::Tensor::from_slice(&v).view([1, 3, 1, 1])
+            };
+            x = (x * stat("std") + stat("mean")) * 255.0;
+        }
+
+        // PyTorch's torch.jit.load, and libtorch's loader from Rust, give runner predict's logits.
+        let (top, want) = predict_logits(root, "--run", &run, &image);
+        assert_eq!(want.len(), 3);
+        let python = python_torchscript_logits(root, &out.join("model.pt"), &x);
+        let diff = max_abs_difference(&python[0], &want);
+        println!("{backbone}: torch.jit.load in Python vs runner predict, max abs logit difference {diff:.2e}");
+        assert!(diff <= 1e-4, "{backbone}: {diff}: {python:?} vs {want:?}");
+        let module = tch::CModule::load(out.join("model.pt")).unwrap();
+        let rust = Vec::<f64>::try_from(tch::no_grad(|| module.forward_ts(&[&x]).unwrap()).flatten(0, -1)).unwrap();
+        assert!(max_abs_difference(&rust, &want) <= 1e-4, "{backbone}: {rust:?} vs {want:?}");
+
+        // predict --model (the safetensors export and model.json) gives what predict --run gives.
+        let (model_top, model_logits) = predict_logits(root, "--model", &out, &image);
+        assert_eq!(model_top, top, "{backbone}");
+        assert!(max_abs_difference(&model_logits, &want) <= 1e-6, "{backbone}");
     }
     // A folder that is not an exported model says what it lacks.
     let o = runner(root, &["predict", "--model", "runs", "x.png"]);

@@ -215,3 +215,18 @@ pub fn spec_error(root: &Path, spec: &str) -> String {
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     stderr(&o)
 }
+
+/// The Python of `venv` in the per-user cache (`$RUNNER_CACHE`), which the function `setup`
+/// of scripts/env.sh makes and the test command calls.
+pub fn cached_python(venv: &str, setup: &str) -> PathBuf {
+    let cache = std::env::var_os("RUNNER_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/runner"));
+    let python = cache.join(venv).join("bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `source scripts/env.sh && {setup}` (scripts/test.sh does)",
+        python.display()
+    );
+    python
+}

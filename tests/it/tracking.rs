@@ -5,16 +5,7 @@ use crate::common::{only_run, runner, shapes, stderr, tiny_spec};
 
 /// The Python of the tracking venv; the test command installs it.
 fn tracking_python() -> std::path::PathBuf {
-    let cache = std::env::var_os("RUNNER_CACHE").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/runner")
-    });
-    let python = cache.join("tracking-venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run `source scripts/env.sh && runner_setup_tracking` (scripts/test.sh does)",
-        python.display()
-    );
-    python
+    crate::common::cached_python("tracking-venv", "runner_setup_tracking")
 }
 
 /// Reads every event file under `dir` with TensorBoard's EventAccumulator: scalars by tag
