@@ -80,10 +80,11 @@ runner_setup_tracking() {
     runner_setup_venv tracking-venv "$RUNNER_TRACKING_PACKAGES" "the tracking tests use them"
 }
 
-# PyTorch as users have it (the PyPI build, with its CUDA libraries: about 4.7 GB):
-# `$RUNNER_CACHE/torch-venv`. The tests load exported TorchScript with its torch.jit.load,
-# and bench/compare.py trains the PyTorch side of the benchmarks with it.
-RUNNER_TORCH_PACKAGES="torch==$RUNNER_TORCH_VERSION torchvision==0.26.0 efficientnet-lite-pytorch==0.1.0"
+# PyTorch as users have it (the PyPI build, with its CUDA libraries: about 4.7 GB), with
+# onnx and onnxruntime: `$RUNNER_CACHE/torch-venv`. The tests load exported TorchScript with
+# its torch.jit.load, export ONNX with it and run that in onnxruntime; bench/compare.py
+# trains the PyTorch side of the benchmarks with it.
+RUNNER_TORCH_PACKAGES="torch==$RUNNER_TORCH_VERSION torchvision==0.26.0 efficientnet-lite-pytorch==0.1.0 onnx==1.23.2 onnxruntime==1.32.0"
 runner_setup_torch() {
     runner_setup_venv torch-venv "$RUNNER_TORCH_PACKAGES" "PyTorch for the export test and the benchmarks"
 }

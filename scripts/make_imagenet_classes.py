@@ -3,7 +3,7 @@
 for its pretrained classifiers (the order of every ImageNet head runner loads).
 
 Needs torchvision. Usage:
-    python3 scripts/make_imagenet_classes.py > src/imagenet_classes.txt
+    python3 scripts/make_imagenet_classes.py > src/predict/imagenet_classes.txt
 """
 import sys
 

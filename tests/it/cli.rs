@@ -294,26 +294,30 @@ fn predict_takes_folders_and_globs_in_batches_writes_a_csv_and_names_imagenet_cl
     assert!(!root.join("empty.csv").exists());
 }
 
-/// Loads a TorchScript file with PyTorch's `torch.jit.load` and prints its logits for an
-/// input given as raw float32 bytes (argv: model, input file, then the input's shape).
-const TORCH_JIT: &str = r#"
-import json, sys, torch
-module = torch.jit.load(sys.argv[1])
-data = open(sys.argv[2], "rb").read()
-x = torch.frombuffer(bytearray(data), dtype=torch.float32).view(*map(int, sys.argv[3:]))
+/// Loads an export's TorchScript file with PyTorch's `torch.jit.load` and its ONNX file with
+/// onnxruntime, and prints both's logits for an input given as raw float32 bytes (argv:
+/// the export's folder, the input file, then the input's shape).
+const PYTHON_LOGITS: &str = r#"
+import json, sys, torch, onnxruntime
+folder, data, shape = sys.argv[1], open(sys.argv[2], "rb").read(), list(map(int, sys.argv[3:]))
+x = torch.frombuffer(bytearray(data), dtype=torch.float32).view(*shape)
+module = torch.jit.load(folder + "/model.pt")
 with torch.no_grad():
-    print(json.dumps({"torch": torch.__version__, "logits": module(x).tolist()}))
+    jit = module(x).tolist()
+session = onnxruntime.InferenceSession(folder + "/model.onnx", providers=["CPUExecutionProvider"])
+onnx = session.run(["logits"], {"images": x.numpy()})[0].tolist()
+print(json.dumps({"torch": torch.__version__, "torchscript": jit, "onnx": onnx}))
 "#;
 
-/// `torch.jit.load` in Python (PyTorch from the test command's venv) runs `model` on `x`.
-fn python_torchscript_logits(root: &std::path::Path, model: &std::path::Path, x: &tch::Tensor) -> Vec<Vec<f64>> {
+/// The logits of an export's `model.pt` in PyTorch and `model.onnx` in onnxruntime (from the
+/// test command's torch venv) for the input `x`.
+fn python_logits(root: &std::path::Path, export: &std::path::Path, x: &tch::Tensor) -> (Vec<f64>, Vec<f64>) {
     let input = root.join("input.f32");
     let values = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
     std::fs::write(&input, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
-    let python = crate::common::cached_python("torch-venv", "runner_setup_torch");
-    let o = std::process::Command::new(python)
-        .args(["-c", TORCH_JIT])
-        .arg(model)
+    let o = std::process::Command::new(torch_python())
+        .args(["-c", PYTHON_LOGITS])
+        .arg(export)
         .arg(&input)
         .args(x.size().iter().map(i64::to_string))
         .output()
@@ -321,7 +325,12 @@ fn python_torchscript_logits(root: &std::path::Path, model: &std::path::Path, x:
     assert!(o.status.success(), "{}", stderr(&o));
     let out: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(out["torch"].as_str().unwrap().starts_with("2.11.0"), "{out}");
-    serde_json::from_value(out["logits"].clone()).unwrap()
+    let first = |k: &str| serde_json::from_value::<Vec<Vec<f64>>>(out[k].clone()).unwrap().remove(0);
+    (first("torchscript"), first("onnx"))
+}
+
+fn torch_python() -> std::path::PathBuf {
+    crate::common::cached_python("torch-venv", "runner_setup_torch")
 }
 
 /// `runner predict --logits --json` of one image: its top classes and its logits.
@@ -363,14 +372,15 @@ fn exported_torchscript_and_safetensors_models_give_the_runs_logits() {
         assert!(o.status.success(), "{}", stderr(&o));
         let run = crate::common::only_run(&root.join("runs").join(backbone));
         let out = root.join(format!("export-{backbone}"));
+        let python = torch_python();
         let mut args = vec!["export", run.to_str().unwrap(), "--format", "safetensors", "--format", "torchscript"];
-        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend(["--format", "onnx", "--python", python.to_str().unwrap(), "--out", out.to_str().unwrap()]);
         if preprocessing {
             args.push("--with-preprocessing");
         }
         let o = runner(root, &args);
         assert!(o.status.success(), "{}", stderr(&o));
-        assert!(stdout(&o).contains("model.safetensors, model.pt and model.json"), "{}", stdout(&o));
+        assert!(stdout(&o).contains("model.safetensors, model.pt, model.onnx and model.json"), "{}", stdout(&o));
 
         // model.json describes it.
         let card: serde_json::Value =
@@ -379,6 +389,7 @@ fn exported_torchscript_and_safetensors_models_give_the_runs_logits() {
         assert_eq!(card["classes"], serde_json::json!(["circle", "cross", "ring"]));
         assert_eq!((card["image_size"].as_u64(), card["resize"].as_u64()), (Some(32), Some(37)), "{card}");
         assert_eq!(card["torchscript_preprocessing"], preprocessing, "{card}");
+        assert_eq!(card["traced_batch_size"], 1, "{card}");
 
         // The image as runner prepares it (normalised), or its 0-255 pixels for a module that
         // normalises itself, with the mean and std model.json gives.
@@ -392,13 +403,16 @@ fn exported_torchscript_and_safetensors_models_give_the_runs_logits() {
             x = (x * stat("std") + stat("mean")) * 255.0;
         }
 
-        // PyTorch's torch.jit.load, and libtorch's loader from Rust, give runner predict's logits.
+        // PyTorch's torch.jit.load, onnxruntime, and libtorch's loader from Rust give runner
+        // predict's logits.
         let (top, want) = predict_logits(root, "--run", &run, &image);
         assert_eq!(want.len(), 3);
-        let python = python_torchscript_logits(root, &out.join("model.pt"), &x);
-        let diff = max_abs_difference(&python[0], &want);
-        println!("{backbone}: torch.jit.load in Python vs runner predict, max abs logit difference {diff:.2e}");
-        assert!(diff <= 1e-4, "{backbone}: {diff}: {python:?} vs {want:?}");
+        let (jit, onnx) = python_logits(root, &out, &x);
+        for (what, got) in [("torch.jit.load in Python", &jit), ("onnxruntime", &onnx)] {
+            let diff = max_abs_difference(got, &want);
+            println!("{backbone}: {what} vs runner predict, max abs logit difference {diff:.2e}");
+            assert!(diff <= 1e-4, "{backbone}, {what}: {diff}: {got:?} vs {want:?}");
+        }
         let module = tch::CModule::load(out.join("model.pt")).unwrap();
         let rust = Vec::<f64>::try_from(tch::no_grad(|| module.forward_ts(&[&x]).unwrap()).flatten(0, -1)).unwrap();
         assert!(max_abs_difference(&rust, &want) <= 1e-4, "{backbone}: {rust:?} vs {want:?}");
@@ -407,6 +421,21 @@ fn exported_torchscript_and_safetensors_models_give_the_runs_logits() {
         let (model_top, model_logits) = predict_logits(root, "--model", &out, &image);
         assert_eq!(model_top, top, "{backbone}");
         assert!(max_abs_difference(&model_logits, &want) <= 1e-6, "{backbone}");
+    }
+    // ONNX without a Python that can export: a clear error, and nothing left behind.
+    let run = crate::common::only_run(&root.join("runs/resnet18"));
+    let no_torch = crate::common::cached_python("tracking-venv", "runner_setup_tracking");
+    for (python, says) in [
+        (std::path::PathBuf::from("/nonexistent/python3"), "cannot run /nonexistent/python3 for the ONNX export"),
+        (no_torch, "ONNX export needs torch and onnx in this Python"),
+    ] {
+        let out = root.join("onnx-failed");
+        let args = ["export", run.to_str().unwrap(), "--format", "onnx", "--out", "onnx-failed", "--python"];
+        let o = runner(root, &[&args[..], &[python.to_str().unwrap()]].concat());
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+        let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "{left:?}");
     }
     // A folder that is not an exported model says what it lacks.
     let o = runner(root, &["predict", "--model", "runs", "x.png"]);

@@ -15,6 +15,9 @@ use crate::model::{Backbone, Classifier};
 use crate::record::run_dir::RunDir;
 use crate::record::summary::Summary;
 
+mod export;
+pub use export::ExportOptions;
+
 /// `model.json`: what an exported model is and how its inputs are prepared, so that it can
 /// be used without runner (or by `runner predict --model DIR`).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -34,11 +37,16 @@ pub struct ModelCard {
     #[serde(default)]
     pub pool: crate::config::spec::Pool,
     pub runner_version: String,
-    /// The files beside it: `model.safetensors` (torchvision's names) and/or `model.pt`
-    /// (TorchScript: float NCHW input, normalised unless `torchscript_preprocessing`).
+    /// The files beside it: `model.safetensors` (torchvision's names), `model.pt`
+    /// (TorchScript) and `model.onnx` (ONNX), the last two taking float NCHW input,
+    /// normalised unless `torchscript_preprocessing`.
     pub files: Vec<String>,
+    /// `model.pt` and `model.onnx` take 0-255 pixels (resized and cropped) and normalise them.
     #[serde(default)]
     pub torchscript_preprocessing: bool,
+    /// The batch size `model.pt` and `model.onnx` were traced for (their input's first dimension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traced_batch_size: Option<i64>,
 }
 
 /// A model ready to classify: weights loaded, class names where known.
@@ -110,6 +118,7 @@ impl Predictor {
             runner_version: env!("CARGO_PKG_VERSION").into(),
             files: vec![],
             torchscript_preprocessing: false,
+            traced_batch_size: None,
         };
         let mut predictor = Self::new(vs, model, Some(summary.classes), spec.data.image_size, b);
         predictor.tta = spec.eval.tta;
@@ -144,48 +153,6 @@ impl Predictor {
         predictor.transform = Transform::new(card.image_size, &[], card.mean, card.std);
         predictor.card = Some(card);
         Ok(predictor)
-    }
-
-    /// Writes the model into `dir`: its weights under the reference implementation's names
-    /// (`model.safetensors`), a TorchScript module (`model.pt`, traced from the inference
-    /// forward for `batch` images; with `preprocessing` it takes 0-255 pixels and normalises
-    /// them itself), or both; and `model.json` beside them.
-    pub fn export(
-        &self,
-        dir: &Path,
-        safetensors: bool,
-        torchscript: bool,
-        preprocessing: bool,
-        batch: i64,
-    ) -> Result<ModelCard> {
-        let mut card = self.card.clone().context("only a run's model can be exported")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        card.files.clear();
-        if safetensors {
-            let path = dir.join("model.safetensors");
-            let vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-            crate::sys::atomic::with_temp_path(&path, |tmp| Ok(Tensor::write_safetensors(&vars, tmp)?))?;
-            card.files.push("model.safetensors".into());
-        }
-        if torchscript {
-            let side = card.image_size as i64;
-            let example = Tensor::rand([batch, 3, side, side], (Kind::Float, Device::Cpu));
-            let (mean, std) =
-                (Tensor::from_slice(&card.mean).view([1, 3, 1, 1]), Tensor::from_slice(&card.std).view([1, 3, 1, 1]));
-            let mut forward = |inputs: &[Tensor]| {
-                let x = if preprocessing { (&inputs[0] / 255.0 - &mean) / &std } else { inputs[0].shallow_clone() };
-                vec![self.model.infer(&x)]
-            };
-            let module = tch::CModule::create_by_tracing("RunnerClassifier", "forward", &[example], &mut forward)
-                .context("cannot trace the model")?;
-            let path = dir.join("model.pt");
-            crate::sys::atomic::with_temp_path(&path, |tmp| Ok(module.save(tmp)?))?;
-            card.files.push("model.pt".into());
-            card.torchscript_preprocessing = preprocessing;
-        }
-        let json = serde_json::to_string_pretty(&card)?;
-        crate::sys::atomic::write_atomic(&dir.join("model.json"), json.as_bytes())?;
-        Ok(card)
     }
 
     /// The logits of already prepared (normalised NCHW) inputs.
@@ -295,7 +262,7 @@ impl Predictor {
     }
 }
 
-/// ImageNet-1k's class names in index order (src/imagenet_classes.txt, written by
+/// ImageNet-1k's class names in index order (src/predict/imagenet_classes.txt, written by
 /// scripts/make_imagenet_classes.py from torchvision's list).
 pub fn imagenet_classes() -> Vec<String> {
     include_str!("imagenet_classes.txt").lines().map(str::to_string).collect()

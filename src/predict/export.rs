@@ -1,0 +1,101 @@
+//! `runner export`: a run's model for use without runner: its weights under the reference
+//! implementation's names (`model.safetensors`), a TorchScript module (`model.pt`), an ONNX
+//! graph (`model.onnx`), and `model.json`, which says what they are and how inputs are prepared.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use tch::{Device, Kind, Tensor};
+
+use super::{ModelCard, Predictor};
+
+/// What `Predictor::export` writes.
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    pub safetensors: bool,
+    pub torchscript: bool,
+    /// ONNX, converted from the TorchScript module by PyTorch's own exporter, run in this
+    /// Python (with torch and onnx installed): libtorch has no ONNX exporter of its own.
+    pub onnx: Option<PathBuf>,
+    /// The traced modules take 0-255 pixels and normalise them themselves.
+    pub preprocessing: bool,
+    /// The batch size the modules are traced for.
+    pub batch: i64,
+}
+
+/// Converts a TorchScript file to ONNX (argv: model.pt, out, batch, side, input scale).
+const TO_ONNX: &str = include_str!("export_onnx.py");
+
+impl Predictor {
+    /// Writes the model into `dir` as `options` asks, and `model.json` beside it.
+    pub fn export(&self, dir: &Path, options: &ExportOptions) -> Result<ModelCard> {
+        let mut card = self.card.clone().context("only a run's model can be exported")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        card.files.clear();
+        if options.safetensors {
+            let path = dir.join("model.safetensors");
+            let vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+            crate::sys::atomic::with_temp_path(&path, |tmp| Ok(Tensor::write_safetensors(&vars, tmp)?))?;
+            card.files.push("model.safetensors".into());
+        }
+        if options.torchscript || options.onnx.is_some() {
+            let module = self.trace(&card, options)?;
+            let path = dir.join("model.pt");
+            if options.torchscript {
+                crate::sys::atomic::with_temp_path(&path, |tmp| Ok(module.save(tmp)?))?;
+                card.files.push("model.pt".into());
+            }
+            if let Some(python) = &options.onnx {
+                let traced = tempfile::Builder::new().prefix(".model.pt").tempfile_in(dir)?;
+                module.save(traced.path())?;
+                let path = dir.join("model.onnx");
+                crate::sys::atomic::with_temp_path(&path, |tmp| to_onnx(python, traced.path(), tmp, &card, options))?;
+                card.files.push("model.onnx".into());
+            }
+            card.torchscript_preprocessing = options.preprocessing;
+            card.traced_batch_size = Some(options.batch);
+        }
+        let json = serde_json::to_string_pretty(&card)?;
+        crate::sys::atomic::write_atomic(&dir.join("model.json"), json.as_bytes())?;
+        Ok(card)
+    }
+
+    /// The inference forward traced into a TorchScript module for `options.batch` images
+    /// (with `options.preprocessing`, of 0-255 pixels it normalises itself).
+    fn trace(&self, card: &ModelCard, options: &ExportOptions) -> Result<tch::CModule> {
+        let side = card.image_size as i64;
+        let example = Tensor::rand([options.batch, 3, side, side], (Kind::Float, Device::Cpu));
+        let (mean, std) =
+            (Tensor::from_slice(&card.mean).view([1, 3, 1, 1]), Tensor::from_slice(&card.std).view([1, 3, 1, 1]));
+        let mut forward = |inputs: &[Tensor]| {
+            let x = if options.preprocessing { (&inputs[0] / 255.0 - &mean) / &std } else { inputs[0].shallow_clone() };
+            vec![self.model.infer(&x)]
+        };
+        tch::CModule::create_by_tracing("RunnerClassifier", "forward", &[example], &mut forward)
+            .context("cannot trace the model")
+    }
+}
+
+/// Runs PyTorch's ONNX exporter on the TorchScript file `traced`, writing `out`.
+fn to_onnx(python: &Path, traced: &Path, out: &Path, card: &ModelCard, options: &ExportOptions) -> Result<()> {
+    let scale = if options.preprocessing { "255" } else { "1" };
+    let o = std::process::Command::new(python)
+        .args(["-c", TO_ONNX])
+        .arg(traced)
+        .arg(out)
+        .args([options.batch.to_string(), card.image_size.to_string(), scale.into()])
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run {} for the ONNX export: --python names a Python with torch and onnx \
+                 (pip install torch onnx)",
+                python.display()
+            )
+        })?;
+    if !o.status.success() {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        bail!("the ONNX export in {} failed: {}", python.display(), tail.join("\n"));
+    }
+    Ok(())
+}
