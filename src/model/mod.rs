@@ -66,6 +66,11 @@ pub trait Network: Send {
     fn pooled(&self) -> bool {
         true
     }
+    /// Whether convolutions do most of its work (channels-last memory speeds those up on
+    /// CUDA); a vision transformer's one convolution, its patch embedding, does not count.
+    fn convolutional(&self) -> bool {
+        true
+    }
 }
 
 impl Backbone {

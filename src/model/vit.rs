@@ -278,4 +278,8 @@ impl Network for Vit {
     fn pooled(&self) -> bool {
         false
     }
+
+    fn convolutional(&self) -> bool {
+        false
+    }
 }
