@@ -150,20 +150,18 @@ impl Optimizer {
         let Step { which, params, grads, lrs } = *step;
         let mut direction = grads.iter().map(Tensor::shallow_clone).collect::<Vec<_>>();
         if self.momentum != 0.0 {
-            let had: Vec<bool> = which.iter().map(|&i| self.buffer(i, "momentum_buffer").is_some()).collect();
-            let (old, old_grads): (Vec<Tensor>, Vec<Tensor>) = which
+            // A parameter's first buffer is its gradient; the others decay and add it.
+            let had: Vec<bool> = which.iter().map(|i| self.has_buffer(*i, "momentum_buffer")).collect();
+            let bufs = self.buffers(which, "momentum_buffer", |k| grads[k].detach().copy());
+            let (old, old_grads): (Vec<Tensor>, Vec<Tensor>) = bufs
                 .iter()
                 .zip(grads)
-                .filter_map(|(&i, g)| self.buffer(i, "momentum_buffer").map(|b| (b, g.shallow_clone())))
+                .zip(had)
+                .filter(|(_, had)| *had)
+                .map(|((b, g), _)| (b.shallow_clone(), g.shallow_clone()))
                 .unzip();
             foreach::mul_scalar_(&old, self.momentum);
             foreach::add_list_(&old, &old_grads, 1.0);
-            for ((&i, g), had) in which.iter().zip(grads).zip(had) {
-                if !had {
-                    self.insert_buffer(i, "momentum_buffer", g.detach().copy());
-                }
-            }
-            let bufs = self.buffers(which, "momentum_buffer", |_| unreachable!("every buffer exists now"));
             direction =
                 if self.nesterov { foreach::add_list(grads, &foreach::mul_scalar(&bufs, self.momentum)) } else { bufs };
         }
@@ -211,13 +209,9 @@ impl Optimizer {
         }
     }
 
-    /// Parameter `i`'s buffer `name`, if it has one yet.
-    fn buffer(&self, i: usize, name: &str) -> Option<Tensor> {
-        self.state.get(&self.params[i].0).and_then(|s| s.get(name)).map(Tensor::shallow_clone)
-    }
-
-    fn insert_buffer(&mut self, i: usize, name: &'static str, t: Tensor) {
-        self.state.entry(self.params[i].0.clone()).or_default().insert(name, t);
+    /// Whether parameter `i` has its buffer `name` yet.
+    fn has_buffer(&self, i: usize, name: &str) -> bool {
+        self.state.get(&self.params[i].0).is_some_and(|s| s.contains_key(name))
     }
 
     /// The buffers `name` of the parameters `which`, made by `init(position in which)` where missing.
