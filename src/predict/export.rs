@@ -40,9 +40,8 @@ impl Predictor {
         }
         if options.torchscript || options.onnx.is_some() {
             let module = self.trace(&card, options)?;
-            let path = dir.join("model.pt");
             if options.torchscript {
-                crate::sys::atomic::with_temp_path(&path, |tmp| Ok(module.save(tmp)?))?;
+                crate::sys::atomic::with_temp_path(&dir.join("model.pt"), |tmp| Ok(module.save(tmp)?))?;
                 card.files.push("model.pt".into());
             }
             if let Some(python) = &options.onnx {

@@ -162,13 +162,24 @@ impl Predictor {
 
     /// The normalised model input for image files, as `predict` prepares it.
     pub fn inputs(&self, paths: &[PathBuf]) -> Result<Tensor> {
-        let side = resize_side(self.image_size) as i64;
-        let mut pixels = vec![];
-        for p in paths {
-            pixels.extend(decode(p, side as u32).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?);
+        let (decoded, images) = self.decode_batch(paths);
+        if let Some((p, Err(e))) = paths.iter().zip(&decoded).find(|(_, d)| d.is_err()) {
+            bail!("{}: {e}", p.display());
         }
-        let images = Tensor::from_slice(&pixels).view([paths.len() as i64, 3, side, side]);
         Ok(self.transform.eval(&images, Device::Cpu))
+    }
+
+    /// Each file decoded (in parallel) at the resize side, and the readable ones stacked as
+    /// one uint8 NCHW batch (of none when no file could be read).
+    fn decode_batch(&self, paths: &[PathBuf]) -> (Vec<Result<(), String>>, Tensor) {
+        use rayon::prelude::*;
+        let side = resize_side(self.image_size);
+        let decoded: Vec<Result<Vec<u8>, String>> =
+            paths.par_iter().map(|p| decode(p, side).map_err(|e| e.to_string())).collect();
+        let pixels: Vec<u8> = decoded.iter().filter_map(|d| d.as_ref().ok()).flatten().copied().collect();
+        let n = decoded.iter().filter(|d| d.is_ok()).count() as i64;
+        let images = Tensor::from_slice(&pixels).view([n, 3, side as i64, side as i64]);
+        (decoded.into_iter().map(|d| d.map(|_| ())).collect(), images)
     }
 
     /// A pretrained backbone with its own 1000-class ImageNet head, its classes named.
@@ -203,15 +214,9 @@ impl Predictor {
     /// Top-`k` classes of each image, decoded in parallel and classified in one batch;
     /// an image that cannot be decoded gets its reason and no classes.
     pub fn predict_batch(&self, paths: &[PathBuf], k: usize) -> Vec<Prediction> {
-        use rayon::prelude::*;
-        let side = resize_side(self.image_size) as i64;
-        let decoded: Vec<Result<Vec<u8>, String>> =
-            paths.par_iter().map(|p| decode(p, side as u32).map_err(|e| e.to_string())).collect();
-        let pixels: Vec<u8> = decoded.iter().filter_map(|d| d.as_ref().ok()).flatten().copied().collect();
-        let n = decoded.iter().filter(|d| d.is_ok()).count() as i64;
+        let (decoded, images) = self.decode_batch(paths);
         let mut ranked = vec![].into_iter();
-        if n > 0 {
-            let images = Tensor::from_slice(&pixels).view([n, 3, side, side]);
+        if images.size()[0] > 0 {
             let logits = tch::no_grad(|| {
                 let x = self.transform.eval(&images, Device::Cpu);
                 crate::train::tta_logits(&self.model, &x, &self.tta)
@@ -222,7 +227,7 @@ impl Predictor {
             .iter()
             .zip(decoded)
             .map(|(path, d)| match d {
-                Ok(_) => {
+                Ok(()) => {
                     let (top, logits) = ranked.next().unwrap_or_default();
                     Prediction { path: path.clone(), top, logits, error: None }
                 }
