@@ -3,13 +3,15 @@
 //! (or a GPU machine with its own CUDA libtorch) can still override it with
 //! LD_LIBRARY_PATH.
 //!
-//! Also compiles src/train/foreach.cpp, the optimizers' multi-tensor operations, against
-//! the same libtorch's headers (tch does not bind `_foreach_*`).
+//! Also compiles src/train/foreach.cpp, the optimizers' multi-tensor operations, and
+//! src/sys/numerics.cpp, libtorch's CPU capability, against the same libtorch's headers
+//! (tch binds neither).
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed=src/train/foreach.cpp");
+    println!("cargo:rerun-if-changed=src/sys/numerics.cpp");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not say where libtorch is (DEP_TCH_LIBTORCH_LIB)");
     };
@@ -34,5 +36,6 @@ fn main() {
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
         .opt_level(2)
         .file("src/train/foreach.cpp")
-        .compile("runner_foreach");
+        .file("src/sys/numerics.cpp")
+        .compile("runner_cxx");
 }

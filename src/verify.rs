@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use tch::Device;
 
-use crate::config::spec::Spec;
+use crate::config::spec::{Reproducibility, Spec};
 use crate::record::run_dir::RunDir;
 use crate::record::summary::{Status, Summary};
 use crate::record::table;
@@ -124,6 +124,16 @@ fn device_of(summary: &Summary) -> Result<Device> {
     }
 }
 
+/// The `reproducibility` of the run recorded in `dir` ("machine" when its config cannot be
+/// read: verifying it will say why).
+pub fn reproducibility_of(dir: &Path) -> Reproducibility {
+    let config = RunDir::at(dir).config();
+    std::fs::read_to_string(&config)
+        .ok()
+        .and_then(|text| Spec::from_str_at(&text, &config).ok())
+        .map_or(Reproducibility::Machine, |s| s.reproducibility)
+}
+
 /// Reruns the run recorded in `dir` and compares.
 pub fn verify(dir: &Path, opts: &VerifyOptions) -> crate::Result<Verdict> {
     let dir = &RunDir::at(dir);
@@ -233,7 +243,42 @@ fn judge(
         lines.push(format!("  test_acc recorded {a} rerun {b}: {}", if ok { "same" } else { "DIFFERS" }));
     }
     passed &= same_outcome(dir, summary, outcome, opts.tolerance, &mut lines);
+    lines.extend(machines(summary, rerun_summary, passed));
     Ok(Verdict { dir: dir.path().to_path_buf(), comparison, test_acc, passed, lines })
+}
+
+/// The machines of the record and of the rerun, and what differs between them; when the
+/// numbers differ too, what that means for the run's reproducibility mode.
+fn machines(recorded: &Summary, rerun: &Summary, passed: bool) -> Vec<String> {
+    let Some(here) = &rerun.machine else { return vec![] };
+    let Some(there) = &recorded.machine else {
+        return vec![
+            format!("  machine: the record does not say which machine made it; rerun on {}", here.describe()),
+            "  (records made before runner kept summary.json's \"machine\" are bit-identical only on their own machine)"
+                .into(),
+        ];
+    };
+    let differences = there.differences(here);
+    if differences.is_empty() {
+        return vec![format!("  machine: the same as the record's: {}", here.describe())];
+    }
+    let mut lines = vec![
+        format!("  machine: recorded on {}", there.describe()),
+        format!("           rerun on    {}", here.describe()),
+        format!("           they differ in: {}", differences.join("; ")),
+    ];
+    if !passed {
+        lines.push(if there.reproducibility == "portable" {
+            "  a portable run gives the same bits on any x86_64 processor with AVX2; that it does not here is a bug \
+             (please report it with both machine lines)"
+                .into()
+        } else {
+            "  a run with reproducibility = \"machine\" (the default) is bit-identical only on the same machine and \
+             threads; compare with --tolerance, or record it with reproducibility = \"portable\""
+                .into()
+        });
+    }
+    lines
 }
 
 /// Beyond the metrics: the same best epoch and epoch count, and (when the recording

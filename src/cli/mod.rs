@@ -21,6 +21,7 @@ use runner::Result;
 use tch::Device;
 
 use runner::config::experiment::{Experiment, Override, parse_set};
+use runner::config::spec::Reproducibility;
 use runner::error::SpecError;
 use runner::model::Backbone;
 
@@ -131,6 +132,22 @@ fn device(arg: DeviceArg) -> Result<Device> {
         tch::Cuda::cudnn_set_benchmark(true);
     }
     Ok(device)
+}
+
+/// Restarts runner with libtorch's paths pinned when these runs are portable
+/// (sys/numerics.rs); before libtorch computes anything. The paths are set once per
+/// process, so one command cannot mix portable runs with others.
+fn pin_numerics(modes: impl IntoIterator<Item = Reproducibility>) -> Result<()> {
+    let modes: std::collections::BTreeSet<&str> = modes.into_iter().map(Reproducibility::name).collect();
+    if modes.len() > 1 {
+        return Err(anyhow!(
+            "these runs mix reproducibility = \"portable\" with \"machine\": libtorch's instruction paths are \
+             chosen once per process, so run the portable ones in a command of their own"
+        )
+        .into());
+    }
+    let portable = modes.contains(Reproducibility::Portable.name());
+    Ok(runner::sys::numerics::pin_process(if portable { Reproducibility::Portable } else { Reproducibility::Machine })?)
 }
 
 /// Loads a spec with its `--set` overrides.

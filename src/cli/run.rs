@@ -8,7 +8,7 @@ use runner::Result;
 use runner::config::experiment::describe_varying;
 use runner::run::RunOptions;
 
-use super::{DeviceFlags, SetFlags, device, load};
+use super::{DeviceFlags, SetFlags, device, load, pin_numerics};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,6 +35,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let Args { spec, set: SetFlags { set }, out, force, resume, quiet, device: DeviceFlags { device: dev } } = args;
     let exp = load(&spec, &set)?;
+    pin_numerics(exp.runs.iter().map(|r| r.spec.reproducibility))?;
     runner::run::preflight(&exp)?;
     let refuse_changed_config = exp.runs.len() == 1;
     let opts = RunOptions {

@@ -9,7 +9,7 @@ use runner::Result;
 use runner::run::RunOptions;
 use runner::sweep::{EmitOptions, Engine, Shard, SweepArgs, SweepRun};
 
-use super::{DeviceFlags, SetFlags, device, parse_sets};
+use super::{DeviceFlags, SetFlags, device, parse_sets, pin_numerics};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -82,6 +82,7 @@ pub fn run(args: Args) -> Result<()> {
     } = args;
     let overrides = parse_sets(&set, Path::new("--set"))?;
     let runs = runner::sweep::expand(&paths, &overrides)?;
+    pin_numerics(runs.iter().map(|r| r.planned.spec.reproducibility))?;
     if let Some(list) = devices {
         run_workers(&parse_devices(&list)?, &paths, &set, &out, quiet)?;
         if !no_report && out.is_dir() {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use runner::Result;
 
-use super::{DeviceArg, device};
+use super::{DeviceArg, device, pin_numerics};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,6 +31,7 @@ pub fn run(args: Args) -> Result<()> {
     if tolerance.is_nan() || tolerance < 0.0 {
         return Err(anyhow!("--tolerance: expected a difference of 0 or more, found {tolerance}").into());
     }
+    pin_numerics(dirs.iter().map(|d| runner::verify::reproducibility_of(d)))?;
     let opts = runner::verify::VerifyOptions { tolerance, device: dev.map(device).transpose()?, keep, quiet: !verbose };
     let mut failed = vec![];
     for dir in &dirs {

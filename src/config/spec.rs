@@ -52,6 +52,33 @@ pub struct Spec {
     /// Where runs are also logged (MLflow); not part of the run's identity.
     #[serde(default, skip_serializing_if = "TrackingSpec::is_off")]
     pub tracking: TrackingSpec,
+    /// Which machines give the same bits: "machine" (the same machine and threads; libtorch's
+    /// fastest paths for this processor) or "portable" (any x86_64 processor with AVX2, Intel
+    /// or AMD: the instruction paths of libtorch, oneDNN and MKL pinned; sys/numerics.rs).
+    #[serde(default, skip_serializing_if = "Reproducibility::is_machine")]
+    pub reproducibility: Reproducibility,
+}
+
+/// `reproducibility`: see [`Spec::reproducibility`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reproducibility {
+    #[default]
+    Machine,
+    Portable,
+}
+
+impl Reproducibility {
+    fn is_machine(&self) -> bool {
+        *self == Reproducibility::Machine
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reproducibility::Machine => "machine",
+            Reproducibility::Portable => "portable",
+        }
+    }
 }
 
 /// `[tracking]`: where runs are logged besides their run directory.

@@ -76,6 +76,9 @@ pub struct Summary {
     /// Where the run is also logged, or why that failed (`mlflow: ...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking: Option<String>,
+    /// The processor and the libtorch paths that made the numbers (absent before runner recorded them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<crate::sys::numerics::Machine>,
 }
 
 impl Status {

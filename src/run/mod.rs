@@ -24,7 +24,7 @@ pub(crate) use self::prepare::prepare_files;
 pub use self::prepare::{preflight, prepare};
 use self::resume::{Restored, find_checkpoint, restore};
 use crate::Error;
-use crate::config::spec::Spec;
+use crate::config::spec::{Reproducibility, Spec};
 use crate::data;
 use crate::record::checkpoint::{Checkpoint, EarlyStopState, TrainState};
 use crate::record::run_dir::RunDir;
@@ -93,6 +93,16 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
     // What can be refused is refused before the slow part (data, weights).
     let seen = modified();
     let mut resume = find_checkpoint(spec, id, &dir, opts, &config_sha256)?;
+    if spec.reproducibility == Reproducibility::Portable {
+        if opts.device.is_cuda() {
+            return Err(anyhow::anyhow!(
+                "reproducibility = \"portable\" pins the CPU's paths; a CUDA run's bits depend on its GPU: \
+                 run it with --device cpu, or leave reproducibility at \"machine\""
+            )
+            .into());
+        }
+        crate::sys::numerics::check_portable()?;
+    }
     crate::sys::malloc::tune()?;
     let threads = prepare::configure_threads(opts.threads);
     let mut trainer = prepare_files(spec, &id.files, opts.device, opts.quiet)?;
@@ -116,6 +126,9 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
     let mut log = RunLog::open(&dir, opts.quiet);
     let mut summary = new_summary(spec, id, &trainer, threads, opts.device);
     log_start(&mut log, &mut summary, spec, resume.as_ref(), opts.quiet, &dir);
+    if let Some(m) = summary.machine.as_ref().filter(|m| m.reproducibility == "portable") {
+        log.line(&format!("reproducibility portable: {}", m.describe()));
+    }
     warn_unvalidated(&trainer, &mut log, opts.quiet);
     if let Some(note) = trainer.place_data() {
         log.line(&note);
@@ -225,6 +238,7 @@ fn new_summary(spec: &Spec, id: &Identity, trainer: &Trainer, threads: i32, devi
         device: format!("{device:?}").to_lowercase(),
         error: None,
         tracking: None,
+        machine: Some(crate::sys::numerics::Machine::here(spec.reproducibility)),
     }
 }
 

@@ -25,6 +25,8 @@ pub(crate) const MAX_GRID_RUNS: &str = "RUNNER_MAX_GRID_RUNS";
 pub(crate) const MALLOC: &str = "RUNNER_MALLOC";
 /// An MLflow tracking server's URL, for specs without `[tracking] mlflow`.
 pub(crate) const MLFLOW_URI: &str = "RUNNER_MLFLOW_URI";
+/// Set (to `portable`) in a process restarted with libtorch's paths pinned (sys/numerics.rs).
+pub(crate) const NUMERICS_PINNED: &str = "RUNNER_NUMERICS_PINNED";
 /// Tests only: stop at the named point and wait to be killed (failpoint.rs).
 pub(crate) const FAILPOINT: &str = "RUNNER_FAILPOINT";
 /// Tests only: the file a failpoint creates when it is reached.
@@ -43,6 +45,7 @@ pub const ALL: &[&str] = &[
     MAX_GRID_RUNS,
     MALLOC,
     MLFLOW_URI,
+    NUMERICS_PINNED,
     FAILPOINT,
     FAILPOINT_MARKER,
 ];

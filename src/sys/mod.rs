@@ -9,4 +9,5 @@ pub mod env;
 pub mod failpoint;
 pub mod fetch;
 pub mod malloc;
+pub mod numerics;
 pub mod signal;

@@ -93,3 +93,121 @@ fn verify_also_checks_the_best_weights_and_the_best_epoch() {
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stdout(&o).contains("DIFFERS: best epoch"), "{}", stdout(&o));
 }
+
+/// The environment that asks libtorch for the host's widest paths, and the one that asks for
+/// the narrowest: ATen's kernels, oneDNN's ISA, MKL's branch.
+const WIDEST: &[(&str, &str)] =
+    &[("ATEN_CPU_CAPABILITY", "avx512"), ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX"), ("MKL_CBWR", "AUTO")];
+const NARROWEST: &[(&str, &str)] =
+    &[("ATEN_CPU_CAPABILITY", "default"), ("ONEDNN_MAX_CPU_ISA", "SSE41"), ("MKL_CBWR", "SSE2")];
+
+/// Trains the tiny spec (with `extra` keys first) under `env` into `root/<out>` and returns
+/// its metrics.csv, best weights and summary.json.
+fn run_under(
+    root: &std::path::Path,
+    extra: &str,
+    env: &[(&str, &str)],
+    out: &str,
+) -> (String, Vec<u8>, serde_json::Value) {
+    let source = root.join("shapes");
+    if !source.is_dir() {
+        shapes(root, 3, 8);
+    }
+    let spec = format!("{extra}{}", tiny_spec(&source));
+    let file = format!("{out}.toml");
+    std::fs::write(root.join(&file), spec).unwrap();
+    let o = crate::common::runner_with_env(root, &["run", &file, "--out", out, "--quiet", "--device", "cpu"], env);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let dir = only_run(&root.join(out).join("tiny"));
+    let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    (metrics, std::fs::read(dir.join("best.safetensors")).unwrap(), crate::common::summary_json(&dir))
+}
+
+#[test]
+fn a_portable_run_gives_the_same_bits_whichever_instruction_paths_the_environment_asks_for() {
+    if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+        eprintln!("skipped: the portable mode needs AVX2 and FMA, which this processor lacks");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let portable = "reproducibility = \"portable\"\n";
+    let (metrics_wide, best_wide, summary) = run_under(root, portable, WIDEST, "wide");
+    let (metrics_narrow, best_narrow, _) = run_under(root, portable, NARROWEST, "narrow");
+    assert_eq!(metrics_wide, metrics_narrow, "portable: metrics.csv differs between the widest and narrowest paths");
+    assert!(best_wide == best_narrow, "portable: the best weights differ between the widest and narrowest paths");
+    let machine = &summary["machine"];
+    assert_eq!(machine["reproducibility"], "portable", "{summary}");
+    assert_eq!(machine["aten_capability"], "AVX2", "{summary}");
+    assert_eq!(machine["onednn_max_cpu_isa"], "AVX2", "{summary}");
+    assert_eq!(machine["mkl_cbwr"], "COMPATIBLE,STRICT", "{summary}");
+
+    // The control: in the default mode the same two environments give other bits, so the
+    // equality above is the portable mode's doing.
+    let (machine_wide, _, summary) = run_under(root, "", WIDEST, "machine_wide");
+    let (machine_narrow, _, _) = run_under(root, "", NARROWEST, "machine_narrow");
+    assert_ne!(machine_wide, machine_narrow, "the environment did not move the default mode's bits");
+    assert_eq!(summary["machine"]["reproducibility"], "machine");
+    assert_eq!(
+        summary["machine"]["aten_capability"],
+        if std::is_x86_feature_detected!("avx512f") { "AVX512" } else { "AVX2" }
+    );
+
+    // One process cannot run both modes.
+    let grid = format!("{}\n[grid]\nreproducibility = [\"machine\", \"portable\"]\n", tiny_spec(&root.join("shapes")));
+    std::fs::write(root.join("mixed.toml"), grid).unwrap();
+    let o = runner(root, &["run", "mixed.toml", "--out", "mixed", "--quiet"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("mix reproducibility = \"portable\" with \"machine\""), "{}", stderr(&o));
+    assert!(!root.join("mixed").exists(), "a refused command wrote runs");
+}
+
+#[test]
+fn verify_names_the_machines_of_the_record_and_the_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (dir, dir_arg) = recorded_run(root, 2, 8);
+    let here = crate::common::summary_json(&dir)["machine"].clone();
+    assert!(here["cpu"].is_string() && here["isa"].is_string(), "{here}");
+
+    let o = runner(root, &["verify", &dir_arg]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("machine: the same as the record's"), "{}", stdout(&o));
+
+    // The record says another processor made it.
+    let path = dir.join("summary.json");
+    let mut summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    summary["machine"]["cpu"] = "Intel(R) Xeon(R) Example CPU".into();
+    summary["machine"]["aten_capability"] = "DEFAULT".into();
+    std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap()).unwrap();
+    let o = runner(root, &["verify", &dir_arg]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("machine: recorded on Intel(R) Xeon(R) Example CPU"), "{out}");
+    assert!(out.contains(&format!("rerun on    {}", here["cpu"].as_str().unwrap())), "{out}");
+    assert!(
+        out.contains(&format!("processor Intel(R) Xeon(R) Example CPU vs {}", here["cpu"].as_str().unwrap())),
+        "{out}"
+    );
+    assert!(out.contains("ATen kernels DEFAULT vs"), "{out}");
+
+    // And its numbers differ: verify says what a machine-mode record promises.
+    let csv_path = dir.join("metrics.csv");
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    let mut lines: Vec<String> = csv.lines().map(str::to_string).collect();
+    let mut cells: Vec<String> = lines[1].split(',').map(str::to_string).collect();
+    cells[3] = format!("{}", cells[3].parse::<f64>().unwrap() + 1e-6);
+    lines[1] = cells.join(",");
+    std::fs::write(&csv_path, lines.join("\n") + "\n").unwrap();
+    let o = runner(root, &["verify", &dir_arg]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("bit-identical only on the same machine"), "{}", stdout(&o));
+
+    // A record from before runner kept the machine.
+    summary.as_object_mut().unwrap().remove("machine");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap()).unwrap();
+    std::fs::write(&csv_path, &csv).unwrap();
+    let o = runner(root, &["verify", &dir_arg]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("the record does not say which machine made it"), "{}", stdout(&o));
+}
