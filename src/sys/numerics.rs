@@ -63,6 +63,28 @@ pub fn pin_process(mode: Reproducibility) -> anyhow::Result<()> {
     if mode != Reproducibility::Portable || is_pinned() {
         return Ok(());
     }
+    if std::env::var_os(crate::sys::env::NUMERICS_PINNED).is_some() {
+        // Set by hand (or by a script) with other values: restarting would loop or, under an
+        // emulator, escape it. Say which variable is off instead.
+        let off: Vec<String> = PORTABLE_ENV
+            .iter()
+            .filter(|(k, v)| std::env::var(k).as_deref() != Ok(*v))
+            .map(|(k, v)| format!("{k}={:?} (portable: {v})", std::env::var(k).unwrap_or_default()))
+            .collect();
+        anyhow::bail!(
+            "{} is set, but not the portable settings: {}",
+            crate::sys::env::NUMERICS_PINNED,
+            if off.is_empty() {
+                format!(
+                    "{}={:?}",
+                    crate::sys::env::NUMERICS_PINNED,
+                    std::env::var(crate::sys::env::NUMERICS_PINNED).unwrap_or_default()
+                )
+            } else {
+                off.join(", ")
+            }
+        );
+    }
     if !can_pin() {
         anyhow::bail!(
             "reproducibility = \"portable\" needs an x86_64 processor with AVX2 and FMA; this one ({}) has {}",

@@ -153,6 +153,21 @@ fn a_portable_run_gives_the_same_bits_whichever_instruction_paths_the_environmen
         if std::is_x86_feature_detected!("avx512f") { "AVX512" } else { "AVX2" }
     );
 
+    // A process that says it is pinned, with other settings, is refused rather than restarted.
+    let o = crate::common::runner_with_env(
+        root,
+        &["run", "wide.toml", "--out", "marker", "--quiet"],
+        &[
+            ("RUNNER_NUMERICS_PINNED", "portable"),
+            ("ATEN_CPU_CAPABILITY", "avx512"),
+            ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+            ("MKL_CBWR", "COMPATIBLE,STRICT"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ATEN_CPU_CAPABILITY=\"avx512\" (portable: avx2)"), "{}", stderr(&o));
+    assert!(!root.join("marker").exists(), "a refused command wrote runs");
+
     // One process cannot run both modes.
     let grid = format!("{}\n[grid]\nreproducibility = [\"machine\", \"portable\"]\n", tiny_spec(&root.join("shapes")));
     std::fs::write(root.join("mixed.toml"), grid).unwrap();
