@@ -104,6 +104,8 @@ mod tests {
         let want = floats(want);
         assert_eq!(got.len(), want.len(), "{what}");
         for (a, b) in got.iter().zip(&want) {
+            // One float32 multiply-add per value of at most 1: a few ulp (1e-7) on any
+            // processor; a wrong box or weight is off by 1e-2 or more.
             assert!((a - b).abs() < 1e-6, "{what}: {a} vs torchvision {b}");
         }
     }

@@ -549,6 +549,8 @@ mod tests {
         for ((_, p), want) in opt.params.iter().zip(clip["clipped"].as_array().unwrap()) {
             let got = Vec::<f64>::try_from(&p.grad()).unwrap();
             for (a, b) in got.iter().zip(crate::train::floats(want)) {
+                // float64 from start to end: another processor's rounding moves these values
+                // (about 1) by a few 1e-16; a formula error moves them by 1e-4 or more.
                 assert!((a - b).abs() < 1e-12, "clipped gradient {a} vs PyTorch {b}");
             }
         }
@@ -582,6 +584,8 @@ mod tests {
         for (wk, want) in w.iter().zip(case["after_3_steps"].as_array().unwrap()) {
             let got = Vec::<f64>::try_from(&wk.detach()).unwrap();
             for (a, b) in got.iter().zip(crate::train::floats(want)) {
+                // float64 from start to end: another processor's rounding moves these values
+                // (about 1) by a few 1e-16; a formula error moves them by 1e-4 or more.
                 assert!((a - b).abs() < 1e-12, "weight {a} vs PyTorch {b}");
             }
         }
@@ -619,6 +623,8 @@ mod tests {
         for (w, want) in [&w0, &w1].iter().zip(case["after_4_steps"].as_array().unwrap()) {
             let got = Vec::<f64>::try_from(&w.detach()).unwrap();
             for (a, b) in got.iter().zip(crate::train::floats(want)) {
+                // float64 from start to end: another processor's rounding moves these values
+                // (about 1) by a few 1e-16; a formula error moves them by 1e-4 or more.
                 assert!((a - b).abs() < 1e-12, "weight {a} vs PyTorch {b}");
             }
         }

