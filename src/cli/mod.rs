@@ -146,8 +146,7 @@ fn pin_numerics(modes: impl IntoIterator<Item = Reproducibility>) -> Result<()> 
         )
         .into());
     }
-    let portable = modes.contains(Reproducibility::Portable.name());
-    Ok(runner::sys::numerics::pin_process(if portable { Reproducibility::Portable } else { Reproducibility::Machine })?)
+    Ok(runner::sys::numerics::pin_process(modes.contains(Reproducibility::Portable.name()))?)
 }
 
 /// Loads a spec with its `--set` overrides.

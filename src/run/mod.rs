@@ -238,7 +238,7 @@ fn new_summary(spec: &Spec, id: &Identity, trainer: &Trainer, threads: i32, devi
         device: format!("{device:?}").to_lowercase(),
         error: None,
         tracking: None,
-        machine: Some(crate::sys::numerics::Machine::here(spec.reproducibility)),
+        machine: Some(crate::sys::numerics::Machine::here(spec.reproducibility.name())),
     }
 }
 

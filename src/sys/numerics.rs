@@ -27,8 +27,6 @@ use std::os::unix::process::CommandExt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::spec::Reproducibility;
-
 /// The variables that pin libtorch's paths in the portable mode, with their values.
 pub const PORTABLE_ENV: &[(&str, &str)] =
     &[("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("MKL_CBWR", "COMPATIBLE,STRICT")];
@@ -56,11 +54,12 @@ pub fn can_pin() -> bool {
     }
 }
 
-/// For a process that will run portable runs: restarts it with the portable settings, unless
-/// it has them already. Call it before libtorch computes anything. Returns only when no
-/// restart is needed; otherwise the process is replaced, or an error says why it cannot be.
-pub fn pin_process(mode: Reproducibility) -> anyhow::Result<()> {
-    if mode != Reproducibility::Portable || is_pinned() {
+/// For a process that will run portable runs (`portable`): restarts it with the portable
+/// settings, unless it has them already. Call it before libtorch computes anything. Returns
+/// only when no restart is needed; otherwise the process is replaced, or an error says why
+/// it cannot be.
+pub fn pin_process(portable: bool) -> anyhow::Result<()> {
+    if !portable || is_pinned() {
         return Ok(());
     }
     if std::env::var_os(crate::sys::env::NUMERICS_PINNED).is_some() {
@@ -188,8 +187,8 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// This machine, for a run in mode `mode`.
-    pub fn here(mode: Reproducibility) -> Machine {
+    /// This machine, for a run whose `reproducibility` is `mode` ("machine" or "portable").
+    pub fn here(mode: &str) -> Machine {
         let var = |k| std::env::var(k).unwrap_or_default();
         Machine {
             cpu: cpu_name(),
@@ -198,7 +197,7 @@ impl Machine {
             onednn_max_cpu_isa: var("ONEDNN_MAX_CPU_ISA"),
             mkl_cbwr: var("MKL_CBWR"),
             libtorch: libtorch_version(),
-            reproducibility: mode.name().into(),
+            reproducibility: mode.into(),
         }
     }
 
@@ -243,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_machine_names_what_differs_from_another() {
-        let a = Machine::here(Reproducibility::Machine);
+        let a = Machine::here("machine");
         assert!(a.differences(&a).is_empty());
         assert!(!a.cpu.is_empty() && !a.aten_capability.is_empty(), "{a:?}");
         assert_eq!(a.libtorch, "2.11.0");
