@@ -1,6 +1,7 @@
 //! Bounded fuzzing of every loader of untrusted bytes (issue 16): seeded mutations of the
 //! committed seed corpus (tests/fixtures/fuzz/, plus the .pth fixtures) go through the
-//! weights readers, the archive extractor, the image decoder and the spec parser in a
+//! weights readers, the archive extractor, the image decoder, the spec parser, a halving
+//! search's journal and an exported model's model.json in a
 //! child process under a memory limit, which must end every case with a value or an
 //! error: no panic, no abort, and no case slower than [`CASE_SECONDS`].
 //!
@@ -16,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 const CASE_SECONDS: u64 = 10;
 /// The child's data limit (RLIMIT_DATA): a loader that tries to allocate more fails.
 const MEMORY_LIMIT: u64 = 3 << 30;
-const TARGETS: [&str; 6] = ["legacy_pth", "zip_pth", "safetensors", "zip", "image", "spec"];
+const TARGETS: [&str; 8] = ["legacy_pth", "zip_pth", "safetensors", "zip", "image", "spec", "journal", "model_json"];
 const CHILD: &str = "RUNNER_FUZZ_TARGET";
 
 fn fixtures() -> PathBuf {
@@ -33,6 +34,8 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
         "zip" => vec![read("fuzz/images.zip")],
         "image" => vec![read("fuzz/tiny.png"), read("fuzz/tiny.jpg")],
         "spec" => vec![read("fuzz/spec.toml"), read("ci_verify.toml")],
+        "journal" => vec![read("fuzz/journal.txt")],
+        "model_json" => vec![read("fuzz/model.json")],
         other => panic!("no target {other}"),
     }
 }
@@ -102,6 +105,8 @@ fn load(target: &str, input: &[u8], scratch: &Path) {
             let text = String::from_utf8_lossy(input);
             drop(crate::config::spec::Spec::from_str_at(&text, Path::new("fuzz.toml")));
         }
+        "journal" => crate::sweep::halving::fuzz_journal(input),
+        "model_json" => crate::predict::ModelCard::fuzz(input),
         other => panic!("no target {other}"),
     }
 }

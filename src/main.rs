@@ -14,6 +14,10 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    if let Err(e) = runner::sys::env::check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(runner::error::exit::USAGE);
+    }
     if let Err(e) = runner::sys::malloc::tune() {
         eprintln!("error: {e:#}");
         return ExitCode::from(runner::error::exit::USAGE);
@@ -21,7 +25,7 @@ fn main() -> ExitCode {
     match cli::Cli::parse().run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", runner::sys::redact::credentials(&format!("{e:#}")));
             ExitCode::from(e.code())
         }
     }

@@ -315,6 +315,24 @@ fn href(base: &Path, target: &Path) -> String {
     percent_encoding::utf8_percent_encode(&rel.to_string_lossy(), UNSAFE).to_string()
 }
 
+/// Text as literal Markdown: every character that Markdown or a table could read as
+/// syntax is backslash-escaped, and line breaks (which would end a heading) become spaces.
+fn md_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '-' | '.' | '!' | '|' | '<'
+            | '>' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -476,7 +494,7 @@ impl<'a> Section<'a> {
 
     /// The Markdown leaderboard and the plots.
     fn markdown(&self, md: &mut String) {
-        let name = self.name;
+        let name = &md_escape(self.name);
         let _ = writeln!(md, "## {name}\n");
         let mut head = String::from("| rank | run id |");
         let mut rule = String::from("|---:|---|");
@@ -680,6 +698,12 @@ pub fn describe(w: &Written, out: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn experiment_names_are_literal_text_in_markdown() {
+        assert_eq!(md_escape("plain name 2"), "plain name 2");
+        assert_eq!(md_escape("x](http://evil) <b>*|#\nnext"), "x\\]\\(http://evil\\) \\<b\\>\\*\\|\\# next");
+    }
 
     fn entry(id: &str, lr: &str, epochs: &str) -> RunEntry {
         let config = [("name", "\"e\""), ("phases.0.optimizer.lr", lr), ("phases.0.epochs", epochs)]

@@ -69,6 +69,12 @@ enum Command {
 impl Cli {
     /// Runs the subcommand.
     pub fn run(self) -> Result<()> {
+        for (old, new) in runner::config::experiment::deprecated_env_vars() {
+            eprintln!(
+                "warning: {old} sets a spec key under the old prefix: use {new} (plain RUNNER_* names clash with \
+                 CI services' own variables, such as GitHub Actions' RUNNER_NAME)"
+            );
+        }
         match self.command {
             Command::Run(args) => run::run(args),
             Command::Sweep(args) => sweep::run(args),

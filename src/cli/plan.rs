@@ -22,6 +22,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let Args { spec, set: SetFlags { set }, out } = args;
     let exp = load(&spec, &set)?;
+    runner::run::check(&exp)?;
     println!("{:<12} {:<10} {:>6}  varying", "run id", "completed", "epochs");
     let mut unreadable = None;
     for planned in &exp.runs {

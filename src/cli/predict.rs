@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// Write the predictions to this CSV file (path, class_i and probability_i for the top
-    /// k, error) instead of printing them.
+    /// k, error) instead of printing them; `-` writes the CSV to standard output.
     #[arg(long)]
     pub csv: Option<PathBuf>,
     /// Images classified at once.
@@ -83,6 +83,12 @@ fn predict_all(predictor: &Predictor, images: &[PathBuf], k: usize, batch: usize
     results
 }
 
+/// Text for a terminal: control characters (escape sequences in a file or class name could
+/// rewrite the screen) shown escaped.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 fn parse_tta(s: &str) -> std::result::Result<Option<TtaView>, String> {
     match s {
         "hflip" => Ok(Some(TtaView::Hflip)),
@@ -94,6 +100,13 @@ fn parse_tta(s: &str) -> std::result::Result<Option<TtaView>, String> {
 pub fn run(args: Args) -> Result<()> {
     let Args { images, csv, batch_size, run, model, backbone, weights, image_size, top_k, json, tta, logits } = args;
     let top_k = top_k as usize;
+    if let Some(path) = csv.as_ref().filter(|p| p.as_os_str() != "-") {
+        // Found before any image is classified, not after.
+        let parent = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if path.is_dir() || !parent.is_dir() {
+            return Err(anyhow!("--csv {}: not a file in an existing folder", path.display()).into());
+        }
+    }
     let images = runner::predict::expand_inputs(&images)?;
     let mut predictor = match (run, backbone) {
         (Some(dir), _) => Predictor::from_run(&dir)?,
@@ -110,19 +123,26 @@ pub fn run(args: Args) -> Result<()> {
     }
     predictor.keep_logits = logits;
     let results = predict_all(&predictor, &images, top_k, batch_size as usize);
+    // No more columns than the model has classes.
+    let k = results.iter().map(|r| r.top.len()).max().unwrap_or(top_k).min(top_k);
     if let Some(path) = &csv {
-        runner::sys::atomic::write_atomic(path, runner::predict::predictions_csv(&results, top_k).as_bytes())?;
-        eprintln!("predictions: {}", path.display());
+        let table = runner::predict::predictions_csv(&results, k);
+        if path.as_os_str() == "-" {
+            print!("{table}");
+        } else {
+            runner::sys::atomic::write_atomic(path, table.as_bytes())?;
+            eprintln!("predictions: {}", path.display());
+        }
     } else if json {
         println!("{}", serde_json::to_string_pretty(&results).map_err(anyhow::Error::from)?);
     } else {
         for r in &results {
-            println!("{}", r.path.display());
+            println!("{}", printable(&r.path.display().to_string()));
             if let Some(e) = &r.error {
-                println!("  error: {e}");
+                println!("  error: {}", printable(e));
             }
             for (i, t) in r.top.iter().enumerate() {
-                let label = t.label.as_deref().map(|l| format!(" {l}")).unwrap_or_default();
+                let label = t.label.as_deref().map(|l| format!(" {}", printable(l))).unwrap_or_default();
                 println!("  {}. {:>4}{label}  {:.4}", i + 1, t.index, t.probability);
             }
             if let Some(l) = &r.logits {

@@ -59,7 +59,7 @@ pub fn run(args: Args) -> Result<()> {
             Ok(outcome) => report(&outcome)?,
             // One failed run of a grid does not stop the others.
             Err(e) if total > 1 => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", runner::sys::redact::credentials(&format!("{e:#}")));
                 failed.push(format!("run {}", i + 1));
             }
             Err(e) => return Err(e),

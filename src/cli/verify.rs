@@ -45,7 +45,7 @@ pub fn run(args: Args) -> Result<()> {
                 }
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", runner::sys::redact::credentials(&format!("{e:#}")));
                 failed.push(dir.display().to_string());
             }
         }

@@ -154,6 +154,20 @@ impl Backbone {
         }
     }
 
+    /// Whether the backbone has BatchNorm layers, which cannot train on a batch of one image
+    /// (a single value per channel has no batch statistics).
+    pub fn has_batchnorm(self) -> bool {
+        !matches!(
+            self,
+            Backbone::Vgg16
+                | Backbone::ConvnextTiny
+                | Backbone::ConvnextSmall
+                | Backbone::VitB16
+                | Backbone::Dinov2Vits14
+                | Backbone::Dinov2Vitb14
+        )
+    }
+
     /// The side an input image must be a multiple of (a ViT's patch size), if any.
     pub fn patch_size(self) -> Option<u32> {
         match self {

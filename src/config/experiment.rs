@@ -5,7 +5,7 @@
 //!   1. serde defaults (in the `Spec` types);
 //!   2. the spec file, without its `[grid]` table;
 //!   3. one point of the grid, then one trial of the `[search]` (search.rs);
-//!   4. `RUNNER_*` environment variables (`RUNNER_PHASES__1__OPTIMIZER__LR=1e-5`);
+//!   4. `RUNNER_SPEC__*` environment variables (`RUNNER_SPEC__PHASES__1__OPTIMIZER__LR=1e-5`);
 //!   5. `--set key=value` flags, in order.
 //!
 //! Keys are dotted paths; a number indexes an array (`phases.1.epochs`).
@@ -76,18 +76,66 @@ fn split_key(key: &str) -> Vec<String> {
     key.split('.').map(str::to_string).collect()
 }
 
-/// `RUNNER_DATA__BATCH_SIZE=16` style overrides, sorted by variable name.
+/// The prefix of spec keys given by environment variables, with `__` between key parts:
+/// `RUNNER_SPEC__DATA__BATCH_SIZE=16`. Not plain `RUNNER_`: GitHub Actions sets RUNNER_OS,
+/// RUNNER_ARCH, RUNNER_NAME, RUNNER_TEMP and more in every job, and Kubernetes sets
+/// RUNNER_SERVICE_HOST, RUNNER_PORT, ... in a pod beside a service named "runner". No CI
+/// service or scheduler sets a name with `RUNNER_SPEC__` (a Kubernetes service name cannot
+/// end in `-`; GitLab's are CI_*, Slurm's SLURM_*).
+pub const ENV_PREFIX: &str = "RUNNER_SPEC__";
+
+/// Variables under the old prefix that CI services set for their own purpose and that are
+/// never read as spec keys, although their name is one (GitHub Actions' RUNNER_NAME is the
+/// CI machine's name, not the experiment's).
+const CLASHING: &[&str] = &["RUNNER_NAME"];
+
+/// Spec keys from the environment, sorted by variable name: `RUNNER_SPEC__KEY__PART=value`,
+/// and, deprecated, the old `RUNNER_KEY__PART=value` where KEY is a top-level spec key that no
+/// CI service uses (any other `RUNNER_*` variable is not runner's and is left alone).
 pub(crate) fn env_overrides() -> Vec<Override> {
-    let mut vars: Vec<(String, String)> =
-        std::env::vars().filter(|(k, _)| k.starts_with("RUNNER_") && !crate::sys::env::is_setting(k)).collect();
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| env_key(k).is_some())
+        .collect();
     vars.sort();
     vars.into_iter()
         .map(|(var, value)| Override {
-            key: var["RUNNER_".len()..].to_lowercase().split("__").map(str::to_string).collect(),
+            key: env_key(&var).expect("filtered above").split("__").map(str::to_lowercase).collect(),
             value: parse_value(&value),
             origin: Origin::Env(var),
         })
         .collect()
+}
+
+/// The key part of a variable that sets a spec key, if it is one.
+fn env_key(var: &str) -> Option<&str> {
+    if let Some(key) = var.strip_prefix(ENV_PREFIX) {
+        return Some(key);
+    }
+    let key = var.strip_prefix("RUNNER_")?;
+    let top = key.split("__").next()?.to_lowercase();
+    let legacy = !crate::sys::env::is_setting(var) && !CLASHING.contains(&var) && spec_fields().contains(&top.as_str());
+    legacy.then_some(key)
+}
+
+/// The old-style variables (`RUNNER_DATA__BATCH_SIZE`) this environment sets, each with its
+/// new name: the binary warns about them.
+pub fn deprecated_env_vars() -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| !k.starts_with(ENV_PREFIX) && env_key(k).is_some())
+        .map(|k| {
+            let new = format!("{ENV_PREFIX}{}", &k["RUNNER_".len()..]);
+            (k, new)
+        })
+        .collect();
+    vars.sort();
+    vars
+}
+
+/// The top-level keys of a spec, as serde knows them.
+fn spec_fields() -> &'static [&'static str] {
+    crate::config::spec::struct_fields::<Spec>()
 }
 
 /// One run of an experiment: its resolved spec and the grid values that set it apart.

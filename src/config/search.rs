@@ -164,6 +164,13 @@ pub(crate) fn parse(source: &SpecSource, value: &toml::Value) -> Result<Search, 
     if search.trials == 0 {
         return Err(source.error(&at(&["search"]), "`trials` is required: how many configurations to sample".into()));
     }
+    // A rung promotes its best 1 / eta: with fewer trials than eta nobody would move on.
+    if let Some(h) = search.halving.filter(|h| search.trials < h.eta) {
+        return Err(source.error(
+            &at(&["search", "trials"]),
+            format!("halving needs at least eta = {} trials to promote any, found {}", h.eta, search.trials),
+        ));
+    }
     if search.space.is_empty() {
         return Err(source.error(
             &at(&["search"]),
@@ -213,8 +220,9 @@ fn parse_dimension(source: &SpecSource, name: &str, spec: &toml::Value) -> Resul
         "uniform" => {
             let (a, b) = pair(false)?;
             let (lo, hi) = (num(&a), num(&b));
-            if !(lo < hi && lo.is_finite() && hi.is_finite()) {
-                return Err(fail(format!("`uniform` needs lo < hi, found [{a}, {b}]")));
+            // The width too: a draw is lo + (hi - lo) u, which [-1e308, 1e308] overflows.
+            if !(lo < hi && lo.is_finite() && hi.is_finite() && (hi - lo).is_finite()) {
+                return Err(fail(format!("`uniform` needs lo < hi, both finite and hi - lo too, found [{a}, {b}]")));
             }
             Dist::Uniform(lo, hi)
         }

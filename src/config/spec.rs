@@ -1,7 +1,7 @@
 //! Experiment specs: the TOML contract users write, layered and validated.
 //!
 //! A spec is read in layers (figment): serde defaults, then the spec file, then
-//! `RUNNER_*` environment variables (`RUNNER_DATA__BATCH_SIZE=16`). Every error
+//! `RUNNER_SPEC__*` environment variables (`RUNNER_SPEC__DATA__BATCH_SIZE=16`). Every error
 //! names the file, the dotted key, and the line and column of that key in the
 //! file where it has one, so users can jump straight to their mistake.
 //!
@@ -31,8 +31,9 @@ pub struct Spec {
     /// Stop when the monitored metric stops improving; also picks what "best" means.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStoppingSpec>,
-    /// A run whose train loss rises above this many times its first epoch's ends as
-    /// diverged, as one whose loss is not a number does (default [`DIVERGENCE_FACTOR`]).
+    /// A run whose train loss rises above this many times its first epoch's (or ln of the
+    /// class count, where smaller) ends as diverged, as one whose loss is not a number does
+    /// (default [`DIVERGENCE_FACTOR`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub divergence_factor: Option<f64>,
     /// `[loss]`: label smoothing and class weights of the training criterion.
@@ -86,7 +87,12 @@ impl Reproducibility {
 #[serde(deny_unknown_fields)]
 pub struct TrackingSpec {
     /// An MLflow tracking server's URL (`RUNNER_MLFLOW_URI` gives one when this is unset).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Written out (config.toml, hyperparameters) without its credentials.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::sys::redact::serialize_redacted"
+    )]
     pub mlflow: Option<String>,
 }
 
@@ -147,6 +153,15 @@ pub enum Precision {
 impl Precision {
     fn is_fp32(&self) -> bool {
         *self == Precision::Fp32
+    }
+
+    /// As the spec spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
+        }
     }
 }
 
@@ -1108,12 +1123,13 @@ impl Spec {
         if !(0.0..1.0).contains(&l.label_smoothing) {
             return Err(invalid("loss.label_smoothing", format!("expected 0 <= x < 1, found {}", l.label_smoothing)));
         }
+        // At most 1e6: the loss sums weights times losses in float32, which 1e308 overflows.
         if let Some(ClassWeights::Given(w)) = &l.class_weights
-            && (w.is_empty() || w.iter().any(|x| !(*x >= 0.0 && x.is_finite())) || w.iter().all(|x| *x == 0.0))
+            && (w.is_empty() || w.iter().any(|x| !(0.0..=1e6).contains(x)) || w.iter().all(|x| *x == 0.0))
         {
             return Err(invalid(
                 "loss.class_weights",
-                format!("expected \"balanced\" or finite weights >= 0, not all 0, found {w:?}"),
+                format!("expected \"balanced\" or weights from 0 to 1e6, not all 0, found {w:?}"),
             ));
         }
         if let Some(ema) = &self.ema
@@ -1233,6 +1249,47 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 fn quote_list(items: &[&str]) -> String {
     items.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// The field names of a struct that derives `Deserialize`: serde hands them to
+/// `deserialize_struct`, which this deserializer records instead of reading anything.
+pub(crate) fn struct_fields<T: de::DeserializeOwned>() -> &'static [&'static str] {
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+    #[derive(Debug)]
+    struct Stop;
+    impl fmt::Display for Stop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("fields recorded")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl de::Error for Stop {
+        fn custom<M: fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> Deserializer<'de> for Fields<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            *self.0 = fields;
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
 }
 
 /// The closest known name to a misspelt one, if it is close enough to be a typo.

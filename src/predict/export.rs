@@ -26,6 +26,32 @@ pub struct ExportOptions {
 /// Converts a TorchScript file to ONNX (argv: model.pt, out, batch, side, input scale).
 const TO_ONNX: &str = include_str!("export_onnx.py");
 
+/// A TorchScript module's file, in memory. libtorch writes it through a pipe that a thread
+/// of ours drains: a file it wrote itself could hit a full disk (or a file size limit), and
+/// libtorch's writer then throws from its destructor and aborts the process, leaving its
+/// partial file behind. Our own write of the bytes fails cleanly instead.
+fn module_bytes(module: &tch::CModule) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two descriptors, which the OwnedFds below then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("cannot make a pipe for the TorchScript module: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors owned by nobody else.
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        std::fs::File::from(read_end).read_to_end(&mut bytes).map(|_| bytes)
+    });
+    let saved = module.save(format!("/proc/self/fd/{}", write_end.as_raw_fd()));
+    // The reader sees the end of the file once no write end is open: libtorch closed its own.
+    drop(write_end);
+    let bytes = reader.join().map_err(|_| anyhow::anyhow!("the TorchScript reader thread panicked"))?;
+    saved.context("libtorch cannot save the TorchScript module")?;
+    bytes.context("cannot read the TorchScript module from its pipe")
+}
+
 impl Predictor {
     /// Writes the model into `dir` as `options` asks, and `model.json` beside it.
     pub fn export(&self, dir: &Path, options: &ExportOptions) -> Result<ModelCard> {
@@ -40,13 +66,15 @@ impl Predictor {
         }
         if options.torchscript || options.onnx.is_some() {
             let module = self.trace(&card, options)?;
+            let bytes = module_bytes(&module)?;
             if options.torchscript {
-                crate::sys::atomic::with_temp_path(&dir.join("model.pt"), |tmp| Ok(module.save(tmp)?))?;
+                crate::sys::atomic::write_atomic(&dir.join("model.pt"), &bytes)?;
                 card.files.push("model.pt".into());
             }
             if let Some(python) = &options.onnx {
                 let traced = tempfile::Builder::new().prefix(".model.pt").tempfile_in(dir)?;
-                module.save(traced.path())?;
+                std::fs::write(traced.path(), &bytes)
+                    .with_context(|| format!("cannot write {}", traced.path().display()))?;
                 let path = dir.join("model.onnx");
                 crate::sys::atomic::with_temp_path(&path, |tmp| to_onnx(python, traced.path(), tmp, &card, options))?;
                 card.files.push("model.onnx".into());
@@ -56,6 +84,18 @@ impl Predictor {
         }
         let json = serde_json::to_string_pretty(&card)?;
         crate::sys::atomic::write_atomic(&dir.join("model.json"), json.as_bytes())?;
+        // A model exported into this folder before leaves nothing that model.json does not list.
+        for stale in ["model.safetensors", "model.pt", "model.onnx"] {
+            if !card.files.iter().any(|f| f == stale) {
+                match std::fs::remove_file(dir.join(stale)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e)
+                            .with_context(|| format!("cannot remove the earlier {}", dir.join(stale).display()));
+                    }
+                    _ => {}
+                }
+            }
+        }
         Ok(card)
     }
 
@@ -94,7 +134,17 @@ fn to_onnx(python: &Path, traced: &Path, out: &Path, card: &ModelCard, options: 
     if !o.status.success() {
         let stderr = String::from_utf8_lossy(&o.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-        bail!("the ONNX export in {} failed: {}", python.display(), tail.join("\n"));
+        let why = if tail.is_empty() { "it printed nothing".to_string() } else { tail.join("\n") };
+        bail!("the ONNX export in {} failed ({}): {why}", python.display(), o.status);
+    }
+    // An ONNX file is a ModelProto whose first field is ir_version (field 1, a varint: 0x08).
+    let written = std::fs::read(out).unwrap_or_default();
+    if written.first() != Some(&0x08) {
+        bail!(
+            "the ONNX export in {} succeeded but wrote no ONNX model ({} bytes): is it a Python with torch and onnx?",
+            python.display(),
+            written.len()
+        );
     }
     Ok(())
 }

@@ -49,6 +49,75 @@ pub struct ModelCard {
     pub traced_batch_size: Option<i64>,
 }
 
+impl ModelCard {
+    /// What makes this card unusable (an edited or foreign model.json), naming the key.
+    fn problem(&self) -> std::result::Result<(), String> {
+        use crate::config::spec::MAX_IMAGE_SIZE;
+        if self.classes.is_empty() {
+            return Err("`classes`: expected at least one class name".into());
+        }
+        if !(32..=MAX_IMAGE_SIZE).contains(&self.image_size) {
+            return Err(format!("`image_size`: expected 32 to {MAX_IMAGE_SIZE} pixels, found {}", self.image_size));
+        }
+        if let Some(p) = self.backbone.patch_size().filter(|p| !self.image_size.is_multiple_of(*p)) {
+            return Err(format!("`image_size`: {} needs a multiple of {p}, found {}", self.backbone, self.image_size));
+        }
+        if !(self.image_size..=2 * MAX_IMAGE_SIZE).contains(&self.resize) {
+            return Err(format!(
+                "`resize`: expected the image size ({}) to {} pixels, found {}",
+                self.image_size,
+                2 * MAX_IMAGE_SIZE,
+                self.resize
+            ));
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return Err(format!("`mean`: expected finite numbers, found {:?}", self.mean));
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(format!("`std`: expected finite numbers above 0, found {:?}", self.std));
+        }
+        if let Some(h) = self.hidden.iter().find(|h| !(1..=MAX_HIDDEN_WIDTH).contains(*h)) {
+            return Err(format!("`hidden`: expected layer widths of 1 to {MAX_HIDDEN_WIDTH}, found {h}"));
+        }
+        if let Some(b) = self.traced_batch_size.filter(|b| !(1..=1024).contains(b)) {
+            return Err(format!("`traced_batch_size`: expected 1 to 1024, found {b}"));
+        }
+        // The head's weights: no backbone's features are wider than 4096 (VGG16's).
+        let widths: Vec<u128> = [4096]
+            .into_iter()
+            .chain(self.hidden.iter().map(|&h| h as u128))
+            .chain([self.classes.len() as u128])
+            .collect();
+        let weights: u128 = widths.windows(2).map(|w| w[0] * w[1]).sum();
+        if weights > MAX_HEAD_WEIGHTS {
+            return Err(format!(
+                "`hidden` and `classes`: a head of {weights} weights, more than {MAX_HEAD_WEIGHTS} (hidden {:?}, {} classes)",
+                self.hidden,
+                self.classes.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fuzzing: a model.json's bytes read and checked as `predict --model` does, and, when
+    /// they pass, an image prepared as the card says. A value or an error, never a panic.
+    #[cfg(test)]
+    pub(crate) fn fuzz(bytes: &[u8]) {
+        let Ok(card) = serde_json::from_slice::<ModelCard>(bytes) else { return };
+        if card.problem().is_ok() {
+            let transform = Transform::new(card.image_size, &[], card.mean, card.std);
+            let image = Tensor::zeros([1, 3, card.resize as i64, card.resize as i64], (tch::Kind::Uint8, Device::Cpu));
+            let _ = transform.eval(&image, Device::Cpu);
+        }
+    }
+}
+
+/// The most weights a model.json's head may have (1 GiB of float32).
+const MAX_HEAD_WEIGHTS: u128 = 1 << 28;
+
+/// The widest hidden layer a model.json may ask for.
+const MAX_HIDDEN_WIDTH: i64 = 1 << 20;
+
 /// A model ready to classify: weights loaded, class names where known.
 pub struct Predictor {
     vs: nn::VarStore,
@@ -133,6 +202,9 @@ impl Predictor {
             .with_context(|| format!("{} has no readable model.json (runner export writes one)", dir.display()))?;
         let card: ModelCard = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a runner model.json", dir.join("model.json").display()))?;
+        if let Err(why) = card.problem() {
+            bail!("{}: {why}", dir.join("model.json").display());
+        }
         let weights_file = dir.join("model.safetensors");
         if !weights_file.is_file() {
             bail!("{} has no model.safetensors (export with --format safetensors)", dir.display());
@@ -289,7 +361,10 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
             let before = out.len();
             for entry in walkdir::WalkDir::new(input).sort_by_file_name() {
                 let entry = entry.with_context(|| format!("cannot list {}", input.display()))?;
-                if entry.file_type().is_file() && is_image(entry.path()) {
+                // A link to an image counts as the image (a dangling one is reported with its
+                // prediction, as an unreadable file is); links are not followed into folders.
+                let image = entry.file_type().is_file() || (entry.path_is_symlink() && !entry.path().is_dir());
+                if image && is_image(entry.path()) {
                     out.push(entry.into_path());
                 }
             }

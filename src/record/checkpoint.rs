@@ -214,7 +214,7 @@ impl Checkpoint {
                 path.display()
             )
         };
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = read_bounded(path).map_err(|e| damaged(format!("{e:#}")))?;
         let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| damaged(format!("{e:?}")))?;
         let state_json = meta
             .metadata()
@@ -275,6 +275,25 @@ impl Checkpoint {
             .collect();
         Ok(Checkpoint { state, rows, model, optimizer, ema })
     }
+}
+
+/// A checkpoint file's bytes: a regular file (not a device such as /dev/zero that a link
+/// may point at), read no further than its size, which must fit in the memory available.
+fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("not a regular file");
+    }
+    let size = meta.len();
+    if let Some(available) = crate::sys::memory::available_bytes().filter(|a| size > *a) {
+        bail!("{size} bytes, more than the {available} bytes of memory available");
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(size).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -350,5 +369,17 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let e = Checkpoint::read(&path).err().unwrap().to_string();
         assert!(e.contains("is damaged") && e.contains("--force"), "{e}");
+
+        // A link to a device that never ends (issue 29: read until the kernel killed runner).
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let e = Checkpoint::read(&path).err().unwrap().to_string();
+        assert!(e.contains("is damaged (not a regular file)") && e.contains("--force"), "{e}");
+        // A file larger than the memory available is refused before it is read (sparse: no disk used).
+        std::fs::remove_file(&path).unwrap();
+        let huge = crate::sys::memory::available_bytes().expect("Linux says") + (1 << 30);
+        std::fs::File::create(&path).unwrap().set_len(huge).unwrap();
+        let e = Checkpoint::read(&path).err().unwrap().to_string();
+        assert!(e.contains("more than the") && e.contains("bytes of memory available"), "{e}");
     }
 }

@@ -112,7 +112,8 @@ impl Summary {
 
     /// Writes summary.json into `dir`, atomically.
     pub fn write(&self, dir: &RunDir) -> Result<()> {
-        let mut json = serde_json::to_vec_pretty(self).context("cannot serialise summary")?;
+        let text = serde_json::to_string_pretty(self).context("cannot serialise summary")?;
+        let mut json = crate::sys::redact::credentials(&text).into_owned().into_bytes();
         json.push(b'\n');
         write_atomic(&dir.summary(), &json)
     }

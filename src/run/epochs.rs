@@ -81,7 +81,7 @@ impl Records<'_> {
             trainer.trained_from =
                 done.chain([phase.freeze_up_to.at_epoch(state.next_phase_epoch, layers)]).min().unwrap_or(0);
             let mut run = trainer.start_phase(phase, lrs[p], state.next_phase_epoch);
-            self.log.line(&format!("phase {} ({}): {}", p + 1, phase.name, run.cache_note));
+            self.log_phase_start(trainer, &run, p);
             if state.next_phase_epoch > 0 {
                 run.opt.load_state(&optimizer_state).context("cannot restore the optimizer from the checkpoint")?;
             } else if scope == Some(StopScope::Phase)
@@ -115,6 +115,20 @@ impl Records<'_> {
         Ok(())
     }
 
+    /// run.log's lines for phase `p` starting: what it caches, and a last batch it leaves out.
+    fn log_phase_start(&mut self, trainer: &Trainer, run: &PhaseRun, p: usize) {
+        let name = &self.spec.phases[p].name;
+        self.log.line(&format!("phase {} ({name}): {}", p + 1, run.cache_note));
+        let train_images = trainer.data.train.len();
+        if run.drops_lone_batches() && train_images % self.spec.data.batch_size == 1 {
+            self.log.line(&format!(
+                "phase {} ({name}): each epoch's last batch holds 1 of the {train_images} train images and is left \
+                 out: BatchNorm layers train here, on batch statistics that one image does not have",
+                p + 1
+            ));
+        }
+    }
+
     /// Records the epoch just trained (the last of `rows`) and moves `state` past it:
     /// best weights, metrics, curves, checkpoint, summary. Returns whether its phase is over.
     fn end_epoch(
@@ -129,7 +143,8 @@ impl Records<'_> {
         let epoch = r.epoch;
         let title = format!("{} ({})", spec.name, self.summary.run_id);
         let factor = spec.divergence_factor.unwrap_or(DIVERGENCE_FACTOR);
-        if diverged(rows, factor) {
+        let chance = (trainer.data.classes.len().max(2) as f64).ln();
+        if diverged(rows, factor, chance) {
             // The weights are ruined: keep the metrics so far and the last good checkpoint as they are.
             table::write_metrics(dir, rows)?;
             plot::write_curves(&dir.curves(), &title, rows, &unfreeze_epochs(spec, rows))?;
@@ -403,10 +418,13 @@ fn unfreeze_epochs(spec: &Spec, rows: &[EpochRecord]) -> Vec<usize> {
     out
 }
 
-/// Whether the last epoch's train loss is not a number, or above `factor` times the first's.
-fn diverged(rows: &[EpochRecord], factor: f64) -> bool {
+/// Whether the last epoch's train loss is not a number, or above `factor` times the smaller
+/// of the first epoch's and `chance` (the cross-entropy of a uniform guess, ln of the class
+/// count): a run that blows up within its first epoch has no sane first loss to compare with.
+fn diverged(rows: &[EpochRecord], factor: f64, chance: f64) -> bool {
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else { return false };
-    !last.train_loss.is_finite() || (first.train_loss.is_finite() && last.train_loss > factor * first.train_loss)
+    let reference = if first.train_loss.is_finite() { first.train_loss.min(chance) } else { chance };
+    !last.train_loss.is_finite() || last.train_loss > factor * reference
 }
 
 /// The summary's view of the training state.
@@ -443,11 +461,17 @@ mod tests {
                 .map(|(i, &l)| EpochRecord::from_values(i + 1, "p", &[crate::train::metrics::Metric::TrainLoss], &[l]))
                 .collect()
         };
-        assert!(!diverged(&rows(&[2.3, 1.0, 150.0]), 100.0));
-        assert!(diverged(&rows(&[2.3, 1.0, 1.5e9]), 100.0));
-        assert!(diverged(&rows(&[2.3, f64::NAN]), 100.0));
-        assert!(diverged(&rows(&[f64::INFINITY]), 100.0));
-        assert!(!diverged(&rows(&[2.3, 40.0]), 100.0) && diverged(&rows(&[2.3, 40.0]), 10.0));
-        assert!(!diverged(&[], 100.0));
+        let ten = 10f64.ln();
+        assert!(!diverged(&rows(&[2.3, 1.0, 150.0]), 100.0, ten));
+        assert!(diverged(&rows(&[2.3, 1.0, 1.5e9]), 100.0, ten));
+        assert!(diverged(&rows(&[2.3, f64::NAN]), 100.0, ten));
+        assert!(diverged(&rows(&[f64::INFINITY]), 100.0, ten));
+        assert!(!diverged(&rows(&[2.3, 40.0]), 100.0, ten) && diverged(&rows(&[2.3, 40.0]), 10.0, ten));
+        assert!(!diverged(&[], 100.0, ten));
+        // Issue 29: SGD at lr 1000 on two classes, already exploded in its first epoch.
+        let two = 2f64.ln();
+        assert!(diverged(&rows(&[268_510.0]), 100.0, two));
+        assert!(diverged(&rows(&[268_510.0, 387_088.0]), 100.0, two));
+        assert!(!diverged(&rows(&[0.9, 0.6]), 100.0, two), "a first epoch above chance is no divergence");
     }
 }

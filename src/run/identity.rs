@@ -24,7 +24,9 @@ pub struct Identity {
 /// 3: BatchNorm folded into the convolution in inference, drop-connect as one multiply.
 /// 4: the new head starts as torch.nn.Linear does (`model.head.init = "pytorch"`).
 /// 5: the optimizers' square root is correctly rounded on every processor (MKL's vsSqrt,
-///    which libtorch used, is 1 ulp off for some values on AMD ones; Intel's numbers are unchanged).
+///    which libtorch used, is 1 ulp off for some values on AMD ones; Intel's numbers are
+///    unchanged); a last batch of one image is left out only where BatchNorm layers train
+///    (ViTs, ConvNeXts and VGG16 have none).
 pub(crate) const NUMERICS_VERSION: u32 = 5;
 
 /// The id of a run of `spec` on the data whose manifest.csv has this sha256.

@@ -16,6 +16,7 @@ impl RunLog {
 
     /// Logs and prints.
     pub(crate) fn line(&mut self, msg: &str) {
+        let msg = &crate::sys::redact::credentials(msg);
         if !self.quiet {
             println!("{msg}");
         }
@@ -27,7 +28,7 @@ impl RunLog {
         use std::io::Write;
         if let Some(f) = &mut self.file {
             let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-            let _ = writeln!(f, "{now} {msg}");
+            let _ = writeln!(f, "{now} {}", crate::sys::redact::credentials(msg));
         }
     }
 }

@@ -21,7 +21,7 @@ pub(crate) use self::identity::{Identity, NUMERICS_VERSION, identify};
 pub use self::identity::{data_files, run_id};
 use self::log::RunLog;
 pub(crate) use self::prepare::prepare_files;
-pub use self::prepare::{preflight, prepare};
+pub use self::prepare::{check, preflight, prepare};
 use self::resume::{Restored, find_checkpoint, restore};
 use crate::Error;
 use crate::config::spec::{Reproducibility, Spec};
@@ -93,16 +93,7 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
     // What can be refused is refused before the slow part (data, weights).
     let seen = modified();
     let mut resume = find_checkpoint(spec, id, &dir, opts, &config_sha256)?;
-    if spec.reproducibility == Reproducibility::Portable {
-        if opts.device.is_cuda() {
-            return Err(anyhow::anyhow!(
-                "reproducibility = \"portable\" pins the CPU's paths; a CUDA run's bits depend on its GPU: \
-                 run it with --device cpu, or leave reproducibility at \"machine\""
-            )
-            .into());
-        }
-        crate::sys::numerics::check_portable()?;
-    }
+    check_numerics(spec, opts.device)?;
     crate::sys::malloc::tune()?;
     let threads = prepare::configure_threads(opts.threads);
     let mut trainer = prepare_files(spec, &id.files, opts.device, opts.quiet)?;
@@ -126,9 +117,7 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
     let mut log = RunLog::open(&dir, opts.quiet);
     let mut summary = new_summary(spec, id, &trainer, threads, opts.device);
     log_start(&mut log, &mut summary, spec, resume.as_ref(), opts.quiet, &dir);
-    if let Some(m) = summary.machine.as_ref().filter(|m| m.reproducibility == "portable") {
-        log.line(&format!("reproducibility portable: {}", m.describe()));
-    }
+    log_numerics(&mut log, &summary, spec, &trainer);
     warn_unvalidated(&trainer, &mut log, opts.quiet);
     if let Some(note) = trainer.place_data() {
         log.line(&note);
@@ -148,6 +137,37 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
     let finished = train_and_record(spec, opts, &mut trainer, restored, &dir, &mut summary, &mut log, started);
     finished?;
     Ok(RunOutcome { dir, summary, ran: true })
+}
+
+/// A portable run must run on the CPU, in a process whose libtorch paths are pinned.
+fn check_numerics(spec: &Spec, device: Device) -> crate::Result<()> {
+    if spec.reproducibility != Reproducibility::Portable {
+        return Ok(());
+    }
+    if device.is_cuda() {
+        return Err(anyhow::anyhow!(
+            "reproducibility = \"portable\" pins the CPU's paths; a CUDA run's bits depend on its GPU: \
+             run it with --device cpu, or leave reproducibility at \"machine\""
+        )
+        .into());
+    }
+    Ok(crate::sys::numerics::check_portable()?)
+}
+
+/// run.log's lines on the run's arithmetic: the pinned paths of a portable run, and fp16
+/// asked for where it cannot run.
+fn log_numerics(log: &mut RunLog, summary: &Summary, spec: &Spec, trainer: &Trainer) {
+    if let Some(m) = summary.machine.as_ref().filter(|m| m.reproducibility == "portable") {
+        log.line(&format!("reproducibility portable: {}", m.describe()));
+    }
+    if spec.precision != trainer.precision {
+        log.line(&format!(
+            "warning: precision = \"{}\" needs a CUDA device; training in {} on the {}",
+            spec.precision.name(),
+            trainer.precision.name(),
+            summary.device
+        ));
+    }
 }
 
 /// Trains from `restored` on, recording every epoch (run directory, TensorBoard, MLflow),

@@ -56,12 +56,57 @@ pub(crate) fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device
     let train_labels = Vec::<i64>::try_from(&trainer.data.train.labels).context("the train labels")?;
     trainer.criterion = crate::train::loss::Criterion::new(&spec.loss, &train_labels, trainer.data.classes.len())?;
     if spec.precision == Precision::Fp16 && !device.is_cuda() {
-        if !quiet {
-            eprintln!("warning: precision = \"fp16\" needs a CUDA device; training in fp32 on the CPU");
-        }
+        // run.log says so (run/mod.rs).
         trainer.precision = Precision::Fp32;
     }
     Ok(trainer)
+}
+
+/// Checks of the runs of an experiment that need the model's layers but not its data (`runner
+/// plan` makes them too).
+pub fn check(exp: &Experiment) -> Result<(), SpecError> {
+    for (i, run) in exp.runs.iter().enumerate() {
+        if let Some(msg) = lone_batch_problem(&run.spec) {
+            let mut e = exp.source.error(&["data", "batch_size"], msg);
+            if exp.runs.len() > 1 {
+                e.message.push_str(&format!(" (run {} of the grid)", i + 1));
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Why `data.batch_size` cannot train a phase of `spec`, if it cannot: a batch of one image
+/// has no batch statistics, so with BatchNorm layers training every batch would be left out.
+fn lone_batch_problem(spec: &Spec) -> Option<String> {
+    let backbone = spec.model.backbone;
+    if spec.data.batch_size != 1 || !backbone.has_batchnorm() {
+        return None;
+    }
+    let layers = backbone.layer_count();
+    let phase = spec.phases.iter().find(|p| {
+        (0..p.epochs.max(1)).any(|e| crate::model::FreezePlan::of_phase_epoch(p, e, layers).any_batch_statistics())
+    })?;
+    Some(format!(
+        "1 cannot train phase `{}`: its BatchNorm layers train on batch statistics, which a batch of one image \
+         does not have (every batch would be left out); use 2 or more, or freeze them (freeze_up_to, batchnorm)",
+        phase.name
+    ))
+}
+
+/// Why `loss.class_weights` does not fit a dataset with these classes, if it does not.
+fn weights_mismatch(spec: &Spec, classes: &[String]) -> Option<String> {
+    match &spec.loss.class_weights {
+        Some(crate::config::spec::ClassWeights::Given(w)) if w.len() != classes.len() => Some(format!(
+            "expected {} weights, one per class of {} ({}), found {}",
+            classes.len(),
+            spec.data.source,
+            classes.join(", "),
+            w.len()
+        )),
+        _ => None,
+    }
 }
 
 /// Why `model.head.classes` cannot fit a dataset with these classes, if it cannot.
@@ -82,14 +127,25 @@ fn head_mismatch(spec: &Spec, classes: &[String]) -> Option<String> {
 /// run starts. Datasets that cannot be read are left for the run to report, and so are
 /// those still to be downloaded or generated: a plan or a dry run fetches nothing.
 pub fn preflight(exp: &Experiment) -> Result<(), SpecError> {
+    check(exp)?;
     for (i, run) in exp.runs.iter().enumerate() {
         let spec = &run.spec;
         if crate::data::archive::needs_fetch(&spec.data.source) {
             continue;
         }
-        let Ok(files) = data_files(spec, false) else { continue };
-        if let Some(msg) = head_mismatch(spec, &files.classes) {
-            let mut e = exp.source.error(&["model", "head", "classes"], msg);
+        let source = std::path::Path::new(&spec.data.source);
+        let files = match data_files(spec, false) {
+            Ok(files) => files,
+            // A folder that is not there is the spec's mistake, found before any run starts.
+            Err(e) if !source.exists() => return Err(exp.source.error(&["data", "source"], format!("{e:#}"))),
+            Err(_) => continue,
+        };
+        let problems = [
+            (&["model", "head", "classes"][..], head_mismatch(spec, &files.classes)),
+            (&["loss", "class_weights"][..], weights_mismatch(spec, &files.classes)),
+        ];
+        if let Some((key, msg)) = problems.into_iter().find_map(|(k, m)| m.map(|m| (k, m))) {
+            let mut e = exp.source.error(key, msg);
             if exp.runs.len() > 1 {
                 e.message.push_str(&format!(" (run {} of the grid)", i + 1));
             }

@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -98,10 +99,20 @@ struct State {
     decisions: Vec<(usize, usize)>,
 }
 
+impl Entry {
+    fn trial(&self) -> usize {
+        match self {
+            Entry::Start { trial, .. } | Entry::Done { trial, .. } => *trial,
+        }
+    }
+}
+
 impl State {
-    fn replay(entries: &[Entry]) -> State {
+    /// The state of a search of `trials` trials after `entries`; lines naming a trial the
+    /// search does not have (a hand-edited journal, another search's) are left out.
+    fn replay(entries: &[Entry], trials: usize) -> State {
         let mut s = State::default();
-        for e in entries {
+        for e in entries.iter().filter(|e| e.trial() < trials) {
             match e {
                 Entry::Start { trial, rung, pid, host, at } => {
                     if !s.decisions.contains(&(*trial, *rung)) {
@@ -140,17 +151,32 @@ enum Job {
 }
 
 /// Whether the job started by `(pid, host, at)` has lost its worker: this host's process
-/// is gone, or (another host) nobody has held the run's lock for a minute since.
+/// is gone or is another program now (its PID reused), or (another host) nobody has held
+/// the run's lock for a minute since.
 fn orphaned((pid, host, at): &(u32, String, u64), lock_free: bool, me: &str, now: u64) -> bool {
     if host == me {
         // SAFETY: signal 0 only asks whether the process exists.
         let alive = unsafe { libc::kill(*pid as i32, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
         // This process's own unfinished job (its run was busy elsewhere then) is free again
-        // once nobody holds the run.
-        return !alive || (lock_free && *pid == std::process::id());
+        // once nobody holds the run; so is one whose PID now belongs to another program.
+        return !alive || (lock_free && (*pid == std::process::id() || is_other_program(*pid)));
     }
     lock_free && now.saturating_sub(*at) > 60
+}
+
+/// Whether process `pid` runs another program than this one (its PID was reused after the
+/// worker died): its executable, or where that cannot be read (another user's process, a
+/// sandbox) the file name of its argv[0]. Unknown (no /proc): false, the worker is trusted.
+fn is_other_program(pid: u32) -> bool {
+    let Ok(mine) = std::env::current_exe() else { return false };
+    if let Ok(theirs) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        return theirs != mine;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let theirs = std::path::Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name();
+    theirs != mine.file_name()
 }
 
 /// The ASHA rule. `totals[i]` is trial i's epochs in all, `better(a, b)` whether value a
@@ -171,6 +197,10 @@ fn next_job(
         let mut at_k: Vec<(usize, f64)> =
             state.done.iter().filter(|((_, r), _)| *r == k).map(|((t, _), (v, _, _))| (*t, *v)).collect();
         at_k.sort_by(|a, b| {
+            // A trial without a value (NaN: it had no best epoch) ranks below every other.
+            if a.1.is_nan() || b.1.is_nan() {
+                return a.1.is_nan().cmp(&b.1.is_nan()).then(a.0.cmp(&b.0));
+            }
             if better(a.1, b.1) {
                 std::cmp::Ordering::Less
             } else if better(b.1, a.1) {
@@ -192,6 +222,19 @@ fn next_job(
         return Job::Train { trial: t, rung: 0 };
     }
     if state.running.is_empty() { Job::Done } else { Job::Wait }
+}
+
+/// Fuzzing: a journal's bytes replayed for a search of 9 trials of 9 epochs, and the next
+/// job decided from it, as a worker does. A value, never a panic.
+#[cfg(test)]
+pub(crate) fn fuzz_journal(bytes: &[u8]) {
+    let entries: Vec<Entry> = String::from_utf8_lossy(bytes).lines().filter_map(Entry::parse).collect();
+    let totals = [9; 9];
+    let state = State::replay(&entries, totals.len());
+    let h = Halving { min_epochs: 1, eta: 3 };
+    let orphans: Vec<(usize, usize)> = state.running.keys().copied().take(1).collect();
+    let _ = next_job(h, &state, &totals, &|a, b| a > b, &[]);
+    let _ = next_job(h, &state, &totals, &|a, b| a < b, &orphans);
 }
 
 /// The search's journal, opened for appending.
@@ -219,10 +262,11 @@ impl Journal {
         let what = || format!("the search journal {}", self.path.display());
         self.file.lock().with_context(what)?;
         let result = (|| {
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             self.file.seek(SeekFrom::Start(0))?;
-            self.file.read_to_string(&mut text)?;
-            let entries: Vec<Entry> = text.lines().filter_map(Entry::parse).collect();
+            self.file.read_to_end(&mut bytes)?;
+            // A line that is not text (a damaged journal) parses as nothing, like any other.
+            let entries: Vec<Entry> = String::from_utf8_lossy(&bytes).lines().filter_map(Entry::parse).collect();
             let (new, out) = f(&entries);
             for e in &new {
                 self.file.write_all(e.line().as_bytes())?;
@@ -297,7 +341,7 @@ impl<'a> Worker<'a> {
         let monitor = self.monitor;
         let better = move |a: f64, b: f64| monitor.improves(a, Some(b), 0.0);
         self.journal.locked(|entries| {
-            let state = State::replay(entries);
+            let state = State::replay(entries, totals.len());
             let now = unix_now();
             let orphans: Vec<(usize, usize)> = state
                 .running
@@ -360,7 +404,7 @@ impl<'a> Worker<'a> {
                 Error::Interrupted { .. } => return Err(e),
                 _ => {
                     // A failed trial ranks last at this rung and is not tried again.
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", crate::sys::redact::credentials(&format!("{e:#}")));
                     let value = if self.monitor.higher_is_better() { f64::NEG_INFINITY } else { f64::INFINITY };
                     Entry::Done { trial, rung, value, epochs: 0, finished: true }
                 }
@@ -429,7 +473,8 @@ pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Res
         }
     }
     let _ = std::fs::remove_dir_all(&worker.store);
-    let state = worker.journal.locked(|entries| (vec![], State::replay(entries)))?;
+    let trials = worker.totals.len();
+    let state = worker.journal.locked(|entries| (vec![], State::replay(entries, trials)))?;
     let epochs = state.done.values().map(|(_, e, _)| e).sum();
     let grid_epochs = worker.totals.iter().sum();
     println!("halving search: {epochs} epochs trained in all; every trial to the end would take {grid_epochs}");
@@ -499,6 +544,66 @@ mod tests {
         s.decisions.push((1, 1));
         s.done.insert((1, 1), (0.8, 2, true));
         assert_eq!(next_job(H, &s, &totals, &higher, &[]), Job::Done);
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_journal_neither_panics_nor_blocks() {
+        let totals = [3; 3];
+        let higher = |a: f64, b: f64| a > b;
+        // Lines naming trials the search does not have are left out.
+        let foreign = [
+            Entry::Start { trial: 0, rung: 0, pid: 1, host: "h".into(), at: 0 },
+            Entry::Start { trial: 99, rung: 0, pid: 1, host: "h".into(), at: 0 },
+            Entry::Done { trial: 99, rung: 0, value: 0.9, epochs: 1, finished: false },
+            Entry::Done { trial: 0, rung: 0, value: 0.5, epochs: 1, finished: false },
+        ];
+        let s = State::replay(&foreign, 3);
+        assert_eq!(s.done.len(), 1);
+        assert!(s.running.is_empty());
+        assert_eq!(next_job(H, &s, &totals, &higher, &[]), Job::Train { trial: 1, rung: 0 });
+        // Trials without a value (NaN) rank last, whatever their number.
+        let totals = [9; 12];
+        let mut s = State::default();
+        for t in 0..12 {
+            done(&mut s, t, 0, if t % 2 == 0 { f64::NAN } else { t as f64 / 100.0 });
+        }
+        assert_eq!(next_job(H, &s, &totals, &higher, &[]), Job::Train { trial: 11, rung: 1 });
+        let mut all_nan = State::default();
+        for t in 0..3 {
+            done(&mut all_nan, t, 0, f64::NAN);
+        }
+        assert_eq!(next_job(H, &all_nan, &[9; 3], &higher, &[]), Job::Train { trial: 0, rung: 1 });
+        // A byte that is not UTF-8 spoils its line only.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let mut bytes = Entry::Done { trial: 0, rung: 0, value: 0.5, epochs: 1, finished: false }.line().into_bytes();
+        bytes.extend_from_slice(b"done 1 0 0.\xff7 1 more\n");
+        bytes.extend_from_slice(
+            Entry::Done { trial: 2, rung: 0, value: 0.6, epochs: 1, finished: false }.line().as_bytes(),
+        );
+        std::fs::write(&path, bytes).unwrap();
+        let mut journal = Journal::open(&path).unwrap();
+        let trials = journal.locked(|e| (vec![], e.iter().map(Entry::trial).collect::<Vec<_>>())).unwrap();
+        assert_eq!(trials, [0, 2]);
+    }
+
+    #[test]
+    fn a_worker_whose_pid_went_to_another_program_is_gone() {
+        let me = "this-host";
+        // PID 1 is init, not runner: its job is free once nobody holds the run's lock.
+        assert!(orphaned(&(1, me.into(), 0), true, me, 0));
+        assert!(!orphaned(&(1, me.into(), 0), false, me, 0), "a held lock means the run is being trained");
+        // A live process of another program, as a reused PID would be.
+        let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        assert!(orphaned(&(other.id(), me.into(), 0), true, me, 0));
+        other.kill().unwrap();
+        other.wait().unwrap();
+        assert!(orphaned(&(other.id(), me.into(), 0), false, me, 0), "a process that is gone");
+        // This very program: trusted while it holds the lock.
+        assert!(!orphaned(&(std::process::id(), me.into(), 0), false, me, 0));
+        // Another host: a minute without the lock.
+        assert!(!orphaned(&(1, "elsewhere".into(), 100), true, me, 130));
+        assert!(orphaned(&(1, "elsewhere".into(), 100), true, me, 161));
     }
 
     #[test]

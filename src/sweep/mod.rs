@@ -326,7 +326,7 @@ pub fn execute(runs: &[SweepRun], opts: &RunOptions) -> Vec<Row> {
                         _ => Outcome::Failed,
                     };
                     row.note = Some(format!("{e:#}"));
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", crate::sys::redact::credentials(&format!("{e:#}")));
                 }
             },
         }
@@ -340,7 +340,7 @@ fn search_rows(trials: &[SweepRun], h: crate::config::search::Halving, opts: &Ru
     match halving::execute(trials, h, opts) {
         Ok(done) => done.rows,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::sys::redact::credentials(&format!("{e:#}")));
             let outcome =
                 if matches!(e.cause(), Error::Interrupted { .. }) { Outcome::Interrupted } else { Outcome::Failed };
             vec![Row {

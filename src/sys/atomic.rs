@@ -12,8 +12,11 @@ use anyhow::{Context, Result};
 pub(crate) fn with_temp_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // Readable as any file the user makes (0666 less the umask), not tempfile's private 0600:
+    // results on a shared filesystem or behind a web server are for the whole team.
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}.tmp"))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     write(tmp.path())?;

@@ -1,6 +1,5 @@
-//! Every environment variable that configures runner itself, in one table. Any other
-//! `RUNNER_*` variable is a spec key (`RUNNER_DATA__BATCH_SIZE=16`, see experiment.rs);
-//! a name in this table never is.
+//! Every environment variable that configures runner itself, in one table. Spec keys come
+//! as `RUNNER_SPEC__DATA__BATCH_SIZE=16` (see experiment.rs); a name in this table never is one.
 
 /// The per-user cache (libtorch, weights, datasets, tools); default `~/.cache/runner`.
 pub(crate) const CACHE: &str = "RUNNER_CACHE";
@@ -50,6 +49,56 @@ pub const ALL: &[&str] = &[
     FAILPOINT_MARKER,
 ];
 
+/// The settings whose value is checked at start, with what they take.
+const CHECKED: &[(&str, Kind)] = &[
+    (THREADS, Kind::Positive),
+    (CHANNELS_LAST, Kind::ZeroOrOne),
+    (FEATURE_CACHE_MB, Kind::Whole),
+    (MAX_IMAGE_PIXELS, Kind::Positive),
+    (MAX_ZIP_EXPANSION, Kind::Positive),
+    (MAX_GRID_RUNS, Kind::Positive),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Positive,
+    Whole,
+    ZeroOrOne,
+}
+
+/// Every runner setting in the environment that holds a value it cannot take, named with
+/// what it takes: such a value is refused at start rather than ignored.
+pub fn check() -> Result<(), String> {
+    for (name, kind) in CHECKED {
+        let Some(raw) = std::env::var_os(name) else { continue };
+        let value = raw.to_string_lossy();
+        let v = value.trim();
+        let ok = match kind {
+            Kind::Positive => v.parse::<u64>().is_ok_and(|n| n > 0),
+            Kind::Whole => v.parse::<u64>().is_ok(),
+            Kind::ZeroOrOne => v == "0" || v == "1",
+        };
+        if !ok {
+            let expected = match kind {
+                Kind::Positive => "a whole number of 1 or more",
+                Kind::Whole => "a whole number",
+                Kind::ZeroOrOne => "0 or 1",
+            };
+            return Err(format!("{name}: expected {expected}, found {value:?}"));
+        }
+    }
+    if let Some(uri) = std::env::var_os(MLFLOW_URI).filter(|u| !u.is_empty()) {
+        let uri = uri.to_string_lossy();
+        if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+            return Err(format!(
+                "{MLFLOW_URI}: expected an http(s) URL of a tracking server, found {:?}",
+                crate::sys::redact::credentials(&uri)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A limit: the positive integer in variable `name`, else `default`.
 pub(crate) fn limit(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(default)
@@ -70,6 +119,6 @@ mod tests {
         for name in ALL.iter().filter(|n| !n.starts_with("RUNNER_FAILPOINT")) {
             assert!(docs.contains(&format!("`{name}")), "docs/spec.md does not mention {name}");
         }
-        assert!(is_setting("RUNNER_CACHE") && !is_setting("RUNNER_DATA__BATCH_SIZE"));
+        assert!(is_setting("RUNNER_CACHE") && !is_setting("RUNNER_SPEC__DATA__BATCH_SIZE"));
     }
 }

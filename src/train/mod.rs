@@ -40,6 +40,14 @@ use crate::train::autocast::Autocast;
 use crate::train::metrics::EpochRecord;
 use crate::train::optim::{GradScaler, Optimizer};
 
+impl PhaseRun {
+    /// Whether a batch of one image is left out of training: BatchNorm layers train in this
+    /// phase, on batch statistics that one image does not have.
+    pub(crate) fn drops_lone_batches(&self) -> bool {
+        self.batchnorm && self.plan.any_batch_statistics()
+    }
+}
+
 /// A phase in progress: its optimizer and how its steps run.
 pub(crate) struct PhaseRun {
     /// The phase's name, as its epochs' records give it.
@@ -47,6 +55,8 @@ pub(crate) struct PhaseRun {
     pub opt: Optimizer,
     /// How its training steps run: which layers are frozen, which BatchNorms use batch statistics.
     plan: FreezePlan,
+    /// Whether the model has BatchNorm layers at all (running statistics among its variables).
+    batchnorm: bool,
     /// Batches per optimizer step (`gradient_accumulation`).
     accumulate: usize,
     /// `clip_grad_norm`.
@@ -119,13 +129,7 @@ fn cache_budget_bytes(device: Device) -> u64 {
     if device.is_cuda() {
         return budget;
     }
-    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find(|l| l.starts_with("MemAvailable:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-    });
-    available.map_or(budget, |kb| budget.min(kb * 1024 / 2))
+    crate::sys::memory::available_bytes().map_or(budget, |bytes| budget.min(bytes / 2))
 }
 
 /// Whether to train in channels-last memory: on the CPU, where oneDNN's convolutions
@@ -362,6 +366,7 @@ impl Trainer {
             name: phase.name.clone(),
             opt,
             plan,
+            batchnorm: self.vs.variables().keys().any(|k| k.ends_with(".running_mean")),
             accumulate: phase.gradient_accumulation.unwrap_or(1),
             clip: phase.clip_grad_norm,
             pending_seconds: if cache.is_some() { started.elapsed().as_secs_f64() } else { 0.0 },
@@ -713,9 +718,8 @@ impl Trainer {
         epoch: usize,
         total_epochs: usize,
     ) -> (f64, f64, usize) {
-        let plan = phase.plan;
         // BatchNorm with batch statistics cannot take a batch of one: such a last batch is left out.
-        let drop_single = plan.any_batch_statistics();
+        let drop_single = phase.drops_lone_batches();
         let n = self.data.train.len();
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(rng);

@@ -66,6 +66,8 @@ fn logits_match_torchvision_on_formula_weights() {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Classifier::new(b, &vs.root(), 1000, b.default_dropout());
         let (count, digest) = formula_weights(&vs);
+        let has_running_stats = vs.variables().keys().any(|k| k.ends_with(".running_mean"));
+        assert_eq!(has_running_stats, b.has_batchnorm(), "{b}: Backbone::has_batchnorm");
         assert_eq!(count as u64, want["entries"].as_u64().unwrap(), "{b}: number of state_dict entries");
         assert_eq!(digest, want["names_sha256"].as_str().unwrap(), "{b}: state_dict names and shapes");
         let x = formula_inputs(2, test_size(b));

@@ -428,6 +428,9 @@ fn exported_torchscript_and_safetensors_models_give_the_runs_logits() {
     for (python, says) in [
         (std::path::PathBuf::from("/nonexistent/python3"), "cannot run /nonexistent/python3 for the ONNX export"),
         (no_torch, "ONNX export needs torch and onnx in this Python"),
+        // Issue 29: a "Python" that exits 0 and writes nothing, and one that fails silently.
+        (std::path::PathBuf::from("/bin/true"), "succeeded but wrote no ONNX model (0 bytes)"),
+        (std::path::PathBuf::from("/bin/false"), "failed (exit status: 1): it printed nothing"),
     ] {
         let out = root.join("onnx-failed");
         let args = ["export", run.to_str().unwrap(), "--format", "onnx", "--out", "onnx-failed", "--python"];
@@ -437,6 +440,15 @@ fn exported_torchscript_and_safetensors_models_give_the_runs_logits() {
         let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert!(left.is_empty(), "{left:?}");
     }
+    // Exporting into a folder that holds an earlier export leaves only the new model's files.
+    let args = ["export", run.to_str().unwrap(), "--out", "again"];
+    let o = runner(root, &[&args[..], &["--format", "torchscript", "--format", "safetensors"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = runner(root, &[&args[..], &["--format", "safetensors"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut left: Vec<_> = std::fs::read_dir(root.join("again")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    left.sort();
+    assert_eq!(left, ["model.json", "model.safetensors"]);
     // A folder that is not an exported model says what it lacks.
     let o = runner(root, &["predict", "--model", "runs", "x.png"]);
     assert_eq!(o.status.code(), Some(1));

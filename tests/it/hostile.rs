@@ -237,3 +237,257 @@ fn a_bad_value_from_set_says_it_came_from_set() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_batch_of_one_that_would_train_nothing_is_a_spec_error_and_a_lone_last_batch_is_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = shapes(root, 2, 6);
+    // Phase 2 trains layers 10.. with their BatchNorms: every batch of one would be left out.
+    let one = tiny_spec(&data).replace("batch_size = 8", "batch_size = 1");
+    let e = spec_error(root, &one);
+    assert!(e.contains("spec.toml:7:1: `data.batch_size`: 1 cannot train phase `fine_tune`"), "{e}");
+    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!root.join("runs").exists(), "a refused run wrote its directory");
+
+    // With the backbone frozen, BatchNorm runs in inference: a batch of one trains.
+    let frozen_only = &one[..one.find("[[phases]]\nname = \"fine_tune\"").unwrap()];
+    std::fs::write(root.join("frozen.toml"), frozen_only).unwrap();
+    let o = runner(root, &["run", "frozen.toml", "--out", "frozen", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = only_run(&root.join("frozen/tiny"));
+    let timing = std::fs::read_to_string(run.join("timing.csv")).unwrap();
+    let rate: f64 = timing.lines().nth(1).unwrap().split(',').nth(3).unwrap().parse().unwrap();
+    assert!(rate > 0.0, "nothing trained: {timing}");
+    let train_images = summary_json(&run)["train_images"].as_u64().unwrap() as usize;
+
+    // A last batch of one, where BatchNorm trains: left out, and run.log says so.
+    let lone = tiny_spec(&data).replace("batch_size = 8", &format!("batch_size = {}", train_images - 1));
+    std::fs::write(root.join("lone.toml"), lone).unwrap();
+    let o = runner(root, &["run", "lone.toml", "--out", "lone", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = std::fs::read_to_string(only_run(&root.join("lone/tiny")).join("run.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "phase 2 (fine_tune): each epoch's last batch holds 1 of the {train_images} train images and is left out"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("phase 1 (head): each epoch's last batch"), "the frozen phase trains every image: {log}");
+}
+
+/// A tiny run under `root/runs`, trained: its directory as an argument.
+fn trained_run(root: &std::path::Path) -> String {
+    let data = shapes(root, 2, 6);
+    std::fs::write(root.join("spec.toml"), tiny_spec(&data)).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    only_run(&root.join("runs/tiny")).to_string_lossy().into_owned()
+}
+
+#[test]
+fn an_export_onto_a_full_disk_fails_cleanly_and_leaves_no_file() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let run = trained_run(root);
+    // A file size limit of 2 MiB stands in for a full disk (the TorchScript module is ~14 MB):
+    // writes past it fail (EFBIG, SIGXFSZ ignored) as they would with ENOSPC.
+    let mut cmd = runner_bin();
+    cmd.current_dir(root).args(["export", &run, "--format", "torchscript", "--out", "model"]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit { rlim_cur: 2 << 20, rlim_max: 2 << 20 };
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "not a clean failure: {:?}\n{}", o.status, stderr(&o));
+    assert!(stderr(&o).contains("model.pt"), "{}", stderr(&o));
+    let left: Vec<_> = std::fs::read_dir(root.join("model")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // Without the limit the same export works.
+    let o = runner(root, &["export", &run, "--format", "torchscript", "--out", "model"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::metadata(root.join("model/model.pt")).unwrap().len() > 2 << 20);
+}
+
+#[test]
+fn an_edited_model_json_is_refused_with_its_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let run = trained_run(root);
+    let o = runner(root, &["export", &run, "--format", "safetensors", "--out", "model"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let card_path = root.join("model/model.json");
+    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&card_path).unwrap()).unwrap();
+    let image = root.join("shapes/circle/0000.jpg").to_string_lossy().into_owned();
+    let o = runner(root, &["predict", "--model", "model", &image]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cases: [(&str, serde_json::Value, &str); 7] = [
+        ("image_size", 0.into(), "`image_size`: expected 32 to 1024 pixels, found 0"),
+        ("image_size", 4_000_000_000u64.into(), "`image_size`: expected 32 to 1024 pixels, found 4000000000"),
+        ("hidden", serde_json::json!([-5]), "`hidden`: expected layer widths of 1 to 1048576, found -5"),
+        ("hidden", serde_json::json!([1_000_000, 1_000_000]), "`hidden` and `classes`: a head of"),
+        ("std", serde_json::json!([0.0, 0.0, 0.0]), "`std`: expected finite numbers above 0"),
+        ("classes", serde_json::json!([]), "`classes`: expected at least one class name"),
+        ("resize", 10.into(), "`resize`: expected the image size"),
+    ];
+    for (key, value, message) in cases {
+        let mut edited = card.clone();
+        edited[key] = value;
+        std::fs::write(&card_path, serde_json::to_string(&edited).unwrap()).unwrap();
+        let o = runner(root, &["predict", "--model", "model", &image]);
+        assert_eq!(o.status.code(), Some(1), "{key}: {:?}\n{}", o.status, stderr(&o));
+        assert!(stderr(&o).contains("model.json: ") && stderr(&o).contains(message), "{key}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn results_are_as_readable_as_the_umask_makes_any_file() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = shapes(root, 2, 6);
+    std::fs::write(root.join("spec.toml"), tiny_spec(&data)).unwrap();
+    let with_umask = |args: &[&str]| {
+        let mut cmd = runner_bin();
+        cmd.current_dir(root).args(args).env("RUNNER_THREADS", "2");
+        // SAFETY: umask is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0o027);
+                Ok(())
+            });
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    };
+    with_umask(&["run", "spec.toml", "--out", "runs", "--quiet"]);
+    let run = only_run(&root.join("runs/tiny")).to_string_lossy().into_owned();
+    with_umask(&["report", "--runs", "runs", "--out", "report"]);
+    with_umask(&["export", &run, "--format", "safetensors", "--format", "torchscript", "--out", "model"]);
+    let mut seen = 0;
+    for top in ["runs", "report", "model"] {
+        for e in walkdir::WalkDir::new(root.join(top)).into_iter().map(Result::unwrap) {
+            if e.file_type().is_file() {
+                let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o640, "{}: {mode:o}, not 0640 (0666 less the umask 027)", e.path().display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 15, "only {seen} files");
+}
+
+#[test]
+fn garbage_in_runners_own_variables_is_refused_not_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = shapes(root, 2, 2);
+    std::fs::write(root.join("spec.toml"), tiny_spec(&data)).unwrap();
+    for (name, value, expected) in [
+        ("RUNNER_THREADS", "two", "RUNNER_THREADS: expected a whole number of 1 or more, found \"two\""),
+        ("RUNNER_THREADS", "0", "RUNNER_THREADS: expected a whole number of 1 or more, found \"0\""),
+        ("RUNNER_CHANNELS_LAST", "yes", "RUNNER_CHANNELS_LAST: expected 0 or 1, found \"yes\""),
+        ("RUNNER_FEATURE_CACHE_MB", "-1", "RUNNER_FEATURE_CACHE_MB: expected a whole number, found \"-1\""),
+        ("RUNNER_MAX_IMAGE_PIXELS", "1e9", "RUNNER_MAX_IMAGE_PIXELS: expected a whole number of 1 or more"),
+        ("RUNNER_MLFLOW_URI", "file:///etc/passwd", "RUNNER_MLFLOW_URI: expected an http(s) URL of a tracking server"),
+        ("RUNNER_MLFLOW_URI", "127.0.0.1:5000", "RUNNER_MLFLOW_URI: expected an http(s) URL of a tracking server"),
+    ] {
+        let o = runner_with_env(root, &["plan", "spec.toml"], &[(name, value)]);
+        assert_eq!(o.status.code(), Some(2), "{name}={value}: {}", stdout(&o));
+        assert!(stderr(&o).contains(expected), "{name}={value}: {}", stderr(&o));
+    }
+    let o = runner_with_env(
+        root,
+        &["plan", "spec.toml"],
+        &[("RUNNER_FEATURE_CACHE_MB", "0"), ("RUNNER_CHANNELS_LAST", "1")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn predict_writes_csv_to_stdout_checks_its_file_first_follows_links_and_escapes_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let run = trained_run(root);
+    let photos = root.join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    std::fs::copy(root.join("shapes/circle/0000.jpg"), photos.join("a.jpg")).unwrap();
+    std::os::unix::fs::symlink(root.join("shapes/cross/0000.jpg"), photos.join("linked.jpg")).unwrap();
+    std::fs::copy(root.join("shapes/circle/0001.jpg"), photos.join("\u{1b}[2Jwiped.jpg")).unwrap();
+
+    // CSV on standard output; a 2-class model has 2 class columns, whatever --top-k says.
+    let o = runner(root, &["predict", "--run", &run, "photos", "--csv", "-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = stdout(&o);
+    let header = csv.lines().next().unwrap();
+    assert!(header.starts_with("path,class_1,probability_1,class_2,probability_2"), "{header}");
+    assert!(!header.contains("class_3"), "{header}");
+    assert_eq!(csv.lines().count(), 4, "the link is an image too: {csv}");
+    assert!(csv.contains("linked.jpg"), "{csv}");
+    assert!(!root.join("-").exists());
+
+    // A CSV path that cannot be written is refused before any image is classified.
+    let o = runner(root, &["predict", "--run", &run, "photos", "--csv", "photos"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--csv photos: not a file in an existing folder"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("predicted"), "{}", stderr(&o));
+
+    // A file name with a terminal escape sequence is printed escaped.
+    let o = runner(root, &["predict", "--run", &run, "photos"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).contains('\u{1b}'), "{}", stdout(&o));
+    assert!(stdout(&o).contains("\\u{1b}[2Jwiped.jpg"), "{}", stdout(&o));
+}
+
+#[test]
+fn fp16_on_the_cpu_is_said_in_run_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = shapes(root, 2, 4);
+    let spec = tiny_spec(&data).replace("seed = 3\n", "seed = 3\nprecision = \"fp16\"\n");
+    std::fs::write(root.join("spec.toml"), spec).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = std::fs::read_to_string(only_run(&root.join("runs/tiny")).join("run.log")).unwrap();
+    assert!(log.contains("warning: precision = \"fp16\" needs a CUDA device; training in fp32 on the cpu"), "{log}");
+}
+
+#[test]
+fn a_missing_data_folder_and_class_weights_of_the_wrong_length_are_spec_errors_before_any_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = shapes(root, 2, 4);
+    // A grid of 4 runs over a folder that is not there: one error, at the line of data.source.
+    let grid = format!("{}\n[grid]\nseed = [1, 2, 3, 4]\n", tiny_spec(&root.join("flowers")));
+    std::fs::write(root.join("spec.toml"), grid).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("spec.toml:5:1: `data.source`:") && err.contains("not found"), "{err}");
+    assert!(!err.contains("runs failed"), "{err}");
+    assert!(!root.join("runs").exists());
+    // Three weights for two classes.
+    let spec = tiny_spec(&data) + "\n[loss]\nclass_weights = [1.0, 2.0, 3.0]\n";
+    std::fs::write(root.join("spec.toml"), &spec).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let line = spec.lines().position(|l| l.starts_with("class_weights")).unwrap() + 1;
+    assert!(
+        stderr(&o).contains(&format!("spec.toml:{line}:1: `loss.class_weights`: expected 2 weights")),
+        "{}",
+        stderr(&o)
+    );
+    // Weights whose float32 sums overflow.
+    let e = spec_error(root, &spec.replace("[1.0, 2.0, 3.0]", "[1e308, 1.0]"));
+    assert!(e.contains("expected \"balanced\" or weights from 0 to 1e6"), "{e}");
+}

@@ -104,6 +104,18 @@ fn search_errors_point_at_the_line_of_the_space() {
             "`search.eta`: expected an integer >= 2, found 1",
         ),
         (base.replace("trials = 3", "trials = 3\neta = 2"), "eta = 2", "`eta` is for method = \"halving\""),
+        // Issue 29: too few trials for halving to promote any (it trained them all to the first rung).
+        (
+            base.replace("trials = 3", "trials = 2\nmethod = \"halving\""),
+            "trials = 2",
+            "halving needs at least eta = 3 trials to promote any, found 2",
+        ),
+        // Issue 29: a width that overflows was a panic in the draw.
+        (
+            base.replace("uniform = [0.0, 0.5]", "uniform = [-1e308, 1e308]"),
+            "\"model.head.dropout\"",
+            "`uniform` needs lo < hi, both finite and hi - lo too, found [-1000",
+        ),
     ];
     for (text, needle, message) in cases {
         let e = spec_error(root, &text);

@@ -156,13 +156,71 @@ fn plan_prints_one_row_per_run_and_set_pins_an_axis() {
     let o = runner_bin()
         .current_dir(dir.path())
         .args(["plan", "spec.toml", "--set", "data.batch_size=16"])
-        .env("RUNNER_DATA__BATCH_SIZE", "8")
-        .env("RUNNER_PHASES__0__EPOCHS", "4")
+        .env("RUNNER_SPEC__DATA__BATCH_SIZE", "8")
+        .env("RUNNER_SPEC__PHASES__0__EPOCHS", "4")
         .output()
         .unwrap();
     let env_rows = plan_rows(&stdout(&o));
     assert_eq!(env_rows.len(), 3);
     assert!(env_rows.iter().all(|r| r[2] == "6"), "{}", stdout(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    // The old prefix still works for spec keys, with a warning that names the new variable.
+    let o = runner_bin()
+        .current_dir(dir.path())
+        .args(["plan", "spec.toml", "--set", "data.batch_size=16"])
+        .env("RUNNER_PHASES__0__EPOCHS", "4")
+        .output()
+        .unwrap();
+    assert!(plan_rows(&stdout(&o)).iter().all(|r| r[2] == "6"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains(
+            "warning: RUNNER_PHASES__0__EPOCHS sets a spec key under the old prefix: use RUNNER_SPEC__PHASES__0__EPOCHS"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Every variable GitHub Actions sets in a job whose name starts with `RUNNER_`, with
+/// values as a hosted runner has them (docs.github.com, "Store information in variables").
+const GITHUB_ACTIONS: &[(&str, &str)] = &[
+    ("RUNNER_NAME", "GitHub Actions 2"),
+    ("RUNNER_OS", "Linux"),
+    ("RUNNER_ARCH", "X64"),
+    ("RUNNER_TEMP", "/home/runner/work/_temp"),
+    ("RUNNER_TOOL_CACHE", "/opt/hostedtoolcache"),
+    ("RUNNER_DEBUG", "1"),
+    ("RUNNER_ENVIRONMENT", "github-hosted"),
+    ("RUNNER_WORKSPACE", "/home/runner/work/project"),
+    ("RUNNER_PERFLOG", "/home/runner/perflog"),
+    ("RUNNER_TRACKING_ID", "github_5b1f2c3a"),
+    // Kubernetes, for a service named "runner" beside the pod.
+    ("RUNNER_SERVICE_HOST", "10.0.0.7"),
+    ("RUNNER_SERVICE_PORT", "5000"),
+    ("RUNNER_PORT", "tcp://10.0.0.7:5000"),
+    ("RUNNER_PORT_5000_TCP_ADDR", "10.0.0.7"),
+];
+
+#[test]
+fn ci_services_runner_variables_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shapes(dir.path(), 2, 4);
+    std::fs::write(dir.path().join("spec.toml"), crate::common::tiny_spec(&data)).unwrap();
+    let with = |env: &[(&str, &str)], args: &[&str]| {
+        let o = crate::common::runner_with_env(dir.path(), args, env);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let plain = plan_rows(&with(&[], &["plan", "spec.toml"]));
+    let in_ci = plan_rows(&with(GITHUB_ACTIONS, &["plan", "spec.toml"]));
+    assert_eq!(plain.len(), 1);
+    assert_eq!(in_ci, plain, "the run ids differ under GitHub Actions' variables");
+    let out = with(GITHUB_ACTIONS, &["run", "spec.toml", "--out", "runs", "--quiet"]);
+    assert!(out.contains(&format!("run {} completed", plain[0][0])), "{out}");
+    let run = crate::common::only_run(&dir.path().join("runs/tiny"));
+    assert_eq!(run.file_name().unwrap().to_str().unwrap(), plain[0][0]);
+    assert_eq!(crate::common::summary_json(&run)["experiment"], "tiny");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Runs as trackers show them: TensorBoard's own event reader (PyPI `tensorboard`, in the
 //! venv `runner_setup_tracking` of scripts/env.sh makes) reads a run's event file.
 
-use crate::common::{only_run, runner, shapes, stderr, tiny_spec};
+use crate::common::{only_run, runner, shapes, stderr, stdout, tiny_spec};
 
 /// The Python of the tracking venv; the test command installs it.
 fn tracking_python() -> std::path::PathBuf {
@@ -155,6 +155,13 @@ for r in client.search_runs([exp.experiment_id]):
 print(json.dumps(out))
 "#;
 
+/// [`MLFLOW_READER`]'s JSON for experiment `name` on the server at `uri`.
+fn mlflow_runs(uri: &str, name: &str) -> String {
+    let o = std::process::Command::new(tracking_python()).args(["-c", MLFLOW_READER, uri, name]).output().unwrap();
+    assert!(o.status.success(), "MLflow's client failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 #[test]
 fn an_mlflow_server_receives_each_runs_params_metrics_and_artifacts() {
     let dir = tempfile::tempdir().unwrap();
@@ -169,12 +176,7 @@ fn an_mlflow_server_receives_each_runs_params_metrics_and_artifacts() {
     std::fs::write(root.join("spec.toml"), &spec).unwrap();
     let o = runner(root, &["sweep", "spec.toml", "--out", "runs", "--quiet", "--no-report"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = std::process::Command::new(tracking_python())
-        .args(["-c", MLFLOW_READER, &server.uri, "tiny"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "MLflow's client failed: {}", String::from_utf8_lossy(&o.stderr));
-    let runs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&mlflow_runs(&server.uri, "tiny")).unwrap();
     assert_eq!(runs.len(), 2, "{runs:?}");
     for r in &runs {
         let id = r["name"].as_str().unwrap();
@@ -253,4 +255,98 @@ fn a_tracking_server_that_goes_away_mid_run_does_not_stop_the_run() {
     let log = std::fs::read_to_string(run.join("run.log")).unwrap();
     assert!(log.contains("warning: MLflow tracking at") && log.contains("the run goes on without it"), "{log}");
     assert_eq!(log.matches("warning: MLflow").count(), 1, "tracking stops after the first failure: {log}");
+}
+
+/// Every file under `root` (but `except`) that holds `needle`, by its bytes.
+fn files_holding(root: &std::path::Path, needle: &str, except: &[&std::path::Path]) -> Vec<String> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && !except.contains(&e.path()))
+        .filter(|e| {
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+#[test]
+fn a_password_in_a_tracking_uri_reaches_no_file_log_tracker_or_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let server = start_mlflow(root);
+    let password = "S3cret-Pw-91";
+    let with_password = server.uri.replace("http://", &format!("http://bob:{password}@"));
+    let data = shapes(root, 2, 6);
+    // In the spec, and in RUNNER_MLFLOW_URI.
+    let spec = tiny_spec(&data) + &format!("\n[tracking]\nmlflow = \"{with_password}\"\n");
+    std::fs::write(root.join("spec.toml"), &spec).unwrap();
+    std::fs::write(root.join("env.toml"), tiny_spec(&data).replace("seed = 3", "seed = 4")).unwrap();
+    // A server that is not there: the failure is reported, with the address.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(root.join("down.toml"), tiny_spec(&data).replace("seed = 3", "seed = 5")).unwrap();
+    let mut said = String::new();
+    let mut say = |o: std::process::Output| {
+        said.push_str(&stdout(&o));
+        said.push_str(&stderr(&o));
+        o
+    };
+    let o = say(runner(root, &["run", "spec.toml", "--out", "runs"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let env = [("RUNNER_MLFLOW_URI", with_password.as_str())];
+    let o = say(crate::common::runner_with_env(root, &["run", "env.toml", "--out", "runs"], &env));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let down = format!("http://bob:{password}@127.0.0.1:{closed}");
+    let o = say(crate::common::runner_with_env(
+        root,
+        &["run", "down.toml", "--out", "runs"],
+        &[("RUNNER_MLFLOW_URI", &down)],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runs: Vec<_> = std::fs::read_dir(root.join("runs/tiny")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(runs.len(), 3);
+    let failed = runs
+        .iter()
+        .map(|r| crate::common::summary_json(r))
+        .find(|s| s["tracking"].as_str().unwrap_or("").contains("failed"));
+    let failed = failed.expect("the run whose server is down says so");
+    assert!(failed["tracking"].as_str().unwrap().contains(&format!("http://***@127.0.0.1:{closed}")), "{failed}");
+    let o = say(runner(root, &["report", "--runs", "runs", "--out", "report"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for r in &runs {
+        let out = root.join("export").join(r.file_name().unwrap());
+        let run_arg = r.to_string_lossy().into_owned();
+        let o = say(runner(
+            root,
+            &[
+                "export",
+                &run_arg,
+                "--format",
+                "safetensors",
+                "--format",
+                "torchscript",
+                "--out",
+                &out.to_string_lossy(),
+            ],
+        ));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    // What MLflow stored, as its own client reads it back.
+    let stored = mlflow_runs(&server.uri, "tiny");
+    let tracked: Vec<serde_json::Value> = serde_json::from_str(&stored).unwrap();
+    assert_eq!(tracked.len(), 2, "{stored}");
+    assert!(
+        tracked.iter().any(|r| r["params"]["tracking.mlflow"].as_str().is_some_and(|u| u.starts_with("http://***@"))),
+        "{stored}"
+    );
+
+    assert!(!stored.contains(password), "MLflow's params or tags hold the password: {stored}");
+    assert!(!said.contains(password), "the commands' output holds the password: {said}");
+    let spec_file = root.join("spec.toml");
+    let leaks = files_holding(root, password, &[&spec_file]);
+    assert!(leaks.is_empty(), "files holding the password: {leaks:?}");
+    // The check finds what it looks for: the spec itself holds it.
+    assert_eq!(files_holding(root, password, &[]), vec![spec_file.display().to_string()]);
+    assert!(said.contains("http://***@127.0.0.1"), "{said}");
 }
