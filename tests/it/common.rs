@@ -70,6 +70,18 @@ optimizer = {{ kind = "sgd", lr_factor = 0.1, momentum = 0.9 }}
     )
 }
 
+/// A run of the tiny spec on `classes` x `per_class` shapes under `root/runs` (spec.toml
+/// written there), trained: its directory, and that as an argument.
+pub fn tiny_run(root: &Path, classes: usize, per_class: usize) -> (PathBuf, String) {
+    let source = shapes(root, classes, per_class);
+    std::fs::write(root.join("spec.toml"), tiny_spec(&source)).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = only_run(&root.join("runs/tiny"));
+    let arg = dir.to_string_lossy().into_owned();
+    (dir, arg)
+}
+
 /// Starts `runner ARGS` in `cwd` with `RUNNER_FAILPOINT=failpoint` and returns once
 /// the run has reached it (it then waits there to be killed).
 pub fn start_at_failpoint(cwd: &Path, args: &[&str], failpoint: &str) -> std::process::Child {

@@ -277,21 +277,12 @@ fn a_batch_of_one_that_would_train_nothing_is_a_spec_error_and_a_lone_last_batch
     assert!(!log.contains("phase 1 (head): each epoch's last batch"), "the frozen phase trains every image: {log}");
 }
 
-/// A tiny run under `root/runs`, trained: its directory as an argument.
-fn trained_run(root: &std::path::Path) -> String {
-    let data = shapes(root, 2, 6);
-    std::fs::write(root.join("spec.toml"), tiny_spec(&data)).unwrap();
-    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    only_run(&root.join("runs/tiny")).to_string_lossy().into_owned()
-}
-
 #[test]
 fn an_export_onto_a_full_disk_fails_cleanly_and_leaves_no_file() {
     use std::os::unix::process::CommandExt;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let run = trained_run(root);
+    let (_, run) = tiny_run(root, 2, 6);
     // A file size limit of 2 MiB stands in for a full disk (the TorchScript module is ~14 MB):
     // writes past it fail (EFBIG, SIGXFSZ ignored) as they would with ENOSPC.
     let mut cmd = runner_bin();
@@ -322,7 +313,7 @@ fn an_export_onto_a_full_disk_fails_cleanly_and_leaves_no_file() {
 fn an_edited_model_json_is_refused_with_its_key() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let run = trained_run(root);
+    let (_, run) = tiny_run(root, 2, 6);
     let o = runner(root, &["export", &run, "--format", "safetensors", "--out", "model"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let card_path = root.join("model/model.json");
@@ -418,7 +409,7 @@ fn garbage_in_runners_own_variables_is_refused_not_ignored() {
 fn predict_writes_csv_to_stdout_checks_its_file_first_follows_links_and_escapes_names() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let run = trained_run(root);
+    let (_, run) = tiny_run(root, 2, 6);
     let photos = root.join("photos");
     std::fs::create_dir(&photos).unwrap();
     std::fs::copy(root.join("shapes/circle/0000.jpg"), photos.join("a.jpg")).unwrap();

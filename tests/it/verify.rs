@@ -2,27 +2,13 @@
 //! recorded it; a changed metric is found at its epoch; a tolerance accepts small
 //! differences; the recorded run is never touched.
 
-use std::path::PathBuf;
-
-use crate::common::{only_run, runner, shapes, stderr, stdout, tiny_spec};
-
-/// A run of the tiny spec on `classes` x `per_class` shapes under `root/runs`: its
-/// directory, and that as an argument.
-fn recorded_run(root: &std::path::Path, classes: usize, per_class: usize) -> (PathBuf, String) {
-    let source = shapes(root, classes, per_class);
-    std::fs::write(root.join("spec.toml"), tiny_spec(&source)).unwrap();
-    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let dir = only_run(&root.join("runs/tiny"));
-    let arg = dir.to_string_lossy().into_owned();
-    (dir, arg)
-}
+use crate::common::{only_run, runner, shapes, stderr, stdout, tiny_run, tiny_spec};
 
 #[test]
 fn verify_reruns_and_compares_epoch_by_epoch() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (dir, dir_arg) = recorded_run(root, 3, 10);
+    let (dir, dir_arg) = tiny_run(root, 3, 10);
 
     let o = runner(root, &["verify", &dir_arg]);
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
@@ -67,7 +53,7 @@ fn verify_reruns_and_compares_epoch_by_epoch() {
 fn verify_also_checks_the_best_weights_and_the_best_epoch() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (dir, dir_arg) = recorded_run(root, 2, 8);
+    let (dir, dir_arg) = tiny_run(root, 2, 8);
     let o = runner(root, &["verify", &dir_arg]);
     assert!(o.status.success(), "{}", stdout(&o));
     assert!(stdout(&o).contains("best weights: the same bits"), "{}", stdout(&o));
@@ -181,7 +167,7 @@ fn a_portable_run_gives_the_same_bits_whichever_instruction_paths_the_environmen
 fn verify_names_the_machines_of_the_record_and_the_rerun() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (dir, dir_arg) = recorded_run(root, 2, 8);
+    let (dir, dir_arg) = tiny_run(root, 2, 8);
     let here = crate::common::summary_json(&dir)["machine"].clone();
     assert!(here["cpu"].is_string() && here["isa"].is_string(), "{here}");
 
