@@ -9,6 +9,8 @@
 //! it, and rustfmt.toml keeps this order).
 
 pub mod error;
+#[cfg(test)]
+mod testing;
 pub mod sys;
 pub mod config;
 pub mod model;

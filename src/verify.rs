@@ -25,7 +25,6 @@ pub struct VerifyOptions {
     pub device: Option<Device>,
     /// Keep the rerun's folder (printed) instead of removing it.
     pub keep: bool,
-    pub quiet: bool,
 }
 
 /// The first metric that differs by more than the tolerance.
@@ -161,13 +160,9 @@ fn rerun_and_compare(dir: &RunDir, spec: &Spec, opts: &VerifyOptions) -> Result<
     let run_opts = RunOptions {
         out: scratch.path().to_path_buf(),
         force: true,
-        resume: false,
-        refuse_changed_config: false,
-        quiet: opts.quiet,
         device,
         threads: Some(summary.threads),
-        stop_after: None,
-        feature_store: None,
+        ..RunOptions::default()
     };
     let lines = vec![format!(
         "{}: rerunning {} run {} ({} epochs) on {} with {} threads, as recorded by runner {}",
@@ -182,10 +177,17 @@ fn rerun_and_compare(dir: &RunDir, spec: &Spec, opts: &VerifyOptions) -> Result<
     let result = run::execute(spec, &run_opts)
         .map_err(anyhow::Error::from)
         .and_then(|outcome| judge(dir, &summary, &recorded, &outcome, opts, lines));
-    if opts.keep {
-        eprintln!("the rerun is kept in {}", scratch.keep().display());
+    if !opts.keep {
+        return result.with_context(|| format!("cannot verify {}", dir.display()));
     }
-    result.with_context(|| format!("cannot verify {}", dir.display()))
+    let kept = format!("the rerun is kept in {}", scratch.keep().display());
+    match result {
+        Ok(mut verdict) => {
+            verdict.lines.push(kept);
+            Ok(verdict)
+        }
+        Err(e) => Err(e.context(kept).context(format!("cannot verify {}", dir.display()))),
+    }
 }
 
 /// Compares a rerun with the recording: its run id, its metrics epoch by epoch, its test accuracy.

@@ -56,9 +56,9 @@ fn data_check(source: &str, split: &[f64], seed: u64, image_size: u32) -> Result
     if !(2..=3).contains(&split.len()) || (split.iter().sum::<f64>() - 1.0).abs() > 1e-6 {
         return Err(anyhow!("--split: expected 2 or 3 fractions that sum to 1, found {split:?}").into());
     }
-    let root = runner::data::archive::materialize(source, false)?;
+    let root = runner::data::archive::materialize(source)?;
     let files = runner::data::discover(&root, split, seed)?;
-    let data = runner::data::load(&files, image_size, false, false)?;
+    let data = runner::data::load(&files, image_size, false)?;
     println!("{}: {} classes", root.display(), data.classes.len());
     println!("{:<24} {:>7} {:>7} {:>7}", "class", "train", "val", "test");
     let count = |split: &runner::data::Split, c: usize| {

@@ -2,6 +2,7 @@
 //! what it does (`run`). Flags that several subcommands share are defined here, once.
 
 mod bench;
+mod console;
 mod data;
 mod export;
 mod layers;
@@ -67,8 +68,9 @@ enum Command {
 }
 
 impl Cli {
-    /// Runs the subcommand.
+    /// Runs the subcommand, its messages and progress through the console it installs.
     pub fn run(self) -> Result<()> {
+        console::Console::install(self.command.quiet());
         for (old, new) in runner::config::experiment::deprecated_env_vars() {
             eprintln!(
                 "warning: {old} sets a spec key under the old prefix: use {new} (plain RUNNER_* names clash with \
@@ -87,6 +89,19 @@ impl Cli {
             Command::Layers(args) => layers::run(args),
             Command::Bench { command } => bench::run(command),
             Command::Data { command } => data::run(command),
+        }
+    }
+}
+
+impl Command {
+    /// Whether the subcommand keeps what its runs do to itself: `--quiet`, a dry run (its
+    /// table is the output), and `verify` without `--verbose` (its verdict is).
+    fn quiet(&self) -> bool {
+        match self {
+            Command::Run(args) => args.quiet,
+            Command::Sweep(args) => args.quiet || args.dry_run,
+            Command::Verify(args) => !args.verbose,
+            _ => false,
         }
     }
 }

@@ -26,7 +26,7 @@ pub fn run(args: Args) -> Result<()> {
     println!("{:<12} {:<10} {:>6}  varying", "run id", "completed", "epochs");
     let mut unreadable = None;
     for planned in &exp.runs {
-        let (id, action) = plan(&planned.spec, &out, false);
+        let (id, action) = plan(&planned.spec, &out);
         let done = match action {
             Action::Fetch(first) => {
                 unreadable

@@ -59,15 +59,10 @@ pub struct Args {
 fn predict_all(predictor: &Predictor, images: &[PathBuf], k: usize, batch: usize) -> Vec<runner::predict::Prediction> {
     let started = std::time::Instant::now();
     let bar = if images.len() > batch {
-        indicatif::ProgressBar::new(images.len() as u64)
+        runner::sys::reporter::bar(images.len() as u64, runner::sys::reporter::Unit::Images, "predict")
     } else {
         indicatif::ProgressBar::hidden()
     };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("predict [{bar:30}] {pos}/{len} images, {per_sec}, eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
     let mut results = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch) {
         results.extend(predictor.predict_batch(chunk, k));

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use runner::Result;
 
-use runner::config::experiment::describe_varying;
 use runner::run::RunOptions;
+use runner::sweep::Event;
 
 use super::{DeviceFlags, SetFlags, device, load, pin_numerics};
 
@@ -33,37 +33,31 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let Args { spec, set: SetFlags { set }, out, force, resume, quiet, device: DeviceFlags { device: dev } } = args;
+    let Args { spec, set: SetFlags { set }, out, force, resume, quiet: _, device: DeviceFlags { device: dev } } = args;
     let exp = load(&spec, &set)?;
     pin_numerics(exp.runs.iter().map(|r| r.spec.reproducibility))?;
     runner::run::preflight(&exp)?;
     let refuse_changed_config = exp.runs.len() == 1;
-    let opts = RunOptions {
-        out,
-        force,
-        resume,
-        refuse_changed_config,
-        quiet,
-        device: device(dev)?,
-        threads: None,
-        stop_after: None,
-        feature_store: None,
-    };
-    let total = exp.runs.len();
-    let mut failed = vec![];
-    for (i, planned) in exp.runs.iter().enumerate() {
-        if total > 1 {
-            println!("== run {}/{total}: {}", i + 1, describe_varying(&planned.varying));
+    let opts = RunOptions { out, force, resume, refuse_changed_config, device: device(dev)?, ..RunOptions::default() };
+    // `runner run` trains every point of the grid to its end: a `[search]` is `runner sweep`'s.
+    let mut runs = runner::sweep::runs_of(&spec, exp);
+    runs.iter_mut().for_each(|r| r.halving = None);
+    let total = runs.len();
+    let (mut failed, mut only_error) = (vec![], None);
+    runner::sweep::execute(&runs, &opts, |event| match event {
+        Event::Starts { k, total, run } if total > 1 => println!("== run {}/{total}: {}", k + 1, run.varying()),
+        Event::Ended { result: Ok(outcome), .. } => report(&outcome),
+        // One failed run of a grid does not stop the others.
+        Event::Ended { result: Err(e), run, .. } if total > 1 => {
+            eprintln!("error: {}", runner::sys::redact::credentials(&format!("{e:#}")));
+            failed.push(format!("run {}", run.point));
         }
-        match runner::run::execute(&planned.spec, &opts) {
-            Ok(outcome) => report(&outcome)?,
-            // One failed run of a grid does not stop the others.
-            Err(e) if total > 1 => {
-                eprintln!("error: {}", runner::sys::redact::credentials(&format!("{e:#}")));
-                failed.push(format!("run {}", i + 1));
-            }
-            Err(e) => return Err(e),
-        }
+        Event::Ended { result: Err(e), .. } => only_error = Some(e),
+        Event::Interrupted { left, total } => eprintln!("interrupted: {left} of {total} runs not started"),
+        _ => {}
+    });
+    if let Some(e) = only_error {
+        return Err(e);
     }
     if !failed.is_empty() {
         return Err(anyhow!("{} of {total} runs failed: {}", failed.len(), failed.join(", ")).into());
@@ -72,7 +66,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Prints where a run's results are.
-fn report(outcome: &runner::run::RunOutcome) -> Result<()> {
+fn report(outcome: &runner::run::RunOutcome) {
     let s = &outcome.summary;
     if !outcome.ran {
         println!("run {} already completed (use --force to rerun)", s.run_id);
@@ -103,5 +97,4 @@ fn report(outcome: &runner::run::RunOutcome) -> Result<()> {
     if s.test_acc.is_some() {
         println!("test:    {dir}/test_metrics.csv, {dir}/confusion.png");
     }
-    Ok(())
 }

@@ -7,7 +7,7 @@ use runner::Result;
 use tch::{Device, Tensor};
 
 use runner::config::spec::{Classes, PhaseSpec};
-use runner::model::{Backbone, FreezePlan, parameter_count};
+use runner::model::{Backbone, FreezePlan, Schedule, parameter_count};
 
 use super::{SetFlags, load, truncate};
 
@@ -35,8 +35,6 @@ struct Target {
     hidden: Vec<i64>,
     pool: runner::config::spec::Pool,
     phases: Vec<PhaseSpec>,
-    /// Each phase's learning rate.
-    lrs: Vec<f64>,
 }
 
 /// A backbone name, or a spec file (its first run) with its `--set` overrides.
@@ -50,7 +48,6 @@ fn target(target: &str, set: &[String], image_size: i64) -> Result<Target> {
             hidden: vec![],
             pool: Default::default(),
             phases: vec![],
-            lrs: vec![],
         });
     }
     let path = Path::new(target);
@@ -65,7 +62,7 @@ fn target(target: &str, set: &[String], image_size: i64) -> Result<Target> {
     let spec = exp.runs[0].spec.clone();
     let classes = match spec.model.head.classes {
         Classes::Count(n) => n as i64,
-        Classes::Auto => match runner::run::data_files(&spec, true) {
+        Classes::Auto => match runner::run::data_files(&spec) {
             Ok(files) => files.classes.len() as i64,
             Err(_) => {
                 println!("(data.source not readable: the head is shown with 2 classes)");
@@ -74,7 +71,6 @@ fn target(target: &str, set: &[String], image_size: i64) -> Result<Target> {
         },
     };
     let hidden = spec.model.head.hidden.iter().map(|&h| h as i64).collect();
-    let lrs = spec.phase_lrs();
     Ok(Target {
         backbone: spec.model.backbone,
         size: spec.data.image_size as i64,
@@ -82,26 +78,25 @@ fn target(target: &str, set: &[String], image_size: i64) -> Result<Target> {
         hidden,
         pool: spec.model.pool.unwrap_or_default(),
         phases: spec.phases,
-        lrs,
     })
 }
 
 /// `runner summary`: what torchsummary prints, plus the freeze plan of each phase.
 fn summary(target_name: &str, set: &[String], image_size: i64) -> Result<()> {
-    let Target { backbone, size, classes, hidden, pool, phases, lrs } = target(target_name, set, image_size)?;
+    let Target { backbone, size, classes, hidden, pool, phases } = target(target_name, set, image_size)?;
     // With layer-wise rates, a trainable layer shows its learning rate instead of "trainable".
-    let trainable = |p: usize, layer: Option<usize>, layers: usize| {
-        let opt = &phases[p].optimizer;
-        if opt.layer_decay.is_none() && opt.head_lr_factor.is_none() {
-            return "trainable".to_string();
-        }
-        format!("lr {:.2e}", lrs[p] * runner::model::lr_scale(layer, layers, opt))
-    };
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let model =
         runner::model::Classifier::with_hidden(backbone, &vs.root(), classes, 0.0, &hidden, Default::default(), pool);
     let layers = model.backbone.layers();
-    let plans: Vec<FreezePlan> = phases.iter().map(|p| FreezePlan::of_phase(p, layers.len())).collect();
+    let schedule = Schedule::new(&phases, layers.len());
+    let trainable = |p: usize, layer: Option<usize>| {
+        if !schedule.layer_wise(p) {
+            return "trainable".to_string();
+        }
+        format!("lr {:.2e}", schedule.base_lr(p) * schedule.scale(p, layer))
+    };
+    let plans: Vec<FreezePlan> = (0..phases.len()).map(|p| schedule.plan(p, 0)).collect();
     print!("{:>5}  {:<16} {:<20} {:>10}  {:<3}", "index", "layer", "output shape", "params", "bn");
     for p in &phases {
         print!("  {:<12}", truncate(&p.name, 12));
@@ -122,7 +117,7 @@ fn summary(target_name: &str, set: &[String], image_size: i64) -> Result<()> {
                 if layer.has_batchnorm { "yes" } else { "" }
             );
             for (p, plan) in plans.iter().enumerate() {
-                let state = if plan.is_frozen(i) { "frozen".to_string() } else { trainable(p, Some(i), layers.len()) };
+                let state = if plan.is_frozen(i) { "frozen".to_string() } else { trainable(p, Some(i)) };
                 if !plan.is_frozen(i) {
                     trainable_params[p] += params;
                 }
@@ -142,7 +137,7 @@ fn summary(target_name: &str, set: &[String], image_size: i64) -> Result<()> {
         );
         for (p, t) in trainable_params.iter_mut().enumerate() {
             *t += params;
-            print!("  {:<12}", trainable(p, None, layers.len()));
+            print!("  {:<12}", trainable(p, None));
         }
         println!();
     });

@@ -7,7 +7,7 @@ use clap::ValueEnum;
 use runner::Result;
 
 use runner::run::RunOptions;
-use runner::sweep::{EmitOptions, Engine, Shard, SweepArgs, SweepRun};
+use runner::sweep::{EmitOptions, Engine, Event, Outcome, Shard, SweepArgs, SweepRun};
 
 use super::{DeviceFlags, SetFlags, device, parse_sets, pin_numerics};
 
@@ -117,18 +117,8 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!("sweep: {} runs{of}", runs.len());
-    let opts = RunOptions {
-        out: out.clone(),
-        force: false,
-        resume: true,
-        refuse_changed_config: false,
-        quiet,
-        device: device(dev)?,
-        threads: None,
-        stop_after: None,
-        feature_store: None,
-    };
-    let rows = runner::sweep::execute(&runs, &opts);
+    let opts = RunOptions { out: out.clone(), resume: true, device: device(dev)?, ..RunOptions::default() };
+    let rows = runner::sweep::execute(&runs, &opts, show);
     print!("{}", runner::sweep::table(&rows));
     if !no_report && out.is_dir() {
         closing_report(&out, &report_dir);
@@ -149,6 +139,37 @@ fn sweep_status(rows: &[runner::sweep::Row]) -> Result<()> {
     Ok(())
 }
 
+/// What the sweep says as it goes: each run's header and how it ended (stdout, even with
+/// --quiet), failures on stderr.
+fn show(event: Event) {
+    let error = |e: &runner::Error| eprintln!("error: {}", runner::sys::redact::credentials(&format!("{e:#}")));
+    match event {
+        Event::Starts { k, total, run } => println!(
+            "== [{}/{total}] {} (run {} of {} in {}) {}",
+            k + 1,
+            run.experiment(),
+            run.point,
+            run.points,
+            run.spec_path.display(),
+            run.varying()
+        ),
+        Event::Ended { result: Ok(outcome), row, .. } => {
+            let s = &outcome.summary;
+            println!(
+                "   {} {}: best val_acc {} at epoch {} ({:.1}s)",
+                row.outcome.name(),
+                s.run_id,
+                s.best_val_acc.map_or("n/a".into(), |a| format!("{a:.4}")),
+                s.best_epoch.unwrap_or(0),
+                s.wall_s
+            );
+        }
+        Event::Ended { result: Err(e), row, .. } if row.outcome == Outcome::Busy => println!("   skipped: {e}"),
+        Event::Ended { result: Err(e), .. } | Event::SearchFailed { error: e, .. } => error(&e),
+        Event::Interrupted { left, total } => eprintln!("sweep interrupted: {left} of {total} runs not started"),
+    }
+}
+
 /// `--emit`: the cluster's job description on stdout, a line about the shards on stderr.
 fn emit_jobs(engine: Engine, args: &SweepArgs, opts: &EmitOptions, runs: usize) -> Result<()> {
     print!("{}", runner::sweep::emit(engine, args, opts)?);
@@ -161,7 +182,7 @@ fn dry_run_table(runs: &[SweepRun], out: &Path, of: &str) {
     println!("{:<4} {:<20} {:<10} {:>6}  {:<31} varying", "#", "experiment", "run id", "epochs", "action");
     let mut counts = std::collections::BTreeMap::new();
     for (k, r) in runs.iter().enumerate() {
-        let (id, action) = runner::sweep::plan(&r.planned.spec, out, true);
+        let (id, action) = runner::sweep::plan(&r.planned.spec, out);
         *counts.entry(action.verb()).or_insert(0) += 1;
         println!(
             "{:<4} {:<20} {:<10} {:>6}  {:<31} {}",

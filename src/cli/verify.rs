@@ -27,12 +27,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let Args { dirs, tolerance, device: dev, keep, verbose } = args;
+    let Args { dirs, tolerance, device: dev, keep, verbose: _ } = args;
     if tolerance.is_nan() || tolerance < 0.0 {
         return Err(anyhow!("--tolerance: expected a difference of 0 or more, found {tolerance}").into());
     }
     pin_numerics(dirs.iter().map(|d| runner::verify::reproducibility_of(d)))?;
-    let opts = runner::verify::VerifyOptions { tolerance, device: dev.map(device).transpose()?, keep, quiet: !verbose };
+    let opts = runner::verify::VerifyOptions { tolerance, device: dev.map(device).transpose()?, keep };
     let mut failed = vec![];
     for dir in &dirs {
         match runner::verify::verify(dir, &opts) {

@@ -202,7 +202,7 @@ impl ArchiveStamp {
 
 /// `datasets/<stem>/` holding `archive` extracted: reused when it was extracted from the
 /// same bytes (same size and time, else the same sha256), extracted anew otherwise.
-fn extract_user_archive(archive: &Path, target: &Path, quiet: bool) -> Result<()> {
+fn extract_user_archive(archive: &Path, target: &Path) -> Result<()> {
     let record = source_record(target);
     let (size, modified) = ArchiveStamp::quick(archive)?;
     let recorded = ArchiveStamp::read(&record);
@@ -219,19 +219,19 @@ fn extract_user_archive(archive: &Path, target: &Path, quiet: bool) -> Result<()
         }
         digest = Some(sha256);
     }
-    if target.is_dir() && !quiet {
-        eprintln!(
+    if target.is_dir() {
+        crate::sys::reporter::note(&format!(
             "{} was extracted from {}; extracting it again",
             target.display(),
             if recorded.is_some() { "another archive of the same name" } else { "an archive runner cannot identify" }
-        );
+        ));
     }
     // Hashed once: above when a recorded extraction had to be checked, else here.
     let sha256 = match digest {
         Some(d) => d,
         None => crate::sys::fetch::sha256_file(archive)?,
     };
-    unpack(archive, target, quiet)?;
+    unpack(archive, target)?;
     ArchiveStamp { size, modified, sha256 }.write(&record)
 }
 
@@ -286,7 +286,7 @@ fn known_url(k: &Known) -> String {
 
 /// Downloads `url` into the dataset cache once. The first download's sha256 is
 /// recorded beside it (`<file>.sha256`) and every later use checks it.
-fn fetch_archive(url: &str, sha256: Option<&str>, quiet: bool) -> Result<PathBuf> {
+fn fetch_archive(url: &str, sha256: Option<&str>) -> Result<PathBuf> {
     let cache = crate::sys::fetch::cache_dir().join("datasets");
     let file = url.split(['?', '#']).next().unwrap_or(url).rsplit('/').next().unwrap_or("");
     if file.is_empty() {
@@ -296,7 +296,7 @@ fn fetch_archive(url: &str, sha256: Option<&str>, quiet: bool) -> Result<PathBuf
     let record = cache.join(format!("{file}.sha256"));
     let recorded = std::fs::read_to_string(&record).ok().map(|s| s.trim().to_string());
     let expected = sha256.map(str::to_string).or(recorded);
-    crate::sys::fetch::fetch_to(url, expected.as_deref(), &path, quiet)?;
+    crate::sys::fetch::fetch_to(url, expected.as_deref(), &path)?;
     if expected.is_none() {
         let digest = crate::sys::fetch::sha256_file(&path)?;
         crate::sys::atomic::write_atomic(&record, format!("{digest}\n").as_bytes())?;
@@ -346,13 +346,11 @@ pub(crate) fn needs_fetch(source: &str) -> bool {
 /// The folder a `data.source` names: a folder as is; a `.zip` (a local file, an
 /// http(s) URL, or a known dataset's name) extracted once into `datasets/<name>/`;
 /// `shapes` generated once into `datasets/shapes/`.
-pub fn materialize(source: &str, quiet: bool) -> Result<PathBuf> {
+pub fn materialize(source: &str) -> Result<PathBuf> {
     if source == SHAPES {
         let target = Path::new("datasets").join(SHAPES);
         if !target.is_dir() {
-            if !quiet {
-                eprintln!("generating the synthetic shapes dataset into {}", target.display());
-            }
+            crate::sys::reporter::note(&format!("generating the synthetic shapes dataset into {}", target.display()));
             crate::data::synth::generate(&target, &crate::data::synth::SynthOptions::default())?;
         }
         return Ok(target);
@@ -360,22 +358,22 @@ pub fn materialize(source: &str, quiet: bool) -> Result<PathBuf> {
     if let Some(k) = KNOWN.iter().find(|k| k.name == source) {
         let target = Path::new("datasets").join(k.name);
         if !target.is_dir() {
-            let archive = fetch_archive(&known_url(k), known_sha256(k)?.as_deref(), quiet)?;
-            unpack(&archive, &target, quiet)?;
+            let archive = fetch_archive(&known_url(k), known_sha256(k)?.as_deref())?;
+            unpack(&archive, &target)?;
         }
         return Ok(data_root(target));
     }
     let lower = source.to_ascii_lowercase();
     let remote = lower.starts_with("http://") || lower.starts_with("https://");
     if remote || lower.ends_with(".zip") || lower.ends_with(".tar.gz") {
-        let archive = if remote { fetch_archive(source, None, quiet)? } else { PathBuf::from(source) };
+        let archive = if remote { fetch_archive(source, None)? } else { PathBuf::from(source) };
         if !archive.is_file() {
             bail!("data archive {source} not found");
         }
         let name = archive.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let stem = archive_stem(&name)?;
         let target = Path::new("datasets").join(stem);
-        extract_user_archive(&archive, &target, quiet)?;
+        extract_user_archive(&archive, &target)?;
         return Ok(data_root(target));
     }
     Ok(PathBuf::from(source))
@@ -426,10 +424,8 @@ fn known_sha256(k: &Known) -> Result<Option<String>> {
     Ok(k.sha256.map(str::to_string))
 }
 
-fn unpack(archive: &Path, target: &Path, quiet: bool) -> Result<()> {
-    if !quiet {
-        eprintln!("extracting {} into {}", archive.display(), target.display());
-    }
+fn unpack(archive: &Path, target: &Path) -> Result<()> {
+    crate::sys::reporter::note(&format!("extracting {} into {}", archive.display(), target.display()));
     let name = archive.to_string_lossy().to_ascii_lowercase();
     if name.ends_with("cifar-10-binary.tar.gz") {
         cifar10_to_image_folder(archive, target)

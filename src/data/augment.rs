@@ -334,7 +334,7 @@ fn hue(img: &Tensor, f: f64) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::{floats, toolkit_fixture};
+    use crate::testing::{floats, toolkit_fixture};
 
     /// The fixture's image: x[c, h, w] = (37 c + 11 h + 7 w + (h w mod 13) * 9) mod 256, 3 x 20 x 24.
     fn image() -> Tensor {

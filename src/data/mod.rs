@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use fast_image_resize as fir;
-use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
+use indicatif::{ParallelProgressIterator, ProgressBar};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -336,18 +336,12 @@ pub(crate) fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded
     Ok(Decoded { chw, size: (w, h) })
 }
 
-fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {
-    if quiet || len < 64 {
+/// A bar over `len` files: none for a few (they take no time).
+fn progress(len: usize, what: &str) -> ProgressBar {
+    if len < 64 {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
+    crate::sys::reporter::bar(len as u64, crate::sys::reporter::Unit::Images, what)
 }
 
 /// What decoding one split gives: its tensors, the files left out, and sizes.
@@ -358,8 +352,8 @@ struct Loaded {
 }
 
 /// Decodes `samples` in parallel.
-fn load_split(samples: &[Sample], side: u32, what: &'static str, quiet: bool) -> Loaded {
-    let bar = progress(samples.len(), what, quiet);
+fn load_split(samples: &[Sample], side: u32, what: &'static str) -> Loaded {
+    let bar = progress(samples.len(), what);
     let decoded: Vec<_> = samples.par_iter().progress_with(bar.clone()).map(|s| decode_file(&s.path, side)).collect();
     bar.finish_and_clear();
     let s = side as i64;
@@ -383,7 +377,7 @@ fn load_split(samples: &[Sample], side: u32, what: &'static str, quiet: bool) ->
 
 /// Decodes a discovered dataset into memory. With `strict`, any file that
 /// cannot be decoded is an error instead of a skip.
-pub fn load(files: &FileSplit, image_size: u32, strict: bool, quiet: bool) -> Result<Dataset> {
+pub fn load(files: &FileSplit, image_size: u32, strict: bool) -> Result<Dataset> {
     let side = resize_side(image_size);
     let mut dataset = Dataset {
         classes: files.classes.clone(),
@@ -394,7 +388,7 @@ pub fn load(files: &FileSplit, image_size: u32, strict: bool, quiet: bool) -> Re
         sizes: vec![],
     };
     for (what, samples) in [("train", &files.train), ("val", &files.val), ("test", &files.test)] {
-        let loaded = load_split(samples, side, what, quiet);
+        let loaded = load_split(samples, side, what);
         dataset.skipped.extend(loaded.skipped);
         dataset.sizes.extend(loaded.sizes);
         match what {
@@ -428,12 +422,12 @@ pub fn load(files: &FileSplit, image_size: u32, strict: bool, quiet: bool) -> Re
 }
 
 /// Every file of a discovered dataset with its sha256 (hashed in parallel), in split order.
-pub fn manifest(files: &FileSplit, quiet: bool) -> Result<Vec<ManifestRow>> {
+pub fn manifest(files: &FileSplit) -> Result<Vec<ManifestRow>> {
     let all: Vec<(&'static str, &Sample)> = [("train", &files.train), ("val", &files.val), ("test", &files.test)]
         .into_iter()
         .flat_map(|(what, samples)| samples.iter().map(move |s| (what, s)))
         .collect();
-    let bar = progress(all.len(), "hash", quiet);
+    let bar = progress(all.len(), "hash");
     let rows = all
         .par_iter()
         .progress_with(bar.clone())
@@ -661,11 +655,11 @@ mod tests {
             test: vec![],
             unreachable: vec![],
         };
-        let loaded = load_split(&samples, 16, "train", true);
+        let loaded = load_split(&samples, 16, "train");
         assert_eq!(loaded.split.len(), 1);
         assert_eq!(loaded.split.images.size(), vec![1, 3, 16, 16]);
         assert_eq!(i64::try_from(loaded.split.images.get(0).get(1).get(8).get(8)).unwrap(), 200);
-        assert_eq!(manifest(&files, true).unwrap()[0].path, "good.png");
+        assert_eq!(manifest(&files).unwrap()[0].path, "good.png");
         assert_eq!(loaded.sizes, vec![(40, 20)]);
         assert_eq!(loaded.skipped.len(), 2);
         assert_eq!(loaded.skipped[0].reason, "empty file");

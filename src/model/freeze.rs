@@ -2,7 +2,9 @@
 //! become which layers run without gradients, which parameters train, and which
 //! BatchNorm layers use batch statistics.
 
-use crate::config::spec::{BatchNormPolicy, FreezeUpTo, PhaseSpec};
+use crate::config::spec::BatchNormPolicy;
+#[cfg(test)]
+use crate::config::spec::FreezeUpTo;
 use crate::model::{LayerInfo, Mode, has_prefix};
 
 /// Layers `0..frozen` of a backbone with `layers` layers are frozen: no gradients,
@@ -21,19 +23,11 @@ impl FreezePlan {
         FreezePlan { frozen: frozen.min(layers), layers, bn }
     }
 
-    /// What `freeze_up_to` freezes of a backbone with `layers` layers.
-    pub(crate) fn from_spec(freeze: FreezeUpTo, bn: BatchNormPolicy, layers: usize) -> FreezePlan {
+    /// What `freeze_up_to` freezes of a backbone with `layers` layers at a phase's start
+    /// (the plan of each epoch is [`crate::model::Schedule::plan`]'s).
+    #[cfg(test)]
+    fn from_spec(freeze: FreezeUpTo, bn: BatchNormPolicy, layers: usize) -> FreezePlan {
         FreezePlan::new(freeze.at_epoch(0, layers), bn, layers)
-    }
-
-    /// The plan of a phase of a backbone with `layers` layers, at its start.
-    pub fn of_phase(phase: &PhaseSpec, layers: usize) -> FreezePlan {
-        FreezePlan::from_spec(phase.freeze_up_to, phase.batchnorm, layers)
-    }
-
-    /// The plan of epoch `e` (0-based) of a phase (differs from the start with gradual unfreezing).
-    pub fn of_phase_epoch(phase: &PhaseSpec, e: usize, layers: usize) -> FreezePlan {
-        FreezePlan::new(phase.freeze_up_to.at_epoch(e, layers), phase.batchnorm, layers)
     }
 
     /// Every layer frozen, every BatchNorm in inference: evaluation and prediction.

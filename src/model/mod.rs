@@ -3,6 +3,7 @@
 //! backbone is called and where its weights come from is in catalog.rs.
 
 mod freeze;
+pub(crate) mod schedule;
 pub mod pickle;
 pub mod weights;
 
@@ -21,8 +22,9 @@ pub use vit::{interpolate_positions, interpolate_positions_dinov2};
 use tch::Tensor;
 
 pub use self::freeze::FreezePlan;
+pub use self::schedule::Schedule;
 pub use crate::config::catalog::Backbone;
-use crate::config::spec::{BatchNormPolicy, HeadInit, OptimizerSpec, Pool};
+use crate::config::spec::{BatchNormPolicy, HeadInit, Pool};
 use tch::nn;
 
 /// One entry of a backbone's flat layer list.
@@ -278,16 +280,6 @@ fn head_linear(p: nn::Path, fan_in: i64, out: i64, init: HeadInit) -> nn::Linear
     nn::linear(p, fan_in, out, nn::LinearConfig { ws_init, ..Default::default() })
 }
 
-/// A parameter's learning rate as a multiple of its phase's (`optimizer.layer_decay` and
-/// `optimizer.head_lr_factor`): backbone layer `Some(i)` of `layers` trains at
-/// decay^(layers - i), the head (`None`) at the head factor.
-pub fn lr_scale(layer: Option<usize>, layers: usize, opt: &OptimizerSpec) -> f64 {
-    match layer {
-        Some(i) => opt.layer_decay.map_or(1.0, |d| d.powi(layers.saturating_sub(i) as i32)),
-        None => opt.head_lr_factor.unwrap_or(1.0),
-    }
-}
-
 /// Parameter count of the variables whose names start with one of `prefixes`
 /// (trainable parameters only: BatchNorm running statistics are not counted).
 pub fn parameter_count(vs: &nn::VarStore, prefixes: &[String]) -> i64 {
@@ -469,17 +461,6 @@ pub(crate) fn channels_last(x: &Tensor) -> Tensor {
 mod tests {
     use super::*;
     use tch::Kind;
-
-    #[test]
-    fn layer_decay_follows_timm_and_the_head_takes_its_factor() {
-        let mut opt: OptimizerSpec = serde_json::from_str(r#"{"kind": "adamw", "lr": 0.001}"#).unwrap();
-        assert_eq!(lr_scale(Some(3), 5, &opt), 1.0);
-        opt.layer_decay = Some(0.5);
-        opt.head_lr_factor = Some(10.0);
-        assert_eq!(lr_scale(Some(4), 5, &opt), 0.5);
-        assert_eq!(lr_scale(Some(0), 5, &opt), 0.5f64.powi(5));
-        assert_eq!(lr_scale(None, 5, &opt), 10.0);
-    }
 
     #[test]
     fn prefix_matching_respects_dots() {

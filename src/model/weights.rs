@@ -22,7 +22,7 @@ pub enum WeightsSource {
 
 /// Resolves `model.weights` for `backbone` to a file, downloading URLs into the
 /// cache (checked against `sha256`, or the hex prefix in the file's name).
-pub fn resolve(backbone: Backbone, weights: &str, sha256: Option<&str>, quiet: bool) -> Result<WeightsSource> {
+pub fn resolve(backbone: Backbone, weights: &str, sha256: Option<&str>) -> Result<WeightsSource> {
     let cache = cache_dir();
     match weights {
         "none" => Ok(WeightsSource::None),
@@ -30,7 +30,7 @@ pub fn resolve(backbone: Backbone, weights: &str, sha256: Option<&str>, quiet: b
             let default = backbone.default_weights();
             let path = cache.join("weights").join(default.file);
             if let Some(url) = backbone.weights_url() {
-                return download::fetch(&url, sha256.or(default.sha256_prefix), &cache, quiet)
+                return download::fetch(&url, sha256.or(default.sha256_prefix), &cache)
                     .map(WeightsSource::File)
                     .map_err(|e| anyhow::anyhow!("{e:#}, or set model.weights to a local file"));
             }
@@ -56,7 +56,7 @@ pub fn resolve(backbone: Backbone, weights: &str, sha256: Option<&str>, quiet: b
             }
             Ok(WeightsSource::File(path))
         }
-        url if url.starts_with("http://") || url.starts_with("https://") => download::fetch(url, sha256, &cache, quiet)
+        url if url.starts_with("http://") || url.starts_with("https://") => download::fetch(url, sha256, &cache)
             .map(WeightsSource::File)
             .map_err(|e| anyhow::anyhow!("{e:#}, or set model.weights to a local file")),
         path => {

@@ -261,7 +261,7 @@ impl Predictor {
         }
         let mut vs = nn::VarStore::new(Device::Cpu);
         let model = Classifier::new(b, &vs.root(), 1000, 0.0);
-        match weights::resolve(b, weights_spec, None, false)? {
+        match weights::resolve(b, weights_spec, None)? {
             weights::WeightsSource::File(path) => weights::load_into(&mut vs, weights::read(&path)?, None, &path)?,
             weights::WeightsSource::None => bail!("predicting needs trained weights, not \"none\""),
         }

@@ -296,6 +296,43 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// best.safetensors: the weights evaluation uses (the EMA's with `ema`), whenever an
+/// epoch is the best so far.
+pub(crate) struct BestWeights;
+
+impl crate::record::sink::Sink for BestWeights {
+    fn epoch(&mut self, records: &mut crate::record::sink::Records, epoch: &crate::record::sink::Epoch) -> Result<()> {
+        if !epoch.improved || epoch.diverged {
+            return Ok(());
+        }
+        let path = records.dir.best();
+        let named = epoch.trainer.eval_variables();
+        with_temp_path(&path, |tmp| {
+            Tensor::write_safetensors(&named, tmp).with_context(|| format!("cannot write {}", tmp.display()))
+        })
+    }
+}
+
+/// checkpoint.safetensors after every good epoch: the state, the metrics rows, every
+/// variable, the optimizer's state within a phase, and the EMA's.
+pub(crate) struct Checkpoints;
+
+impl crate::record::sink::Sink for Checkpoints {
+    fn epoch(&mut self, records: &mut crate::record::sink::Records, epoch: &crate::record::sink::Epoch) -> Result<()> {
+        if epoch.diverged {
+            return Ok(());
+        }
+        let ck = Checkpoint {
+            state: epoch.state.clone(),
+            rows: epoch.rows.to_vec(),
+            model: epoch.trainer.variables(),
+            optimizer: if epoch.phase_over { vec![] } else { epoch.phase.optimizer_state() },
+            ema: epoch.trainer.ema_state(),
+        };
+        ck.write(&records.dir.checkpoint())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

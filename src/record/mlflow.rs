@@ -14,6 +14,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
+use crate::model::Schedule;
+use crate::record::sink::{Epoch, Records, Sink};
+use crate::record::tensorboard::{HParam, epoch_scalars, spec_hparams};
+use crate::train::Trainer;
+use crate::train::metrics::EpochRecord;
+
 /// How long one call may take, and how often it is tried.
 const TIMEOUT: Duration = Duration::from_secs(5);
 const TRIES: usize = 3;
@@ -200,5 +206,105 @@ impl MlflowRun {
     pub fn end(&self, status: &str) -> Result<()> {
         let body = json!({"run_id": self.run_id, "status": status, "end_time": now_ms()});
         call(&self.agent, "POST", &self.api("runs/update"), Some(&body)).map(|_| ())
+    }
+}
+
+/// The run's MLflow run, when `tracking.mlflow_uri` names a server: params and tags at
+/// the start (a resumed run continues its own), every epoch's metrics, and at the end the
+/// best weights, curves and summary as artifacts and the run's status. A failure stops
+/// the tracking (run.log and summary.json say why), never the run.
+#[derive(Default)]
+pub(crate) struct Mlflow {
+    run: Option<MlflowRun>,
+}
+
+impl Mlflow {
+    /// Tracking failed: no more calls this run.
+    fn failed(&mut self, records: &mut Records, uri: &str, e: &anyhow::Error) {
+        self.run = None;
+        records.log.line(&format!("warning: MLflow tracking at {uri} failed, the run goes on without it: {e:#}"));
+        records.summary.tracking = Some(format!("mlflow: failed at {uri}: {e:#}"));
+    }
+
+    /// Epoch `rows[i]`'s metrics (the TensorBoard scalars, by the same names).
+    fn metrics(&mut self, records: &mut Records, schedule: &Schedule, rows: &[EpochRecord], i: usize) {
+        let Some(run) = &self.run else { return };
+        if let Err(e) = run.log_metrics(rows[i].epoch as i64, &epoch_scalars(schedule, rows, i)) {
+            let uri = records.spec.tracking.mlflow_uri().unwrap_or_default();
+            self.failed(records, &uri, &e);
+        }
+    }
+}
+
+impl Sink for Mlflow {
+    fn start(&mut self, records: &mut Records, trainer: &Trainer, rows: &[EpochRecord]) -> Result<()> {
+        let Some(uri) = records.spec.tracking.mlflow_uri() else { return Ok(()) };
+        let spec = records.spec;
+        let tags = [
+            ("runner.version", env!("CARGO_PKG_VERSION").to_string()),
+            ("runner.numerics_version", records.summary.numerics_version.to_string()),
+            ("runner.status", "running".to_string()),
+            ("runner.backbone", spec.model.backbone.to_string()),
+        ];
+        let params: Vec<(String, String)> = spec_hparams(&spec.to_toml())
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    HParam::Number(x) => format!("{x}"),
+                    HParam::Text(s) => s,
+                    HParam::Bool(b) => b.to_string(),
+                };
+                (k, v)
+            })
+            .collect();
+        let started = MlflowRun::start(&uri, &spec.name, &records.summary.run_id, &tags)
+            .and_then(|run| run.log_params(&params).map(|()| run));
+        match started {
+            Ok(run) => {
+                records.log.line(&format!("MLflow: run {} in experiment {} at {uri}", run.run_id, run.experiment_id));
+                records.summary.tracking = Some(format!("mlflow: run {} at {uri}", run.run_id));
+                self.run = Some(run);
+            }
+            Err(e) => self.failed(records, &uri, &e),
+        }
+        for i in 0..rows.len() {
+            self.metrics(records, trainer.schedule(), rows, i);
+        }
+        Ok(())
+    }
+
+    fn epoch(&mut self, records: &mut Records, epoch: &Epoch) -> Result<()> {
+        if !epoch.diverged {
+            self.metrics(records, epoch.trainer.schedule(), epoch.rows, epoch.rows.len() - 1);
+        }
+        Ok(())
+    }
+
+    /// After the run's own end: a failure here is recorded in run.log and summary.json
+    /// (rewritten), never raised.
+    fn finish(&mut self, records: &mut Records) -> Result<()> {
+        use crate::record::summary::Status;
+        let Some(run) = self.run.take() else { return Ok(()) };
+        let (dir, status) = (records.dir, records.summary.status);
+        let result = (|| -> anyhow::Result<()> {
+            for file in [dir.best(), dir.curves(), dir.summary()] {
+                if file.is_file() {
+                    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    run.upload(&file, &name)?;
+                }
+            }
+            run.set_tags(&[("runner.status".to_string(), status.name().to_string())])?;
+            run.end(match status {
+                Status::Completed => "FINISHED",
+                Status::Interrupted | Status::Paused => "KILLED",
+                _ => "FAILED",
+            })
+        })();
+        if let Err(e) = result {
+            records.log.line(&format!("warning: MLflow tracking failed at the end of the run: {e:#}"));
+            records.summary.tracking = Some(format!("mlflow: failed at the end of run {}: {e:#}", run.run_id));
+            let _ = records.summary.write(dir);
+        }
+        Ok(())
     }
 }

@@ -3,8 +3,10 @@
 
 pub mod checkpoint;
 pub mod confusion;
+pub mod log;
 pub mod plot;
 pub mod run_dir;
+pub mod sink;
 pub mod summary;
 pub mod mlflow;
 pub mod table;

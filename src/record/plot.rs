@@ -396,6 +396,17 @@ fn draw_panel<DB: DrawingBackend>(
     Ok(())
 }
 
+/// curves.png, redrawn after every epoch (a diverged one too), with a marker before each
+/// epoch where gradual unfreezing unfroze layers.
+pub(crate) struct Curves;
+
+impl crate::record::sink::Sink for Curves {
+    fn epoch(&mut self, records: &mut crate::record::sink::Records, epoch: &crate::record::sink::Epoch) -> Result<()> {
+        let unfrozen = epoch.trainer.schedule().unfreeze_epochs(epoch.rows.iter().map(|r| (r.epoch, r.phase.as_str())));
+        write_curves(&records.dir.curves(), &records.title(), epoch.rows, &unfrozen)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

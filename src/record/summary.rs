@@ -100,6 +100,19 @@ fn numerics_v1() -> u32 {
 }
 
 impl Summary {
+    /// The summary's view of the training state.
+    pub(crate) fn sync(
+        &mut self,
+        state: &crate::record::checkpoint::TrainState,
+        rows: &[crate::train::metrics::EpochRecord],
+    ) {
+        self.epochs = state.epoch;
+        self.best_epoch = state.best.as_ref().map(|b| b.epoch);
+        self.best_value = state.best.as_ref().map(|b| b.value);
+        self.best_val_acc = self.best_epoch.and_then(|e| rows.get(e - 1)).map(|r| r.val_acc);
+        self.early_stopping = state.early_stopping.clone();
+    }
+
     /// The summary of the run in `dir`, if it has a readable one.
     pub fn read(dir: &RunDir) -> Option<Summary> {
         // A summary is a few kilobytes: a huge file there is not one, and is not read into memory.
@@ -116,6 +129,22 @@ impl Summary {
         let mut json = crate::sys::redact::credentials(&text).into_owned().into_bytes();
         json.push(b'\n');
         write_atomic(&dir.summary(), &json)
+    }
+}
+
+/// summary.json after every good epoch: the epochs so far, the best, early stopping, the wall time.
+pub(crate) struct SummaryFile {
+    pub started: std::time::Instant,
+}
+
+impl crate::record::sink::Sink for SummaryFile {
+    fn epoch(&mut self, records: &mut crate::record::sink::Records, epoch: &crate::record::sink::Epoch) -> Result<()> {
+        if epoch.diverged {
+            return Ok(());
+        }
+        records.summary.sync(epoch.state, epoch.rows);
+        records.summary.wall_s = self.started.elapsed().as_secs_f64();
+        records.summary.write(records.dir)
     }
 }
 

@@ -113,6 +113,15 @@ fn records(df: &DataFrame) -> Result<Vec<EpochRecord>> {
         .collect())
 }
 
+/// metrics.csv, metrics.parquet and timing.csv, rewritten after every epoch (a diverged one too).
+pub(crate) struct Tables;
+
+impl crate::record::sink::Sink for Tables {
+    fn epoch(&mut self, records: &mut crate::record::sink::Records, epoch: &crate::record::sink::Epoch) -> Result<()> {
+        write_metrics(records.dir, epoch.rows)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

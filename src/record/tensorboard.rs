@@ -18,6 +18,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use prost::Message;
 
+use crate::model::Schedule;
+use crate::record::sink::{Epoch, Records, Sink};
+use crate::train::Trainer;
+use crate::train::metrics::EpochRecord;
+
 /// `Event` (event.proto): a wall time, a step and what happened.
 #[derive(Clone, PartialEq, prost::Message)]
 struct Event {
@@ -351,6 +356,107 @@ pub fn spec_hparams(toml_text: &str) -> Vec<(String, HParam)> {
             (key, h)
         })
         .collect()
+}
+
+/// The run's TensorBoard event file: the hyperparameters at the start, every epoch's
+/// scalars, and at the end the curves image and how the run ended. A write error ends
+/// the file (run.log says why), never the run.
+#[derive(Default)]
+pub(crate) struct TensorBoard {
+    writer: Option<EventWriter>,
+}
+
+impl TensorBoard {
+    /// Writes epoch `rows[i]`'s scalars; a write error closes the file.
+    fn scalars(&mut self, records: &mut Records, schedule: &Schedule, rows: &[EpochRecord], i: usize) {
+        let Some(w) = &mut self.writer else { return };
+        if let Err(e) = w.scalars(unix_seconds(), rows[i].epoch as i64, &epoch_scalars(schedule, rows, i)) {
+            records.log.line(&format!("warning: TensorBoard events stop here: {e:#}"));
+            self.writer = None;
+        }
+    }
+}
+
+impl Sink for TensorBoard {
+    fn start(&mut self, records: &mut Records, trainer: &Trainer, rows: &[EpochRecord]) -> Result<()> {
+        let wall = unix_seconds();
+        let group = records.summary.run_id.clone();
+        let opened = EventWriter::create(records.dir.path(), wall).and_then(|mut w| {
+            let metrics = ["accuracy/val", "loss/val", "accuracy/train", "loss/train"];
+            w.hparams(wall, &group, &spec_hparams(&records.spec.to_toml()), &metrics)?;
+            Ok(w)
+        });
+        match opened {
+            Ok(w) => self.writer = Some(w),
+            Err(e) => records.log.line(&format!("warning: no TensorBoard events: {e:#}")),
+        }
+        for i in 0..rows.len() {
+            self.scalars(records, trainer.schedule(), rows, i);
+        }
+        Ok(())
+    }
+
+    fn epoch(&mut self, records: &mut Records, epoch: &Epoch) -> Result<()> {
+        if !epoch.diverged {
+            self.scalars(records, epoch.trainer.schedule(), epoch.rows, epoch.rows.len() - 1);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, records: &mut Records) -> Result<()> {
+        let Some(mut w) = self.writer.take() else { return Ok(()) };
+        let wall = unix_seconds();
+        let step = records.summary.epochs as i64;
+        let completed = records.summary.status == crate::record::summary::Status::Completed;
+        let curves = std::fs::read(records.dir.curves()).ok();
+        let result = curves
+            .and_then(|png| png_size(&png).map(|size| (png, size)))
+            .map_or(Ok(()), |(png, size)| w.image(wall, step, "curves", png, size))
+            .and_then(|()| {
+                w.session_end(wall, if completed { SessionStatus::Success } else { SessionStatus::Failure })
+            });
+        if let Err(e) = result {
+            records.log.line(&format!("warning: TensorBoard events incomplete: {e:#}"));
+        }
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Width and height of a PNG, from its IHDR chunk.
+fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    let ihdr = png.get(12..24).filter(|_| png.starts_with(b"\x89PNG"))?;
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    Some((be(&ihdr[4..8]), be(&ihdr[8..12])))
+}
+
+/// Epoch `rows[i]`'s scalars (TensorBoard's, and MLflow's by the same names): losses,
+/// accuracies, throughput, the phase's learning rate, and with layer-wise rates the
+/// head's and each trainable layer's.
+pub(crate) fn epoch_scalars(schedule: &Schedule, rows: &[EpochRecord], i: usize) -> Vec<(String, f64)> {
+    let r = &rows[i];
+    let mut out = vec![
+        ("loss/train".to_string(), r.train_loss),
+        ("loss/val".into(), r.val_loss),
+        ("accuracy/train".into(), r.train_acc),
+        ("accuracy/val".into(), r.val_acc),
+        ("lr".into(), r.lr),
+        ("images_per_s/train".into(), r.train_images_per_s),
+        ("seconds/epoch".into(), r.seconds),
+    ];
+    let Some(p) = schedule.phases().iter().position(|p| p.name == r.phase) else { return out };
+    if schedule.layer_wise(p) {
+        let phase_epoch = rows[..i].iter().filter(|x| x.phase == r.phase).count();
+        out.push(("lr/head".into(), r.lr * schedule.scale(p, None)));
+        for layer in schedule.frozen(p, phase_epoch)..schedule.layers() {
+            out.push((format!("lr/layer_{layer:02}"), r.lr * schedule.scale(p, Some(layer))));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

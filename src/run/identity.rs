@@ -40,15 +40,15 @@ pub fn run_id(spec: &Spec, manifest_sha256: &str) -> String {
 }
 
 /// The files of a spec's data: its source made a folder (downloaded, extracted), then split.
-pub fn data_files(spec: &Spec, quiet: bool) -> Result<FileSplit> {
-    let root = data::archive::materialize(&spec.data.source, quiet)?;
+pub fn data_files(spec: &Spec) -> Result<FileSplit> {
+    let root = data::archive::materialize(&spec.data.source)?;
     data::discover(&root, &spec.data.split, spec.seed)
 }
 
 /// Finds a run's data and hashes every file of it (no decoding) to name the run.
-pub(crate) fn identify(spec: &Spec, quiet: bool) -> Result<Identity> {
-    let files = data_files(spec, quiet)?;
-    let manifest = data::manifest(&files, quiet)?;
+pub(crate) fn identify(spec: &Spec) -> Result<Identity> {
+    let files = data_files(spec)?;
+    let manifest = data::manifest(&files)?;
     let manifest_sha256 = sha256_hex(data::manifest_csv(&manifest).as_bytes());
     Ok(Identity { run_id: run_id(spec, &manifest_sha256), files, manifest, manifest_sha256 })
 }

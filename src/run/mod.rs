@@ -5,7 +5,6 @@
 mod epochs;
 mod identity;
 pub mod lock;
-mod log;
 mod prepare;
 mod resume;
 
@@ -16,10 +15,9 @@ use anyhow::Context;
 use polars::prelude::Column;
 use tch::Device;
 
-use self::epochs::Records;
+use self::epochs::Training;
 pub(crate) use self::identity::{Identity, NUMERICS_VERSION, identify};
 pub use self::identity::{data_files, run_id};
-use self::log::RunLog;
 pub(crate) use self::prepare::prepare_files;
 pub use self::prepare::{check, preflight, prepare};
 use self::resume::{Restored, find_checkpoint, restore};
@@ -27,20 +25,24 @@ use crate::Error;
 use crate::config::spec::{Reproducibility, Spec};
 use crate::data;
 use crate::record::checkpoint::{Checkpoint, EarlyStopState, TrainState};
+use crate::record::confusion::Confusion;
+use crate::record::log::RunLog;
+use crate::record::plot;
 use crate::record::run_dir::RunDir;
+use crate::record::sink::Records;
 use crate::record::summary::{Status, Summary};
 use crate::record::table;
 use crate::sys::atomic::write_atomic;
 use crate::sys::fetch::sha256_hex;
 use crate::train::Trainer;
 
+/// How runs are carried out; `RunOptions::default()` is `runner run`'s defaults.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Root of the run directories (`reports/runs` by default).
     pub out: PathBuf,
     /// Rerun even when a completed result exists.
     pub force: bool,
-    pub quiet: bool,
     /// Continue an interrupted run from its checkpoint.
     pub resume: bool,
     /// With `resume`: when the spec's run has no directory but the experiment has an
@@ -53,8 +55,23 @@ pub struct RunOptions {
     /// Stop (status "paused", checkpoint kept) once this many epochs are done, unless the
     /// run ends first: a halving search's rung budget.
     pub stop_after: Option<usize>,
-    /// Where plain feature caches are shared with other runs ([`crate::train::Trainer::feature_store`]).
+    /// Where plain feature caches are shared with other runs (a halving search's trials).
     pub feature_store: Option<PathBuf>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            out: PathBuf::from("reports/runs"),
+            force: false,
+            resume: false,
+            refuse_changed_config: false,
+            device: Device::Cpu,
+            threads: None,
+            stop_after: None,
+            feature_store: None,
+        }
+    }
 }
 
 pub struct RunOutcome {
@@ -71,7 +88,7 @@ pub fn run_dir(out: &Path, spec: &Spec, id: &Identity) -> RunDir {
 
 /// Runs `spec` into its run directory under `opts.out`.
 pub fn execute(spec: &Spec, opts: &RunOptions) -> crate::Result<RunOutcome> {
-    let id = identify(spec, opts.quiet)?;
+    let id = identify(spec)?;
     execute_identified(spec, &id, opts)
 }
 
@@ -96,8 +113,7 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
     check_numerics(spec, opts.device)?;
     crate::sys::malloc::tune()?;
     let threads = prepare::configure_threads(opts.threads);
-    let mut trainer = prepare_files(spec, &id.files, opts.device, opts.quiet)?;
-    trainer.feature_store = opts.feature_store.clone();
+    let mut trainer = prepare_files(spec, &id.files, opts.device, opts.feature_store.clone())?;
 
     crate::sys::signal::watch();
     // Claim the run; nothing has been written so far. Held until this function returns.
@@ -114,15 +130,15 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
     }
 
     open_dir(&dir, spec, id, resume.is_none())?;
-    let mut log = RunLog::open(&dir, opts.quiet);
+    let mut log = RunLog::open(&dir);
     let mut summary = new_summary(spec, id, &trainer, threads, opts.device);
-    log_start(&mut log, &mut summary, spec, resume.as_ref(), opts.quiet, &dir);
+    log_start(&mut log, &mut summary, spec, resume.as_ref(), &dir);
     log_numerics(&mut log, &summary, spec, &trainer);
-    warn_unvalidated(&trainer, &mut log, opts.quiet);
+    warn_unvalidated(&trainer, &mut log);
     if let Some(note) = trainer.place_data() {
         log.line(&note);
     }
-    record_skipped(&dir, &trainer, &mut log, opts.quiet)?;
+    record_skipped(&dir, &trainer, &mut log)?;
     summary.write(&dir)?;
 
     let restored: Restored = match resume {
@@ -160,18 +176,18 @@ fn log_numerics(log: &mut RunLog, summary: &Summary, spec: &Spec, trainer: &Trai
     if let Some(m) = summary.machine.as_ref().filter(|m| m.reproducibility == "portable") {
         log.line(&format!("reproducibility portable: {}", m.describe()));
     }
-    if spec.precision != trainer.precision {
+    if spec.precision != trainer.precision() {
         log.line(&format!(
             "warning: precision = \"{}\" needs a CUDA device; training in {} on the {}",
             spec.precision.name(),
-            trainer.precision.name(),
+            trainer.precision().name(),
             summary.device
         ));
     }
 }
 
-/// Trains from `restored` on, recording every epoch (run directory, TensorBoard, MLflow),
-/// then ends the run: test split, summary, trackers.
+/// Trains from `restored` on, recording every epoch into the run's sinks, then ends the
+/// run: test split, summary, and the sinks' own ends.
 #[allow(clippy::too_many_arguments)]
 fn train_and_record(
     spec: &Spec,
@@ -183,33 +199,48 @@ fn train_and_record(
     log: &mut RunLog,
     started: Instant,
 ) -> crate::Result<()> {
-    let mut records = Records {
-        spec,
-        dir,
-        summary,
-        log,
-        started,
-        tensorboard: None,
-        mlflow: None,
+    let mut training = Training {
+        records: Records { spec, dir, log, summary },
+        sinks: epochs::sinks(started),
         stop_after: opts.stop_after,
         paused: false,
     };
-    records.open_tensorboard(trainer, &restored.1);
-    records.open_mlflow(trainer, &restored.1);
-    let result = records.train_all(trainer, restored).and_then(|()| {
-        if !records.paused {
-            records.evaluate_test(trainer)?;
-        }
-        Ok(())
-    });
-    let paused = records.paused;
-    records.close_tensorboard(result.is_ok() && !paused);
-    let mlflow = records.mlflow.take();
-    let finished = finish(dir, summary, log, started, result, paused);
-    if let Some(run) = mlflow {
-        epochs::close_mlflow(run, dir, summary, log);
-    }
+    let result =
+        training.start(trainer, &restored.1).and_then(|()| training.train_all(trainer, restored)).and_then(|()| {
+            if !training.paused {
+                evaluate_test(&mut training.records, trainer)?;
+            }
+            Ok(())
+        });
+    let paused = training.paused;
+    let records = &mut training.records;
+    let finished = finish(records.dir, records.summary, records.log, started, result, paused);
+    training.finish();
     finished
+}
+
+/// With a test split: the best weights, evaluated once on it (test_metrics.csv, confusion.png).
+fn evaluate_test(records: &mut Records, trainer: &mut Trainer) -> anyhow::Result<()> {
+    let best = records.dir.best();
+    if trainer.data().test.is_empty() || !best.exists() {
+        return Ok(());
+    }
+    trainer.load_weights(&best)?;
+    let test = &trainer.data().test;
+    let (loss, acc, predicted) = trainer.evaluate_and_predict(test);
+    let truth = Vec::<i64>::try_from(&test.labels.to_device(Device::Cpu)).context("test labels")?;
+    let confusion = Confusion::new(&trainer.data().classes, &truth, &predicted);
+    confusion.write(records.dir)?;
+    plot::write_confusion(&records.dir.confusion_png(), &records.title(), &confusion)?;
+    records.summary.test_acc = Some(acc);
+    records.summary.test_loss = Some(loss);
+    records.log.line(&format!(
+        "test ({} images, best weights of epoch {}): loss {loss:.4} acc {acc:.4}; per class in {}",
+        test.len(),
+        records.summary.best_epoch.unwrap_or(0),
+        records.dir.test_metrics().display()
+    ));
+    Ok(())
 }
 
 /// Makes the run directory ready for this attempt: leftovers of a killed writer
@@ -245,16 +276,16 @@ fn new_summary(spec: &Spec, id: &Identity, trainer: &Trainer, threads: i32, devi
         runner_version: env!("CARGO_PKG_VERSION").into(),
         numerics_version: NUMERICS_VERSION,
         backbone: spec.model.backbone.to_string(),
-        classes: trainer.data.classes.clone(),
-        train_images: trainer.data.train.len(),
-        val_images: trainer.data.val.len(),
-        skipped_files: trainer.data.skipped.len(),
-        class_weights: trainer.criterion.weights.clone(),
-        test_images: trainer.data.test.len(),
+        classes: trainer.data().classes.clone(),
+        train_images: trainer.data().train.len(),
+        val_images: trainer.data().val.len(),
+        skipped_files: trainer.data().skipped.len(),
+        class_weights: trainer.class_weights(),
+        test_images: trainer.data().test.len(),
         manifest_sha256: id.manifest_sha256.clone(),
         threads,
         interop_threads: tch::get_num_interop_threads(),
-        precision: trainer.precision,
+        precision: trainer.precision(),
         device: format!("{device:?}").to_lowercase(),
         error: None,
         tracking: None,
@@ -263,14 +294,7 @@ fn new_summary(spec: &Spec, id: &Identity, trainer: &Trainer, threads: i32, devi
 }
 
 /// The run's first line in run.log: a start, or a resume (recorded in the summary).
-fn log_start(
-    log: &mut RunLog,
-    summary: &mut Summary,
-    spec: &Spec,
-    resume: Option<&Checkpoint>,
-    quiet: bool,
-    dir: &RunDir,
-) {
+fn log_start(log: &mut RunLog, summary: &mut Summary, spec: &Spec, resume: Option<&Checkpoint>, dir: &RunDir) {
     let threads = summary.threads;
     let Some(ck) = resume else {
         log.line(&format!(
@@ -294,35 +318,31 @@ fn log_start(
         spec.total_epochs(),
         ck.state.threads
     ));
-    if ck.state.threads != threads && !quiet {
-        eprintln!(
+    if ck.state.threads != threads {
+        crate::sys::reporter::note(&format!(
             "warning: resuming with {threads} threads, the run started with {}: the numbers may differ \
              in the last digits from an uninterrupted run",
             ck.state.threads
-        );
+        ));
     }
 }
 
 /// A warning for each class without a validation image: its accuracy is never measured.
-fn warn_unvalidated(trainer: &Trainer, log: &mut RunLog, quiet: bool) {
-    let labels = Vec::<i64>::try_from(&trainer.data.val.labels.to_device(Device::Cpu)).unwrap_or_default();
-    for (c, name) in trainer.data.classes.iter().enumerate() {
+fn warn_unvalidated(trainer: &Trainer, log: &mut RunLog) {
+    let labels = Vec::<i64>::try_from(&trainer.data().val.labels.to_device(Device::Cpu)).unwrap_or_default();
+    for (c, name) in trainer.data().classes.iter().enumerate() {
         if !labels.contains(&(c as i64)) {
-            let msg = format!(
-                "warning: class `{name}` has no validation images, so its accuracy is not measured (add images, \
-                 or a larger validation fraction in data.split)"
-            );
-            if !quiet {
-                eprintln!("{msg}");
-            }
-            log.quiet_line(&msg);
+            log.warning(&format!(
+                "class `{name}` has no validation images, so its accuracy is not measured (add images, or a \
+                 larger validation fraction in data.split)"
+            ));
         }
     }
 }
 
 /// skipped.csv and a warning, when some image files could not be read.
-fn record_skipped(dir: &RunDir, trainer: &Trainer, log: &mut RunLog, quiet: bool) -> anyhow::Result<()> {
-    let skipped = &trainer.data.skipped;
+fn record_skipped(dir: &RunDir, trainer: &Trainer, log: &mut RunLog) -> anyhow::Result<()> {
+    let skipped = &trainer.data().skipped;
     if skipped.is_empty() {
         return Ok(());
     }
@@ -331,11 +351,7 @@ fn record_skipped(dir: &RunDir, trainer: &Trainer, log: &mut RunLog, quiet: bool
         Column::new("reason".into(), skipped.iter().map(|s| s.reason.as_str()).collect::<Vec<_>>()),
     ];
     table::write_csv(&dir.skipped(), columns, None)?;
-    let msg = format!("skipped {} unreadable image files (listed in {})", skipped.len(), dir.skipped().display());
-    if !quiet {
-        eprintln!("warning: {msg}");
-    }
-    log.quiet_line(&msg);
+    log.warning(&format!("skipped {} unreadable image files (listed in {})", skipped.len(), dir.skipped().display()));
     Ok(())
 }
 
@@ -364,17 +380,17 @@ fn finish(
     summary.write(dir)?;
     match result {
         Ok(()) if paused => {
-            log.quiet_line(&format!("paused after epoch {} (the checkpoint is kept)", summary.epochs));
+            log.file_line(&format!("paused after epoch {} (the checkpoint is kept)", summary.epochs));
             Ok(())
         }
         Ok(()) => {
-            log.quiet_line(&format!("completed in {:.1}s", summary.wall_s));
+            log.file_line(&format!("completed in {:.1}s", summary.wall_s));
             // The best weights and the metrics are the result; the last epoch's state is no longer needed.
             let _ = std::fs::remove_file(dir.checkpoint());
             Ok(())
         }
         Err(cause) => {
-            log.quiet_line(&format!("{}: {cause:#}", summary.status.name()));
+            log.file_line(&format!("{}: {cause:#}", summary.status.name()));
             Err(Error::Run { run_id: summary.run_id.clone(), dir: dir.path().to_path_buf(), cause: Box::new(cause) })
         }
     }

@@ -2,30 +2,38 @@
 //! data, the weights, the model and the trainer; and the checks of a whole
 //! experiment that need its data.
 
-use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
 use tch::{Device, nn};
 
 use super::identity::data_files;
 use crate::config::experiment::Experiment;
-use crate::config::spec::{Classes, Precision, Spec};
-use crate::data::{self, Dataset, Transform};
+use crate::config::spec::{Classes, Spec};
+use crate::data::{self, Dataset};
 use crate::error::SpecError;
 use crate::model::{Classifier, weights};
-use crate::train::Trainer;
+use crate::train::{Parts, Trainer};
 
 /// Everything a run needs, checked and loaded, with nothing written yet.
-pub fn prepare(spec: &Spec, device: Device, quiet: bool) -> Result<Trainer> {
-    prepare_files(spec, &data_files(spec, quiet)?, device, quiet)
+pub fn prepare(spec: &Spec, device: Device) -> Result<Trainer> {
+    prepare_files(spec, &data_files(spec)?, device, None)
 }
 
-/// [`prepare`] for data already discovered.
-pub(crate) fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device, quiet: bool) -> Result<Trainer> {
+/// [`prepare`] for data already discovered, sharing plain feature caches through
+/// `feature_store` when one is given.
+pub(crate) fn prepare_files(
+    spec: &Spec,
+    files: &data::FileSplit,
+    device: Device,
+    feature_store: Option<PathBuf>,
+) -> Result<Trainer> {
     let backbone = spec.model.backbone;
-    let source = weights::resolve(backbone, &spec.model.weights, spec.model.sha256.as_deref(), quiet)?;
+    let source = weights::resolve(backbone, &spec.model.weights, spec.model.sha256.as_deref())?;
     if let Some(msg) = head_mismatch(spec, &files.classes) {
         bail!("model.head.classes: {msg}");
     }
-    let dataset: Dataset = data::load(files, spec.data.image_size, spec.data.strict, quiet)?;
+    let data: Dataset = data::load(files, spec.data.image_size, spec.data.strict)?;
 
     tch::manual_seed(spec.seed as i64);
     let mut vs = nn::VarStore::new(device);
@@ -34,7 +42,7 @@ pub(crate) fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device
     let model = Classifier::with_hidden(
         backbone,
         &vs.root(),
-        dataset.classes.len() as i64,
+        data.classes.len() as i64,
         dropout,
         &hidden,
         spec.model.head.init,
@@ -44,22 +52,7 @@ pub(crate) fn prepare_files(spec: &Spec, files: &data::FileSplit, device: Device
         let entries = weights::read(path)?;
         weights::load_into(&mut vs, entries, Some(backbone.classifier_prefix()), path)?;
     }
-    let (mean, std) = backbone.normalization();
-    let transform = Transform::new(spec.data.image_size, &spec.data.augment, mean, std);
-    let mut trainer = Trainer::new(vs, model, dataset, transform, spec.data.batch_size, spec.seed, quiet);
-    trainer.cache = spec.data.cache;
-    trainer.cache_views = spec.data.cache_views;
-    trainer.precision = spec.precision;
-    trainer.ema = spec.ema.as_ref().map(|e| crate::train::ema::Ema::new(e, &trainer.vs));
-    trainer.tta = spec.eval.tta.clone();
-    trainer.mixing = crate::train::mixing::Mixing { mixup: spec.data.mixup, cutmix: spec.data.cutmix };
-    let train_labels = Vec::<i64>::try_from(&trainer.data.train.labels).context("the train labels")?;
-    trainer.criterion = crate::train::loss::Criterion::new(&spec.loss, &train_labels, trainer.data.classes.len())?;
-    if spec.precision == Precision::Fp16 && !device.is_cuda() {
-        // run.log says so (run/mod.rs).
-        trainer.precision = Precision::Fp32;
-    }
-    Ok(trainer)
+    Trainer::from_spec(spec, Parts { vs, model, data, feature_store })
 }
 
 /// Checks of the runs of an experiment that need the model's layers but not its data (`runner
@@ -85,9 +78,10 @@ fn lone_batch_problem(spec: &Spec) -> Option<String> {
         return None;
     }
     let layers = backbone.layer_count();
-    let phase = spec.phases.iter().find(|p| {
-        (0..p.epochs.max(1)).any(|e| crate::model::FreezePlan::of_phase_epoch(p, e, layers).any_batch_statistics())
-    })?;
+    let schedule = crate::model::Schedule::new(&spec.phases, layers);
+    let p = (0..spec.phases.len())
+        .find(|&p| (0..spec.phases[p].epochs.max(1)).any(|e| schedule.plan(p, e).any_batch_statistics()))?;
+    let phase = &spec.phases[p];
     Some(format!(
         "1 cannot train phase `{}`: its BatchNorm layers train on batch statistics, which a batch of one image \
          does not have (every batch would be left out); use 2 or more, or freeze them (freeze_up_to, batchnorm)",
@@ -134,7 +128,7 @@ pub fn preflight(exp: &Experiment) -> Result<(), SpecError> {
             continue;
         }
         let source = std::path::Path::new(&spec.data.source);
-        let files = match data_files(spec, false) {
+        let files = match data_files(spec) {
             Ok(files) => files,
             // A folder that is not there is the spec's mistake, found before any run starts.
             Err(e) if !source.exists() => return Err(exp.source.error(&["data", "source"], format!("{e:#}"))),

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use tch::Tensor;
 
 use super::RunOptions;
@@ -109,29 +109,8 @@ fn diff_values(prefix: &str, old: &serde_json::Value, new: &serde_json::Value, o
 /// A run's training state, its metrics rows and its current optimizer's state.
 pub(super) type Restored = (TrainState, Vec<EpochRecord>, Vec<(String, Tensor)>);
 
-/// Puts a checkpoint's weights into the model; returns its state, metrics rows and optimizer state.
+/// Puts a checkpoint's state into the trainer; returns its state, metrics rows and optimizer state.
 pub(super) fn restore(trainer: &mut Trainer, ck: Checkpoint) -> Result<Restored> {
-    let vars = trainer.vs.variables();
-    if ck.model.len() != vars.len() {
-        bail!("the checkpoint holds {} variables, the model {}", ck.model.len(), vars.len());
-    }
-    tch::no_grad(|| -> Result<()> {
-        for (name, value) in &ck.model {
-            let Some(var) = vars.get(name) else { bail!("the checkpoint's variable {name} is not in the model") };
-            if var.size() != value.size() {
-                bail!("checkpoint variable {name} has shape {:?}, the model {:?}", value.size(), var.size());
-            }
-            var.shallow_clone().copy_(value);
-        }
-        Ok(())
-    })?;
-    if let Some(scaler) = &ck.state.scaler {
-        trainer.scaler = scaler.clone();
-    }
-    match &mut trainer.ema {
-        Some(ema) => ema.load_state(&ck.ema).context("cannot restore the weight EMA from the checkpoint")?,
-        None if !ck.ema.is_empty() => bail!("the checkpoint holds a weight EMA, the spec has no `ema`"),
-        None => {}
-    }
+    trainer.restore(&ck.model, ck.state.scaler.as_ref(), &ck.ema)?;
     Ok((ck.state, ck.rows, ck.optimizer))
 }

@@ -314,8 +314,7 @@ struct Worker<'a> {
 
 impl<'a> Worker<'a> {
     fn new(trials: &'a [SweepRun], h: Halving, opts: &'a RunOptions) -> crate::Result<Worker<'a>> {
-        let ids: Vec<run::Identity> =
-            trials.iter().map(|t| run::identify(&t.planned.spec, true)).collect::<Result<_>>()?;
+        let ids: Vec<run::Identity> = trials.iter().map(|t| run::identify(&t.planned.spec)).collect::<Result<_>>()?;
         let totals = trials.iter().map(|t| t.planned.spec.total_epochs()).collect();
         let mut key_text = format!("{} {}", h.min_epochs, h.eta);
         for id in &ids {
@@ -366,12 +365,12 @@ impl<'a> Worker<'a> {
     /// Trains `trial` to rung `rung`'s budget and records the result.
     fn train(&mut self, trial: usize, rung: usize) -> crate::Result<()> {
         let b = budget(self.h, rung, self.totals[trial]);
-        println!(
+        crate::sys::reporter::status(&format!(
             "== trial {} of {} to {b} epochs (rung {rung}) {}",
             trial + 1,
             self.trials.len(),
             self.trials[trial].varying()
-        );
+        ));
         let (spec, id) = (self.spec(trial), &self.ids[trial]);
         let before = Summary::read(&run::run_dir(&self.opts.out, spec, id)).map_or(0, |s| s.epochs);
         let opts = RunOptions {
@@ -385,14 +384,14 @@ impl<'a> Worker<'a> {
                 let s = &outcome.summary;
                 let finished = s.status == Status::Completed;
                 let epochs = s.epochs.saturating_sub(before);
-                println!(
+                crate::sys::reporter::status(&format!(
                     "   {} {}: {} {} after {} epochs ({epochs} trained now)",
                     if finished { "completed" } else { "paused" },
                     s.run_id,
                     self.monitor.name(),
                     s.best_value.map_or("n/a".into(), |v| format!("{v:.4}")),
                     s.epochs
-                );
+                ));
                 Entry::Done { trial, rung, value: s.best_value.unwrap_or(f64::NAN), epochs, finished }
             }
             Err(e) => match e.cause() {
@@ -404,7 +403,7 @@ impl<'a> Worker<'a> {
                 Error::Interrupted { .. } => return Err(e),
                 _ => {
                     // A failed trial ranks last at this rung and is not tried again.
-                    eprintln!("error: {}", crate::sys::redact::credentials(&format!("{e:#}")));
+                    crate::sys::reporter::error(&crate::sys::redact::credentials(&format!("{e:#}")));
                     let value = if self.monitor.higher_is_better() { f64::NEG_INFINITY } else { f64::INFINITY };
                     Entry::Done { trial, rung, value, epochs: 0, finished: true }
                 }
@@ -445,14 +444,14 @@ pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Res
     let mut worker = Worker::new(trials, h, opts)?;
     let longest = worker.totals.iter().copied().max().unwrap_or(1);
     let rungs: Vec<String> = (0..=top_rung(h, longest)).map(|k| budget(h, k, longest).to_string()).collect();
-    println!(
+    crate::sys::reporter::status(&format!(
         "halving search: {} trials, rungs of {} epochs (eta {}), by {}; journal {}",
         trials.len(),
         rungs.join(", "),
         h.eta,
         worker.monitor.name(),
         worker.journal.path.display()
-    );
+    ));
     let mut waited = Instant::now();
     loop {
         if crate::sys::signal::interrupted() {
@@ -464,7 +463,7 @@ pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Res
             Job::Done => break,
             Job::Wait => {
                 if waited.elapsed() > Duration::from_secs(30) {
-                    println!("   waiting for other workers' trials");
+                    crate::sys::reporter::status("   waiting for other workers' trials");
                     waited = Instant::now();
                 }
                 std::thread::sleep(Duration::from_millis(500));
@@ -477,7 +476,9 @@ pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Res
     let state = worker.journal.locked(|entries| (vec![], State::replay(entries, trials)))?;
     let epochs = state.done.values().map(|(_, e, _)| e).sum();
     let grid_epochs = worker.totals.iter().sum();
-    println!("halving search: {epochs} epochs trained in all; every trial to the end would take {grid_epochs}");
+    crate::sys::reporter::status(&format!(
+        "halving search: {epochs} epochs trained in all; every trial to the end would take {grid_epochs}"
+    ));
     Ok(Outcomes { rows: worker.rows(), epochs, grid_epochs })
 }
 

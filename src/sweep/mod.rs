@@ -80,17 +80,20 @@ pub fn expand(paths: &[PathBuf], overrides: &[Override]) -> crate::Result<Vec<Sw
     for file in spec_files(paths)? {
         let exp = Experiment::load(&file, overrides)?;
         run::preflight(&exp)?;
-        let points = exp.runs.len();
-        let halving = exp.halving;
-        runs.extend(exp.runs.into_iter().enumerate().map(|(i, planned)| SweepRun {
-            spec_path: file.clone(),
-            point: i + 1,
-            points,
-            planned,
-            halving,
-        }));
+        runs.extend(runs_of(&file, exp));
     }
     Ok(runs)
+}
+
+/// The runs of the experiment loaded from `file`, in grid order.
+pub fn runs_of(file: &Path, exp: Experiment) -> Vec<SweepRun> {
+    let points = exp.runs.len();
+    let halving = exp.halving;
+    exp.runs
+        .into_iter()
+        .enumerate()
+        .map(|(i, planned)| SweepRun { spec_path: file.to_path_buf(), point: i + 1, points, planned, halving })
+        .collect()
 }
 
 /// `--shard i/n`: worker `i` (0-based) of `n` takes the runs at positions
@@ -181,13 +184,12 @@ impl Action {
     }
 }
 
-/// The run id and what a sweep would do; reads the run's files, writes nothing
-/// (`quiet`: no progress bar while the data is hashed).
-pub fn plan(spec: &Spec, out: &Path, quiet: bool) -> (Option<String>, Action) {
+/// The run id and what a sweep would do; reads the run's files, writes nothing.
+pub fn plan(spec: &Spec, out: &Path) -> (Option<String>, Action) {
     if let Some(first) = crate::data::archive::pending(&spec.data.source) {
         return (None, Action::Fetch(first));
     }
-    let id = match run::identify(spec, quiet) {
+    let id = match run::identify(spec) {
         Ok(id) => id,
         Err(e) => return (None, Action::Unreadable(format!("{e:#}"))),
     };
@@ -254,14 +256,30 @@ pub struct Row {
     pub note: Option<String>,
 }
 
-/// Runs (or skips, or resumes) each run in order; never stops at a failure.
-pub fn execute(runs: &[SweepRun], opts: &RunOptions) -> Vec<Row> {
+/// What the grid loop tells its caller as it goes: the binary prints it.
+// One event per run, handed over at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Event<'a> {
+    /// Run `k` (0-based) of the `total` in the list starts.
+    Starts { k: usize, total: usize, run: &'a SweepRun },
+    /// It ended: its row of the closing table, and what the run returned.
+    Ended { run: &'a SweepRun, row: &'a Row, result: crate::Result<run::RunOutcome> },
+    /// A halving search ended with an error of its own (its row says so too).
+    SearchFailed { trials: &'a [SweepRun], error: Error },
+    /// A signal ended the loop with `left` runs not started.
+    Interrupted { left: usize, total: usize },
+}
+
+/// The one loop over the runs of grids, for `runner run` and `runner sweep`: runs (or
+/// skips, or resumes) each in order, a halving search's trials together as one search;
+/// never stops at a failure, only at a signal. Every event goes to `observe`.
+pub fn execute(runs: &[SweepRun], opts: &RunOptions, mut observe: impl FnMut(Event)) -> Vec<Row> {
     let total = runs.len();
     let mut rows = vec![];
     let mut searched: Vec<&Path> = vec![];
     for (k, run) in runs.iter().enumerate() {
         if crate::sys::signal::interrupted() {
-            eprintln!("sweep interrupted: {} of {total} runs not started", total - k);
+            observe(Event::Interrupted { left: total - k, total });
             break;
         }
         if let Some(h) = run.halving {
@@ -270,22 +288,35 @@ pub fn execute(runs: &[SweepRun], opts: &RunOptions) -> Vec<Row> {
             }
             searched.push(&run.spec_path);
             let trials: Vec<SweepRun> = runs.iter().filter(|r| r.spec_path == run.spec_path).cloned().collect();
-            rows.extend(search_rows(&trials, h, opts));
+            match halving::execute(&trials, h, opts) {
+                Ok(done) => rows.extend(done.rows),
+                Err(error) => {
+                    rows.push(search_failed(&trials, &error));
+                    observe(Event::SearchFailed { trials: &trials, error });
+                }
+            }
             continue;
         }
+        observe(Event::Starts { k, total, run });
         let spec = &run.planned.spec;
-        println!(
-            "== [{}/{total}] {} (run {} of {} in {}) {}",
-            k + 1,
-            spec.name,
-            run.point,
-            run.points,
-            run.spec_path.display(),
-            run.varying()
-        );
+        let mut run_id = None;
+        let result = run::identify(spec).map_err(Error::from).and_then(|id| {
+            run_id = Some(id.run_id.clone());
+            run::execute_identified(spec, &id, opts)
+        });
+        let row = Row::of(run, run_id, &result);
+        observe(Event::Ended { run, row: &row, result });
+        rows.push(row);
+    }
+    rows
+}
+
+impl Row {
+    /// The closing table's row of a run that ended with `result`.
+    fn of(run: &SweepRun, run_id: Option<String>, result: &crate::Result<run::RunOutcome>) -> Row {
         let mut row = Row {
-            experiment: spec.name.clone(),
-            run_id: None,
+            experiment: run.planned.spec.name.clone(),
+            run_id,
             outcome: Outcome::Failed,
             best_val_acc: None,
             best_epoch: None,
@@ -293,10 +324,6 @@ pub fn execute(runs: &[SweepRun], opts: &RunOptions) -> Vec<Row> {
             varying: run.varying(),
             note: None,
         };
-        let result = run::identify(spec, opts.quiet).map_err(Error::from).and_then(|id| {
-            row.run_id = Some(id.run_id.clone());
-            run::execute_identified(spec, &id, opts)
-        });
         match result {
             Ok(outcome) => {
                 let s = &outcome.summary;
@@ -304,56 +331,36 @@ pub fn execute(runs: &[SweepRun], opts: &RunOptions) -> Vec<Row> {
                 row.best_val_acc = s.best_val_acc;
                 row.best_epoch = s.best_epoch;
                 row.wall_s = Some(s.wall_s);
-                println!(
-                    "   {} {}: best val_acc {} at epoch {} ({:.1}s)",
-                    row.outcome.name(),
-                    s.run_id,
-                    s.best_val_acc.map_or("n/a".into(), |a| format!("{a:.4}")),
-                    s.best_epoch.unwrap_or(0),
-                    s.wall_s
-                );
             }
-            Err(e) => match e.cause() {
-                Error::Busy { holder, .. } => {
-                    row.outcome = Outcome::Busy;
-                    row.note = Some(holder.clone());
-                    println!("   skipped: {e}");
-                }
-                cause => {
-                    row.outcome = match cause {
-                        Error::Diverged { .. } => Outcome::Diverged,
-                        Error::Interrupted { .. } => Outcome::Interrupted,
-                        _ => Outcome::Failed,
-                    };
-                    row.note = Some(format!("{e:#}"));
-                    eprintln!("error: {}", crate::sys::redact::credentials(&format!("{e:#}")));
-                }
-            },
+            Err(e) => {
+                row.outcome = match e.cause() {
+                    Error::Busy { .. } => Outcome::Busy,
+                    Error::Diverged { .. } => Outcome::Diverged,
+                    Error::Interrupted { .. } => Outcome::Interrupted,
+                    _ => Outcome::Failed,
+                };
+                row.note = Some(match e.cause() {
+                    Error::Busy { holder, .. } => holder.clone(),
+                    _ => format!("{e:#}"),
+                });
+            }
         }
-        rows.push(row);
+        row
     }
-    rows
 }
 
-/// A halving search's rows: each trial as it ended, or one row saying why the search failed.
-fn search_rows(trials: &[SweepRun], h: crate::config::search::Halving, opts: &RunOptions) -> Vec<Row> {
-    match halving::execute(trials, h, opts) {
-        Ok(done) => done.rows,
-        Err(e) => {
-            eprintln!("error: {}", crate::sys::redact::credentials(&format!("{e:#}")));
-            let outcome =
-                if matches!(e.cause(), Error::Interrupted { .. }) { Outcome::Interrupted } else { Outcome::Failed };
-            vec![Row {
-                experiment: trials[0].planned.spec.name.clone(),
-                run_id: None,
-                outcome,
-                best_val_acc: None,
-                best_epoch: None,
-                wall_s: None,
-                varying: format!("halving search of {}", trials[0].spec_path.display()),
-                note: Some(format!("{e:#}")),
-            }]
-        }
+/// The row of a halving search that failed as a whole.
+fn search_failed(trials: &[SweepRun], e: &Error) -> Row {
+    let outcome = if matches!(e.cause(), Error::Interrupted { .. }) { Outcome::Interrupted } else { Outcome::Failed };
+    Row {
+        experiment: trials[0].planned.spec.name.clone(),
+        run_id: None,
+        outcome,
+        best_val_acc: None,
+        best_epoch: None,
+        wall_s: None,
+        varying: format!("halving search of {}", trials[0].spec_path.display()),
+        note: Some(format!("{e:#}")),
     }
 }
 

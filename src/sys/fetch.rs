@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use sha2::{Digest, Sha256};
 
@@ -68,15 +67,15 @@ fn check(path: &Path, expected: Option<&str>) -> Result<()> {
 }
 
 /// Returns the cached file for `url`, downloading it first when it is not cached.
-pub fn fetch(url: &str, sha256: Option<&str>, cache: &Path, quiet: bool) -> Result<PathBuf> {
+pub fn fetch(url: &str, sha256: Option<&str>, cache: &Path) -> Result<PathBuf> {
     let path = cache_path(cache, url)?;
     let expected = expected_sha256(&path, sha256);
-    fetch_to(url, expected, &path, quiet)?;
+    fetch_to(url, expected, &path)?;
     Ok(path)
 }
 
 /// Downloads `url` to `path` unless it is there already; checks it against `expected` either way.
-pub(crate) fn fetch_to(url: &str, expected: Option<&str>, path: &Path, quiet: bool) -> Result<()> {
+pub(crate) fn fetch_to(url: &str, expected: Option<&str>, path: &Path) -> Result<()> {
     let path = path.to_path_buf();
     if path.is_file() {
         check(&path, expected).with_context(|| {
@@ -87,7 +86,7 @@ pub(crate) fn fetch_to(url: &str, expected: Option<&str>, path: &Path, quiet: bo
     let dir = path.parent().expect("cache path has a folder");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let part = path.with_extension("part");
-    let result = download(url, &part, quiet).and_then(|()| check(&part, expected));
+    let result = download(url, &part).and_then(|()| check(&part, expected));
     if let Err(e) = result {
         let _ = std::fs::remove_file(&part);
         bail!("cannot get {url}: {e:#}. Download the file by hand and put it at {}", path.display());
@@ -96,16 +95,11 @@ pub(crate) fn fetch_to(url: &str, expected: Option<&str>, path: &Path, quiet: bo
     Ok(())
 }
 
-fn download(url: &str, to: &Path, quiet: bool) -> Result<()> {
+fn download(url: &str, to: &Path) -> Result<()> {
     let mut response = ureq::get(url).call().map_err(|e| anyhow::anyhow!("{e}"))?;
     let len =
         response.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(len.unwrap_or(0)) };
-    bar.set_style(
-        ProgressStyle::with_template("download [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = crate::sys::reporter::bar(len.unwrap_or(0), crate::sys::reporter::Unit::Bytes, "download");
     let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
     let mut file = std::fs::File::create(to).with_context(|| format!("cannot write {}", to.display()))?;
     let mut buf = vec![0u8; 1 << 16];

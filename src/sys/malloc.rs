@@ -80,13 +80,20 @@ mod tests {
             return;
         }
         assert_eq!(tune().unwrap(), Tuning::Tuned);
-        // An 8 MiB block, far over glibc's default mmap threshold, now comes from the heap:
-        // the count of separately mapped blocks does not grow while it is alive.
-        // SAFETY: mallinfo2 only reads allocator statistics.
-        let mapped_before = unsafe { libc::mallinfo2() }.hblks;
+        // An 8 MiB block, far over glibc's default mmap threshold, now comes from the heap.
+        // glibc marks a chunk it mapped on its own with bit 1 (IS_MMAPPED) of the size word
+        // just before the block: a property of this block alone, so other test threads'
+        // allocations cannot change the answer (a count of mapped blocks they could).
         let block = std::hint::black_box(vec![7u8; 8 << 20]);
-        let mapped_during = unsafe { libc::mallinfo2() }.hblks;
+        // SAFETY: the word before a malloc'd block is its chunk's size field (glibc's layout).
+        let size_word = unsafe { *(block.as_ptr() as *const usize).sub(1) };
         assert_eq!(block[block.len() - 1], 7);
-        assert_eq!(mapped_during, mapped_before, "an 8 MiB block was mapped on its own");
+        assert!(size_word >= 8 << 20, "not a glibc chunk header: {size_word:#x}");
+        assert_eq!(size_word & 2, 0, "an 8 MiB block was mapped on its own");
+        // The same check sees a mapped block: 64 MiB is over the tuned threshold.
+        let big = std::hint::black_box(vec![1u8; 64 << 20]);
+        // SAFETY: as above.
+        let big_word = unsafe { *(big.as_ptr() as *const usize).sub(1) };
+        assert_eq!(big_word & 2, 2, "a 64 MiB block comes from mmap");
     }
 }

@@ -12,4 +12,5 @@ pub mod malloc;
 pub mod memory;
 pub mod numerics;
 pub mod redact;
+pub mod reporter;
 pub mod signal;

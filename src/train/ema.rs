@@ -147,9 +147,9 @@ mod tests {
 
     #[test]
     fn the_average_matches_timms_update_on_the_committed_fixture() {
-        let fixture = crate::train::toolkit_fixture();
+        let fixture = crate::testing::toolkit_fixture();
         let case = &fixture["ema"];
-        let weights: Vec<Vec<f64>> = case["weights"].as_array().unwrap().iter().map(crate::train::floats).collect();
+        let weights: Vec<Vec<f64>> = case["weights"].as_array().unwrap().iter().map(crate::testing::floats).collect();
         for (warmup, key) in [(false, "plain"), (true, "warmup")] {
             let vs = nn::VarStore::new(tch::Device::Cpu);
             let mut w = vs.root().var_copy("w", &Tensor::from_slice(&weights[0]));
@@ -159,7 +159,7 @@ mod tests {
                 tch::no_grad(|| w.copy_(&Tensor::from_slice(&weights[t + 1])));
                 ema.update(&vs, |_| false);
                 let got = Vec::<f64>::try_from(&ema.shadow[0].1).unwrap();
-                for (a, b) in got.iter().zip(crate::train::floats(want)) {
+                for (a, b) in got.iter().zip(crate::testing::floats(want)) {
                     // The variable store keeps float32, as the model's weights are.
                     assert!((a - b).abs() < 1e-6, "{key} update {}: {a} vs PyTorch {b}", t + 1);
                 }

@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn losses_match_pytorchs_on_the_committed_fixture() {
-        let fixture = crate::train::toolkit_fixture();
+        let fixture = crate::testing::toolkit_fixture();
         let logits: Vec<f32> = (0..6)
             .flat_map(|i| (0..4).map(move |j| 2.0 * (0.7 * i as f64 + 1.3 * j as f64).sin()))
             .map(|x| x as f32)
@@ -129,7 +129,7 @@ mod tests {
         assert_eq!(cases.len(), 6);
         for case in cases {
             let class_weights =
-                (!case["weights"].is_null()).then(|| ClassWeights::Given(crate::train::floats(&case["weights"])));
+                (!case["weights"].is_null()).then(|| ClassWeights::Given(crate::testing::floats(&case["weights"])));
             let spec = LossSpec { label_smoothing: case["label_smoothing"].as_f64().unwrap(), class_weights };
             let got = Criterion::new(&spec, &[], 4).unwrap().loss(&logits, &labels).double_value(&[]);
             let want = case["loss"].as_f64().unwrap();

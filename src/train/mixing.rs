@@ -82,7 +82,7 @@ pub(crate) fn cutmix(x: &Tensor, y: &Tensor, classes: i64, lam: f64, rx: i64, ry
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::{floats, toolkit_fixture};
+    use crate::testing::{floats, toolkit_fixture};
 
     /// The fixture's batch: x[n, c, h, w] = sin(0.3 (n + 1) + 0.2 c + 0.1 h + 0.05 w), 4 x 3 x 6 x 8.
     fn batch() -> (Tensor, Tensor) {

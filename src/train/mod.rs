@@ -5,132 +5,44 @@
 //! parameters get no gradient and are not in the phase's optimizer; they run
 //! without autograd; and their BatchNorm runs in inference mode (Keras
 //! semantics), so their running statistics do not move either. Each phase gets
-//! a fresh optimizer over exactly its trainable parameters.
+//! a fresh optimizer over exactly its trainable parameters (`phase.rs`); a phase
+//! whose frozen layers compute the same every epoch trains on cached features
+//! (`features.rs`).
 //!
-//! Feature caching: when the frozen layers of a phase run in inference mode
-//! and its inputs are not augmented, what they compute for an image is the
-//! same every epoch. The phase then computes it once (pooled features when
-//! the whole backbone is frozen, the activations at the freeze boundary
-//! otherwise), for the train and val images, and trains the rest on it.
-//!
-//! Checkpoints, files and display belong to `run.rs`; this module does the numerics.
+//! What each epoch leaves in the run directory belongs to `run/` and the record
+//! sinks of `record/`; this module does the numerics and reports progress through
+//! the installed reporter (`sys::reporter`).
 
 pub(crate) mod autocast;
 pub(crate) mod ema;
+mod features;
 pub(crate) mod foreach;
 pub mod loss;
 pub mod metrics;
 pub(crate) mod mixing;
 pub(crate) mod optim;
+mod phase;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::{Context, bail};
+use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::spec::{Augment, BatchNormPolicy, CacheMode, PhaseSpec, Precision, TtaView};
+use self::features::{cache_budget_bytes, view_picks};
+pub use self::optim::GradScaler;
+pub use self::phase::PhaseRun;
+use crate::config::spec::{Augment, CacheMode, Precision, Spec, TtaView};
 use crate::data::{Dataset, Split, Transform};
-use crate::model::{Classifier, FreezePlan};
+use crate::model::{Classifier, Schedule};
+use crate::sys::reporter::{self, Unit};
 use crate::train::autocast::Autocast;
 use crate::train::metrics::EpochRecord;
-use crate::train::optim::{GradScaler, Optimizer};
-
-impl PhaseRun {
-    /// Whether a batch of one image is left out of training: BatchNorm layers train in this
-    /// phase, on batch statistics that one image does not have.
-    pub(crate) fn drops_lone_batches(&self) -> bool {
-        self.batchnorm && self.plan.any_batch_statistics()
-    }
-}
-
-/// A phase in progress: its optimizer and how its steps run.
-pub(crate) struct PhaseRun {
-    /// The phase's name, as its epochs' records give it.
-    pub name: String,
-    pub opt: Optimizer,
-    /// How its training steps run: which layers are frozen, which BatchNorms use batch statistics.
-    plan: FreezePlan,
-    /// Whether the model has BatchNorm layers at all (running statistics among its variables).
-    batchnorm: bool,
-    /// Batches per optimizer step (`gradient_accumulation`).
-    accumulate: usize,
-    /// `clip_grad_norm`.
-    clip: Option<f64>,
-    /// The names of the parameters this phase trains.
-    trainable: BTreeSet<String>,
-    cache: Option<FeatureCache>,
-    /// Why the phase does or does not use the feature cache, for the log.
-    pub cache_note: String,
-    /// Seconds spent building the cache, counted in the phase's first epoch.
-    pending_seconds: f64,
-}
-
-/// The output of a phase's frozen prefix for every train and val image.
-struct FeatureCache {
-    /// The first layer not covered: the phase's freeze index.
-    start: usize,
-    /// `views` x train images: view `v` of image `i` at row `v * n + i`.
-    train: Tensor,
-    val: Tensor,
-    views: Views,
-}
-
-/// Which inputs a cache holds for the train images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Views {
-    /// The unaugmented images (no augmentation): exact.
-    Plain,
-    /// `augment = ["hflip"]`: each image and its mirror; an epoch picks one per image
-    /// with the very draws the full forward would make, so the cache is exact.
-    Mirrored,
-    /// This many augmented views drawn once; an epoch picks one per image at random.
-    Sampled(usize),
-}
-
-impl Views {
-    fn count(self) -> usize {
-        match self {
-            Views::Plain => 1,
-            Views::Mirrored => 2,
-            Views::Sampled(k) => k,
-        }
-    }
-}
-
-/// Writes `cache` into the feature store at `path` (atomically: a reader sees all of it or nothing).
-fn keep_stored(path: &std::path::Path, cache: &FeatureCache) -> anyhow::Result<()> {
-    std::fs::create_dir_all(path.parent().expect("in the store"))?;
-    crate::sys::atomic::with_temp_path(path, |tmp| {
-        let (train, val) = (cache.train.contiguous(), cache.val.contiguous());
-        Tensor::write_safetensors(&[("train", &train), ("val", &val)], tmp)?;
-        Ok(())
-    })
-}
-
-/// The random stream that draws cached view `v` (far from the epochs' streams).
-fn view_rng(seed: u64, v: usize) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(u64::MAX - v as u64);
-    rng
-}
-
-/// Default memory for a feature cache: 4 GiB (`RUNNER_FEATURE_CACHE_MB` overrides it),
-/// and on the CPU at most half the memory available.
-fn cache_budget_bytes(device: Device) -> u64 {
-    if let Some(mb) = std::env::var(crate::sys::env::FEATURE_CACHE_MB).ok().and_then(|v| v.parse::<u64>().ok()) {
-        return mb << 20;
-    }
-    let budget = 4u64 << 30;
-    if device.is_cuda() {
-        return budget;
-    }
-    crate::sys::memory::available_bytes().map_or(budget, |bytes| budget.min(bytes / 2))
-}
 
 /// Whether to train in channels-last memory: on the CPU, where oneDNN's convolutions
 /// (depthwise ones above all) run about twice as fast that way; on CUDA for convolutional
@@ -153,48 +65,78 @@ fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     (z ^ (z >> 31)) >> 1
 }
 
+/// Trains a run's model on its data, phase by phase: built in one step from the
+/// resolved spec ([`Trainer::from_spec`]); what it holds changes only through its methods.
 pub struct Trainer {
-    /// A folder where plain-image caches are kept for other runs to load (a halving
-    /// search's trials share theirs): files named by a hash of everything they depend on.
-    pub feature_store: Option<std::path::PathBuf>,
-    pub vs: nn::VarStore,
-    pub model: Classifier,
-    pub data: Dataset,
-    pub transform: Transform,
-    pub batch_size: usize,
-    pub device: Device,
-    pub quiet: bool,
+    vs: nn::VarStore,
+    model: Classifier,
+    data: Dataset,
+    transform: Transform,
+    batch_size: usize,
+    device: Device,
     /// Names of the variables that are parameters (not BatchNorm statistics).
     parameters: BTreeSet<String>,
     /// `data.augment`, for phases that do not override it.
     default_augment: Vec<Augment>,
     seed: u64,
+    /// The phases, their freeze indices and every parameter's learning rate.
+    schedule: Schedule,
     /// `data.cache`.
-    pub cache: CacheMode,
+    cache: CacheMode,
     /// `data.cache_views`: augmented views to cache (0: none).
-    pub cache_views: usize,
-    /// The arithmetic training steps use (fp16 only on CUDA).
+    cache_views: usize,
+    /// A folder where plain-image caches are kept for other runs to load (a halving
+    /// search's trials share theirs): files named by a hash of everything they depend on.
+    feature_store: Option<PathBuf>,
     /// The training loss (validation and test losses stay plain cross-entropy, comparable
     /// across `[loss]` settings).
-    pub criterion: loss::Criterion,
-    pub precision: Precision,
+    criterion: loss::Criterion,
+    /// The arithmetic training steps use (fp16 only on CUDA).
+    precision: Precision,
     /// fp16 loss scaling; its state is part of a checkpoint.
-    pub scaler: GradScaler,
+    scaler: GradScaler,
     /// Weights, inputs and cached activations are in channels-last memory.
-    pub channels_last: bool,
+    channels_last: bool,
     /// Freeze indices of the phases to come, whose activations a cache pass may keep.
-    pub later_boundaries: Vec<usize>,
+    later_boundaries: Vec<usize>,
     /// Activations (train, val) kept for a later phase, by layer index.
     stash: std::collections::BTreeMap<usize, (Tensor, Tensor)>,
     /// `ema`: the moving average of the weights that evaluation uses.
-    pub(crate) ema: Option<ema::Ema>,
+    ema: Option<ema::Ema>,
     /// The lowest backbone layer trained so far in the run (the layer count when only the
     /// head has trained): below it, the EMA's weights are the model's.
-    pub trained_from: usize,
+    trained_from: usize,
     /// `eval.tta`: the views whose softmax evaluation averages with the plain image's.
-    pub tta: Vec<TtaView>,
+    tta: Vec<TtaView>,
     /// `data.mixup` and `data.cutmix`.
-    pub(crate) mixing: mixing::Mixing,
+    mixing: mixing::Mixing,
+}
+
+/// What a trainer is built from besides its spec: the network with its weights loaded,
+/// and the decoded data.
+pub struct Parts {
+    pub vs: nn::VarStore,
+    pub model: Classifier,
+    pub data: Dataset,
+    /// Where plain feature caches are shared with other runs (`None`: not shared).
+    pub feature_store: Option<PathBuf>,
+}
+
+/// What the loop over a phase's epochs does after the epoch its caller has just recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// The phase ends here (its last epoch, early stopping, or a pause).
+    Stop,
+}
+
+/// An epoch just trained and validated, as the phase loop hands it to its caller.
+pub struct EpochDone<'a> {
+    pub trainer: &'a Trainer,
+    pub phase: &'a PhaseRun,
+    pub record: EpochRecord,
+    /// What gradual unfreezing changed before this epoch, for the log.
+    pub unfroze: Option<String>,
 }
 
 /// Every variable of `vs` by name, sorted, in standard (contiguous NCHW) memory.
@@ -205,22 +147,21 @@ pub(crate) fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 }
 
 impl Trainer {
-    pub fn new(
-        vs: nn::VarStore,
-        model: Classifier,
-        data: Dataset,
-        transform: Transform,
-        batch_size: usize,
-        seed: u64,
-        quiet: bool,
-    ) -> Self {
-        let parameters = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, _)| n).collect();
+    /// The trainer of `spec`'s run: its settings resolved and checked once, the weights
+    /// moved to the memory layout training uses. fp16 asked for on the CPU trains in fp32
+    /// (the run's log says so).
+    pub fn from_spec(spec: &Spec, parts: Parts) -> anyhow::Result<Trainer> {
+        let Parts { vs, model, data, feature_store } = parts;
         let device = vs.device();
-        let default_augment = transform.augment.clone();
+        let parameters = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, _)| n).collect();
+        let backbone = spec.model.backbone;
+        let (mean, std) = backbone.normalization();
+        let mut transform = Transform::new(spec.data.image_size, &spec.data.augment, mean, std);
         // Normalisation constants live where the batches are: no copy per batch.
-        let mut transform = transform;
         transform.mean = transform.mean.to_device(device);
         transform.std = transform.std.to_device(device);
+        let train_labels = Vec::<i64>::try_from(&data.train.labels).context("the train labels")?;
+        let criterion = loss::Criterion::new(&spec.loss, &train_labels, data.classes.len())?;
         let channels_last = use_channels_last(device, model.backbone.convolutional());
         if channels_last {
             tch::no_grad(|| {
@@ -232,31 +173,122 @@ impl Trainer {
                 }
             });
         }
-        Trainer {
-            feature_store: None,
+        let precision = match spec.precision {
+            Precision::Fp16 if !device.is_cuda() => Precision::Fp32,
+            p => p,
+        };
+        let ema = spec.ema.as_ref().map(|e| ema::Ema::new(e, &vs));
+        Ok(Trainer {
+            schedule: Schedule::new(&spec.phases, model.backbone.layers().len()),
+            default_augment: transform.augment.clone(),
             vs,
             model,
             data,
             transform,
-            batch_size,
+            batch_size: spec.data.batch_size,
             device,
-            quiet,
             parameters,
-            default_augment,
-            seed,
-            cache: CacheMode::Auto,
-            cache_views: 0,
-            precision: Precision::Fp32,
+            seed: spec.seed,
+            cache: spec.data.cache,
+            cache_views: spec.data.cache_views,
+            feature_store,
+            criterion,
+            precision,
             scaler: GradScaler::default(),
             channels_last,
             later_boundaries: vec![],
-            criterion: loss::Criterion::default(),
             stash: Default::default(),
-            ema: None,
+            ema,
             trained_from: usize::MAX,
-            tta: vec![],
-            mixing: Default::default(),
+            tta: spec.eval.tta.clone(),
+            mixing: mixing::Mixing { mixup: spec.data.mixup, cutmix: spec.data.cutmix },
+        })
+    }
+
+    /// The phases, their freeze indices and every parameter's learning rate.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// The model's variables (its weights and BatchNorm statistics).
+    pub fn vs(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    pub fn model(&self) -> &Classifier {
+        &self.model
+    }
+
+    /// The decoded data: classes, splits, skipped files.
+    pub fn data(&self) -> &Dataset {
+        &self.data
+    }
+
+    /// The arithmetic training runs in (fp16 asked for on the CPU runs in fp32).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The weights of `loss.class_weights`, if any.
+    pub fn class_weights(&self) -> Option<Vec<f64>> {
+        self.criterion.weights.clone()
+    }
+
+    /// `ema`'s decay and whether it warms up, when the run averages its weights.
+    pub fn ema_settings(&self) -> Option<(f64, bool)> {
+        self.ema.as_ref().map(|e| (e.decay, e.warmup))
+    }
+
+    /// Every variable by name, sorted, in standard memory: a checkpoint's model.
+    pub fn variables(&self) -> Vec<(String, Tensor)> {
+        sorted_variables(&self.vs)
+    }
+
+    /// The fp16 loss scaler's state, when training in fp16 (a checkpoint keeps it).
+    pub fn scaler_state(&self) -> Option<GradScaler> {
+        (self.precision == Precision::Fp16).then(|| self.scaler.clone())
+    }
+
+    /// The weight EMA's state tensors (empty without `ema`).
+    pub fn ema_state(&self) -> Vec<(String, Tensor)> {
+        self.ema.as_ref().map_or(vec![], |e| e.state_tensors())
+    }
+
+    /// Puts a checkpoint's state back: every variable's values, the fp16 scaler, the EMA.
+    pub fn restore(
+        &mut self,
+        variables: &[(String, Tensor)],
+        scaler: Option<&GradScaler>,
+        ema: &[(String, Tensor)],
+    ) -> anyhow::Result<()> {
+        let vars = self.vs.variables();
+        if variables.len() != vars.len() {
+            bail!("the checkpoint holds {} variables, the model {}", variables.len(), vars.len());
         }
+        tch::no_grad(|| -> anyhow::Result<()> {
+            for (name, value) in variables {
+                let Some(var) = vars.get(name) else { bail!("the checkpoint's variable {name} is not in the model") };
+                if var.size() != value.size() {
+                    bail!("checkpoint variable {name} has shape {:?}, the model {:?}", value.size(), var.size());
+                }
+                var.shallow_clone().copy_(value);
+            }
+            Ok(())
+        })?;
+        if let Some(scaler) = scaler {
+            self.scaler = scaler.clone();
+        }
+        match &mut self.ema {
+            Some(e) => e.load_state(ema).context("cannot restore the weight EMA from the checkpoint")?,
+            None if !ema.is_empty() => bail!("the checkpoint holds a weight EMA, the spec has no `ema`"),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Loads saved weights (a run's best.safetensors) into the model.
+    pub fn load_weights(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
+        tch::no_grad(|| self.vs.read_safetensors(path)).with_context(|| format!("cannot load {}", path.display()))
     }
 
     /// The weights evaluation uses, sorted by name: the EMA's with `ema`, else the model's.
@@ -311,380 +343,38 @@ impl Trainer {
         Some(format!("the decoded images ({} MiB) are kept on {:?}", bytes >> 20, self.device))
     }
 
-    /// The freeze plan of a phase of this trainer's model.
-    pub fn plan(&self, phase: &PhaseSpec) -> FreezePlan {
-        FreezePlan::of_phase(phase, self.model.backbone.layers().len())
-    }
-
-    /// Marks the parameters of the plan's frozen layers as frozen and all others
-    /// as trainable; returns the trainable ones by name.
-    fn apply_freeze(&self, plan: &FreezePlan) -> Vec<(String, Tensor)> {
-        let layers = self.model.backbone.layers();
-        let vars = self.vs.variables();
-        let mut trainable = vec![];
-        for name in &self.parameters {
-            let mut t = vars[name].shallow_clone();
-            let is_frozen = plan.freezes(name, layers);
-            t = t.set_requires_grad(!is_frozen);
-            if !is_frozen {
-                trainable.push((name.clone(), t));
+    /// The one loop over a phase's epochs: from its epoch `from` (0-based; later than 0
+    /// when resumed) to its last, numbered `first_epoch` on out of `total`. Each epoch
+    /// follows the schedule (gradual unfreezing, the learning rate), trains, validates,
+    /// and goes to `after`, which records it and says whether the phase goes on. An epoch
+    /// cut short by a signal is not handed on: the run is interrupted.
+    pub fn train_phase(
+        &mut self,
+        run: &mut PhaseRun,
+        from: usize,
+        first_epoch: usize,
+        total: usize,
+        mut after: impl FnMut(EpochDone) -> crate::Result<Flow>,
+    ) -> crate::Result<()> {
+        let p = run.index;
+        for e in from..self.schedule.phases()[p].epochs {
+            let unfroze = self.follow_schedule(run, e);
+            let epoch = first_epoch + (e - from);
+            let record = self.run_epoch(run, self.schedule.lr(p, e), epoch, total);
+            if crate::sys::signal::interrupted() {
+                let what = format!("the checkpoint after epoch {} is kept; continue with --resume", epoch - 1);
+                return Err(crate::Error::Interrupted { what });
+            }
+            if after(EpochDone { trainer: self, phase: run, record, unfroze })? == Flow::Stop {
+                break;
             }
         }
-        trainable
-    }
-
-    /// Freezes the layers below the phase's index (in its epoch `phase_epoch`, for gradual
-    /// unfreezing) and sets up its optimizer and augmentation.
-    pub(crate) fn start_phase(&mut self, phase: &PhaseSpec, lr: f64, phase_epoch: usize) -> PhaseRun {
-        let plan = FreezePlan::of_phase_epoch(phase, phase_epoch, self.model.backbone.layers().len());
-        let frozen = plan.frozen();
-        let params = self.apply_freeze(&plan);
-        self.transform.augment = phase.augment.clone().unwrap_or_else(|| self.default_augment.clone());
-        let started = Instant::now();
-        // Kept activations stay valid while every layer below them stays frozen, BatchNorm included.
-        let keep = phase.batchnorm != BatchNormPolicy::Train;
-        self.stash.retain(|&k, _| keep && k <= frozen);
-        let (cache, cache_note) = match self.cache_blocker(frozen, phase.batchnorm) {
-            Some(reason) => (None, format!("full forward every epoch ({reason})")),
-            None => self.build_cache(frozen),
-        };
-        let layers = self.model.backbone.layers().len();
-        let scales: Vec<f64> = params
-            .iter()
-            .map(|(name, _)| crate::model::lr_scale(self.model.layer_of(name), layers, &phase.optimizer))
-            .collect();
-        let trainable = params.iter().map(|(name, _)| name.clone()).collect();
-        let mut opt = Optimizer::new(&phase.optimizer, lr, params);
-        opt.set_lr_scales(scales);
-        let mut cache_note = cache_note;
-        if cache.is_some() && !self.cached_eval_exact(frozen) {
-            let why = if self.tta.is_empty() { "the EMA's lower layers differ" } else { "eval.tta" };
-            cache_note.push_str(&format!("; validation runs the full forward ({why})"));
-        }
-        PhaseRun {
-            trainable,
-            name: phase.name.clone(),
-            opt,
-            plan,
-            batchnorm: self.vs.variables().keys().any(|k| k.ends_with(".running_mean")),
-            accumulate: phase.gradient_accumulation.unwrap_or(1),
-            clip: phase.clip_grad_norm,
-            pending_seconds: if cache.is_some() { started.elapsed().as_secs_f64() } else { 0.0 },
-            cache,
-            cache_note,
-        }
-    }
-
-    /// Gradual unfreezing: before epoch `e` (0-based) of `phase`, unfreezes the layers its
-    /// schedule unfreezes by then. The new parameters join the optimizer with fresh state
-    /// (at their layer-wise rates), and the cache moves down to the new boundary. Returns
-    /// what changed, for the log.
-    pub(crate) fn follow_schedule(&mut self, run: &mut PhaseRun, phase: &PhaseSpec, e: usize) -> Option<String> {
-        let layers = self.model.backbone.layers().len();
-        let plan = FreezePlan::of_phase_epoch(phase, e, layers);
-        if plan.frozen() == run.plan.frozen() {
-            return None;
-        }
-        let was = run.plan.frozen();
-        let params = self.apply_freeze(&plan);
-        let new: Vec<(String, Tensor)> = params.into_iter().filter(|(n, _)| !run.trainable.contains(n)).collect();
-        let scales =
-            new.iter().map(|(n, _)| crate::model::lr_scale(self.model.layer_of(n), layers, &phase.optimizer)).collect();
-        run.trainable.extend(new.iter().map(|(n, _)| n.clone()));
-        let joined = new.len();
-        run.opt.add_params(new, scales);
-        run.plan = plan;
-        self.trained_from = self.trained_from.min(plan.frozen());
-        let started = Instant::now();
-        if run.cache.is_some() {
-            let (cache, note) = match self.cache_blocker(plan.frozen(), phase.batchnorm) {
-                Some(reason) => (None, format!("full forward every epoch ({reason})")),
-                None => self.build_cache(plan.frozen()),
-            };
-            run.cache = cache;
-            run.cache_note = note;
-            run.pending_seconds += started.elapsed().as_secs_f64();
-        }
-        let names = self.model.backbone.layers();
-        let unfrozen: Vec<String> = (plan.frozen()..was).map(|i| format!("{i} ({})", names[i].name)).collect();
-        Some(format!(
-            "unfroze layer {}: {joined} parameters join the optimizer with fresh state; {}",
-            unfrozen.join(", "),
-            run.cache_note
-        ))
-    }
-
-    /// Why a phase freezing `frozen` layers cannot train on cached activations, if it cannot.
-    fn cache_blocker(&self, frozen: usize, bn: BatchNormPolicy) -> Option<&'static str> {
-        if self.cache == CacheMode::Off {
-            Some("data.cache = \"off\"")
-        } else if frozen == 0 {
-            Some("nothing is frozen")
-        } else if self.mixing.is_on() {
-            Some("the batches are mixed (data.mixup, data.cutmix): the frozen layers see new images every epoch")
-        } else if !self.transform.augment.is_empty() && self.cache_views == 0 {
-            Some("the inputs are augmented; data.cache_views = K would cache K augmented views")
-        } else if bn == BatchNormPolicy::Train {
-            Some("batchnorm = \"train\" updates the frozen layers' statistics")
-        } else {
-            None
-        }
-    }
-
-    /// Runs the frozen prefix over every train and val image once, if it fits the budget.
-    /// In the same pass it keeps the activations at the freeze indices of later phases
-    /// that lie below this one (`later_boundaries`), so the next phase need not recompute them.
-    fn build_cache(&mut self, frozen: usize) -> (Option<FeatureCache>, String) {
-        let what = self.cached_what(frozen);
-        let views = self.views();
-        if views != Views::Plain {
-            return self.build_view_cache(frozen, views, &what);
-        }
-        if let Some((train, val)) = self.stash.remove(&frozen) {
-            let note = format!("trains on the {} cached by an earlier pass", what);
-            return (Some(FeatureCache { start: frozen, train, val, views }), note);
-        }
-        let stored =
-            self.feature_store.as_ref().map(|dir| dir.join(format!("{}.safetensors", self.feature_key(frozen))));
-        if let Some(path) = &stored
-            && let Some((train, val)) = self.load_stored(path)
-        {
-            let note = format!("trains on the {what} of the search's feature store ({})", path.display());
-            return (Some(FeatureCache { start: frozen, train, val, views }), note);
-        }
-        let images = self.data.train.len() + self.data.val.len();
-        if self.data.train.is_empty() {
-            return (None, "full forward every epoch (no train images)".into());
-        }
-        let mut ks: Vec<usize> = self.later_boundaries.iter().copied().filter(|&k| k > 0 && k < frozen).collect();
-        ks.push(frozen);
-        ks.sort_unstable();
-        ks.dedup();
-        let probe = {
-            let x = self.layout(self.transform.eval(&self.data.train.images.narrow(0, 0, 1), self.device));
-            self.model.frozen_prefixes(&x, &ks)
-        };
-        let per_image: Vec<u64> = probe.iter().map(|t| (t.numel() * 4) as u64).collect();
-        let budget = cache_budget_bytes(self.device);
-        let bytes = per_image[ks.len() - 1] * images as u64;
-        if bytes > budget {
-            return (
-                None,
-                format!(
-                    "full forward every epoch: the {} of {images} images need {} MiB, over the cache budget of \
-                     {} MiB (RUNNER_FEATURE_CACHE_MB)",
-                    what,
-                    bytes >> 20,
-                    budget >> 20
-                ),
-            );
-        }
-        if per_image.iter().sum::<u64>() * images as u64 > budget {
-            ks = vec![frozen];
-        }
-        let bar = self.progress(images, 0, 0);
-        bar.set_message(format!("caching {}", what));
-        let run = |split: &Split| self.prefix_outputs(split, &ks, &probe, &bar);
-        let (mut train, mut val) = Autocast::run(self.autocast(), || (run(&self.data.train), run(&self.data.val)));
-        bar.finish_and_clear();
-        let cache =
-            FeatureCache { start: frozen, train: train.pop().expect("one"), val: val.pop().expect("one"), views };
-        let kept = stored.as_ref().map_or(String::new(), |path| match keep_stored(path, &cache) {
-            Ok(()) => "; kept in the search's feature store".into(),
-            Err(e) => format!("; not kept in the search's feature store: {e:#}"),
-        });
-        for ((k, t), v) in ks.iter().zip(train).zip(val) {
-            self.stash.insert(*k, (t, v));
-        }
-        let note =
-            format!("trains on cached {} of {images} images ({:.1} MiB){kept}", what, bytes as f64 / (1 << 20) as f64);
-        (Some(cache), note)
-    }
-
-    /// A stored cache's train and val tensors, on the device in the trainer's layout.
-    fn load_stored(&self, path: &std::path::Path) -> Option<(Tensor, Tensor)> {
-        let tensors = Tensor::read_safetensors(path).ok()?;
-        let get =
-            |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| self.layout(t.to_device(self.device)));
-        Some((get("train")?, get("val")?))
-    }
-
-    /// What a plain cache at layer `k` depends on, hashed: the train and val images and
-    /// their transform, every variable of layers below `k` (so the weights as they are
-    /// now, whatever trained them), the precision, layout, device and thread count (so a
-    /// stored cache has the bits this run would compute), and runner's version.
-    fn feature_key(&self, k: usize) -> String {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        let mut add = |bytes: &[u8]| {
-            h.update((bytes.len() as u64).to_le_bytes());
-            h.update(bytes);
-        };
-        add(b"runner feature cache");
-        add(env!("CARGO_PKG_VERSION").as_bytes());
-        // fp32 and fp16 as the key said them before bf16 existed ("false", "true"), so older caches stay valid.
-        let precision = match self.precision {
-            Precision::Fp32 => "false",
-            Precision::Fp16 => "true",
-            Precision::Bf16 => "bf16",
-        };
-        add(format!("{k} {precision} {} {:?} {}", self.channels_last, self.device, tch::get_num_threads()).as_bytes());
-        let floats = |t: &Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
-        add(format!("{} {:?} {:?}", self.transform.size, floats(&self.transform.mean), floats(&self.transform.std))
-            .as_bytes());
-        for split in [&self.data.train, &self.data.val] {
-            add(&Vec::<u8>::try_from(split.images.flatten(0, -1)).unwrap_or_default());
-        }
-        let layers = self.model.backbone.layers();
-        let vars = self.vs.variables();
-        let mut names: Vec<&String> = vars
-            .keys()
-            .filter(|n| {
-                layers[..k.min(layers.len())].iter().any(|l| l.prefixes.iter().any(|p| crate::model::has_prefix(n, p)))
-            })
-            .collect();
-        names.sort();
-        for name in names {
-            let t = vars[name].to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-            add(name.as_bytes());
-            add(&Vec::<f32>::try_from(t.flatten(0, -1))
-                .unwrap_or_default()
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>());
-        }
-        h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// What a cache at layer `k` holds, for the log.
-    fn cached_what(&self, k: usize) -> String {
-        let layers = self.model.backbone.layers();
-        if k >= layers.len() {
-            "pooled features".to_string()
-        } else {
-            format!("activations at layer {k} ({})", layers[k].name)
-        }
-    }
-
-    /// The frozen prefix's outputs at depths `ks` for every image of `split` (fp32,
-    /// in the trainer's layout); `probe` gives the shapes for an empty split.
-    fn prefix_outputs(&self, split: &Split, ks: &[usize], probe: &[Tensor], bar: &ProgressBar) -> Vec<Tensor> {
-        let n = split.len() as i64;
-        let mut parts: Vec<Vec<Tensor>> = ks.iter().map(|_| vec![]).collect();
-        let mut start = 0;
-        while start < n {
-            let len = (self.batch_size as i64).min(n - start);
-            let x = self.layout(self.transform.eval(&split.images.narrow(0, start, len), self.device));
-            let outs = self.model.frozen_prefixes(&x, ks);
-            for (part, out) in parts.iter_mut().zip(outs) {
-                part.push(out.to_kind(Kind::Float));
-            }
-            bar.inc(len as u64);
-            start += len;
-        }
-        parts
-            .into_iter()
-            .zip(probe)
-            .map(|(p, pr)| self.layout(if p.is_empty() { pr.narrow(0, 0, 0) } else { Tensor::cat(&p, 0) }))
-            .collect()
-    }
-
-    /// What a cache of the current phase holds for the train images.
-    fn views(&self) -> Views {
-        match self.transform.augment.as_slice() {
-            [] => Views::Plain,
-            [Augment::Hflip] if self.cache_views >= 2 => Views::Mirrored,
-            _ => Views::Sampled(self.cache_views.max(1)),
-        }
-    }
-
-    /// A cache of `views` of every train image (and the plain val images) at layer `frozen`.
-    /// Sampled views are drawn from their own random streams, apart from the epochs'.
-    fn build_view_cache(&mut self, frozen: usize, views: Views, what: &str) -> (Option<FeatureCache>, String) {
-        let (n_train, n_val) = (self.data.train.len(), self.data.val.len());
-        if n_train == 0 {
-            return (None, "full forward every epoch (no train images)".into());
-        }
-        let probe = {
-            let x = self.layout(self.transform.eval(&self.data.train.images.narrow(0, 0, 1), self.device));
-            self.model.frozen_prefix(&x, frozen)
-        };
-        let per_image = (probe.numel() * 4) as u64;
-        let k = views.count();
-        let bytes = per_image * (k * n_train + n_val) as u64;
-        let budget = cache_budget_bytes(self.device);
-        if bytes > budget {
-            return (
-                None,
-                format!(
-                    "full forward every epoch: {k} views of the {what} of {n_train} train images need {} MiB, over \
-                     the cache budget of {} MiB (RUNNER_FEATURE_CACHE_MB)",
-                    bytes >> 20,
-                    budget >> 20
-                ),
-            );
-        }
-        let bar = self.progress(k * n_train + n_val, 0, 0);
-        bar.set_message(format!("caching {k} views of the {what}"));
-        let prefix = |x: Tensor| self.model.frozen_prefix(&self.layout(x), frozen);
-        let pass = |split: &Split, input: &dyn Fn(&Tensor) -> Tensor| -> Tensor {
-            let n = split.len() as i64;
-            let mut parts = vec![];
-            let mut start = 0;
-            while start < n {
-                let len = (self.batch_size as i64).min(n - start);
-                parts.push(prefix(input(&split.images.narrow(0, start, len))).to_kind(Kind::Float));
-                bar.inc(len as u64);
-                start += len;
-            }
-            if parts.is_empty() { probe.narrow(0, 0, 0) } else { Tensor::cat(&parts, 0) }
-        };
-        let (train, val) = Autocast::run(self.autocast(), || {
-            let mut train = vec![];
-            for v in 0..k {
-                let rng = std::cell::RefCell::new(view_rng(self.seed, v));
-                train.push(pass(&self.data.train, &|images| match views {
-                    Views::Mirrored if v == 1 => self.transform.eval(images, self.device).flip([3]),
-                    Views::Mirrored => self.transform.eval(images, self.device),
-                    _ => self.transform.train(images, &mut rng.borrow_mut(), self.device),
-                }));
-            }
-            let val = pass(&self.data.val, &|images| self.transform.eval(images, self.device));
-            (self.layout(Tensor::cat(&train, 0)), self.layout(val))
-        });
-        bar.finish_and_clear();
-        let kind = match views {
-            Views::Mirrored => "2 exact views (as is and mirrored)".to_string(),
-            _ => format!("{k} augmented views drawn once"),
-        };
-        let note = format!(
-            "trains on cached {what} of {kind} of {n_train} train images ({:.1} MiB)",
-            bytes as f64 / (1 << 20) as f64
-        );
-        (Some(FeatureCache { start: frozen, train, val, views }), note)
-    }
-
-    /// Every epoch of a phase, numbered from `first_epoch`, without checkpoints
-    /// (the run loop in `run.rs` is the one that can resume).
-    pub fn train_phase(&mut self, phase: &PhaseSpec, lr: f64, first_epoch: usize, total: usize) -> Vec<EpochRecord> {
-        let mut run = self.start_phase(phase, lr, 0);
-        (0..phase.epochs)
-            .map(|e| {
-                self.follow_schedule(&mut run, phase, e);
-                self.run_epoch(&mut run, phase.schedule.lr_at(lr, e, phase.epochs), first_epoch + e, total)
-            })
-            .collect()
+        Ok(())
     }
 
     /// One epoch of training at learning rate `lr`, then validation. `epoch` is 1-based
     /// across phases; it and the seed alone decide the shuffling, augmentation and dropout.
-    pub(crate) fn run_epoch(
-        &mut self,
-        phase: &mut PhaseRun,
-        lr: f64,
-        epoch: usize,
-        total_epochs: usize,
-    ) -> EpochRecord {
+    fn run_epoch(&mut self, phase: &mut PhaseRun, lr: f64, epoch: usize, total_epochs: usize) -> EpochRecord {
         let start = Instant::now();
         phase.opt.set_lr(lr);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
@@ -729,7 +419,7 @@ impl Trainer {
         let picks_t =
             phase.cache.as_ref().and_then(|c| view_picks(c, &order, rng)).map(|p| p.to_device(source.device()));
         let labels_t = self.data.train.labels.to_device(self.device);
-        let bar = self.progress(n, epoch, total_epochs);
+        let bar = reporter::bar(n as u64, Unit::Images, &format!("epoch {epoch}/{total_epochs}"));
         let mut shown = Instant::now();
         let mut loss_sum = Tensor::zeros([], (Kind::Double, self.device));
         let mut correct = Tensor::zeros([], (Kind::Int64, self.device));
@@ -923,21 +613,8 @@ impl Trainer {
             })
         })
     }
-
-    fn progress(&self, n: usize, epoch: usize, total: usize) -> ProgressBar {
-        if self.quiet {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(n as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images {per_sec} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_message(format!("epoch {epoch}/{total}"));
-        bar
-    }
 }
+
 /// The model's logits for the batch `x`, in inference mode; with test-time views, the log of
 /// the softmax averaged over the plain image and each view (so argmax and cross-entropy
 /// read it as they read logits).
@@ -978,42 +655,10 @@ fn accumulation_step(t: usize, batches: usize, k: usize) -> Step {
     Step { first: t.is_multiple_of(k), last: (t + 1).is_multiple_of(k) || t + 1 == batches }
 }
 
-/// With a cache of several views: the row of the view each image of `order` trains
-/// on this epoch (None for a plain cache). Mirrored views take the draws the full
-/// forward's hflip takes, in the same order.
-fn view_picks(cache: &FeatureCache, order: &[i64], rng: &mut ChaCha8Rng) -> Option<Tensor> {
-    if cache.views == Views::Plain {
-        return None;
-    }
-    let n = order.len() as i64;
-    let picks: Vec<i64> = order
-        .iter()
-        .map(|&i| {
-            let v = match cache.views {
-                Views::Mirrored => rng.random_bool(0.5) as i64,
-                _ => rng.random_range(0..cache.views.count() as i64),
-            };
-            v * n + i
-        })
-        .collect();
-    Some(Tensor::from_slice(&picks))
-}
-
-/// PyTorch's numbers for the toolkit's keys (scripts/make_toolkit_fixtures.py).
-#[cfg(test)]
-pub(crate) fn toolkit_fixture() -> serde_json::Value {
-    serde_json::from_str(include_str!("../../tests/fixtures/toolkit.json")).expect("toolkit.json is JSON")
-}
-
-/// A JSON array of numbers.
-#[cfg(test)]
-pub(crate) fn floats(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array().expect("an array").iter().map(|x| x.as_f64().expect("a number")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{floats, toolkit_fixture};
 
     #[test]
     fn channels_last_on_the_cpu_and_for_convolutional_backbones_on_cuda() {
@@ -1047,7 +692,7 @@ mod tests {
             layer_decay: None,
             head_lr_factor: None,
         };
-        let mut opt = Optimizer::new(&spec, 0.1, vec![("w".into(), w.shallow_clone())]);
+        let mut opt = optim::Optimizer::new(&spec, 0.1, vec![("w".into(), w.shallow_clone())]);
         for b in 0..5 {
             let x: Vec<f64> =
                 (0..2).flat_map(|kk| (0..3).map(move |j| (b as f64 + 0.5 * kk as f64 + j as f64).cos())).collect();

@@ -533,7 +533,7 @@ mod tests {
 
     #[test]
     fn clipping_and_layer_wise_rates_match_pytorchs_on_the_committed_fixture() {
-        let fixture = crate::train::toolkit_fixture();
+        let fixture = crate::testing::toolkit_fixture();
         let clip = &fixture["clip"];
         let params: Vec<(String, Tensor)> = (0..2)
             .map(|k| {
@@ -548,7 +548,7 @@ mod tests {
         assert!((total - clip["total_norm"].as_f64().unwrap()).abs() < 1e-12, "{total} {clip}");
         for ((_, p), want) in opt.params.iter().zip(clip["clipped"].as_array().unwrap()) {
             let got = Vec::<f64>::try_from(&p.grad()).unwrap();
-            for (a, b) in got.iter().zip(crate::train::floats(want)) {
+            for (a, b) in got.iter().zip(crate::testing::floats(want)) {
                 // float64 from start to end: another processor's rounding moves these values
                 // (about 1) by a few 1e-16; a formula error moves them by 1e-4 or more.
                 assert!((a - b).abs() < 1e-12, "clipped gradient {a} vs PyTorch {b}");
@@ -562,8 +562,8 @@ mod tests {
         s.head_lr_factor = case["head_lr_factor"].as_f64();
         let lr = case["lr"].as_f64().unwrap();
         let scales: Vec<f64> =
-            (0..=layers).map(|i| crate::model::lr_scale((i < layers).then_some(i), layers, &s)).collect();
-        assert_eq!(scales, crate::train::floats(&case["scales"]));
+            (0..=layers).map(|i| crate::model::schedule::layer_scale((i < layers).then_some(i), layers, &s)).collect();
+        assert_eq!(scales, crate::testing::floats(&case["scales"]));
         let w: Vec<Tensor> = (0..4)
             .map(|k| Tensor::from_slice(&[1.0 + 0.1 * k as f64, -0.5, 0.25 * k as f64]).set_requires_grad(true))
             .collect();
@@ -583,7 +583,7 @@ mod tests {
         }
         for (wk, want) in w.iter().zip(case["after_3_steps"].as_array().unwrap()) {
             let got = Vec::<f64>::try_from(&wk.detach()).unwrap();
-            for (a, b) in got.iter().zip(crate::train::floats(want)) {
+            for (a, b) in got.iter().zip(crate::testing::floats(want)) {
                 // float64 from start to end: another processor's rounding moves these values
                 // (about 1) by a few 1e-16; a formula error moves them by 1e-4 or more.
                 assert!((a - b).abs() < 1e-12, "weight {a} vs PyTorch {b}");
@@ -593,7 +593,7 @@ mod tests {
 
     #[test]
     fn a_parameter_joining_mid_phase_starts_fresh_as_in_pytorch() {
-        let fixture = crate::train::toolkit_fixture();
+        let fixture = crate::testing::toolkit_fixture();
         let case = &fixture["gradual"];
         let w0 = Tensor::from_slice(&[1.0f64, -0.5, 0.25]).set_requires_grad(true);
         // Frozen (no gradient) until it joins, as runner freezes a layer.
@@ -622,7 +622,7 @@ mod tests {
         assert!(saved.iter().any(|(n, t)| n == "w1/step" && t.int64_value(&[]) == 2));
         for (w, want) in [&w0, &w1].iter().zip(case["after_4_steps"].as_array().unwrap()) {
             let got = Vec::<f64>::try_from(&w.detach()).unwrap();
-            for (a, b) in got.iter().zip(crate::train::floats(want)) {
+            for (a, b) in got.iter().zip(crate::testing::floats(want)) {
                 // float64 from start to end: another processor's rounding moves these values
                 // (about 1) by a few 1e-16; a formula error moves them by 1e-4 or more.
                 assert!((a - b).abs() < 1e-12, "weight {a} vs PyTorch {b}");

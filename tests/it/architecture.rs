@@ -3,6 +3,13 @@
 //! its unit tests left out) there is no cycle, and every edge points to a module that
 //! `src/lib.rs` declares earlier, so the layers read bottom-up in that order
 //! (docs/architecture.md). `cargo test architecture -- --nocapture` prints the graph.
+//!
+//! The same file holds the codebase's other rules: short functions, a thin `main`, a
+//! trainer whose fields are private, a library that prints nothing (only `src/cli/` and
+//! `src/main.rs` do), and no layer importing another layer's test helpers (they live in
+//! `src/testing.rs`). Unit-test code is left out of every scan: what follows a
+//! `#[cfg(test)]` in a file, a file named `tests.rs`, and the modules `src/lib.rs`
+//! declares for tests only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -70,19 +77,49 @@ fn layers(src: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The modules `src/lib.rs` declares under `#[cfg(test)]`: test code as a whole.
+fn test_only_modules(src: &Path) -> BTreeSet<String> {
+    let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+    let lines: Vec<&str> = lib.lines().map(str::trim).collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0] == "#[cfg(test)]")
+        .filter_map(|w| w[1].strip_prefix("mod ")?.strip_suffix(';').map(str::to_string))
+        .collect()
+}
+
+/// The code of a source file that is not unit-test code: the part before its first
+/// `#[cfg(test)]`, nothing of a `tests.rs` or of a test-only module.
+fn non_test_code<'a>(rel: &Path, text: &'a str, test_only: &BTreeSet<String>) -> &'a str {
+    let top = rel.components().next().and_then(|c| c.as_os_str().to_str()).unwrap_or("").trim_end_matches(".rs");
+    if rel.file_name().is_some_and(|n| n == "tests.rs") || test_only.contains(top) {
+        return "";
+    }
+    text.split("#[cfg(test)]").next().unwrap_or("")
+}
+
+/// Every `.rs` file under `src`: its path relative to `src` and its text.
+fn sources(src: &Path) -> Vec<(std::path::PathBuf, String)> {
+    walkdir::WalkDir::new(src)
+        .sort_by_file_name()
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "rs"))
+        .map(|e| (e.path().strip_prefix(src).unwrap().to_path_buf(), std::fs::read_to_string(e.path()).unwrap()))
+        .collect()
+}
+
 fn module_graph(src: &Path) -> Graph {
     let modules: BTreeSet<String> = layers(src).into_iter().collect();
+    let test_only = test_only_modules(src);
     let mut graph = Graph::new();
-    for entry in walkdir::WalkDir::new(src).sort_by_file_name() {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(src).unwrap();
+    for (rel, text) in sources(src) {
         let Some(top) = rel.components().next().and_then(|c| c.as_os_str().to_str()) else { continue };
         let top = top.trim_end_matches(".rs");
-        if !entry.file_type().is_file() || !modules.contains(top) {
+        if !modules.contains(top) || test_only.contains(top) {
             continue;
         }
-        let text = std::fs::read_to_string(entry.path()).unwrap();
-        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let code = non_test_code(&rel, &text, &test_only);
         let deps = graph.entry(top.to_string()).or_default();
         deps.extend(crate_paths(code).into_iter().filter(|m| m != top && modules.contains(m)));
     }
@@ -197,14 +234,10 @@ fn functions_stay_short_and_main_stays_thin() {
         [("a".into(), 3), ("b".into(), 3)]
     );
     let (mut long, mut interpreter) = (vec![], 0);
-    for entry in walkdir::WalkDir::new(&src).sort_by_file_name() {
-        let entry = entry.unwrap();
-        if entry.path().extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).unwrap();
-        let file = entry.path().strip_prefix(&src).unwrap().display().to_string();
-        for (name, len) in function_lengths(&text) {
+    let test_only = test_only_modules(&src);
+    for (rel, text) in sources(&src) {
+        let file = rel.display().to_string();
+        for (name, len) in function_lengths(non_test_code(&rel, &text, &test_only)) {
             // The pickle interpreter is one match over the opcodes, best read whole.
             if file == "model/pickle.rs" && name == "run" {
                 interpreter = len;
@@ -218,4 +251,160 @@ fn functions_stay_short_and_main_stays_thin() {
     let main = std::fs::read_to_string(src.join("main.rs")).unwrap().lines().count();
     println!("main.rs: {main} lines; no function over 80 lines but the pickle interpreter");
     assert!(main <= 120, "main.rs has {main} lines");
+}
+
+/// The fields of `struct name` in `text`, each with its visibility (`""` when private).
+fn struct_fields(text: &str, name: &str) -> Vec<(String, String)> {
+    let Some(start) = text.find(&format!("pub struct {name} {{")).or_else(|| text.find(&format!("struct {name} {{")))
+    else {
+        return vec![];
+    };
+    let body = &text[start..];
+    let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap_or(body.len())];
+    body.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("//") && !l.starts_with('#') && l.contains(':'))
+        .map(|l| {
+            let (vis, rest) = if l.starts_with("pub(") {
+                l.split_at(l.find(')').unwrap() + 1)
+            } else if l.starts_with("pub ") {
+                l.split_at(3)
+            } else {
+                ("", l)
+            };
+            let field: String = rest.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            (field, vis.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_trainer_keeps_its_fields_to_itself() {
+    assert_eq!(
+        struct_fields(
+            "pub struct T {\n    /// a: doc\n    pub a: u8,\n    pub(crate) b: u8,\n    c: Vec<u8>,\n}\n",
+            "T"
+        ),
+        [("a".into(), "pub".into()), ("b".into(), "pub(crate)".into()), ("c".into(), String::new())]
+    );
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let text = std::fs::read_to_string(src.join("train/mod.rs")).unwrap();
+    let fields = struct_fields(&text, "Trainer");
+    assert!(fields.len() >= 10, "the scan reads the trainer's fields: {fields:?}");
+    let open: Vec<String> =
+        fields.iter().filter(|(_, vis)| !vis.is_empty()).map(|(f, vis)| format!("{vis} {f}")).collect();
+    println!("Trainer: {} fields, {} not private", fields.len(), open.len());
+    assert!(open.is_empty(), "the trainer is built by Trainer::from_spec and changed through its methods: {open:?}");
+}
+
+/// The lines (1-based) of `code` that print with a macro of std.
+fn print_lines(code: &str) -> Vec<usize> {
+    code.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.trim_start();
+            !l.starts_with("//")
+                && ["println!", "eprintln!", "print!", "eprint!", "dbg!"].iter().any(|m| {
+                    l.match_indices(m)
+                        .any(|(i, _)| i == 0 || !l[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_'))
+                })
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+#[test]
+fn only_the_binary_prints() {
+    assert_eq!(print_lines("let a = 1;\n    println!(\"x\");\n// eprintln!(\"y\")\nwriteln!(f, \"z\");\n"), [2]);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let test_only = test_only_modules(&src);
+    let (mut binary, mut found) = (0, vec![]);
+    for (rel, text) in sources(&src) {
+        let lines = print_lines(non_test_code(&rel, &text, &test_only));
+        if rel.starts_with("cli") || rel == Path::new("main.rs") {
+            binary += lines.len();
+        } else {
+            found.extend(lines.into_iter().map(|l| format!("{}:{l}", rel.display())));
+        }
+    }
+    println!("print macros: {binary} in the binary, {} in the library", found.len());
+    assert!(binary > 10, "the scan finds the binary's prints ({binary})");
+    assert!(found.is_empty(), "the library reports through sys::reporter, it does not print: {}", found.join(", "));
+}
+
+/// Test helpers: the items a file declares under `#[cfg(test)]` other than a `mod`, by name.
+fn test_helpers(text: &str) -> BTreeSet<String> {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0] == "#[cfg(test)]")
+        .filter_map(|w| {
+            let rest = ["pub(crate) ", "pub(super) ", "pub "].iter().fold(w[1], |r, p| r.strip_prefix(p).unwrap_or(r));
+            let rest = ["fn ", "const ", "static ", "struct ", "enum "].iter().find_map(|k| rest.strip_prefix(k))?;
+            Some(rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect())
+        })
+        .collect()
+}
+
+/// The `crate::` paths of `text`, each as its identifiers (`crate::a::{b, c}` gives a, b, c).
+fn crate_path_names(text: &str) -> Vec<Vec<String>> {
+    text.match_indices("crate::")
+        .map(|(i, _)| {
+            let rest = &text[i + "crate::".len()..];
+            let end = rest.find([';', '(', ')', '\n']).unwrap_or(rest.len());
+            rest[..end]
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// Uses of a top-level module's test helpers from another top-level module, as `file: path`.
+fn borrowed_helpers(files: &[(std::path::PathBuf, String)]) -> Vec<String> {
+    let top =
+        |rel: &Path| rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
+    let mut helpers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (rel, text) in files {
+        helpers.entry(top(rel)).or_default().extend(test_helpers(text));
+    }
+    let mut out = vec![];
+    for (rel, text) in files {
+        for path in crate_path_names(text) {
+            let Some(owner) = path.first() else { continue };
+            if *owner == top(rel) || owner == "testing" {
+                continue;
+            }
+            // The fuzz harness runs each layer's own fuzz entry point (`fuzz_*`, `fuzz`), as a
+            // layer's unit tests would: those stay beside the private code they reach.
+            let fuzz_entry = |name: &str| rel == Path::new("fuzz.rs") && name.starts_with("fuzz");
+            if path[1..].iter().any(|name| helpers.get(owner).is_some_and(|h| h.contains(name)) && !fuzz_entry(name)) {
+                out.push(format!("{}: crate::{}", rel.display(), path.join("::")));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn test_helpers_live_in_testing_and_no_layer_borrows_another_layers() {
+    // The scan catches what issue 30 found: data/augment.rs importing train/'s fixture reader.
+    let seeded = [
+        ("train/mod.rs".into(), "#[cfg(test)]\npub(crate) fn toolkit_fixture() -> u8 { 1 }\n".to_string()),
+        (
+            "data/augment.rs".into(),
+            "#[cfg(test)]\nmod tests {\n    use crate::train::{floats, toolkit_fixture};\n}\n".to_string(),
+        ),
+        ("data/mod.rs".into(), "fn f() { crate::testing::toolkit_fixture(); }\n".to_string()),
+        ("sweep/halving.rs".into(), "#[cfg(test)]\npub(crate) fn fuzz_journal(b: &[u8]) {}\n".to_string()),
+        ("fuzz.rs".into(), "fn run() { crate::sweep::halving::fuzz_journal(input) }\n".to_string()),
+    ];
+    assert_eq!(borrowed_helpers(&seeded), ["data/augment.rs: crate::train::floats::toolkit_fixture"]);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = sources(&src);
+    let helpers: usize = files.iter().map(|(_, t)| test_helpers(t).len()).sum();
+    println!("{helpers} test helpers declared under #[cfg(test)] outside test modules");
+    let borrowed = borrowed_helpers(&files);
+    assert!(borrowed.is_empty(), "test helpers shared across layers belong in src/testing.rs: {}", borrowed.join(", "));
 }

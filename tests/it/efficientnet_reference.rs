@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor, nn};
 
 #[test]
 fn pretrained_logits_match_the_reference() {
-    let path = match weights::resolve(Backbone::EfficientnetLite0, "imagenet", None, true) {
+    let path = match weights::resolve(Backbone::EfficientnetLite0, "imagenet", None) {
         Ok(weights::WeightsSource::File(p)) => p,
         other => panic!("the pretrained weights are needed (scripts/test.sh fetches them): {other:?}"),
     };

@@ -6,7 +6,14 @@ use std::collections::BTreeMap;
 use runner::config::spec::Spec;
 use runner::model::has_prefix;
 use runner::run::prepare;
+use runner::train::{Flow, Trainer};
 use tch::{Device, Tensor};
+
+/// Trains every epoch of phase `p` through the trainer's phase loop, as epoch `epoch` of `epoch`.
+fn train(trainer: &mut Trainer, p: usize, epoch: usize) {
+    let mut run = trainer.start_phase(p, 0);
+    trainer.train_phase(&mut run, 0, epoch, epoch, |_| Ok(Flow::Continue)).unwrap();
+}
 
 fn snapshot(vs: &tch::nn::VarStore) -> BTreeMap<String, Tensor> {
     vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect()
@@ -17,15 +24,14 @@ fn frozen_layers_are_bit_identical_after_a_phase() {
     let dir = tempfile::tempdir().unwrap();
     let data = crate::common::shapes(dir.path(), 2, 10);
     let spec = Spec::from_str_at(&crate::common::tiny_spec(&data), std::path::Path::new("tiny.toml")).unwrap();
-    let mut trainer = prepare(&spec, Device::Cpu, true).unwrap();
-    let layers = trainer.model.backbone.layers().to_vec();
+    let mut trainer = prepare(&spec, Device::Cpu).unwrap();
+    let layers = trainer.model().backbone.layers().to_vec();
     let frozen_prefixes: Vec<String> = layers[..10].iter().flat_map(|l| l.prefixes.clone()).collect();
 
     // Phase 2 of the spec: freeze_up_to = 10, SGD with momentum.
-    let before = snapshot(&trainer.vs);
-    let lr = spec.phase_lrs()[1];
-    trainer.train_phase(&spec.phases[1], lr, 1, 1);
-    let after = snapshot(&trainer.vs);
+    let before = snapshot(trainer.vs());
+    train(&mut trainer, 1, 1);
+    let after = snapshot(trainer.vs());
 
     let (mut frozen, mut moved) = (0, 0);
     for (name, t) in &before {
@@ -46,9 +52,9 @@ fn frozen_layers_are_bit_identical_after_a_phase() {
     assert!(moved > 20, "only {moved} trainable variables changed");
 
     // Phase 1: "all" freezes the whole backbone; only the head moves.
-    let before = snapshot(&trainer.vs);
-    trainer.train_phase(&spec.phases[0], 1e-3, 2, 2);
-    let after = snapshot(&trainer.vs);
+    let before = snapshot(trainer.vs());
+    train(&mut trainer, 0, 2);
+    let after = snapshot(trainer.vs());
     for (name, t) in &before {
         assert_eq!(t.equal(&after[name]), !name.starts_with("_fc."), "`{name}`");
     }
@@ -67,10 +73,11 @@ fn batchnorm_policies() {
     let moved = |policy: &str| {
         let mut spec = spec.clone();
         spec.phases[1].batchnorm = serde_json::from_value(serde_json::json!(policy)).unwrap();
-        let mut trainer = prepare(&spec, Device::Cpu, true).unwrap();
-        let before = snapshot(&trainer.vs);
-        trainer.train_phase(&spec.phases[1], 1e-2, 1, 1);
-        let after = snapshot(&trainer.vs);
+        spec.phases[1].optimizer.lr = Some(1e-2);
+        let mut trainer = prepare(&spec, Device::Cpu).unwrap();
+        let before = snapshot(trainer.vs());
+        train(&mut trainer, 1, 1);
+        let after = snapshot(trainer.vs());
         let changed = |name: &str| !before[name].equal(&after[name]);
         (
             changed("_blocks.3._bn1.running_mean"),      // a frozen layer's statistics

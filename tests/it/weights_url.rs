@@ -25,11 +25,11 @@ fn downloads_once_then_hits_the_cache() {
     let cache = tempfile::tempdir().unwrap();
     // torchvision-style name: the sha256 prefix in the file name is checked.
     let url = format!("{base}/models/tiny-{prefix}.pth");
-    let path = fetch(&url, None, cache.path(), true).unwrap();
+    let path = fetch(&url, None, cache.path()).unwrap();
     assert_eq!(path, cache.path().join(format!("weights/tiny-{prefix}.pth")));
     assert_eq!(std::fs::read(&path).unwrap(), body);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
-    assert_eq!(fetch(&url, None, cache.path(), true).unwrap(), path);
+    assert_eq!(fetch(&url, None, cache.path()).unwrap(), path);
     assert_eq!(hits.load(Ordering::SeqCst), 1, "a cached file is not downloaded again");
 }
 
@@ -41,13 +41,13 @@ fn a_checksum_mismatch_deletes_the_download_and_fails() {
     );
     let cache = tempfile::tempdir().unwrap();
     let url = format!("{base}/w.safetensors");
-    let err = fetch(&url, Some("0123456789abcdef"), cache.path(), true).unwrap_err().to_string();
+    let err = fetch(&url, Some("0123456789abcdef"), cache.path()).unwrap_err().to_string();
     assert!(err.contains("sha256 mismatch"), "{err}");
     assert!(err.contains(&format!("put it at {}", cache.path().join("weights/w.safetensors").display())), "{err}");
     let left: Vec<_> = std::fs::read_dir(cache.path().join("weights")).unwrap().collect();
     assert!(left.is_empty(), "nothing is left in the cache: {left:?}");
     // The name's own prefix is checked too.
-    let err = fetch(&format!("{base}/resnet18-f37072fd.pth"), None, cache.path(), true).unwrap_err().to_string();
+    let err = fetch(&format!("{base}/resnet18-f37072fd.pth"), None, cache.path()).unwrap_err().to_string();
     assert!(err.contains("expected f37072fd"), "{err}");
 }
 
@@ -56,7 +56,7 @@ fn server_down_says_where_to_put_the_file() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cache = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}/models/resnet18-f37072fd.pth");
-    let err = fetch(&url, None, cache.path(), true).unwrap_err().to_string();
+    let err = fetch(&url, None, cache.path()).unwrap_err().to_string();
     assert!(err.starts_with(&format!("cannot get {url}: ")), "{err}");
     assert!(
         err.ends_with(&format!(

@@ -1,0 +1,359 @@
+//! Feature caching: when the frozen layers of a phase run in inference mode and its
+//! inputs are not augmented, what they compute for an image is the same every epoch. The
+//! phase then computes it once (pooled features when the whole backbone is frozen, the
+//! activations at the freeze boundary otherwise), for the train and val images, and
+//! trains the rest on it. With `data.cache_views`, augmented views are cached the same
+//! way; a halving search's trials share plain caches through a feature store on disk.
+
+use indicatif::ProgressBar;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+use super::Trainer;
+use super::autocast::Autocast;
+use crate::config::spec::{Augment, BatchNormPolicy, CacheMode, Precision};
+use crate::data::Split;
+use crate::sys::reporter::{self, Unit};
+
+/// The output of a phase's frozen prefix for every train and val image.
+pub(super) struct FeatureCache {
+    /// The first layer not covered: the phase's freeze index.
+    pub(super) start: usize,
+    /// `views` x train images: view `v` of image `i` at row `v * n + i`.
+    pub(super) train: Tensor,
+    pub(super) val: Tensor,
+    pub(super) views: Views,
+}
+
+/// Which inputs a cache holds for the train images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Views {
+    /// The unaugmented images (no augmentation): exact.
+    Plain,
+    /// `augment = ["hflip"]`: each image and its mirror; an epoch picks one per image
+    /// with the very draws the full forward would make, so the cache is exact.
+    Mirrored,
+    /// This many augmented views drawn once; an epoch picks one per image at random.
+    Sampled(usize),
+}
+
+impl Views {
+    fn count(self) -> usize {
+        match self {
+            Views::Plain => 1,
+            Views::Mirrored => 2,
+            Views::Sampled(k) => k,
+        }
+    }
+}
+
+/// Writes `cache` into the feature store at `path` (atomically: a reader sees all of it or nothing).
+fn keep_stored(path: &std::path::Path, cache: &FeatureCache) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path.parent().expect("in the store"))?;
+    crate::sys::atomic::with_temp_path(path, |tmp| {
+        let (train, val) = (cache.train.contiguous(), cache.val.contiguous());
+        Tensor::write_safetensors(&[("train", &train), ("val", &val)], tmp)?;
+        Ok(())
+    })
+}
+
+/// The random stream that draws cached view `v` (far from the epochs' streams).
+fn view_rng(seed: u64, v: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(u64::MAX - v as u64);
+    rng
+}
+
+/// Default memory for a feature cache: 4 GiB (`RUNNER_FEATURE_CACHE_MB` overrides it),
+/// and on the CPU at most half the memory available.
+pub(super) fn cache_budget_bytes(device: Device) -> u64 {
+    if let Some(mb) = std::env::var(crate::sys::env::FEATURE_CACHE_MB).ok().and_then(|v| v.parse::<u64>().ok()) {
+        return mb << 20;
+    }
+    let budget = 4u64 << 30;
+    if device.is_cuda() {
+        return budget;
+    }
+    crate::sys::memory::available_bytes().map_or(budget, |bytes| budget.min(bytes / 2))
+}
+
+impl Trainer {
+    /// The cache of a phase freezing `frozen` layers, or why it has none; and the log's note.
+    pub(super) fn cache_for(&mut self, frozen: usize, bn: BatchNormPolicy) -> (Option<FeatureCache>, String) {
+        match self.cache_blocker(frozen, bn) {
+            Some(reason) => (None, format!("full forward every epoch ({reason})")),
+            None => self.build_cache(frozen),
+        }
+    }
+
+    /// Why a phase freezing `frozen` layers cannot train on cached activations, if it cannot.
+    fn cache_blocker(&self, frozen: usize, bn: BatchNormPolicy) -> Option<&'static str> {
+        if self.cache == CacheMode::Off {
+            Some("data.cache = \"off\"")
+        } else if frozen == 0 {
+            Some("nothing is frozen")
+        } else if self.mixing.is_on() {
+            Some("the batches are mixed (data.mixup, data.cutmix): the frozen layers see new images every epoch")
+        } else if !self.transform.augment.is_empty() && self.cache_views == 0 {
+            Some("the inputs are augmented; data.cache_views = K would cache K augmented views")
+        } else if bn == BatchNormPolicy::Train {
+            Some("batchnorm = \"train\" updates the frozen layers' statistics")
+        } else {
+            None
+        }
+    }
+
+    /// Runs the frozen prefix over every train and val image once, if it fits the budget.
+    /// In the same pass it keeps the activations at the freeze indices of later phases
+    /// that lie below this one (`later_boundaries`), so the next phase need not recompute them.
+    fn build_cache(&mut self, frozen: usize) -> (Option<FeatureCache>, String) {
+        let what = self.cached_what(frozen);
+        let views = self.views();
+        if views != Views::Plain {
+            return self.build_view_cache(frozen, views, &what);
+        }
+        if let Some((train, val)) = self.stash.remove(&frozen) {
+            let note = format!("trains on the {} cached by an earlier pass", what);
+            return (Some(FeatureCache { start: frozen, train, val, views }), note);
+        }
+        let stored =
+            self.feature_store.as_ref().map(|dir| dir.join(format!("{}.safetensors", self.feature_key(frozen))));
+        if let Some(path) = &stored
+            && let Some((train, val)) = self.load_stored(path)
+        {
+            let note = format!("trains on the {what} of the search's feature store ({})", path.display());
+            return (Some(FeatureCache { start: frozen, train, val, views }), note);
+        }
+        let images = self.data.train.len() + self.data.val.len();
+        if self.data.train.is_empty() {
+            return (None, "full forward every epoch (no train images)".into());
+        }
+        let mut ks: Vec<usize> = self.later_boundaries.iter().copied().filter(|&k| k > 0 && k < frozen).collect();
+        ks.push(frozen);
+        ks.sort_unstable();
+        ks.dedup();
+        let probe = {
+            let x = self.layout(self.transform.eval(&self.data.train.images.narrow(0, 0, 1), self.device));
+            self.model.frozen_prefixes(&x, &ks)
+        };
+        let per_image: Vec<u64> = probe.iter().map(|t| (t.numel() * 4) as u64).collect();
+        let budget = cache_budget_bytes(self.device);
+        let bytes = per_image[ks.len() - 1] * images as u64;
+        if bytes > budget {
+            return (
+                None,
+                format!(
+                    "full forward every epoch: the {} of {images} images need {} MiB, over the cache budget of \
+                     {} MiB (RUNNER_FEATURE_CACHE_MB)",
+                    what,
+                    bytes >> 20,
+                    budget >> 20
+                ),
+            );
+        }
+        if per_image.iter().sum::<u64>() * images as u64 > budget {
+            ks = vec![frozen];
+        }
+        let bar = reporter::bar(images as u64, Unit::Images, &format!("caching {what}"));
+        let run = |split: &Split| self.prefix_outputs(split, &ks, &probe, &bar);
+        let (mut train, mut val) = Autocast::run(self.autocast(), || (run(&self.data.train), run(&self.data.val)));
+        bar.finish_and_clear();
+        let cache =
+            FeatureCache { start: frozen, train: train.pop().expect("one"), val: val.pop().expect("one"), views };
+        let kept = stored.as_ref().map_or(String::new(), |path| match keep_stored(path, &cache) {
+            Ok(()) => "; kept in the search's feature store".into(),
+            Err(e) => format!("; not kept in the search's feature store: {e:#}"),
+        });
+        for ((k, t), v) in ks.iter().zip(train).zip(val) {
+            self.stash.insert(*k, (t, v));
+        }
+        let note =
+            format!("trains on cached {} of {images} images ({:.1} MiB){kept}", what, bytes as f64 / (1 << 20) as f64);
+        (Some(cache), note)
+    }
+
+    /// A stored cache's train and val tensors, on the device in the trainer's layout.
+    fn load_stored(&self, path: &std::path::Path) -> Option<(Tensor, Tensor)> {
+        let tensors = Tensor::read_safetensors(path).ok()?;
+        let get =
+            |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| self.layout(t.to_device(self.device)));
+        Some((get("train")?, get("val")?))
+    }
+
+    /// What a plain cache at layer `k` depends on, hashed: the train and val images and
+    /// their transform, every variable of layers below `k` (so the weights as they are
+    /// now, whatever trained them), the precision, layout, device and thread count (so a
+    /// stored cache has the bits this run would compute), and runner's version.
+    fn feature_key(&self, k: usize) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let mut add = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        add(b"runner feature cache");
+        add(env!("CARGO_PKG_VERSION").as_bytes());
+        // fp32 and fp16 as the key said them before bf16 existed ("false", "true"), so older caches stay valid.
+        let precision = match self.precision {
+            Precision::Fp32 => "false",
+            Precision::Fp16 => "true",
+            Precision::Bf16 => "bf16",
+        };
+        add(format!("{k} {precision} {} {:?} {}", self.channels_last, self.device, tch::get_num_threads()).as_bytes());
+        let floats = |t: &Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+        add(format!("{} {:?} {:?}", self.transform.size, floats(&self.transform.mean), floats(&self.transform.std))
+            .as_bytes());
+        for split in [&self.data.train, &self.data.val] {
+            add(&Vec::<u8>::try_from(split.images.flatten(0, -1)).unwrap_or_default());
+        }
+        let layers = self.model.backbone.layers();
+        let vars = self.vs.variables();
+        let mut names: Vec<&String> = vars
+            .keys()
+            .filter(|n| {
+                layers[..k.min(layers.len())].iter().any(|l| l.prefixes.iter().any(|p| crate::model::has_prefix(n, p)))
+            })
+            .collect();
+        names.sort();
+        for name in names {
+            let t = vars[name].to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+            add(name.as_bytes());
+            add(&Vec::<f32>::try_from(t.flatten(0, -1))
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<u8>>());
+        }
+        h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// What a cache at layer `k` holds, for the log.
+    fn cached_what(&self, k: usize) -> String {
+        let layers = self.model.backbone.layers();
+        if k >= layers.len() {
+            "pooled features".to_string()
+        } else {
+            format!("activations at layer {k} ({})", layers[k].name)
+        }
+    }
+
+    /// The frozen prefix's outputs at depths `ks` for every image of `split` (fp32,
+    /// in the trainer's layout); `probe` gives the shapes for an empty split.
+    fn prefix_outputs(&self, split: &Split, ks: &[usize], probe: &[Tensor], bar: &ProgressBar) -> Vec<Tensor> {
+        let n = split.len() as i64;
+        let mut parts: Vec<Vec<Tensor>> = ks.iter().map(|_| vec![]).collect();
+        let mut start = 0;
+        while start < n {
+            let len = (self.batch_size as i64).min(n - start);
+            let x = self.layout(self.transform.eval(&split.images.narrow(0, start, len), self.device));
+            let outs = self.model.frozen_prefixes(&x, ks);
+            for (part, out) in parts.iter_mut().zip(outs) {
+                part.push(out.to_kind(Kind::Float));
+            }
+            bar.inc(len as u64);
+            start += len;
+        }
+        parts
+            .into_iter()
+            .zip(probe)
+            .map(|(p, pr)| self.layout(if p.is_empty() { pr.narrow(0, 0, 0) } else { Tensor::cat(&p, 0) }))
+            .collect()
+    }
+
+    /// What a cache of the current phase holds for the train images.
+    fn views(&self) -> Views {
+        match self.transform.augment.as_slice() {
+            [] => Views::Plain,
+            [Augment::Hflip] if self.cache_views >= 2 => Views::Mirrored,
+            _ => Views::Sampled(self.cache_views.max(1)),
+        }
+    }
+
+    /// A cache of `views` of every train image (and the plain val images) at layer `frozen`.
+    /// Sampled views are drawn from their own random streams, apart from the epochs'.
+    fn build_view_cache(&mut self, frozen: usize, views: Views, what: &str) -> (Option<FeatureCache>, String) {
+        let (n_train, n_val) = (self.data.train.len(), self.data.val.len());
+        if n_train == 0 {
+            return (None, "full forward every epoch (no train images)".into());
+        }
+        let probe = {
+            let x = self.layout(self.transform.eval(&self.data.train.images.narrow(0, 0, 1), self.device));
+            self.model.frozen_prefix(&x, frozen)
+        };
+        let per_image = (probe.numel() * 4) as u64;
+        let k = views.count();
+        let bytes = per_image * (k * n_train + n_val) as u64;
+        let budget = cache_budget_bytes(self.device);
+        if bytes > budget {
+            return (
+                None,
+                format!(
+                    "full forward every epoch: {k} views of the {what} of {n_train} train images need {} MiB, over \
+                     the cache budget of {} MiB (RUNNER_FEATURE_CACHE_MB)",
+                    bytes >> 20,
+                    budget >> 20
+                ),
+            );
+        }
+        let bar =
+            reporter::bar((k * n_train + n_val) as u64, Unit::Images, &format!("caching {k} views of the {what}"));
+        let prefix = |x: Tensor| self.model.frozen_prefix(&self.layout(x), frozen);
+        let pass = |split: &Split, input: &dyn Fn(&Tensor) -> Tensor| -> Tensor {
+            let n = split.len() as i64;
+            let mut parts = vec![];
+            let mut start = 0;
+            while start < n {
+                let len = (self.batch_size as i64).min(n - start);
+                parts.push(prefix(input(&split.images.narrow(0, start, len))).to_kind(Kind::Float));
+                bar.inc(len as u64);
+                start += len;
+            }
+            if parts.is_empty() { probe.narrow(0, 0, 0) } else { Tensor::cat(&parts, 0) }
+        };
+        let (train, val) = Autocast::run(self.autocast(), || {
+            let mut train = vec![];
+            for v in 0..k {
+                let rng = std::cell::RefCell::new(view_rng(self.seed, v));
+                train.push(pass(&self.data.train, &|images| match views {
+                    Views::Mirrored if v == 1 => self.transform.eval(images, self.device).flip([3]),
+                    Views::Mirrored => self.transform.eval(images, self.device),
+                    _ => self.transform.train(images, &mut rng.borrow_mut(), self.device),
+                }));
+            }
+            let val = pass(&self.data.val, &|images| self.transform.eval(images, self.device));
+            (self.layout(Tensor::cat(&train, 0)), self.layout(val))
+        });
+        bar.finish_and_clear();
+        let kind = match views {
+            Views::Mirrored => "2 exact views (as is and mirrored)".to_string(),
+            _ => format!("{k} augmented views drawn once"),
+        };
+        let note = format!(
+            "trains on cached {what} of {kind} of {n_train} train images ({:.1} MiB)",
+            bytes as f64 / (1 << 20) as f64
+        );
+        (Some(FeatureCache { start: frozen, train, val, views }), note)
+    }
+}
+
+/// With a cache of several views: the row of the view each image of `order` trains
+/// on this epoch (None for a plain cache). Mirrored views take the draws the full
+/// forward's hflip takes, in the same order.
+pub(super) fn view_picks(cache: &FeatureCache, order: &[i64], rng: &mut ChaCha8Rng) -> Option<Tensor> {
+    if cache.views == Views::Plain {
+        return None;
+    }
+    let n = order.len() as i64;
+    let picks: Vec<i64> = order
+        .iter()
+        .map(|&i| {
+            let v = match cache.views {
+                Views::Mirrored => rng.random_bool(0.5) as i64,
+                _ => rng.random_range(0..cache.views.count() as i64),
+            };
+            v * n + i
+        })
+        .collect();
+    Some(Tensor::from_slice(&picks))
+}
