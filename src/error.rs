@@ -21,7 +21,7 @@ pub mod exit {
     /// flag that clap rejects, nothing was run.
     pub const USAGE: u8 = 2;
     /// Stopped by SIGINT or SIGTERM (128 + SIGINT, as a shell reports it).
-    pub const INTERRUPTED: u8 = 130;
+    pub(crate) const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Debug, thiserror::Error)]

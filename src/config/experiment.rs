@@ -82,7 +82,7 @@ fn split_key(key: &str) -> Vec<String> {
 /// RUNNER_SERVICE_HOST, RUNNER_PORT, ... in a pod beside a service named "runner". No CI
 /// service or scheduler sets a name with `RUNNER_SPEC__` (a Kubernetes service name cannot
 /// end in `-`; GitLab's are CI_*, Slurm's SLURM_*).
-pub const ENV_PREFIX: &str = "RUNNER_SPEC__";
+pub(crate) const ENV_PREFIX: &str = "RUNNER_SPEC__";
 
 /// Variables under the old prefix that CI services set for their own purpose and that are
 /// never read as spec keys, although their name is one (GitHub Actions' RUNNER_NAME is the

@@ -95,7 +95,7 @@ impl Search {
     }
 
     /// Drops the dimensions that an override pins (its value wins in every trial).
-    pub fn pin(&mut self, pinned: &[Vec<String>]) {
+    pub(crate) fn pin(&mut self, pinned: &[Vec<String>]) {
         self.space.retain(|d| !pinned.contains(&d.key));
     }
 }

@@ -484,11 +484,11 @@ fn csv_field(s: &str) -> String {
 }
 
 /// Turns stored uint8 images into a normalised float batch of `size` x `size`.
-pub struct Transform {
-    pub size: i64,
-    pub augment: Vec<Augment>,
-    pub mean: Tensor,
-    pub std: Tensor,
+pub(crate) struct Transform {
+    pub(crate) size: i64,
+    pub(crate) augment: Vec<Augment>,
+    pub(crate) mean: Tensor,
+    pub(crate) std: Tensor,
 }
 
 impl Transform {

@@ -138,7 +138,7 @@ impl EfficientNet {
     }
 
     /// EfficientNetV2-S: BatchNorm eps 0.001, the last convolution 1280 wide.
-    pub fn v2_s(p: &nn::Path) -> Self {
+    pub(crate) fn v2_s(p: &nn::Path) -> Self {
         Self::new(p, &V2_S, (1.0, 1.0), Some(1280), 1e-3)
     }
 

@@ -122,7 +122,7 @@ pub(crate) struct MobileNetV3 {
 }
 
 impl MobileNetV3 {
-    pub fn large(p: &nn::Path) -> Self {
+    pub(crate) fn large(p: &nn::Path) -> Self {
         Self::new(p, &LARGE, 1280)
     }
 

@@ -83,7 +83,7 @@ impl Backbone {
 
     /// [`Backbone::build`], a Vision Transformer pooling its tokens as `pool` says (the
     /// convolutional backbones average their last feature map whatever it says).
-    pub fn build_pooled(self, p: &nn::Path, pool: Pool) -> Box<dyn Network> {
+    pub(crate) fn build_pooled(self, p: &nn::Path, pool: Pool) -> Box<dyn Network> {
         match self {
             Backbone::EfficientnetLite0 => Box::new(efficientnet_lite::EfficientNetLite::lite0(p)),
             Backbone::MobilenetV2 => Box::new(mobilenet_v2::MobileNetV2::new(p)),
@@ -163,7 +163,7 @@ impl Classifier {
     }
 
     /// The backbone layer that variable `name` belongs to (`None`: the head).
-    pub fn layer_of(&self, name: &str) -> Option<usize> {
+    pub(crate) fn layer_of(&self, name: &str) -> Option<usize> {
         self.backbone.layers().iter().position(|l| l.prefixes.iter().any(|p| has_prefix(name, p)))
     }
 

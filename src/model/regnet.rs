@@ -71,7 +71,7 @@ pub(crate) struct RegNet {
 }
 
 impl RegNet {
-    pub fn y_800mf(p: &nn::Path) -> Self {
+    pub(crate) fn y_800mf(p: &nn::Path) -> Self {
         let stem = conv(p / "stem", (3, STEM), 3, 2, 1, Act::Relu);
         let mut info = vec![LayerInfo { prefixes: vec!["stem".into()], name: "stem".into(), has_batchnorm: true }];
         let (mut blocks, mut cin) = (vec![], STEM);

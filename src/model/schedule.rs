@@ -64,7 +64,7 @@ impl Schedule {
     }
 
     /// The learning rate of a parameter of `layer` (`None`: the head) in epoch `e` of phase `p`.
-    pub fn param_lr(&self, p: usize, e: usize, layer: Option<usize>) -> f64 {
+    pub(crate) fn param_lr(&self, p: usize, e: usize, layer: Option<usize>) -> f64 {
         self.lr(p, e) * self.scale(p, layer)
     }
 
@@ -81,7 +81,7 @@ impl Schedule {
 
     /// The freeze indices still to come from epoch `e` of phase `p` on (its own, with
     /// gradual unfreezing, and the later phases'): where a cache pass may keep activations.
-    pub fn later_boundaries(&self, p: usize, e: usize) -> Vec<usize> {
+    pub(crate) fn later_boundaries(&self, p: usize, e: usize) -> Vec<usize> {
         let phase = &self.phases[p];
         let mut out: Vec<usize> = (e..phase.epochs).map(|e| self.frozen(p, e)).collect();
         out.extend(
@@ -95,14 +95,14 @@ impl Schedule {
     /// The lowest backbone layer trained by the time epoch `e` of phase `p` starts (the layer
     /// count when only the head has trained): each earlier phase trained from its last
     /// freeze index.
-    pub fn trained_from(&self, p: usize, e: usize) -> usize {
+    pub(crate) fn trained_from(&self, p: usize, e: usize) -> usize {
         let done = (0..p).map(|q| self.frozen(q, self.phases[q].epochs.saturating_sub(1)));
         done.chain([self.frozen(p, e)]).min().unwrap_or(0)
     }
 
     /// The epochs before which gradual unfreezing unfroze a layer, of the run's epochs so far
     /// (each epoch's number and phase name, in order): the curves mark them.
-    pub fn unfreeze_epochs<'a>(&self, epochs: impl IntoIterator<Item = (usize, &'a str)>) -> Vec<usize> {
+    pub(crate) fn unfreeze_epochs<'a>(&self, epochs: impl IntoIterator<Item = (usize, &'a str)>) -> Vec<usize> {
         let mut seen: std::collections::BTreeMap<&str, usize> = Default::default();
         let mut out = vec![];
         for (epoch, name) in epochs {

@@ -136,17 +136,17 @@ pub(crate) struct Vit {
 
 impl Vit {
     /// torchvision's ViT-B/16: 12 blocks of width 768, 12 heads, MLP 3072, 224 px.
-    pub fn b16(p: &nn::Path, pool: Pool) -> Self {
+    pub(crate) fn b16(p: &nn::Path, pool: Pool) -> Self {
         Self::new(p, Flavour::Torchvision, (768, 12, 12, 3072), (16, 14), pool)
     }
 
     /// DINOv2 ViT-S/14: 12 blocks of width 384, 6 heads, MLP 1536, stored for 518 px.
-    pub fn dinov2_s14(p: &nn::Path, pool: Pool) -> Self {
+    pub(crate) fn dinov2_s14(p: &nn::Path, pool: Pool) -> Self {
         Self::new(p, Flavour::Dinov2, (384, 12, 6, 1536), (14, 37), pool)
     }
 
     /// DINOv2 ViT-B/14: 12 blocks of width 768, 12 heads, MLP 3072, stored for 518 px.
-    pub fn dinov2_b14(p: &nn::Path, pool: Pool) -> Self {
+    pub(crate) fn dinov2_b14(p: &nn::Path, pool: Pool) -> Self {
         Self::new(p, Flavour::Dinov2, (768, 12, 12, 3072), (14, 37), pool)
     }
 

@@ -5,7 +5,7 @@
 use crate::record::run_dir::RunDir;
 
 /// A run's run.log, open for appending.
-pub struct RunLog {
+pub(crate) struct RunLog {
     file: Option<std::fs::File>,
 }
 
@@ -31,7 +31,7 @@ impl RunLog {
     }
 
     /// Logs only.
-    pub fn file_line(&mut self, msg: &str) {
+    pub(crate) fn file_line(&mut self, msg: &str) {
         use std::io::Write;
         if let Some(f) = &mut self.file {
             let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());

@@ -29,11 +29,11 @@ fn now_ms() -> i64 {
 }
 
 /// A run being logged to an MLflow server.
-pub struct MlflowRun {
+pub(crate) struct MlflowRun {
     uri: String,
     agent: ureq::Agent,
-    pub run_id: String,
-    pub experiment_id: String,
+    pub(crate) run_id: String,
+    pub(crate) experiment_id: String,
     /// Where the server keeps the run's artifacts (`mlflow-artifacts:/<exp>/<run>/artifacts`).
     artifact_uri: String,
 }
@@ -165,12 +165,12 @@ impl MlflowRun {
         Ok(())
     }
 
-    pub fn log_params(&self, params: &[(String, String)]) -> Result<()> {
+    pub(crate) fn log_params(&self, params: &[(String, String)]) -> Result<()> {
         self.log_batch(params, &[], &[])
     }
 
     /// Metrics `(key, value)` at `step`.
-    pub fn log_metrics(&self, step: i64, values: &[(String, f64)]) -> Result<()> {
+    pub(crate) fn log_metrics(&self, step: i64, values: &[(String, f64)]) -> Result<()> {
         let t = now_ms();
         let metrics: Vec<Value> = values
             .iter()
@@ -180,12 +180,12 @@ impl MlflowRun {
         self.log_batch(&[], &metrics, &[])
     }
 
-    pub fn set_tags(&self, tags: &[(String, String)]) -> Result<()> {
+    pub(crate) fn set_tags(&self, tags: &[(String, String)]) -> Result<()> {
         self.log_batch(&[], &[], tags)
     }
 
     /// Uploads `file` as artifact `name` through the server's artifact proxy.
-    pub fn upload(&self, file: &Path, name: &str) -> Result<()> {
+    pub(crate) fn upload(&self, file: &Path, name: &str) -> Result<()> {
         let Some(path) = self.artifact_uri.strip_prefix("mlflow-artifacts:") else {
             bail!("the server keeps artifacts at {} (not proxied: start it with --serve-artifacts)", self.artifact_uri);
         };

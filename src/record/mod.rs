@@ -6,7 +6,7 @@ pub mod confusion;
 pub mod log;
 pub mod plot;
 pub mod run_dir;
-pub mod sink;
+pub(crate) mod sink;
 pub mod summary;
 pub mod mlflow;
 pub mod table;
@@ -15,7 +15,7 @@ pub mod tensorboard;
 /// A TOML document's leaves under their dotted keys, in document order: tables and arrays
 /// of tables are walked (`phases.1.optimizer.lr`), other values are leaves (`[1, 2]` is one).
 /// What the report's config columns and the trackers' params are made of.
-pub fn dotted_leaves(value: &toml::Value) -> Vec<(String, &toml::Value)> {
+pub(crate) fn dotted_leaves(value: &toml::Value) -> Vec<(String, &toml::Value)> {
     fn walk<'a>(prefix: &str, value: &'a toml::Value, out: &mut Vec<(String, &'a toml::Value)>) {
         let key = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
         match value {

@@ -15,39 +15,39 @@ use crate::train::{PhaseRun, Trainer};
 
 /// What every sink may read and write while the run records: its spec, its directory,
 /// its run.log and its summary (kept by the run, written by the summary sink).
-pub struct Records<'a> {
-    pub spec: &'a Spec,
-    pub dir: &'a RunDir,
-    pub log: &'a mut RunLog,
-    pub summary: &'a mut Summary,
+pub(crate) struct Records<'a> {
+    pub(crate) spec: &'a Spec,
+    pub(crate) dir: &'a RunDir,
+    pub(crate) log: &'a mut RunLog,
+    pub(crate) summary: &'a mut Summary,
 }
 
 impl Records<'_> {
     /// The plots' title: the experiment and the run id.
-    pub fn title(&self) -> String {
+    pub(crate) fn title(&self) -> String {
         format!("{} ({})", self.spec.name, self.summary.run_id)
     }
 }
 
 /// An epoch just trained and its place in the run, as every sink sees it.
-pub struct Epoch<'a> {
-    pub trainer: &'a Trainer,
-    pub phase: &'a PhaseRun,
+pub(crate) struct Epoch<'a> {
+    pub(crate) trainer: &'a Trainer,
+    pub(crate) phase: &'a PhaseRun,
     /// Where the run stands after this epoch (best, early stopping, next phase).
-    pub state: &'a TrainState,
+    pub(crate) state: &'a TrainState,
     /// Every epoch so far; this one is the last.
-    pub rows: &'a [EpochRecord],
+    pub(crate) rows: &'a [EpochRecord],
     /// It is the best epoch so far by the monitored metric.
-    pub improved: bool,
+    pub(crate) improved: bool,
     /// Its phase is over (its last epoch, or early stopping).
-    pub phase_over: bool,
+    pub(crate) phase_over: bool,
     /// The loss diverged: the run fails after this epoch, whose weights are ruined. Only
     /// the metrics and curves record it; the last good checkpoint and best weights stand.
-    pub diverged: bool,
+    pub(crate) diverged: bool,
 }
 
 /// One of the outputs a run records.
-pub trait Sink {
+pub(crate) trait Sink {
     /// The run starts, or resumes with `rows` already trained.
     fn start(&mut self, _records: &mut Records, _trainer: &Trainer, _rows: &[EpochRecord]) -> Result<()> {
         Ok(())

@@ -178,7 +178,7 @@ enum PbKind {
 
 /// A hyperparameter's value, as the hparams plugin shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum HParam {
+pub(crate) enum HParam {
     Number(f64),
     Text(String),
     Bool(bool),
@@ -186,7 +186,7 @@ pub enum HParam {
 
 /// How a run ended, for the hparams plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionStatus {
+pub(crate) enum SessionStatus {
     Success = 1,
     Failure = 2,
 }
@@ -220,7 +220,7 @@ pub fn event_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// An open event file of a run.
-pub struct EventWriter {
+pub(crate) struct EventWriter {
     file: std::fs::File,
     path: PathBuf,
 }
@@ -236,10 +236,6 @@ impl EventWriter {
         let mut w = EventWriter { file, path };
         w.write(Event { wall_time, step: 0, what: Some(What::FileVersion("brain.Event:2".into())) })?;
         Ok(w)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn write(&mut self, event: Event) -> Result<()> {
@@ -328,7 +324,7 @@ impl EventWriter {
     }
 
     /// The end of the run, for the hparams plugin.
-    pub fn session_end(&mut self, wall_time: f64, status: SessionStatus) -> Result<()> {
+    pub(crate) fn session_end(&mut self, wall_time: f64, status: SessionStatus) -> Result<()> {
         let end = SessionEndInfo { status: status as i32, end_time_secs: wall_time };
         self.hparams_value(
             wall_time,
@@ -340,7 +336,7 @@ impl EventWriter {
 
 /// The hyperparameters of a resolved spec: its dotted keys ([`super::dotted_leaves`]) with
 /// scalar values (arrays as their TOML text), `name` and `seed` included.
-pub fn spec_hparams(toml_text: &str) -> Vec<(String, HParam)> {
+pub(crate) fn spec_hparams(toml_text: &str) -> Vec<(String, HParam)> {
     let Ok(table) = toml_text.parse::<toml::Table>() else { return vec![] };
     let value = toml::Value::Table(table);
     super::dotted_leaves(&value)
@@ -451,9 +447,10 @@ pub(crate) fn epoch_scalars(schedule: &Schedule, rows: &[EpochRecord], i: usize)
     let Some(p) = schedule.phases().iter().position(|p| p.name == r.phase) else { return out };
     if schedule.layer_wise(p) {
         let phase_epoch = rows[..i].iter().filter(|x| x.phase == r.phase).count();
-        out.push(("lr/head".into(), r.lr * schedule.scale(p, None)));
+        // r.lr is schedule.lr(p, phase_epoch): the same product the optimizer takes.
+        out.push(("lr/head".into(), schedule.param_lr(p, phase_epoch, None)));
         for layer in schedule.frozen(p, phase_epoch)..schedule.layers() {
-            out.push((format!("lr/layer_{layer:02}"), r.lr * schedule.scale(p, Some(layer))));
+            out.push((format!("lr/layer_{layer:02}"), schedule.param_lr(p, phase_epoch, Some(layer))));
         }
     }
     out

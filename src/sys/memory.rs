@@ -1,7 +1,7 @@
 //! How much memory the machine can still give.
 
 /// The memory available to new allocations (Linux's MemAvailable), if the system says.
-pub fn available_bytes() -> Option<u64> {
+pub(crate) fn available_bytes() -> Option<u64> {
     std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
         m.lines()
             .find(|l| l.starts_with("MemAvailable:"))

@@ -9,7 +9,7 @@ pub mod env;
 pub mod failpoint;
 pub mod fetch;
 pub mod malloc;
-pub mod memory;
+pub(crate) mod memory;
 pub mod numerics;
 pub mod redact;
 pub mod reporter;

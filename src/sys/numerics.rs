@@ -28,7 +28,7 @@ use std::os::unix::process::CommandExt;
 use serde::{Deserialize, Serialize};
 
 /// The variables that pin libtorch's paths in the portable mode, with their values.
-pub const PORTABLE_ENV: &[(&str, &str)] =
+pub(crate) const PORTABLE_ENV: &[(&str, &str)] =
     &[("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("MKL_CBWR", "COMPATIBLE,STRICT")];
 
 unsafe extern "C" {
@@ -37,13 +37,13 @@ unsafe extern "C" {
 }
 
 /// Whether this process runs with the portable settings (set by [`pin_process`] or by hand).
-pub fn is_pinned() -> bool {
+pub(crate) fn is_pinned() -> bool {
     std::env::var(crate::sys::env::NUMERICS_PINNED).as_deref() == Ok("portable")
         && PORTABLE_ENV.iter().all(|(k, v)| std::env::var(k).as_deref() == Ok(*v))
 }
 
 /// Whether the processor can run the portable paths (AVX2 and FMA).
-pub fn can_pin() -> bool {
+pub(crate) fn can_pin() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
@@ -105,7 +105,7 @@ pub fn pin_process(portable: bool) -> anyhow::Result<()> {
 
 /// Checks, before a portable run starts, that libtorch really took the pinned paths (the
 /// process was pinned before libtorch started).
-pub fn check_portable() -> anyhow::Result<()> {
+pub(crate) fn check_portable() -> anyhow::Result<()> {
     let capability = cpu_capability();
     if !is_pinned() || capability != "AVX2" {
         anyhow::bail!(
@@ -118,7 +118,7 @@ pub fn check_portable() -> anyhow::Result<()> {
 }
 
 /// The CPU capability ATen dispatches its kernels for: "DEFAULT", "AVX2", "AVX512".
-pub fn cpu_capability() -> String {
+pub(crate) fn cpu_capability() -> String {
     let mut buf = [0 as c_char; 32];
     // SAFETY: the function writes at most buf.len() bytes, NUL included.
     unsafe {
@@ -128,13 +128,13 @@ pub fn cpu_capability() -> String {
 }
 
 /// The libtorch version runner was built against.
-pub fn libtorch_version() -> String {
+pub(crate) fn libtorch_version() -> String {
     // SAFETY: a static NUL-terminated string.
     unsafe { CStr::from_ptr(runner_libtorch_version()).to_string_lossy().into_owned() }
 }
 
 /// The processor's name, as /proc/cpuinfo gives it ("AMD EPYC", "Intel(R) Xeon(R) ...").
-pub fn cpu_name() -> String {
+pub(crate) fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| {
@@ -148,7 +148,7 @@ pub fn cpu_name() -> String {
 }
 
 /// The widest vector instruction set of the processor: "avx512", "avx2", "avx", "sse4.2", ...
-pub fn widest_isa() -> &'static str {
+pub(crate) fn widest_isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {

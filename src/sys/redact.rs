@@ -35,7 +35,7 @@ pub fn credentials(text: &str) -> Cow<'_, str> {
 }
 
 /// For serde: a string field whose value may hold a URI with credentials.
-pub fn serialize_redacted<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_redacted<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
     match value {
         Some(v) => s.serialize_some(credentials(v).as_ref()),
         None => s.serialize_none(),

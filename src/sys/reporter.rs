@@ -68,7 +68,7 @@ pub fn info(text: &str) {
 }
 
 /// [`Level::Note`]: a side remark or a warning.
-pub fn note(text: &str) {
+pub(crate) fn note(text: &str) {
     reporter().message(Level::Note, text);
 }
 

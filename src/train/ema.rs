@@ -34,7 +34,7 @@ impl Ema {
     }
 
     /// The decay of update `t` (1-based).
-    pub fn decay_at(&self, t: i64) -> f64 {
+    pub(crate) fn decay_at(&self, t: i64) -> f64 {
         if !self.warmup {
             return self.decay;
         }
@@ -62,13 +62,13 @@ impl Ema {
     }
 
     /// The shadow tensors by variable name.
-    pub fn shadow(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+    pub(crate) fn shadow(&self) -> impl Iterator<Item = (&str, &Tensor)> {
         self.shadow.iter().map(|(n, t)| (n.as_str(), t))
     }
 
     /// Exchanges the shadow and the weights of `vs`: call once to evaluate the average,
     /// and again to go back to training.
-    pub fn swap(&mut self, vs: &nn::VarStore) {
+    pub(crate) fn swap(&mut self, vs: &nn::VarStore) {
         let vars = vs.variables();
         tch::no_grad(|| {
             for (name, shadow) in &mut self.shadow {
@@ -82,14 +82,14 @@ impl Ema {
 
     /// The shadow tensors as `ema/<variable>`, and the update count as `ema/updates`,
     /// for a checkpoint (in standard memory layout).
-    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+    pub(crate) fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("ema/updates".to_string(), Tensor::from(self.updates))];
         out.extend(self.shadow.iter().map(|(n, t)| (format!("ema/{n}"), t.contiguous())));
         out
     }
 
     /// Restores what [`Ema::state_tensors`] wrote (the `ema/` entries of `named`).
-    pub fn load_state(&mut self, named: &[(String, Tensor)]) -> anyhow::Result<()> {
+    pub(crate) fn load_state(&mut self, named: &[(String, Tensor)]) -> anyhow::Result<()> {
         let mut found = 0;
         for (key, t) in named {
             let Some(rest) = key.strip_prefix("ema/") else { continue };

@@ -7,10 +7,10 @@ use tch::Tensor;
 use crate::config::spec::{ClassWeights, LossSpec};
 
 #[derive(Debug, Default)]
-pub struct Criterion {
-    pub label_smoothing: f64,
+pub(crate) struct Criterion {
+    pub(crate) label_smoothing: f64,
     /// One weight per class, as numbers (summary.json records them) and as a tensor.
-    pub weights: Option<Vec<f64>>,
+    pub(crate) weights: Option<Vec<f64>>,
     class_weights: Option<Tensor>,
 }
 
@@ -31,7 +31,7 @@ impl Criterion {
 
     /// [`Criterion::loss`] for soft targets (probabilities [N, classes], from batch mixing):
     /// PyTorch's cross-entropy with class probabilities, the same smoothing and weights.
-    pub fn loss_soft(&self, logits: &Tensor, targets: &Tensor) -> Tensor {
+    pub(crate) fn loss_soft(&self, logits: &Tensor, targets: &Tensor) -> Tensor {
         let weights = self.class_weights.as_ref().map(|w| w.to_device(logits.device()));
         logits.cross_entropy_loss(targets, weights.as_ref(), tch::Reduction::Mean, -100, self.label_smoothing)
     }

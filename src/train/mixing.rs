@@ -20,12 +20,12 @@ pub(crate) struct Mixing {
 }
 
 impl Mixing {
-    pub fn is_on(&self) -> bool {
+    pub(crate) fn is_on(&self) -> bool {
         self.mixup.is_some() || self.cutmix.is_some()
     }
 
     /// The batch `x` [N, C, H, W] with labels `y` mixed; the soft targets [N, classes].
-    pub fn apply(&self, x: &Tensor, y: &Tensor, classes: i64, rng: &mut ChaCha8Rng) -> (Tensor, Tensor) {
+    pub(crate) fn apply(&self, x: &Tensor, y: &Tensor, classes: i64, rng: &mut ChaCha8Rng) -> (Tensor, Tensor) {
         let use_cutmix = match (self.mixup, self.cutmix) {
             (Some(_), Some(_)) => rng.random_bool(0.5),
             (None, Some(_)) => true,

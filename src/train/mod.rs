@@ -235,7 +235,7 @@ impl Trainer {
     }
 
     /// `ema`'s decay and whether it warms up, when the run averages its weights.
-    pub fn ema_settings(&self) -> Option<(f64, bool)> {
+    pub(crate) fn ema_settings(&self) -> Option<(f64, bool)> {
         self.ema.as_ref().map(|e| (e.decay, e.warmup))
     }
 
@@ -245,17 +245,17 @@ impl Trainer {
     }
 
     /// The fp16 loss scaler's state, when training in fp16 (a checkpoint keeps it).
-    pub fn scaler_state(&self) -> Option<GradScaler> {
+    pub(crate) fn scaler_state(&self) -> Option<GradScaler> {
         (self.precision == Precision::Fp16).then(|| self.scaler.clone())
     }
 
     /// The weight EMA's state tensors (empty without `ema`).
-    pub fn ema_state(&self) -> Vec<(String, Tensor)> {
+    pub(crate) fn ema_state(&self) -> Vec<(String, Tensor)> {
         self.ema.as_ref().map_or(vec![], |e| e.state_tensors())
     }
 
     /// Puts a checkpoint's state back: every variable's values, the fp16 scaler, the EMA.
-    pub fn restore(
+    pub(crate) fn restore(
         &mut self,
         variables: &[(String, Tensor)],
         scaler: Option<&GradScaler>,
@@ -287,7 +287,7 @@ impl Trainer {
     }
 
     /// Loads saved weights (a run's best.safetensors) into the model.
-    pub fn load_weights(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
+    pub(crate) fn load_weights(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
         tch::no_grad(|| self.vs.read_safetensors(path)).with_context(|| format!("cannot load {}", path.display()))
     }
 

@@ -40,22 +40,22 @@ pub struct PhaseRun {
 impl PhaseRun {
     /// Whether a batch of one image is left out of training: BatchNorm layers train in this
     /// phase, on batch statistics that one image does not have.
-    pub fn drops_lone_batches(&self) -> bool {
+    pub(crate) fn drops_lone_batches(&self) -> bool {
         self.batchnorm && self.plan.any_batch_statistics()
     }
 
     /// Why the phase does or does not train on cached features, for the log.
-    pub fn cache_note(&self) -> &str {
+    pub(crate) fn cache_note(&self) -> &str {
         &self.cache_note
     }
 
     /// The optimizer's state (a checkpoint's), by name.
-    pub fn optimizer_state(&self) -> Vec<(String, Tensor)> {
+    pub(crate) fn optimizer_state(&self) -> Vec<(String, Tensor)> {
         self.opt.state_tensors()
     }
 
     /// Restores the optimizer's state from a checkpoint of this phase.
-    pub fn load_optimizer_state(&mut self, state: &[(String, Tensor)]) -> anyhow::Result<()> {
+    pub(crate) fn load_optimizer_state(&mut self, state: &[(String, Tensor)]) -> anyhow::Result<()> {
         self.opt.load_state(state)
     }
 }
