@@ -373,16 +373,7 @@ pub fn write(runs: &Path, out: &Path) -> Result<Written> {
     std::fs::create_dir_all(&plots).with_context(|| format!("cannot create {}", plots.display()))?;
     let mut files = vec![];
 
-    table::write_frame(&mut summary_frame(&entries)?, out, "summary")?;
-    files.extend([out.join("summary.csv"), out.join("summary.parquet")]);
-    if let Some(mut configs) = configs_frame(&entries)? {
-        table::write_frame(&mut configs, out, "configs")?;
-        files.extend([out.join("configs.csv"), out.join("configs.parquet")]);
-    } else {
-        for stale in ["configs.csv", "configs.parquet"] {
-            let _ = std::fs::remove_file(out.join(stale));
-        }
-    }
+    write_tables(&entries, out, &mut files)?;
 
     let groups = by_experiment(&entries);
     let mut md = String::from("# Runs\n\n");
@@ -413,14 +404,46 @@ pub fn write(runs: &Path, out: &Path) -> Result<Written> {
     write_atomic(&out.join("summary.md"), md.as_bytes())?;
     files.push(out.join("summary.md"));
 
-    let page = format!(
+    let page = html_page(&entries, groups.len(), runs, completed, &html, &sections, &unreadable);
+    write_atomic(&out.join("index.html"), page.as_bytes())?;
+    files.push(out.join("index.html"));
+    Ok(Written { runs: entries.len(), experiments: groups.len(), files, unreadable })
+}
+
+/// summary.csv/parquet, and configs.csv/parquet when the runs have config keys to show
+/// (stale ones removed when they have none).
+fn write_tables(entries: &[RunEntry], out: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    table::write_frame(&mut summary_frame(entries)?, out, "summary")?;
+    files.extend([out.join("summary.csv"), out.join("summary.parquet")]);
+    if let Some(mut configs) = configs_frame(entries)? {
+        table::write_frame(&mut configs, out, "configs")?;
+        files.extend([out.join("configs.csv"), out.join("configs.parquet")]);
+    } else {
+        for stale in ["configs.csv", "configs.parquet"] {
+            let _ = std::fs::remove_file(out.join(stale));
+        }
+    }
+    Ok(())
+}
+
+/// index.html: the totals, the experiments' list and sections, the unreadable folders.
+fn html_page(
+    entries: &[RunEntry],
+    experiments: usize,
+    runs: &Path,
+    completed: usize,
+    html: &str,
+    sections: &str,
+    unreadable: &[String],
+) -> String {
+    format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>runner report</title>\n\
-         <style>\n{STYLE}</style>\n</head>\n<body>\n<h1>runner report</h1>\n\
-         <p>{} runs of {} experiment(s) under <code>{}</code>: {completed} completed. \
-         Tables: <a href=\"summary.csv\">summary.csv</a>, <a href=\"summary.parquet\">summary.parquet</a>, \
-         <a href=\"summary.md\">summary.md</a>.</p>\n<ul>\n{html}</ul>\n{sections}{}</body>\n</html>\n",
+     <style>\n{STYLE}</style>\n</head>\n<body>\n<h1>runner report</h1>\n\
+     <p>{} runs of {} experiment(s) under <code>{}</code>: {completed} completed. \
+     Tables: <a href=\"summary.csv\">summary.csv</a>, <a href=\"summary.parquet\">summary.parquet</a>, \
+     <a href=\"summary.md\">summary.md</a>.</p>\n<ul>\n{html}</ul>\n{sections}{}</body>\n</html>\n",
         entries.len(),
-        groups.len(),
+        experiments,
         html_escape(&runs.display().to_string()),
         if unreadable.is_empty() {
             String::new()
@@ -430,10 +453,7 @@ pub fn write(runs: &Path, out: &Path) -> Result<Written> {
                 unreadable.iter().map(|u| format!("<li>{}</li>", html_escape(u))).collect::<String>()
             )
         }
-    );
-    write_atomic(&out.join("index.html"), page.as_bytes())?;
-    files.push(out.join("index.html"));
-    Ok(Written { runs: entries.len(), experiments: groups.len(), files, unreadable })
+    )
 }
 
 /// One experiment's part of the report: its runs ranked, the keys that vary between

@@ -239,25 +239,7 @@ impl Experiment {
             for o in overrides {
                 fig = set(&source, fig, &o.key, &o.value, &o.origin.describe(), &[])?;
             }
-            let mut locations = axes_locations(&axes);
-            if let Some(search) = &search {
-                locations.extend(search.space.iter().map(|d| (dotted(&d.key), d.location.clone())));
-            }
-            let mut spec: Spec = fig.extract().map_err(|e| source.figment_error(e, &locations))?;
-            spec.resolve();
-            spec.validate().map_err(|Invalid { key, message: msg }| {
-                // A bad value set by an override says so; one set by the grid points at its entry.
-                if let Some(o) = overrides.iter().rev().find(|o| dotted(&o.key) == key) {
-                    return SpecError::new(&source.path, key, format!("{msg} (from {})", o.origin.describe()));
-                }
-                let at = locations
-                    .iter()
-                    .find(|(k, _)| *k == key)
-                    .map_or_else(|| split_key(&key), |(_, location)| location.clone());
-                let mut e = source.error(&at, msg);
-                e.key = key;
-                e
-            })?;
+            let spec = extract(&source, fig, &axes, search.as_ref(), overrides)?;
             runs.push(PlannedRun { spec, varying });
         }
         let halving = search.as_ref().and_then(|s| s.halving);
@@ -266,6 +248,35 @@ impl Experiment {
         }
         Ok(Experiment { source, runs, halving })
     }
+}
+
+/// One run's spec out of its layers, resolved and validated. An error points at the key's
+/// line, at the grid axis or search dimension that set it, or names the override that did.
+fn extract(
+    source: &SpecSource,
+    fig: Figment,
+    axes: &[Axis],
+    search: Option<&crate::config::search::Search>,
+    overrides: &[Override],
+) -> Result<Spec, SpecError> {
+    let mut locations = axes_locations(axes);
+    if let Some(search) = search {
+        locations.extend(search.space.iter().map(|d| (dotted(&d.key), d.location.clone())));
+    }
+    let mut spec: Spec = fig.extract().map_err(|e| source.figment_error(e, &locations))?;
+    spec.resolve();
+    spec.validate().map_err(|Invalid { key, message: msg }| {
+        // A bad value set by an override says so; one set by the grid points at its entry.
+        if let Some(o) = overrides.iter().rev().find(|o| dotted(&o.key) == key) {
+            return SpecError::new(&source.path, key, format!("{msg} (from {})", o.origin.describe()));
+        }
+        let at =
+            locations.iter().find(|(k, _)| *k == key).map_or_else(|| split_key(&key), |(_, location)| location.clone());
+        let mut e = source.error(&at, msg);
+        e.key = key;
+        e
+    })?;
+    Ok(spec)
 }
 
 /// The spec's `[search]`, taken out of `table`, its keys that an override pins dropped.

@@ -154,6 +154,19 @@ pub(crate) fn parse(source: &SpecSource, value: &toml::Value) -> Result<Search, 
             }
         }
     }
+    complete(source, search, method, min_epochs, eta)
+}
+
+/// The checks of `[search]` as a whole, once each key is read: the method's own keys,
+/// enough trials, a space to sample.
+fn complete(
+    source: &SpecSource,
+    mut search: Search,
+    method: &str,
+    min_epochs: Option<usize>,
+    eta: Option<usize>,
+) -> Result<Search, SpecError> {
+    let at = |path: &[&str]| path.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     if method == "halving" {
         search.halving = Some(Halving { min_epochs: min_epochs.unwrap_or(1), eta: eta.unwrap_or(3) });
     } else if let Some(key) =

@@ -106,6 +106,26 @@ pub struct TrainState {
 }
 
 impl TrainState {
+    /// Moves past `epoch` (of phase `phase`), trained and recorded; `stop`: early stopping
+    /// ended its phase. Returns whether the phase is over; the run is `finished` when it
+    /// was the last, or when early stopping ends the whole run.
+    pub(crate) fn advance(&mut self, epoch: usize, phase: &str, stop: bool, spec: &crate::config::spec::Spec) -> bool {
+        let (p, phase_epoch) = (self.next_phase, self.next_phase_epoch);
+        self.epoch = epoch;
+        self.row_phases.push(phase.to_string());
+        let phase_over = stop || phase_epoch + 1 == spec.phases[p].epochs;
+        if phase_over {
+            self.next_phase = p + 1;
+            self.next_phase_epoch = 0;
+            let scope = spec.early_stopping.as_ref().map(|e| e.scope);
+            let run_scope = scope == Some(crate::config::spec::StopScope::Run);
+            self.finished = self.next_phase == spec.phases.len() || (stop && run_scope);
+        } else {
+            self.next_phase_epoch = phase_epoch + 1;
+        }
+        phase_over
+    }
+
     pub fn new(run_id: &str, config_sha256: &str, threads: i32) -> Self {
         TrainState {
             format: FORMAT,

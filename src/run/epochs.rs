@@ -165,18 +165,7 @@ impl Training<'_> {
             state.best = Some(Best { epoch, monitor, value });
         }
         let stop = state.early_stopping.as_mut().is_some_and(|es| es.update(epoch, value));
-        let (p, phase_epoch) = (state.next_phase, state.next_phase_epoch);
-        state.epoch = epoch;
-        state.row_phases.push(r.phase.clone());
-        let phase_over = stop || phase_epoch + 1 == spec.phases[p].epochs;
-        if phase_over {
-            state.next_phase = p + 1;
-            state.next_phase_epoch = 0;
-            let scope = spec.early_stopping.as_ref().map(|e| e.scope);
-            state.finished = state.next_phase == spec.phases.len() || (stop && scope == Some(StopScope::Run));
-        } else {
-            state.next_phase_epoch = phase_epoch + 1;
-        }
+        let phase_over = state.advance(epoch, &r.phase, stop, spec);
         state.scaler = done.trainer.scaler_state();
         let e = Epoch { trainer: done.trainer, phase: done.phase, state, rows, improved, phase_over, diverged: false };
         self.record(&e)?;

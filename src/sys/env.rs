@@ -9,7 +9,7 @@ pub(crate) const THREADS: &str = "RUNNER_THREADS";
 pub(crate) const DATASETS_MIRROR: &str = "RUNNER_DATASETS_MIRROR";
 /// `name=sha256,...`: the digests a mirror's archives have, in place of the pinned ones.
 pub(crate) const DATASETS_SHA256: &str = "RUNNER_DATASETS_SHA256";
-/// `0`/`1`: channels-last memory on the CPU (default on).
+/// `0`/`1`: channels-last memory (default: on the CPU, and on CUDA for convolutional backbones).
 pub(crate) const CHANNELS_LAST: &str = "RUNNER_CHANNELS_LAST";
 /// The feature cache's memory budget in MiB.
 pub(crate) const FEATURE_CACHE_MB: &str = "RUNNER_FEATURE_CACHE_MB";

@@ -437,24 +437,8 @@ impl Trainer {
             let (from, len) = ((b * self.batch_size) as i64, chunk.len() as i64);
             let idx = order_t.narrow(0, from, len);
             let labels = labels_t.index_select(0, &idx.to_device(self.device));
-            let x = match &phase.cache {
-                // index_select returns standard layout: `self.layout` below puts it back.
-                Some(c) => {
-                    let rows = picks_t.as_ref().map_or(idx.shallow_clone(), |p| p.narrow(0, from, len));
-                    c.train.index_select(0, &rows)
-                }
-                None => {
-                    let images = self.data.train.images.index_select(0, &idx);
-                    self.transform.train(&images, rng, self.device)
-                }
-            };
-            let (x, targets) = if self.mixing.is_on() {
-                let (x, soft) = self.mixing.apply(&x, &labels, self.data.classes.len() as i64, rng);
-                (x, Some(soft))
-            } else {
-                (x, None)
-            };
-            let x = self.layout(x);
+            let rows = picks_t.as_ref().map(|p| p.narrow(0, from, len));
+            let (x, targets) = self.batch_inputs(phase, &idx, rows, &labels, rng);
             let step = accumulation_step(trained, batches, phase.accumulate);
             trained += 1;
             let (logits, loss) = self.train_step(phase, &x, &labels, targets.as_ref(), step);
@@ -477,6 +461,34 @@ impl Trainer {
         bar.finish_and_clear();
         let mean = seen.max(1) as f64;
         (loss_sum.double_value(&[]) / mean, correct.int64_value(&[]) as f64 / mean, seen)
+    }
+
+    /// A training batch's inputs, in the weights' memory format: the images `idx` augmented,
+    /// or their cached features (`rows` of the cache, when it holds several views); then
+    /// MixUp / CutMix, which also gives the soft targets.
+    fn batch_inputs(
+        &self,
+        phase: &PhaseRun,
+        idx: &Tensor,
+        rows: Option<Tensor>,
+        labels: &Tensor,
+        rng: &mut ChaCha8Rng,
+    ) -> (Tensor, Option<Tensor>) {
+        let x = match &phase.cache {
+            // index_select returns standard layout: `self.layout` below puts it back.
+            Some(c) => c.train.index_select(0, &rows.unwrap_or_else(|| idx.shallow_clone())),
+            None => {
+                let images = self.data.train.images.index_select(0, idx);
+                self.transform.train(&images, rng, self.device)
+            }
+        };
+        let (x, targets) = if self.mixing.is_on() {
+            let (x, soft) = self.mixing.apply(&x, labels, self.data.classes.len() as i64, rng);
+            (x, Some(soft))
+        } else {
+            (x, None)
+        };
+        (self.layout(x), targets)
     }
 
     /// One batch's forward and backward, and the optimizer step when `step.last`; returns

@@ -275,19 +275,12 @@ impl Spec {
         for (i, p) in self.phases.iter().enumerate() {
             p.validate(i, self.model.backbone).map_err(|e| Invalid { key: format!("phases.{i}.{}", e.key), ..e })?;
         }
-        let l = &self.loss;
-        if !(0.0..1.0).contains(&l.label_smoothing) {
-            return Err(invalid("loss.label_smoothing", format!("expected 0 <= x < 1, found {}", l.label_smoothing)));
-        }
-        // At most 1e6: the loss sums weights times losses in float32, which 1e308 overflows.
-        if let Some(ClassWeights::Given(w)) = &l.class_weights
-            && (w.is_empty() || w.iter().any(|x| !(0.0..=1e6).contains(x)) || w.iter().all(|x| *x == 0.0))
-        {
-            return Err(invalid(
-                "loss.class_weights",
-                format!("expected \"balanced\" or weights from 0 to 1e6, not all 0, found {w:?}"),
-            ));
-        }
+        self.loss.validate()?;
+        self.validate_training()
+    }
+
+    /// The keys around training: EMA, test-time views, divergence, early stopping.
+    fn validate_training(&self) -> Result<(), Invalid> {
         if let Some(ema) = &self.ema
             && !(ema.decay > 0.0 && ema.decay < 1.0)
         {
@@ -312,6 +305,25 @@ impl Spec {
                     format!("expected a finite value >= 0, found {}", es.min_delta),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl LossSpec {
+    fn validate(&self) -> Result<(), Invalid> {
+        let l = self;
+        if !(0.0..1.0).contains(&l.label_smoothing) {
+            return Err(invalid("loss.label_smoothing", format!("expected 0 <= x < 1, found {}", l.label_smoothing)));
+        }
+        // At most 1e6: the loss sums weights times losses in float32, which 1e308 overflows.
+        if let Some(ClassWeights::Given(w)) = &l.class_weights
+            && (w.is_empty() || w.iter().any(|x| !(0.0..=1e6).contains(x)) || w.iter().all(|x| *x == 0.0))
+        {
+            return Err(invalid(
+                "loss.class_weights",
+                format!("expected \"balanced\" or weights from 0 to 1e6, not all 0, found {w:?}"),
+            ));
         }
         Ok(())
     }
