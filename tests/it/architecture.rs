@@ -408,3 +408,53 @@ fn test_helpers_live_in_testing_and_no_layer_borrows_another_layers() {
     let borrowed = borrowed_helpers(&files);
     assert!(borrowed.is_empty(), "test helpers shared across layers belong in src/testing.rs: {}", borrowed.join(", "));
 }
+
+/// `pub` items and fields, `pub(crate)`/`pub(super)` ones, and long functions, of `code`.
+fn surface(code: &str) -> [usize; 4] {
+    let mut n = [0; 4];
+    for l in code.lines().map(str::trim_start) {
+        let kinds = ["fn ", "struct ", "enum ", "trait ", "type ", "const ", "static ", "mod ", "use "];
+        if let Some(rest) = l.strip_prefix("pub ") {
+            let rest = ["async ", "unsafe "].iter().fold(rest, |r, p| r.strip_prefix(p).unwrap_or(r));
+            if kinds.iter().any(|k| rest.starts_with(k)) {
+                n[0] += 1;
+            } else if rest.split_once(':').is_some_and(|(f, _)| f.chars().all(|c| c.is_alphanumeric() || c == '_')) {
+                n[1] += 1;
+            }
+        } else if l.starts_with("pub(crate) ") || l.starts_with("pub(super) ") {
+            n[2] += 1;
+        }
+    }
+    n[3] = function_lengths(code).iter().filter(|(_, len)| *len > 60).count();
+    n
+}
+
+#[test]
+fn public_surface_and_sizes() {
+    assert_eq!(surface("pub fn a() {\n}\npub struct S {\n    pub x: u8,\n}\npub(crate) fn b() {\n}\n"), [2, 1, 1, 0]);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let test_only = test_only_modules(&src);
+    let (mut total, mut big) = ([0; 4], vec![]);
+    for (rel, text) in sources(&src) {
+        if !rel.starts_with("cli") && rel != Path::new("main.rs") {
+            let n = surface(non_test_code(&rel, &text, &test_only));
+            (0..4).for_each(|i| total[i] += n[i]);
+        }
+        let lines = text.lines().count();
+        if lines > 600 {
+            big.push(format!("{} ({lines})", rel.display()));
+        }
+    }
+    println!(
+        "library: {} pub items, {} pub fields, {} pub(crate)/pub(super) items and fields, {} functions over 60 lines",
+        total[0], total[1], total[2], total[3]
+    );
+    println!("files over 600 lines: {}", big.join(", "));
+    assert!(total[0] > 100 && total[2] > 100, "the scan counts the library's items: {total:?}");
+    // A file past 800 lines holds more than one concern: split it (the pickle interpreter's is one).
+    let over: Vec<&String> = big
+        .iter()
+        .filter(|f| f.rsplit('(').next().unwrap().trim_end_matches(')').parse::<usize>().unwrap() > 800)
+        .collect();
+    assert!(over.is_empty(), "files over 800 lines: {over:?}");
+}

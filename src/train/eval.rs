@@ -1,0 +1,123 @@
+//! Evaluation: mean loss and accuracy in inference mode, with the weights evaluation
+//! uses (the EMA's with `ema`), over a split's images, over cached features, or with
+//! test-time views (shared with `predict`).
+
+use tch::{Device, Kind, Tensor};
+
+use super::Trainer;
+use super::autocast::Autocast;
+use crate::config::spec::TtaView;
+use crate::data::Split;
+use crate::model::Classifier;
+
+impl Trainer {
+    /// Runs `f` with the weights evaluation uses in the model (the EMA's with `ema`).
+    pub(crate) fn with_eval_weights<T>(&mut self, f: impl FnOnce(&Self) -> T) -> T {
+        if let Some(ema) = &mut self.ema {
+            ema.swap(&self.vs);
+        }
+        let out = f(self);
+        if let Some(ema) = &mut self.ema {
+            ema.swap(&self.vs);
+        }
+        out
+    }
+
+    /// Whether cached val activations at layer `start` are what the evaluation weights
+    /// compute: not with test-time views (the cache holds the plain images only), nor with
+    /// an EMA whose layers below `start` have trained (then they differ from the model's).
+    pub(super) fn cached_eval_exact(&self, start: usize) -> bool {
+        self.tta.is_empty() && (self.ema.is_none() || self.trained_from >= start)
+    }
+
+    /// Mean loss and accuracy on `split`, everything in inference mode.
+    pub(crate) fn evaluate(&self, split: &Split) -> (f64, f64) {
+        let (loss, acc, _) = self.evaluate_split(split, false);
+        (loss, acc)
+    }
+
+    /// [`Trainer::evaluate`], and the predicted class of every image, in one pass.
+    pub(crate) fn evaluate_and_predict(&self, split: &Split) -> (f64, f64, Vec<i64>) {
+        self.evaluate_split(split, true)
+    }
+
+    fn evaluate_split(&self, split: &Split, predict: bool) -> (f64, f64, Vec<i64>) {
+        self.mean_loss_acc(split.len() as i64, &split.labels, predict, |first, len| {
+            let x = self.layout(self.transform.eval(&split.images.narrow(0, first, len), self.device));
+            tta_logits(&self.model, &x, &self.tta)
+        })
+    }
+
+    /// Mean loss and accuracy of cached inputs (the output of the first `start` layers).
+    pub(super) fn evaluate_inputs(&self, inputs: &Tensor, labels: &Tensor, start: usize) -> (f64, f64) {
+        let (loss, acc, _) = self.mean_loss_acc(inputs.size()[0], labels, false, |first, len| {
+            self.model.infer_from(&inputs.narrow(0, first, len), start)
+        });
+        (loss, acc)
+    }
+
+    /// Batches of `n` examples through `logits(first, len)`, summed on the device: one sync
+    /// at the end. With `predict`, also every example's predicted class (else empty).
+    fn mean_loss_acc(
+        &self,
+        n: i64,
+        labels: &Tensor,
+        predict: bool,
+        logits: impl Fn(i64, i64) -> Tensor,
+    ) -> (f64, f64, Vec<i64>) {
+        Autocast::run(self.autocast(), || {
+            tch::no_grad(|| {
+                let mut loss_sum = Tensor::zeros([], (Kind::Double, self.device));
+                let mut correct = Tensor::zeros([], (Kind::Int64, self.device));
+                let mut predicted = vec![];
+                let mut first = 0;
+                while first < n {
+                    let len = (self.batch_size as i64).min(n - first);
+                    let y = labels.narrow(0, first, len).to_device(self.device);
+                    let out = logits(first, len).to_kind(Kind::Float);
+                    loss_sum += out.cross_entropy_for_logits(&y).to_kind(Kind::Double) * len as f64;
+                    let classes = out.argmax(-1, false);
+                    correct += classes.eq_tensor(&y).sum(Kind::Int64);
+                    if predict {
+                        predicted.push(classes);
+                    }
+                    first += len;
+                }
+                let predicted = if predicted.is_empty() {
+                    vec![]
+                } else {
+                    Vec::<i64>::try_from(&Tensor::cat(&predicted, 0).to_device(Device::Cpu)).unwrap_or_default()
+                };
+                let n = n.max(1) as f64;
+                (loss_sum.double_value(&[]) / n, correct.int64_value(&[]) as f64 / n, predicted)
+            })
+        })
+    }
+}
+
+/// The model's logits for the batch `x`, in inference mode; with test-time views, the log of
+/// the softmax averaged over the plain image and each view (so argmax and cross-entropy
+/// read it as they read logits).
+pub(crate) fn tta_logits(model: &Classifier, x: &Tensor, views: &[TtaView]) -> Tensor {
+    let plain = model.infer(x);
+    if views.is_empty() {
+        return plain;
+    }
+    let mut logits = vec![plain];
+    for view in views {
+        let seen = match view {
+            TtaView::Hflip => x.flip([3]),
+        };
+        logits.push(model.infer(&seen));
+    }
+    average_views(&logits)
+}
+
+/// The log of the softmax averaged over the views' logits (fp32 at least).
+pub(super) fn average_views(logits: &[Tensor]) -> Tensor {
+    tch::no_grad(|| {
+        let kind = if logits[0].kind() == Kind::Double { Kind::Double } else { Kind::Float };
+        let probs: Vec<Tensor> = logits.iter().map(|l| l.to_kind(kind).softmax(-1, kind)).collect();
+        Tensor::stack(&probs, 0).mean_dim(0, false, kind).log()
+    })
+}
