@@ -42,7 +42,11 @@ pub fn run_id(spec: &Spec, manifest_sha256: &str) -> String {
 /// The files of a spec's data: its source made a folder (downloaded, extracted), then split.
 pub fn data_files(spec: &Spec) -> Result<FileSplit> {
     let root = data::archive::materialize(&spec.data.source)?;
-    data::discover(&root, &spec.data.split, spec.seed)
+    match &spec.data.labels {
+        // A relative table is in the data folder, as fastai's `from_csv` takes it.
+        Some(table) => data::discover_table(&root, &root.join(table), &spec.data.split, spec.seed),
+        None => data::discover(&root, &spec.data.split, spec.seed),
+    }
 }
 
 /// Finds a run's data and hashes every file of it (no decoding) to name the run.

@@ -125,3 +125,34 @@ fn a_class_with_no_usable_image_is_an_error_that_names_it() {
     assert_eq!(stderr(&o), "error: class `bees` has no usable training image (3 files skipped in all)\n");
     assert!(!dir.path().join("out").exists());
 }
+
+/// `data.labels`: the classes come from a CSV table, its split column splits, a bad row is
+/// skipped with its line, and the manifest records the table's labels.
+#[test]
+fn a_labels_table_names_the_classes_and_its_bad_rows_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shapes(dir.path(), 2, 8);
+    let mut csv = String::from("path,label,split\n");
+    for (folder, label) in [("circle", "round"), ("cross", "pointy")] {
+        for i in 0..8 {
+            let split = if i < 6 { "train" } else { "val" };
+            csv.push_str(&format!("{folder}/{i:04}.jpg,{label},{split}\n"));
+        }
+    }
+    csv.push_str("circle/missing.jpg,round,train\n");
+    std::fs::write(data.join("labels.csv"), &csv).unwrap();
+    let spec = tiny_spec(&data).replace("batch_size = 8\n", "batch_size = 8\nlabels = \"labels.csv\"\n");
+    std::fs::write(dir.path().join("spec.toml"), spec).unwrap();
+    let o = runner(dir.path(), &["run", "spec.toml", "--out", "out"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning: skipped 1 "), "{}", stderr(&o));
+    let run = only_run(&dir.path().join("out/tiny"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["classes"], serde_json::json!(["pointy", "round"]));
+    assert_eq!((summary["train_images"].as_u64(), summary["val_images"].as_u64()), (Some(12), Some(4)));
+    let skipped = std::fs::read_to_string(run.join("skipped.csv")).unwrap();
+    assert!(skipped.contains("circle/missing.jpg,labels.csv line 18: circle/missing.jpg: no such file"), "{skipped}");
+    let manifest = std::fs::read_to_string(run.join("manifest.csv")).unwrap();
+    assert!(manifest.lines().any(|l| l.starts_with("cross/0007.jpg,pointy,val,")), "{manifest}");
+}

@@ -259,6 +259,10 @@ pub struct DataSpec {
     /// Train-time augmentations, applied in order.
     #[serde(default)]
     pub augment: Vec<Augment>,
+    /// A CSV table of the images and their labels (columns `path`, `label`, optionally
+    /// `split`), in the data folder unless absolute; without it, the class folders are the labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<String>,
     /// Train/val (or train/val/test) fractions for a tree without `train/` and `val/`.
     #[serde(default = "default_split")]
     pub split: Vec<f64>,

@@ -49,6 +49,9 @@ impl DataSpec {
         if self.batch_size == 0 {
             return Err(invalid("data.batch_size", "expected at least 1, found 0"));
         }
+        if self.labels.as_ref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(invalid("data.labels", "expected the path of a CSV table (path, label[, split]), found \"\""));
+        }
         if let Some(msg) = augment_problem(&self.augment) {
             return Err(invalid("data.augment", msg));
         }
