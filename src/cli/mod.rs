@@ -2,6 +2,7 @@
 //! what it does (`run`). Flags that several subcommands share are defined here, once.
 
 mod bench;
+mod cache;
 mod console;
 mod data;
 mod export;
@@ -65,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: data::Command,
     },
+    /// The feature store: list what it keeps, prune it.
+    Cache {
+        #[command(subcommand)]
+        command: cache::Command,
+    },
 }
 
 impl Cli {
@@ -89,6 +95,7 @@ impl Cli {
             Command::Layers(args) => layers::run(args),
             Command::Bench { command } => bench::run(command),
             Command::Data { command } => data::run(command),
+            Command::Cache { command } => cache::run(command),
         }
     }
 }

@@ -38,7 +38,15 @@ pub fn run(args: Args) -> Result<()> {
     pin_numerics(exp.runs.iter().map(|r| r.spec.reproducibility))?;
     runner::run::preflight(&exp)?;
     let refuse_changed_config = exp.runs.len() == 1;
-    let opts = RunOptions { out, force, resume, refuse_changed_config, device: device(dev)?, ..RunOptions::default() };
+    let opts = RunOptions {
+        out,
+        force,
+        resume,
+        refuse_changed_config,
+        device: device(dev)?,
+        feature_store: runner::run::default_feature_store(),
+        ..RunOptions::default()
+    };
     // `runner run` trains every point of the grid to its end: a `[search]` is `runner sweep`'s.
     let mut runs = runner::sweep::runs_of(&spec, exp);
     runs.iter_mut().for_each(|r| r.halving = None);

@@ -117,7 +117,13 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!("sweep: {} runs{of}", runs.len());
-    let opts = RunOptions { out: out.clone(), resume: true, device: device(dev)?, ..RunOptions::default() };
+    let opts = RunOptions {
+        out: out.clone(),
+        resume: true,
+        device: device(dev)?,
+        feature_store: runner::run::default_feature_store(),
+        ..RunOptions::default()
+    };
     let rows = runner::sweep::execute(&runs, &opts, show);
     print!("{}", runner::sweep::table(&rows));
     if !no_report && out.is_dir() {

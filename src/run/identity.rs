@@ -16,18 +16,7 @@ pub struct Identity {
     pub manifest_sha256: String,
 }
 
-/// The version of the numbers runner computes from a spec. Bump it with any change that
-/// makes a spec give other metrics (seeding, optimizer formulas, layouts, ...): runs
-/// completed by an earlier version then get new ids and run again instead of being
-/// reported "already completed" with the old numbers. CI's `runner verify` of the
-/// recorded experiment (scripts/ci-verify.sh) is what notices a forgotten bump.
-/// 3: BatchNorm folded into the convolution in inference, drop-connect as one multiply.
-/// 4: the new head starts as torch.nn.Linear does (`model.head.init = "pytorch"`).
-/// 5: the optimizers' square root is correctly rounded on every processor (MKL's vsSqrt,
-///    which libtorch used, is 1 ulp off for some values on AMD ones; Intel's numbers are
-///    unchanged); a last batch of one image is left out only where BatchNorm layers train
-///    (ViTs, ConvNeXts and VGG16 have none).
-pub(crate) const NUMERICS_VERSION: u32 = 5;
+pub(crate) use crate::sys::numerics::NUMERICS_VERSION;
 
 /// The id of a run of `spec` on the data whose manifest.csv has this sha256.
 pub fn run_id(spec: &Spec, manifest_sha256: &str) -> String {

@@ -55,8 +55,25 @@ pub struct RunOptions {
     /// Stop (status "paused", checkpoint kept) once this many epochs are done, unless the
     /// run ends first: a halving search's rung budget.
     pub stop_after: Option<usize>,
-    /// Where plain feature caches are shared with other runs (a halving search's trials).
+    /// Where plain feature caches are kept for other runs: grid points, reruns, a halving
+    /// search's trials, other processes ([`default_feature_store`] for a command's runs).
     pub feature_store: Option<PathBuf>,
+}
+
+/// The feature store of the runs a command starts: `RUNNER_FEATURE_STORE` (a folder, or
+/// `off`), else `<RUNNER_CACHE>/features`. A library caller that sets no store shares none.
+pub fn default_feature_store() -> Option<PathBuf> {
+    match std::env::var_os(crate::sys::env::FEATURE_STORE) {
+        Some(v) if v == "off" => None,
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => Some(crate::sys::fetch::cache_dir().join("features")),
+    }
+}
+
+/// The feature store's size budget in bytes (`RUNNER_FEATURE_STORE_MB`, default 10 GiB).
+pub fn feature_store_budget() -> u64 {
+    let mb = std::env::var(crate::sys::env::FEATURE_STORE_MB).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    mb.unwrap_or(10 << 10) << 20
 }
 
 impl Default for RunOptions {

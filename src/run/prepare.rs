@@ -52,7 +52,8 @@ pub(crate) fn prepare_files(
         let entries = weights::read(path)?;
         weights::load_into(&mut vs, entries, Some(backbone.classifier_prefix()), path)?;
     }
-    Trainer::from_spec(spec, Parts { vs, model, data, feature_store })
+    let feature_store_budget = super::feature_store_budget();
+    Trainer::from_spec(spec, Parts { vs, model, data, feature_store, feature_store_budget })
 }
 
 /// Checks of the runs of an experiment that need the model's layers but not its data (`runner

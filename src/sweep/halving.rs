@@ -306,7 +306,7 @@ struct Worker<'a> {
     h: Halving,
     monitor: Monitor,
     journal: Journal,
-    /// The trials' shared feature caches (see [`crate::train::Trainer::feature_store`]).
+    /// Where the trials share their feature caches (`RunOptions::feature_store`).
     store: PathBuf,
     host: String,
     opts: &'a RunOptions,
@@ -325,7 +325,8 @@ impl<'a> Worker<'a> {
         let dir = opts.out.join(&trials[0].planned.spec.name);
         let journal = Journal::open(&dir.join(format!(".halving-{key}.journal")))?;
         let monitor = trials[0].planned.spec.monitor();
-        let store = dir.join(format!(".features-{key}"));
+        // The runs' feature store when they have one; else one of the search's own.
+        let store = opts.feature_store.clone().unwrap_or_else(|| dir.join(format!(".features-{key}")));
         Ok(Worker { trials, ids, totals, h, monitor, journal, store, host: hostname(), opts })
     }
 
@@ -471,7 +472,9 @@ pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Res
             Job::Train { trial, rung } => worker.train(trial, rung)?,
         }
     }
-    let _ = std::fs::remove_dir_all(&worker.store);
+    if worker.opts.feature_store.is_none() {
+        let _ = std::fs::remove_dir_all(&worker.store);
+    }
     let trials = worker.totals.len();
     let state = worker.journal.locked(|entries| (vec![], State::replay(entries, trials)))?;
     let epochs = state.done.values().map(|(_, e, _)| e).sum();

@@ -13,6 +13,11 @@ pub(crate) const DATASETS_SHA256: &str = "RUNNER_DATASETS_SHA256";
 pub(crate) const CHANNELS_LAST: &str = "RUNNER_CHANNELS_LAST";
 /// The feature cache's memory budget in MiB.
 pub(crate) const FEATURE_CACHE_MB: &str = "RUNNER_FEATURE_CACHE_MB";
+/// The folder where frozen features are kept for later runs, or `off`; default
+/// `<RUNNER_CACHE>/features`.
+pub(crate) const FEATURE_STORE: &str = "RUNNER_FEATURE_STORE";
+/// The feature store's size budget in MiB (default 10,240); the least recently used go first.
+pub(crate) const FEATURE_STORE_MB: &str = "RUNNER_FEATURE_STORE_MB";
 /// The most pixels an image file may decode to (default 89,478,485, PIL's limit); larger
 /// files are skipped as decompression bombs.
 pub(crate) const MAX_IMAGE_PIXELS: &str = "RUNNER_MAX_IMAGE_PIXELS";
@@ -39,6 +44,8 @@ pub const ALL: &[&str] = &[
     DATASETS_SHA256,
     CHANNELS_LAST,
     FEATURE_CACHE_MB,
+    FEATURE_STORE,
+    FEATURE_STORE_MB,
     MAX_IMAGE_PIXELS,
     MAX_ZIP_EXPANSION,
     MAX_GRID_RUNS,
@@ -54,6 +61,7 @@ const CHECKED: &[(&str, Kind)] = &[
     (THREADS, Kind::Positive),
     (CHANNELS_LAST, Kind::ZeroOrOne),
     (FEATURE_CACHE_MB, Kind::Whole),
+    (FEATURE_STORE_MB, Kind::Whole),
     (MAX_IMAGE_PIXELS, Kind::Positive),
     (MAX_ZIP_EXPANSION, Kind::Positive),
     (MAX_GRID_RUNS, Kind::Positive),

@@ -8,6 +8,7 @@ pub mod cuda;
 pub mod env;
 pub mod failpoint;
 pub mod fetch;
+pub mod filestore;
 pub mod malloc;
 pub(crate) mod memory;
 pub mod numerics;

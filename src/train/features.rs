@@ -3,7 +3,9 @@
 //! phase then computes it once (pooled features when the whole backbone is frozen, the
 //! activations at the freeze boundary otherwise), for the train and val images, and
 //! trains the rest on it. With `data.cache_views`, augmented views are cached the same
-//! way; a halving search's trials share plain caches through a feature store on disk.
+//! way. Plain caches are kept in a feature store on disk (`RunOptions::feature_store`), named
+//! by a hash of everything they depend on, for the runs that follow: grid points, reruns,
+//! a halving search's trials, other processes.
 
 use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng};
@@ -48,14 +50,33 @@ impl Views {
     }
 }
 
-/// Writes `cache` into the feature store at `path` (atomically: a reader sees all of it or nothing).
-fn keep_stored(path: &std::path::Path, cache: &FeatureCache) -> anyhow::Result<()> {
-    std::fs::create_dir_all(path.parent().expect("in the store"))?;
+/// The sha256 of a stored cache's train and val values, as a tensor of 32 bytes: a store
+/// file whose values do not give it back (truncated, altered) is never used.
+fn digest(train: &Tensor, val: &Tensor) -> Tensor {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for t in [train, val] {
+        let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+        h.update(format!("{:?}", t.size()).as_bytes());
+        let values = Vec::<f32>::try_from(t.flatten(0, -1)).unwrap_or_default();
+        h.update(values.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+    }
+    Tensor::from_slice(h.finalize().as_slice())
+}
+
+/// Writes `cache` into the feature store at `path` (atomically: a reader sees all of it or
+/// nothing), then keeps the store within `budget` bytes, the least recently used out first.
+fn keep_stored(path: &std::path::Path, cache: &FeatureCache, budget: u64) -> anyhow::Result<()> {
+    let dir = path.parent().expect("in the store");
+    std::fs::create_dir_all(dir)?;
     crate::sys::atomic::with_temp_path(path, |tmp| {
         let (train, val) = (cache.train.contiguous(), cache.val.contiguous());
-        Tensor::write_safetensors(&[("train", &train), ("val", &val)], tmp)?;
+        let sha256 = digest(&train, &val);
+        Tensor::write_safetensors(&[("train", &train), ("val", &val), ("sha256", &sha256)], tmp)?;
         Ok(())
-    })
+    })?;
+    crate::sys::filestore::evict(dir, budget, Some(path));
+    Ok(())
 }
 
 /// The random stream that draws cached view `v` (far from the epochs' streams).
@@ -122,7 +143,7 @@ impl Trainer {
         if let Some(path) = &stored
             && let Some((train, val)) = self.load_stored(path)
         {
-            let note = format!("trains on the {what} of the search's feature store ({})", path.display());
+            let note = format!("trains on the {what} of the feature store ({})", path.display());
             return (Some(FeatureCache { start: frozen, train, val, views }), note);
         }
         let images = self.data.train.len() + self.data.val.len();
@@ -161,9 +182,24 @@ impl Trainer {
         bar.finish_and_clear();
         let cache =
             FeatureCache { start: frozen, train: train.pop().expect("one"), val: val.pop().expect("one"), views };
-        let kept = stored.as_ref().map_or(String::new(), |path| match keep_stored(path, &cache) {
-            Ok(()) => "; kept in the search's feature store".into(),
-            Err(e) => format!("; not kept in the search's feature store: {e:#}"),
+        let kept = stored.as_ref().map_or(String::new(), |path| {
+            // The activations kept for later phases go to the store too, under their own keys.
+            let extra: Vec<(std::path::PathBuf, FeatureCache)> = ks
+                .iter()
+                .zip(train.iter().zip(&val))
+                .map(|(&k, (t, v))| {
+                    let file = path.with_file_name(format!("{}.safetensors", self.feature_key(k)));
+                    (file, FeatureCache { start: k, train: t.shallow_clone(), val: v.shallow_clone(), views })
+                })
+                .collect();
+            let budget = self.feature_store_budget;
+            let written = std::iter::once((path.clone(), &cache))
+                .chain(extra.iter().map(|(p, c)| (p.clone(), c)))
+                .try_for_each(|(p, c)| keep_stored(&p, c, budget));
+            match written {
+                Ok(()) => "; kept in the feature store".into(),
+                Err(e) => format!("; not kept in the feature store: {e:#}"),
+            }
         });
         for ((k, t), v) in ks.iter().zip(train).zip(val) {
             self.stash.insert(*k, (t, v));
@@ -173,18 +209,25 @@ impl Trainer {
         (Some(cache), note)
     }
 
-    /// A stored cache's train and val tensors, on the device in the trainer's layout.
+    /// A stored cache's train and val tensors, on the device in the trainer's layout; `None`
+    /// when the file is missing, unreadable or does not match its digest (it is then
+    /// computed again and rewritten).
     fn load_stored(&self, path: &std::path::Path) -> Option<(Tensor, Tensor)> {
         let tensors = Tensor::read_safetensors(path).ok()?;
-        let get =
-            |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| self.layout(t.to_device(self.device)));
-        Some((get("train")?, get("val")?))
+        let get = |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone());
+        let (train, val, sha256) = (get("train")?, get("val")?, get("sha256")?);
+        if !digest(&train, &val).equal(&sha256) {
+            return None;
+        }
+        crate::sys::filestore::touch(path);
+        Some((self.layout(train.to_device(self.device)), self.layout(val.to_device(self.device))))
     }
 
     /// What a plain cache at layer `k` depends on, hashed: the train and val images and
     /// their transform, every variable of layers below `k` (so the weights as they are
-    /// now, whatever trained them), the precision, layout, device and thread count (so a
-    /// stored cache has the bits this run would compute), and runner's version.
+    /// now, whatever trained them), the precision, layout, device and thread count, the
+    /// machine's arithmetic paths and the numerics version (so a stored cache has the bits
+    /// this run would compute), and runner's version.
     fn feature_key(&self, k: usize) -> String {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
@@ -201,6 +244,10 @@ impl Trainer {
             Precision::Bf16 => "bf16",
         };
         add(format!("{k} {precision} {} {:?} {}", self.channels_last, self.device, tch::get_num_threads()).as_bytes());
+        // The store outlives the process: the paths libtorch computes on (processor, ISA,
+        // ATen's kernels, oneDNN, MKL; a portable run's pinned ones) are part of the bits.
+        add(crate::sys::numerics::Machine::here("").describe().as_bytes());
+        add(&crate::sys::numerics::NUMERICS_VERSION.to_le_bytes());
         let floats = |t: &Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
         add(format!("{} {:?} {:?}", self.transform.size, floats(&self.transform.mean), floats(&self.transform.std))
             .as_bytes());

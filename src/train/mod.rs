@@ -90,6 +90,8 @@ pub struct Trainer {
     /// A folder where plain-image caches are kept for other runs to load (a halving
     /// search's trials share theirs): files named by a hash of everything they depend on.
     feature_store: Option<PathBuf>,
+    /// The feature store's size budget in bytes.
+    feature_store_budget: u64,
     /// The training loss (validation and test losses stay plain cross-entropy, comparable
     /// across `[loss]` settings).
     criterion: loss::Criterion,
@@ -120,8 +122,10 @@ pub struct Parts {
     pub vs: nn::VarStore,
     pub model: Classifier,
     pub data: Dataset,
-    /// Where plain feature caches are shared with other runs (`None`: not shared).
+    /// Where plain feature caches are shared with other runs (`None`: not shared), and its
+    /// size budget in bytes.
     pub feature_store: Option<PathBuf>,
+    pub feature_store_budget: u64,
 }
 
 /// What the loop over a phase's epochs does after the epoch its caller has just recorded.
@@ -153,7 +157,7 @@ impl Trainer {
     /// moved to the memory layout training uses. fp16 asked for on the CPU trains in fp32
     /// (the run's log says so).
     pub fn from_spec(spec: &Spec, parts: Parts) -> anyhow::Result<Trainer> {
-        let Parts { vs, model, data, feature_store } = parts;
+        let Parts { vs, model, data, feature_store, feature_store_budget } = parts;
         let device = vs.device();
         let parameters = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, _)| n).collect();
         let backbone = spec.model.backbone;
@@ -194,6 +198,7 @@ impl Trainer {
             cache: spec.data.cache,
             cache_views: spec.data.cache_views,
             feature_store,
+            feature_store_budget,
             criterion,
             precision,
             scaler: GradScaler::default(),

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{runner, shapes, stderr, stdout, tiny_spec};
+use crate::common::{runner, runner_with_env, shapes, stderr, stdout, tiny_spec};
 
 fn run(root: &Path, out: &str, extra: &[&str]) -> (PathBuf, String) {
     let mut args = vec!["run", "spec.toml", "--out", out];
@@ -129,4 +129,96 @@ fn a_run_on_cached_features_resumes_to_the_same_bytes() {
     for f in ["metrics.csv", "metrics.parquet", "best.safetensors"] {
         assert!(std::fs::read(clean.join(f)).unwrap() == std::fs::read(resumed.join(f)).unwrap(), "{f} differs");
     }
+}
+
+/// The persistent feature store: later grid points train on the features earlier ones kept
+/// (run.log says so) with the same metrics bit for bit as computing them; a store file
+/// altered on disk is not read but computed again; `runner cache` lists and prunes it.
+#[test]
+fn the_feature_store_serves_later_runs_exactly_and_never_an_altered_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = shapes(root, 2, 8);
+    let spec = format!("{}\n[grid]\n\"phases.1.optimizer.lr_factor\" = [0.1, 0.3, 0.5]\n", tiny_spec(&data));
+    std::fs::write(root.join("spec.toml"), spec).unwrap();
+    let store = root.join("store");
+    let with_store = [("RUNNER_FEATURE_STORE", store.to_str().unwrap())];
+    let o = runner_with_env(root, &["run", "spec.toml", "--out", "stored"], &with_store);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = runner(root, &["run", "spec.toml", "--out", "computed"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runs = |out: &str| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> =
+            std::fs::read_dir(root.join(out).join("tiny")).unwrap().map(|e| e.unwrap().path()).collect();
+        v.sort();
+        v
+    };
+    let log = |run: &Path| std::fs::read_to_string(run.join("run.log")).unwrap();
+    let from_store = |run: &Path| log(run).lines().filter(|l| l.contains("of the feature store (")).count();
+    let stored = runs("stored");
+    assert_eq!(stored.len(), 3);
+    // Point 1 keeps the pooled features and, from the same pass, the activations at layer
+    // 10 that its second phase trains on; points 2 and 3 load both.
+    let mut loads: Vec<usize> = stored.iter().map(|r| from_store(r)).collect();
+    loads.sort();
+    assert_eq!(loads, [0, 2, 2]);
+    for (a, b) in stored.iter().zip(runs("computed")) {
+        assert_eq!(a.file_name(), b.file_name(), "the store is no part of the run id");
+        assert_eq!(metrics(a), metrics(&b), "{}: stored features give other numbers", a.display());
+    }
+    // Every stored file altered in its middle (same size): read as nothing, computed again.
+    let files = runner::sys::filestore::entries(&store);
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        let mut bytes = std::fs::read(&f.path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(&f.path, bytes).unwrap();
+    }
+    let o = runner_with_env(root, &["run", "spec.toml", "--out", "stored", "--force"], &with_store);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A forced rerun starts each run.log afresh: these are the rerun's lines.
+    let kept: usize = stored.iter().map(|r| log(r).matches("; kept in the feature store").count()).sum();
+    assert_eq!(kept, 1, "point 1 computed both altered files again in one pass and kept them");
+    assert_eq!(stored.iter().map(|r| from_store(r)).sum::<usize>(), 4, "points 2 and 3 loaded them");
+    for (a, b) in stored.iter().zip(runs("computed")) {
+        assert_eq!(metrics(a), metrics(&b), "{}: the rerun after the alteration", a.display());
+    }
+    let list = runner_with_env(root, &["cache", "list"], &with_store);
+    assert!(stdout(&list).contains("2 files"), "{}", stdout(&list));
+    let pruned = runner_with_env(root, &["cache", "prune", "--all"], &with_store);
+    assert!(stdout(&pruned).contains("removed 2 files"), "{}", stdout(&pruned));
+    assert!(runner::sys::filestore::entries(&store).is_empty());
+}
+
+/// Two processes computing the same features at once, into one store: both runs complete
+/// with the numbers of a run without the store, and the store holds each file once, whole.
+#[test]
+fn two_processes_filling_one_feature_store_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = shapes(root, 2, 8);
+    std::fs::write(root.join("spec.toml"), tiny_spec(&data)).unwrap();
+    let store = root.join("store");
+    let start = |out: &str| {
+        crate::common::runner_bin()
+            .current_dir(root)
+            .args(["run", "spec.toml", "--out", out, "--quiet"])
+            .env("RUNNER_THREADS", "1")
+            .env("RUNNER_FEATURE_STORE", &store)
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (start("a"), start("b"));
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let o = crate::common::runner_with_env(root, &["run", "spec.toml", "--out", "plain"], &[("RUNNER_THREADS", "1")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let only = |out: &str| std::fs::read_dir(root.join(out).join("tiny")).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(metrics(&only("a")), metrics(&only("plain")));
+    assert_eq!(metrics(&only("b")), metrics(&only("plain")));
+    let names: Vec<String> =
+        std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    // The pooled features and the activations at layer 10, from the same pass.
+    assert_eq!(names.iter().filter(|n| n.ends_with(".safetensors")).count(), 2, "{names:?}");
+    assert!(names.iter().all(|n| !n.starts_with('.')), "a temporary left behind: {names:?}");
 }

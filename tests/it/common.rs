@@ -5,8 +5,13 @@ use std::process::{Command, Output};
 
 use runner::data::synth::{SynthOptions, generate};
 
+/// The binary, with the feature store off: a test's runs compute their features unless it
+/// names a store of its own (`RUNNER_FEATURE_STORE`), so tests sharing a user's cache cannot
+/// change each other's run.log.
 pub fn runner_bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_runner"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
+    cmd.env("RUNNER_FEATURE_STORE", "off");
+    cmd
 }
 
 /// Runs the binary in `cwd` with the given arguments.

@@ -197,8 +197,8 @@ fn a_halving_search_spends_fewer_epochs_promotes_the_best_and_resumes_with_the_s
         .collect();
     let lines =
         |a: &str, b: &str| logs.iter().flat_map(|l| l.lines()).filter(|l| l.contains(a) && l.contains(b)).count();
-    assert_eq!(lines("cached pooled features", "; kept in the search's feature store"), 1, "{logs:?}");
-    assert_eq!(lines("phase 1", "trains on the pooled features of the search's feature store"), 8, "{logs:?}");
+    assert_eq!(lines("cached pooled features", "; kept in the feature store"), 1, "{logs:?}");
+    assert_eq!(lines("phase 1", "trains on the pooled features of the feature store"), 8, "{logs:?}");
     assert!(
         !root
             .join("a/tiny")
