@@ -88,7 +88,7 @@ pub(crate) struct ConvNeXt {
 impl ConvNeXt {
     /// ConvNeXt with `depths` blocks per stage, widths 96-192-384-768 and the given overall
     /// stochastic-depth rate (torchvision: 0.1 for tiny, 0.4 for small).
-    pub fn new(p: &nn::Path, depths: [usize; 4], stochastic_depth: f64) -> Self {
+    pub(crate) fn new(p: &nn::Path, depths: [usize; 4], stochastic_depth: f64) -> Self {
         let dims = [96i64, 192, 384, 768];
         let f = p / "features";
         let stem_cfg = nn::ConvConfig { stride: 4, ..Default::default() };

@@ -133,7 +133,7 @@ pub(crate) struct EfficientNet {
 impl EfficientNet {
     /// A B variant with these width and depth multipliers (B0: 1.0 / 1.0, B1: 1.0 / 1.1,
     /// B2: 1.1 / 1.2, B3: 1.2 / 1.4); BatchNorm eps 1e-5 as torchvision's B0-B4.
-    pub fn b(p: &nn::Path, width_mult: f64, depth_mult: f64) -> Self {
+    pub(crate) fn b(p: &nn::Path, width_mult: f64, depth_mult: f64) -> Self {
         Self::new(p, &B0, (width_mult, depth_mult), None, 1e-5)
     }
 

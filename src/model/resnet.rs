@@ -59,7 +59,7 @@ impl Block {
     }
 }
 
-pub struct ResNet {
+pub(crate) struct ResNet {
     stem: ConvBn,
     blocks: Vec<Block>,
     layers: Vec<LayerInfo>,
@@ -68,7 +68,7 @@ pub struct ResNet {
 
 impl ResNet {
     /// `bottleneck`: ResNet-50's 1-3-1 blocks with expansion 4; else basic 3-3 blocks.
-    pub fn new(p: &nn::Path, depths: [usize; 4], bottleneck: bool) -> Self {
+    pub(crate) fn new(p: &nn::Path, depths: [usize; 4], bottleneck: bool) -> Self {
         let stem = ConvBn::new(p / "conv1", p / "bn1", 3, 64, 7, 2);
         let expansion = if bottleneck { 4 } else { 1 };
         let mut layers =

@@ -33,7 +33,7 @@ pub(crate) struct Vgg {
 }
 
 impl Vgg {
-    pub fn vgg16(p: &nn::Path, batch_norm: bool) -> Self {
+    pub(crate) fn vgg16(p: &nn::Path, batch_norm: bool) -> Self {
         let f = p / "features";
         let mut modules = vec![];
         let mut cin = 3;

@@ -34,12 +34,12 @@ pub(super) fn sinks(started: std::time::Instant) -> Vec<Box<dyn Sink>> {
 
 /// A run's training: where its records go, and when it pauses.
 pub(super) struct Training<'a> {
-    pub records: Records<'a>,
-    pub sinks: Vec<Box<dyn Sink>>,
+    pub(crate) records: Records<'a>,
+    pub(crate) sinks: Vec<Box<dyn Sink>>,
     /// Pause once this many epochs are done ([`crate::run::RunOptions::stop_after`]).
-    pub stop_after: Option<usize>,
+    pub(crate) stop_after: Option<usize>,
     /// Set when training stopped at `stop_after` with epochs left.
-    pub paused: bool,
+    pub(crate) paused: bool,
 }
 
 impl Training<'_> {

@@ -10,10 +10,10 @@ use crate::sys::fetch::sha256_hex;
 /// What a run is: its resolved spec and the exact files of its data.
 pub struct Identity {
     /// Short hash of the canonical spec and the manifest's sha256.
-    pub run_id: String,
-    pub files: FileSplit,
-    pub manifest: Vec<ManifestRow>,
-    pub manifest_sha256: String,
+    pub(crate) run_id: String,
+    pub(crate) files: FileSplit,
+    pub(crate) manifest: Vec<ManifestRow>,
+    pub(crate) manifest_sha256: String,
 }
 
 pub(crate) use crate::sys::numerics::NUMERICS_VERSION;

@@ -12,17 +12,17 @@ use tch::{Tensor, nn};
 use crate::config::spec::EmaSpec;
 
 pub(crate) struct Ema {
-    pub decay: f64,
-    pub warmup: bool,
+    pub(crate) decay: f64,
+    pub(crate) warmup: bool,
     /// Updates so far.
-    pub updates: i64,
+    pub(crate) updates: i64,
     /// The shadow of every floating-point variable, by name, sorted.
     shadow: Vec<(String, Tensor)>,
 }
 
 impl Ema {
     /// A shadow equal to the current weights of `vs`.
-    pub fn new(spec: &EmaSpec, vs: &nn::VarStore) -> Ema {
+    pub(crate) fn new(spec: &EmaSpec, vs: &nn::VarStore) -> Ema {
         let mut shadow: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
@@ -47,7 +47,7 @@ impl Ema {
 
     /// One update towards the current weights of `vs`; `skip(name)` names variables that
     /// cannot have moved since the last update (frozen parameters), left as they are.
-    pub fn update(&mut self, vs: &nn::VarStore, skip: impl Fn(&str) -> bool) {
+    pub(crate) fn update(&mut self, vs: &nn::VarStore, skip: impl Fn(&str) -> bool) {
         self.updates += 1;
         let weight = 1.0 - self.decay_at(self.updates);
         let vars = vs.variables();

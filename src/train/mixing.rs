@@ -15,8 +15,8 @@ use tch::{Kind, Tensor};
 /// `data.mixup` and `data.cutmix`: their Beta parameters (None: off).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Mixing {
-    pub mixup: Option<f64>,
-    pub cutmix: Option<f64>,
+    pub(crate) mixup: Option<f64>,
+    pub(crate) cutmix: Option<f64>,
 }
 
 impl Mixing {

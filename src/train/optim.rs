@@ -44,7 +44,7 @@ pub(crate) struct Optimizer {
 }
 
 impl Optimizer {
-    pub fn new(spec: &OptimizerSpec, lr: f64, params: Vec<(String, Tensor)>) -> Self {
+    pub(crate) fn new(spec: &OptimizerSpec, lr: f64, params: Vec<(String, Tensor)>) -> Self {
         let default_wd = if spec.kind == OptimizerKind::Adamw { ADAMW_DEFAULT_WD } else { 0.0 };
         Optimizer {
             kind: spec.kind,
@@ -301,12 +301,12 @@ struct Step<'a> {
 /// (and halve the scale), double the scale after 2000 good steps in a row.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GradScaler {
-    pub scale: f64,
+    pub(crate) scale: f64,
     /// Good steps since the scale last changed.
-    pub growth_tracker: u32,
+    pub(crate) growth_tracker: u32,
     /// Steps skipped because of overflow, for the log.
     #[serde(default)]
-    pub skipped: u64,
+    pub(crate) skipped: u64,
 }
 
 impl Default for GradScaler {

@@ -5,13 +5,13 @@ use super::*;
 
 /// A spec file's text, kept to point errors at lines.
 pub struct SpecSource {
-    pub path: PathBuf,
-    pub text: String,
+    pub(crate) path: PathBuf,
+    pub(crate) text: String,
     doc: toml_edit::Document<String>,
 }
 
 impl SpecSource {
-    pub fn read(path: &Path) -> Result<SpecSource, SpecError> {
+    pub(crate) fn read(path: &Path) -> Result<SpecSource, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             let msg = if e.kind() == std::io::ErrorKind::NotFound {
                 "spec file not found".to_string()
@@ -24,7 +24,7 @@ impl SpecSource {
     }
 
     /// `path` only names the file in errors.
-    pub fn new(path: &Path, text: String) -> Result<SpecSource, SpecError> {
+    pub(crate) fn new(path: &Path, text: String) -> Result<SpecSource, SpecError> {
         // Syntax first: toml reports the exact position.
         let doc = toml_edit::Document::parse(text.clone()).map_err(|e| {
             let mut err = SpecError::new(path, "", format!("invalid TOML: {}", e.message().trim()));
@@ -34,12 +34,12 @@ impl SpecSource {
         Ok(SpecSource { path: path.to_path_buf(), text, doc })
     }
 
-    pub fn table(&self) -> Result<toml::Table, SpecError> {
+    pub(crate) fn table(&self) -> Result<toml::Table, SpecError> {
         toml::from_str(&self.text).map_err(|e| SpecError::new(&self.path, "", format!("invalid TOML: {}", e.message())))
     }
 
     /// An error about the key at `at` (path segments), located in the file when it is written there.
-    pub fn error(&self, at: &[impl AsRef<str>], message: String) -> SpecError {
+    pub(crate) fn error(&self, at: &[impl AsRef<str>], message: String) -> SpecError {
         let segments: Vec<&str> = at.iter().map(|s| s.as_ref()).collect();
         let key = segments
             .iter()

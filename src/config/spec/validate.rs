@@ -7,8 +7,8 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("`{key}`: {message}")]
 pub(crate) struct Invalid {
-    pub key: String,
-    pub message: String,
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> Invalid {
