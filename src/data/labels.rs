@@ -155,15 +155,7 @@ fn fractions_of(root: &Path, rows: Vec<Row>, split: &[f64], seed: u64, unreachab
 mod tests {
     use super::*;
     use crate::data::{discover, manifest};
-
-    fn touch_tree(root: &Path, classes: &[(&str, usize)]) {
-        for (c, n) in classes {
-            std::fs::create_dir_all(root.join(c)).unwrap();
-            for i in 0..*n {
-                std::fs::write(root.join(c).join(format!("{i:03}.jpg")), b"x").unwrap();
-            }
-        }
-    }
+    use crate::testing::touch_tree;
 
     /// Files `img/<name>.jpg` (contents irrelevant: discovery does not decode) and `labels.csv`.
     fn table_tree(root: &Path, files: usize, csv: &str) -> PathBuf {

@@ -607,15 +607,7 @@ fn random_resized_crop(height: i64, width: i64, rng: &mut ChaCha8Rng) -> (i64, i
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn touch_tree(root: &Path, classes: &[(&str, usize)]) {
-        for (c, n) in classes {
-            std::fs::create_dir_all(root.join(c)).unwrap();
-            for i in 0..*n {
-                std::fs::write(root.join(c).join(format!("{i:03}.jpg")), b"x").unwrap();
-            }
-        }
-    }
+    use crate::testing::touch_tree;
 
     #[test]
     fn non_utf8_names_stay_distinct_as_text() {
