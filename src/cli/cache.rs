@@ -47,7 +47,7 @@ pub fn run(command: Command) -> Result<()> {
             );
         }
         Command::Prune { max_mb, all } => {
-            let keep = if all { 0 } else { max_mb.map_or(budget, |mb| mb << 20) };
+            let keep = if all { 0 } else { max_mb.map_or(budget, |mb| mb.saturating_mul(1 << 20)) };
             let removed = filestore::evict(&dir, keep, None);
             let freed: u64 = removed.iter().map(|e| e.bytes).sum();
             let left = filestore::entries(&dir);

@@ -73,7 +73,7 @@ pub fn default_feature_store() -> Option<PathBuf> {
 /// The feature store's size budget in bytes (`RUNNER_FEATURE_STORE_MB`, default 10 GiB).
 pub fn feature_store_budget() -> u64 {
     let mb = std::env::var(crate::sys::env::FEATURE_STORE_MB).ok().and_then(|v| v.trim().parse::<u64>().ok());
-    mb.unwrap_or(10 << 10) << 20
+    mb.unwrap_or(10 << 10).saturating_mul(1 << 20)
 }
 
 impl Default for RunOptions {

@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::Trainer;
 use super::autocast::Autocast;
-use crate::config::spec::{Augment, BatchNormPolicy, CacheMode, Precision};
+use crate::config::spec::{Augment, BatchNormPolicy, CacheMode};
 use crate::data::Split;
 use crate::sys::reporter::{self, Unit};
 
@@ -50,9 +50,9 @@ impl Views {
     }
 }
 
-/// The sha256 of a stored cache's train and val values, as a tensor of 32 bytes: a store
-/// file whose values do not give it back (truncated, altered) is never used.
-fn digest(train: &Tensor, val: &Tensor) -> Tensor {
+/// The sha256 of a stored cache's train and val values: a store file whose values do not
+/// give back the digest it holds (truncated, altered) is never used.
+fn digest(train: &Tensor, val: &Tensor) -> Vec<u8> {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     for t in [train, val] {
@@ -61,7 +61,7 @@ fn digest(train: &Tensor, val: &Tensor) -> Tensor {
         let values = Vec::<f32>::try_from(t.flatten(0, -1)).unwrap_or_default();
         h.update(values.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
     }
-    Tensor::from_slice(h.finalize().as_slice())
+    h.finalize().to_vec()
 }
 
 /// Writes `cache` into the feature store at `path` (atomically: a reader sees all of it or
@@ -71,7 +71,7 @@ fn keep_stored(path: &std::path::Path, cache: &FeatureCache, budget: u64) -> any
     std::fs::create_dir_all(dir)?;
     crate::sys::atomic::with_temp_path(path, |tmp| {
         let (train, val) = (cache.train.contiguous(), cache.val.contiguous());
-        let sha256 = digest(&train, &val);
+        let sha256 = Tensor::from_slice(&digest(&train, &val));
         Tensor::write_safetensors(&[("train", &train), ("val", &val), ("sha256", &sha256)], tmp)?;
         Ok(())
     })?;
@@ -138,8 +138,13 @@ impl Trainer {
             let note = format!("trains on the {} cached by an earlier pass", what);
             return (Some(FeatureCache { start: frozen, train, val, views }), note);
         }
-        let stored =
-            self.feature_store.as_ref().map(|dir| dir.join(format!("{}.safetensors", self.feature_key(frozen))));
+        // What every depth's key shares, hashed once (the images above all).
+        let inputs = self.feature_store.as_ref().map(|_| self.inputs_digest());
+        let stored = self
+            .feature_store
+            .as_ref()
+            .zip(inputs.as_deref())
+            .map(|(dir, inputs)| dir.join(format!("{}.safetensors", self.feature_key(frozen, inputs))));
         if let Some(path) = &stored
             && let Some((train, val)) = self.load_stored(path)
         {
@@ -182,13 +187,13 @@ impl Trainer {
         bar.finish_and_clear();
         let cache =
             FeatureCache { start: frozen, train: train.pop().expect("one"), val: val.pop().expect("one"), views };
-        let kept = stored.as_ref().map_or(String::new(), |path| {
+        let kept = stored.as_ref().zip(inputs.as_deref()).map_or(String::new(), |(path, inputs)| {
             // The activations kept for later phases go to the store too, under their own keys.
             let extra: Vec<(std::path::PathBuf, FeatureCache)> = ks
                 .iter()
                 .zip(train.iter().zip(&val))
                 .map(|(&k, (t, v))| {
-                    let file = path.with_file_name(format!("{}.safetensors", self.feature_key(k)));
+                    let file = path.with_file_name(format!("{}.safetensors", self.feature_key(k, inputs)));
                     (file, FeatureCache { start: k, train: t.shallow_clone(), val: v.shallow_clone(), views })
                 })
                 .collect();
@@ -216,19 +221,19 @@ impl Trainer {
         let tensors = Tensor::read_safetensors(path).ok()?;
         let get = |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone());
         let (train, val, sha256) = (get("train")?, get("val")?, get("sha256")?);
-        if !digest(&train, &val).equal(&sha256) {
+        // Compared as bytes: a digest of another type or shape is a mismatch, not a panic.
+        if Vec::<u8>::try_from(&sha256).ok()? != digest(&train, &val) {
             return None;
         }
         crate::sys::filestore::touch(path);
         Some((self.layout(train.to_device(self.device)), self.layout(val.to_device(self.device))))
     }
 
-    /// What a plain cache at layer `k` depends on, hashed: the train and val images and
-    /// their transform, every variable of layers below `k` (so the weights as they are
-    /// now, whatever trained them), the precision, layout, device and thread count, the
-    /// machine's arithmetic paths and the numerics version (so a stored cache has the bits
-    /// this run would compute), and runner's version.
-    fn feature_key(&self, k: usize) -> String {
+    /// What every plain cache of this trainer depends on whatever its depth, hashed: the
+    /// train and val images and their transform, the precision, layout, device and thread
+    /// count, the machine's arithmetic paths and the numerics version (so a stored cache has
+    /// the bits this run would compute), and runner's version.
+    fn inputs_digest(&self) -> Vec<u8> {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
         let mut add = |bytes: &[u8]| {
@@ -237,13 +242,8 @@ impl Trainer {
         };
         add(b"runner feature cache");
         add(env!("CARGO_PKG_VERSION").as_bytes());
-        // fp32 and fp16 as the key said them before bf16 existed ("false", "true"), so older caches stay valid.
-        let precision = match self.precision {
-            Precision::Fp32 => "false",
-            Precision::Fp16 => "true",
-            Precision::Bf16 => "bf16",
-        };
-        add(format!("{k} {precision} {} {:?} {}", self.channels_last, self.device, tch::get_num_threads()).as_bytes());
+        let (precision, threads) = (self.precision.name(), tch::get_num_threads());
+        add(format!("{precision} {} {:?} {threads}", self.channels_last, self.device).as_bytes());
         // The store outlives the process: the paths libtorch computes on (processor, ISA,
         // ATen's kernels, oneDNN, MKL; a portable run's pinned ones) are part of the bits.
         add(crate::sys::numerics::Machine::here("").describe().as_bytes());
@@ -254,6 +254,21 @@ impl Trainer {
         for split in [&self.data.train, &self.data.val] {
             add(&Vec::<u8>::try_from(split.images.flatten(0, -1)).unwrap_or_default());
         }
+        h.finalize().to_vec()
+    }
+
+    /// The store key of a plain cache at layer `k`: `inputs` ([`Self::inputs_digest`]) and
+    /// every variable of the layers below `k` (the weights as they are now, whatever
+    /// trained them), hashed.
+    fn feature_key(&self, k: usize, inputs: &[u8]) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let mut add = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        add(inputs);
+        add(&(k as u64).to_le_bytes());
         let layers = self.model.backbone.layers();
         let vars = self.vs.variables();
         let mut names: Vec<&String> = vars
