@@ -45,7 +45,7 @@ impl Reporter for Console {
 }
 
 /// The one look of runner's progress bars.
-pub(crate) fn style(unit: Unit) -> ProgressStyle {
+fn style(unit: Unit) -> ProgressStyle {
     let template = match unit {
         Unit::Images => "{msg:>10} [{bar:30}] {pos}/{len} images {per_sec} eta {eta}",
         Unit::Bytes => "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",

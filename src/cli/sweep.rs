@@ -171,7 +171,7 @@ fn show(event: Event) {
             );
         }
         Event::Ended { result: Err(e), row, .. } if row.outcome == Outcome::Busy => println!("   skipped: {e}"),
-        Event::Ended { result: Err(e), .. } | Event::SearchFailed { error: e, .. } => error(&e),
+        Event::Ended { result: Err(e), .. } | Event::SearchFailed(e) => error(&e),
         Event::Interrupted { left, total } => eprintln!("sweep interrupted: {left} of {total} runs not started"),
     }
 }

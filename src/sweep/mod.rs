@@ -265,7 +265,7 @@ pub enum Event<'a> {
     /// It ended: its row of the closing table, and what the run returned.
     Ended { run: &'a SweepRun, row: &'a Row, result: crate::Result<run::RunOutcome> },
     /// A halving search ended with an error of its own (its row says so too).
-    SearchFailed { trials: &'a [SweepRun], error: Error },
+    SearchFailed(Error),
     /// A signal ended the loop with `left` runs not started.
     Interrupted { left: usize, total: usize },
 }
@@ -292,7 +292,7 @@ pub fn execute(runs: &[SweepRun], opts: &RunOptions, mut observe: impl FnMut(Eve
                 Ok(done) => rows.extend(done.rows),
                 Err(error) => {
                     rows.push(search_failed(&trials, &error));
-                    observe(Event::SearchFailed { trials: &trials, error });
+                    observe(Event::SearchFailed(error));
                 }
             }
             continue;
