@@ -188,23 +188,9 @@ impl Trainer {
         let cache =
             FeatureCache { start: frozen, train: train.pop().expect("one"), val: val.pop().expect("one"), views };
         let kept = stored.as_ref().zip(inputs.as_deref()).map_or(String::new(), |(path, inputs)| {
-            // The activations kept for later phases go to the store too, under their own keys.
-            let extra: Vec<(std::path::PathBuf, FeatureCache)> = ks
-                .iter()
-                .zip(train.iter().zip(&val))
-                .map(|(&k, (t, v))| {
-                    let file = path.with_file_name(format!("{}.safetensors", self.feature_key(k, inputs)));
-                    (file, FeatureCache { start: k, train: t.shallow_clone(), val: v.shallow_clone(), views })
-                })
-                .collect();
-            let budget = self.feature_store_budget;
-            let written = std::iter::once((path.clone(), &cache))
-                .chain(extra.iter().map(|(p, c)| (p.clone(), c)))
-                .try_for_each(|(p, c)| keep_stored(&p, c, budget));
-            match written {
-                Ok(()) => "; kept in the feature store".into(),
-                Err(e) => format!("; not kept in the feature store: {e:#}"),
-            }
+            let extra: Vec<(usize, &Tensor, &Tensor)> =
+                ks.iter().zip(train.iter().zip(&val)).map(|(&k, (t, v))| (k, t, v)).collect();
+            self.keep_pass(path, inputs, &cache, &extra)
         });
         for ((k, t), v) in ks.iter().zip(train).zip(val) {
             self.stash.insert(*k, (t, v));
@@ -212,6 +198,33 @@ impl Trainer {
         let note =
             format!("trains on cached {} of {images} images ({:.1} MiB){kept}", what, bytes as f64 / (1 << 20) as f64);
         (Some(cache), note)
+    }
+
+    /// Writes a cache pass into the feature store: `cache` at `path`, and the activations it
+    /// kept for later phases (`extra`: depth, train, val) under their own keys. The log's note.
+    fn keep_pass(
+        &self,
+        path: &std::path::Path,
+        inputs: &[u8],
+        cache: &FeatureCache,
+        extra: &[(usize, &Tensor, &Tensor)],
+    ) -> String {
+        let extra: Vec<(std::path::PathBuf, FeatureCache)> = extra
+            .iter()
+            .map(|&(k, t, v)| {
+                let file = path.with_file_name(format!("{}.safetensors", self.feature_key(k, inputs)));
+                let views = cache.views;
+                (file, FeatureCache { start: k, train: t.shallow_clone(), val: v.shallow_clone(), views })
+            })
+            .collect();
+        let budget = self.feature_store_budget;
+        let written = std::iter::once((path.to_path_buf(), cache))
+            .chain(extra.iter().map(|(p, c)| (p.clone(), c)))
+            .try_for_each(|(p, c)| keep_stored(&p, c, budget));
+        match written {
+            Ok(()) => "; kept in the feature store".into(),
+            Err(e) => format!("; not kept in the feature store: {e:#}"),
+        }
     }
 
     /// A stored cache's train and val tensors, on the device in the trainer's layout; `None`
