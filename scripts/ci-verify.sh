@@ -28,7 +28,7 @@ if [ "${1:-}" = "--record" ]; then
     cp "$run_dir"/config.toml "$run_dir"/metrics.csv "$run_dir"/summary.json "$run_dir"/manifest.csv "$recorded"/
     echo "recorded $run_dir into $recorded"
 fi
-"$runner" verify "$recorded" --tolerance "${RUNNER_VERIFY_TOLERANCE:-0}"
+"$runner" verify "$recorded" --fresh --tolerance "${RUNNER_VERIFY_TOLERANCE:-0}"
 
 # The same record on the other vendor's processor, whichever this one is: qemu's user-mode
 # emulation of an Intel Haswell (GenuineIntel: MKL's Intel dispatch, Intel's cache sizes,
@@ -40,6 +40,6 @@ if [ "${RUNNER_VERIFY_TOLERANCE:-0}" = 0 ] && command -v qemu-x86_64 >/dev/null 
     for cpu in Haswell-v4 EPYC-Rome; do
         echo "ci-verify: the same record on an emulated $cpu (qemu-x86_64 -cpu $cpu)"
         ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE,STRICT RUNNER_NUMERICS_PINNED=portable \
-            qemu-x86_64 -cpu "$cpu" "$runner" verify "$recorded" 2> >(grep -v "TCG doesn't support" >&2)
+            qemu-x86_64 -cpu "$cpu" "$runner" verify "$recorded" --fresh 2> >(grep -v "TCG doesn't support" >&2)
     done
 fi

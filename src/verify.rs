@@ -25,6 +25,9 @@ pub struct VerifyOptions {
     pub device: Option<Device>,
     /// Keep the rerun's folder (printed) instead of removing it.
     pub keep: bool,
+    /// The feature store the rerun may load the frozen part's output from (`None`: it
+    /// computes everything).
+    pub feature_store: Option<std::path::PathBuf>,
 }
 
 /// The first metric that differs by more than the tolerance.
@@ -162,6 +165,7 @@ fn rerun_and_compare(dir: &RunDir, spec: &Spec, opts: &VerifyOptions) -> Result<
         force: true,
         device,
         threads: Some(summary.threads),
+        feature_store: opts.feature_store.clone(),
         ..RunOptions::default()
     };
     let lines = vec![format!(

@@ -58,7 +58,8 @@ fn data_check(source: &str, split: &[f64], seed: u64, image_size: u32) -> Result
     }
     let root = runner::data::archive::materialize(source)?;
     let files = runner::data::discover(&root, split, seed)?;
-    let data = runner::data::load(&files, image_size, false)?;
+    let manifest = runner::data::manifest(&files)?;
+    let data = runner::data::load(&files, &manifest, image_size, false, runner::data::StoreMode::Auto)?;
     println!("{}: {} classes", root.display(), data.classes.len());
     println!("{:<24} {:>7} {:>7} {:>7}", "class", "train", "val", "test");
     let count = |split: &runner::data::Split, c: usize| {

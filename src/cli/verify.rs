@@ -21,18 +21,23 @@ pub struct Args {
     /// Keep the rerun's folder.
     #[arg(long)]
     pub keep: bool,
+    /// Compute everything: no frozen features from the feature store (by default a rerun
+    /// loads those an earlier run of the same bits kept, as any run does).
+    #[arg(long)]
+    pub fresh: bool,
     /// Show the rerun's epochs.
     #[arg(long, short)]
     pub verbose: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let Args { dirs, tolerance, device: dev, keep, verbose: _ } = args;
+    let Args { dirs, tolerance, device: dev, keep, fresh, verbose: _ } = args;
     if tolerance.is_nan() || tolerance < 0.0 {
         return Err(anyhow!("--tolerance: expected a difference of 0 or more, found {tolerance}").into());
     }
     pin_numerics(dirs.iter().map(|d| runner::verify::reproducibility_of(d)))?;
-    let opts = runner::verify::VerifyOptions { tolerance, device: dev.map(device).transpose()?, keep };
+    let feature_store = if fresh { None } else { runner::run::default_feature_store() };
+    let opts = runner::verify::VerifyOptions { tolerance, device: dev.map(device).transpose()?, keep, feature_store };
     let mut failed = vec![];
     for dir in &dirs {
         match runner::verify::verify(dir, &opts) {

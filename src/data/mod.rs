@@ -9,8 +9,18 @@
 
 pub mod archive;
 pub(crate) mod augment;
+mod images;
 mod labels;
+mod transform;
+pub mod store;
 pub mod synth;
+
+pub use self::images::Images;
+pub(crate) use self::images::{Fetched, Read, in_order};
+use self::store::{Got, Pixels};
+pub(crate) use self::transform::Transform;
+pub use self::transform::{CropDraws, crop_box};
+pub use crate::config::spec::StoreMode;
 
 pub(crate) use self::labels::discover_table;
 
@@ -20,15 +30,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use fast_image_resize as fir;
 use indicatif::{ParallelProgressIterator, ProgressBar};
+use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
-
-use crate::config::spec::Augment;
 
 const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
 /// torchvision's eval pipeline resizes to size / 0.875 (256 for 224) before the center crop.
@@ -72,23 +80,16 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// Decoded images of one split: uint8 [N, 3, R, R] with R = resize side, and labels.
+/// The images of one split, read from the decoded-image store (or its copy in memory),
+/// and their labels.
 pub struct Split {
-    pub images: Tensor,
+    pub images: Images,
     pub labels: Tensor,
 }
 
 impl Split {
-    fn empty(side: u32) -> Split {
-        let s = side as i64;
-        Split {
-            images: Tensor::zeros([0, 3, s, s], (Kind::Uint8, Device::Cpu)),
-            labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)),
-        }
-    }
-
     pub fn len(&self) -> usize {
-        self.labels.size()[0] as usize
+        self.images.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -105,6 +106,8 @@ pub struct Dataset {
     pub skipped: Vec<Skipped>,
     /// Original (width, height) of every decoded file.
     pub sizes: Vec<(u32, u32)>,
+    /// Where the decoded images are and why, for run.log.
+    pub store: String,
 }
 
 pub(super) fn is_image(path: &Path) -> bool {
@@ -245,17 +248,35 @@ pub fn resize_side(image_size: u32) -> u32 {
     (image_size as f64 / CROP_RATIO).round() as u32
 }
 
-/// A decoded file: CHW uint8 pixels of the stored square and the original size.
+/// A decoded file: its CHW uint8 pixels at the stored size (shorter side `side`, aspect
+/// kept) and its own size.
 pub(crate) struct Decoded {
     pub chw: Vec<u8>,
+    pub height: u32,
+    pub width: u32,
+    /// The file's (width, height).
     pub size: (u32, u32),
 }
 
 /// Decodes one file (any mode: grayscale, palette, RGBA, 16-bit and CMYK become
 /// RGB), resizes its shorter side to `side` (antialiased bilinear, as PIL and
-/// torchvision do) and center-crops it square.
+/// torchvision do) and center-crops it square: [3, side, side] CHW bytes.
 pub fn decode(path: &Path, side: u32) -> std::result::Result<Vec<u8>, BadImage> {
-    decode_file(path, side).map(|d| d.chw)
+    let d = decode_file(path, side)?;
+    let (y0, x0) = (((d.height - side) / 2) as usize, ((d.width - side) / 2) as usize);
+    Ok(crop_chw(&d.chw, (d.height as usize, d.width as usize), (y0, x0), side as usize))
+}
+
+/// The square of `size` at (`y0`, `x0`) of a CHW image of (`height`, `width`).
+fn crop_chw(chw: &[u8], (height, width): (usize, usize), (y0, x0): (usize, usize), size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 * size * size);
+    for c in 0..3 {
+        let plane = &chw[c * height * width..][..height * width];
+        for y in y0..y0 + size {
+            out.extend_from_slice(&plane[y * width + x0..][..size]);
+        }
+    }
+    out
 }
 
 /// Whether a JPEG ends before its image does: no EOI marker (FF D9) after the
@@ -329,89 +350,125 @@ pub(crate) fn decode_file(path: &Path, side: u32) -> std::result::Result<Decoded
     let rgb = img.into_rgb8();
     let src = fir::images::Image::from_vec_u8(w, h, rgb.into_raw(), fir::PixelType::U8x3)
         .map_err(|e| BadImage::Resize(e.to_string()))?;
-    // Resize the whole image, then take the center square: torchvision's Resize + CenterCrop.
+    // The whole image, its shorter side to `side`: torchvision's Resize(side).
     let mut dst = fir::images::Image::new(nw, nh, fir::PixelType::U8x3);
     // Bilinear convolution with a support scaled to the reduction: PIL's antialiased BILINEAR.
     let options = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
     fir::Resizer::new().resize(&src, &mut dst, &options).map_err(|e| BadImage::Resize(e.to_string()))?;
     let hwc = dst.buffer();
-    let (x0, y0) = (((nw - side) / 2) as usize, ((nh - side) / 2) as usize);
-    let (s, row) = (side as usize, nw as usize * 3);
-    let mut chw = vec![0u8; 3 * s * s];
-    let (r, rest) = chw.split_at_mut(s * s);
-    let (g, b) = rest.split_at_mut(s * s);
-    for y in 0..s {
-        let line = &hwc[(y0 + y) * row + x0 * 3..][..s * 3];
-        for (x, p) in line.chunks_exact(3).enumerate() {
-            r[y * s + x] = p[0];
-            g[y * s + x] = p[1];
-            b[y * s + x] = p[2];
-        }
+    let plane = (nw * nh) as usize;
+    let mut chw = vec![0u8; 3 * plane];
+    let (r, rest) = chw.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for (i, p) in hwc.chunks_exact(3).enumerate() {
+        r[i] = p[0];
+        g[i] = p[1];
+        b[i] = p[2];
     }
-    Ok(Decoded { chw, size: (w, h) })
+    Ok(Decoded { chw, height: nh, width: nw, size: (w, h) })
 }
 
-/// A bar over `len` files: none for a few (they take no time).
-fn progress(len: usize, what: &str) -> ProgressBar {
-    if len < 64 {
-        return ProgressBar::hidden();
-    }
-    crate::sys::reporter::bar(len as u64, crate::sys::reporter::Unit::Images, what)
-}
-
-/// What decoding one split gives: its tensors, the files left out, and sizes.
-struct Loaded {
-    split: Split,
-    skipped: Vec<Skipped>,
-    sizes: Vec<(u32, u32)>,
-}
-
-/// Decodes `samples` in parallel.
-fn load_split(samples: &[Sample], side: u32, what: &'static str) -> Loaded {
-    let bar = progress(samples.len(), what);
-    let decoded: Vec<_> = samples.par_iter().progress_with(bar.clone()).map(|s| decode_file(&s.path, side)).collect();
-    bar.finish_and_clear();
-    let s = side as i64;
-    let mut pixels = Vec::with_capacity(samples.len() * (3 * s * s) as usize);
-    let mut out = Loaded { split: Split::empty(side), skipped: vec![], sizes: vec![] };
-    let mut labels = vec![];
-    for (sample, result) in samples.iter().zip(decoded) {
-        match result {
-            Ok(d) => {
-                pixels.extend_from_slice(&d.chw);
-                labels.push(sample.class as i64);
-                out.sizes.push(d.size);
-            }
-            Err(reason) => out.skipped.push(Skipped { path: path_text(&sample.path), reason: reason.to_string() }),
-        }
-    }
-    let n = labels.len() as i64;
-    out.split = Split { images: Tensor::from_slice(&pixels).view([n, 3, s, s]), labels: Tensor::from_slice(&labels) };
-    out
-}
-
-/// Decodes a discovered dataset into memory. With `strict`, any file that
-/// cannot be decoded is an error instead of a skip.
-pub fn load(files: &FileSplit, image_size: u32, strict: bool) -> Result<Dataset> {
+/// Decodes a discovered dataset (`manifest`: its rows, in the files' split order, give each
+/// file's sha256), or reads it from the decoded-image store as `store` says. With
+/// `strict`, any file that cannot be decoded is an error instead of a skip.
+pub fn load(
+    files: &FileSplit,
+    manifest: &[ManifestRow],
+    image_size: u32,
+    strict: bool,
+    store: StoreMode,
+) -> Result<Dataset> {
     let side = resize_side(image_size);
+    let splits = [&files.train, &files.val, &files.test];
+    if manifest.len() != splits.iter().map(|s| s.len()).sum::<usize>() {
+        bail!("the manifest has {} rows for {} files", manifest.len(), splits.iter().map(|s| s.len()).sum::<usize>());
+    }
+    // One entry per distinct content, in sha256 order: any split of these files reads the same store.
+    let samples = splits.iter().flat_map(|s| s.iter());
+    let mut distinct: Vec<(&str, &Path)> =
+        manifest.iter().zip(samples).map(|(row, s)| (row.sha256.as_str(), s.path.as_path())).collect();
+    distinct.sort_by(|a, b| a.0.cmp(b.0));
+    distinct.dedup_by(|a, b| a.0 == b.0);
+    let key = store::key(&distinct.iter().map(|d| d.0).collect::<Vec<_>>(), side);
+    let sources: Vec<PathBuf> = distinct.iter().map(|d| d.1.to_path_buf()).collect();
+    let (pixels, note) = pixels(store, &key, sources, side)?;
+    let pixels = std::sync::Arc::new(pixels);
+    let entry = |sha: &str| distinct.binary_search_by(|d| d.0.cmp(sha)).expect("every file has an entry");
+
     let mut dataset = Dataset {
         classes: files.classes.clone(),
-        train: Split::empty(side),
-        val: Split::empty(side),
-        test: Split::empty(side),
+        train: Split { images: Images::none(&pixels), labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)) },
+        val: Split { images: Images::none(&pixels), labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)) },
+        test: Split { images: Images::none(&pixels), labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)) },
         skipped: files.unreachable.clone(),
         sizes: vec![],
+        store: note,
     };
-    for (what, samples) in [("train", &files.train), ("val", &files.val), ("test", &files.test)] {
-        let loaded = load_split(samples, side, what);
-        dataset.skipped.extend(loaded.skipped);
-        dataset.sizes.extend(loaded.sizes);
-        match what {
-            "train" => dataset.train = loaded.split,
-            "val" => dataset.val = loaded.split,
-            _ => dataset.test = loaded.split,
+    let mut rows = manifest.iter();
+    for (k, samples) in splits.into_iter().enumerate() {
+        let (mut ids, mut labels) = (vec![], vec![]);
+        for (sample, row) in samples.iter().zip(rows.by_ref()) {
+            let e = entry(&row.sha256);
+            match pixels.failure(e) {
+                Some(reason) => dataset.skipped.push(Skipped { path: path_text(&sample.path), reason }),
+                None => {
+                    ids.push(e as u32);
+                    labels.push(sample.class as i64);
+                    dataset.sizes.push(pixels.source_size(e));
+                }
+            }
+        }
+        let split =
+            Split { images: Images { pixels: pixels.clone(), ids: ids.into() }, labels: Tensor::from_slice(&labels) };
+        match k {
+            0 => dataset.train = split,
+            1 => dataset.val = split,
+            _ => dataset.test = split,
         }
     }
+    check_usable(files, &dataset, strict)?;
+    Ok(dataset)
+}
+
+/// The decoded images of `sources` as `mode` says, and run.log's line on where they are
+/// and why.
+fn pixels(mode: StoreMode, key: &str, sources: Vec<PathBuf>, side: u32) -> Result<(Pixels, String)> {
+    let dir = store::default_dir();
+    let memory = |sources: Vec<PathBuf>, why: String| -> Result<(Pixels, String)> {
+        let p = Pixels::in_memory(key, sources, side, dir.as_deref())?;
+        Ok((p, format!("images: decoded images held in memory ({why})")))
+    };
+    let Some(dir) = dir.as_deref() else {
+        return match mode {
+            StoreMode::Disk => bail!("data.store = \"disk\" needs the image store, but RUNNER_IMAGE_STORE=off"),
+            _ => memory(sources, format!("data.store = \"{}\", RUNNER_IMAGE_STORE=off", mode.name())),
+        };
+    };
+    if mode == StoreMode::Memory {
+        return memory(sources, "data.store = \"memory\"".into());
+    }
+    match Pixels::open_or_build(dir, key, sources.clone(), side, store::budget()) {
+        Ok((p, got)) => {
+            let how = match got {
+                Got::Found => "built by an earlier run",
+                Got::Built => "built by this run",
+                Got::Waited => "built by another process while this one waited",
+                Got::Rebuilt => "rebuilt by this run: the stored one was damaged",
+            };
+            let path = p.path().map(|p| p.display().to_string()).unwrap_or_default();
+            Ok((
+                p,
+                format!("images: read per batch from the image store {path} ({how}; data.store = \"{}\")", mode.name()),
+            ))
+        }
+        Err(e) if mode == StoreMode::Auto => memory(sources, format!("the image store cannot be used: {e:#}")),
+        Err(e) => Err(e),
+    }
+}
+
+/// Refuses a dataset a run cannot use: unusable files under `data.strict`, a class
+/// without a usable training image, no usable validation image.
+fn check_usable(files: &FileSplit, dataset: &Dataset, strict: bool) -> Result<()> {
     if strict && !dataset.skipped.is_empty() {
         let first: Vec<String> = dataset.skipped.iter().take(3).map(|s| format!("{} ({})", s.path, s.reason)).collect();
         bail!(
@@ -433,7 +490,15 @@ pub fn load(files: &FileSplit, image_size: u32, strict: bool) -> Result<Dataset>
     if dataset.val.is_empty() {
         bail!("no usable validation image ({} files skipped)", dataset.skipped.len());
     }
-    Ok(dataset)
+    Ok(())
+}
+
+/// A bar over `len` files: none for a few (they take no time).
+fn progress(len: usize, what: &str) -> ProgressBar {
+    if len < 64 {
+        return ProgressBar::hidden();
+    }
+    crate::sys::reporter::bar(len as u64, crate::sys::reporter::Unit::Images, what)
 }
 
 /// Every file of a discovered dataset with its sha256 (hashed in parallel), in split order.
@@ -498,112 +563,6 @@ fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
-/// Turns stored uint8 images into a normalised float batch of `size` x `size`.
-pub(crate) struct Transform {
-    pub(crate) size: i64,
-    pub(crate) augment: Vec<Augment>,
-    pub(crate) mean: Tensor,
-    pub(crate) std: Tensor,
-}
-
-impl Transform {
-    pub fn new(size: u32, augment: &[Augment], mean: [f32; 3], std: [f32; 3]) -> Self {
-        Transform {
-            size: size as i64,
-            augment: augment.to_vec(),
-            mean: Tensor::from_slice(&mean).view([1, 3, 1, 1]),
-            std: Tensor::from_slice(&std).view([1, 3, 1, 1]),
-        }
-    }
-
-    /// Eval pipeline: center crop and normalise.
-    pub(crate) fn eval(&self, images: &Tensor, device: Device) -> Tensor {
-        let side = images.size()[2];
-        let off = (side - self.size) / 2;
-        let x = images.narrow(2, off, self.size).narrow(3, off, self.size);
-        self.normalize(&x.to_device(device))
-    }
-
-    /// Train pipeline: the spec's augmentations (or the eval crop when none), then normalise.
-    pub fn train(&self, images: &Tensor, rng: &mut ChaCha8Rng, device: Device) -> Tensor {
-        if self.augment.is_empty() {
-            return self.eval(images, device);
-        }
-        let n = images.size()[0];
-        let side = images.size()[2];
-        let mut out = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let img = images.get(i).to_device(device).to_kind(Kind::Float).unsqueeze(0);
-            let mut x = if self.augment.contains(&Augment::RandomResizedCrop) {
-                let (y0, x0, h, w) = random_resized_crop(side, side, rng);
-                img.narrow(2, y0, h).narrow(3, x0, w).upsample_bilinear2d([self.size, self.size], false, None, None)
-            } else {
-                let off = (side - self.size) / 2;
-                img.narrow(2, off, self.size).narrow(3, off, self.size)
-            };
-            if self.augment.contains(&Augment::Hflip) && rng.random_bool(0.5) {
-                x = x.flip([3]);
-            }
-            x = self.policies(x, rng);
-            out.push(x);
-        }
-        let x = self.normalize(&Tensor::cat(&out, 0));
-        match self.augment.iter().find_map(|a| if let Augment::RandomErasing { p } = a { Some(*p) } else { None }) {
-            Some(p) => {
-                let erased: Vec<Tensor> = (0..n).map(|i| augment::random_erasing(&x.narrow(0, i, 1), p, rng)).collect();
-                Tensor::cat(&erased, 0)
-            }
-            None => x,
-        }
-    }
-
-    /// The colour and geometry policies of the list, in its order, on one image of uint8
-    /// values (rounded first: a resized crop is not whole numbers).
-    fn policies(&self, x: Tensor, rng: &mut ChaCha8Rng) -> Tensor {
-        let mut x = x;
-        let mut rounded = false;
-        for a in &self.augment {
-            let needs =
-                matches!(a, Augment::TrivialAugment | Augment::RandAugment { .. } | Augment::ColorJitter { .. });
-            if needs && !rounded {
-                x = x.round();
-                rounded = true;
-            }
-            x = match *a {
-                Augment::TrivialAugment => augment::trivial_augment(&x, rng),
-                Augment::RandAugment { n, m } => augment::rand_augment(&x, n, m, rng),
-                Augment::ColorJitter { brightness, contrast, saturation, hue } => {
-                    augment::color_jitter(&x, [brightness, contrast, saturation, hue], rng)
-                }
-                _ => x,
-            };
-        }
-        x
-    }
-
-    fn normalize(&self, x: &Tensor) -> Tensor {
-        let device = x.device();
-        let on = |t: &Tensor| if t.device() == device { t.shallow_clone() } else { t.to_device(device) };
-        (x.to_kind(Kind::Float) / 255.0 - on(&self.mean)) / on(&self.std)
-    }
-}
-
-/// torchvision's RandomResizedCrop box (scale 0.08..1, ratio 3/4..4/3): (top, left, height, width).
-fn random_resized_crop(height: i64, width: i64, rng: &mut ChaCha8Rng) -> (i64, i64, i64, i64) {
-    let area = (height * width) as f64;
-    let (lr0, lr1) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
-    for _ in 0..10 {
-        let target = area * rng.random_range(0.08..1.0);
-        let ratio = rng.random_range(lr0..lr1).exp();
-        let w = (target * ratio).sqrt().round() as i64;
-        let h = (target / ratio).sqrt().round() as i64;
-        if 0 < w && w <= width && 0 < h && h <= height {
-            return (rng.random_range(0..=height - h), rng.random_range(0..=width - w), h, w);
-        }
-    }
-    (0, 0, height, width)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -646,30 +605,72 @@ mod tests {
     #[test]
     fn broken_files_are_skipped_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let good = dir.path().join("good.png");
-        image::RgbImage::from_pixel(40, 20, image::Rgb([10, 200, 30])).save(&good).unwrap();
-        std::fs::write(dir.path().join("empty.jpg"), b"").unwrap();
-        std::fs::write(dir.path().join("text.jpg"), b"hello").unwrap();
-        let samples: Vec<Sample> = ["good.png", "empty.jpg", "text.jpg"]
+        for class in ["a", "b"] {
+            for split in ["train", "val"] {
+                std::fs::create_dir_all(dir.path().join(split).join(class)).unwrap();
+            }
+            let good = dir.path().join("train").join(class).join("good.png");
+            image::RgbImage::from_pixel(40, 20, image::Rgb([10, 200, 30])).save(&good).unwrap();
+            let square = dir.path().join("val").join(class).join("sq.png");
+            image::RgbImage::from_pixel(20, 20, image::Rgb([1, 2, 3])).save(square).unwrap();
+        }
+        std::fs::write(dir.path().join("train/a/empty.jpg"), b"").unwrap();
+        std::fs::write(dir.path().join("train/a/text.jpg"), b"hello").unwrap();
+        let files = discover(dir.path(), &[0.5, 0.5], 0).unwrap();
+        let rows = manifest(&files).unwrap();
+        let data = load(&files, &rows, 14, false, StoreMode::Memory).unwrap();
+        assert_eq!(data.train.len() + data.val.len(), 4);
+        let mut reasons: Vec<(String, String)> =
+            data.skipped.iter().map(|s| (s.path.clone(), s.reason.clone())).collect();
+        reasons.sort();
+        let root = dir.path().display();
+        assert_eq!(
+            reasons,
+            [
+                (format!("{root}/train/a/empty.jpg"), "empty file".to_string()),
+                (format!("{root}/train/a/text.jpg"), "not an image (unknown format)".to_string())
+            ]
+        );
+        // Side 16 for 14 px: the 40 x 20 image is stored at 32 x 16; its center crop is green.
+        let all = [&data.train, &data.val];
+        let (split, i) = all
             .iter()
-            .map(|f| Sample { path: dir.path().join(f), class: 0 })
-            .collect();
+            .flat_map(|s| (0..s.len()).map(move |i| (*s, i)))
+            .find(|(s, i)| s.images.dims(*i) == (16, 32))
+            .expect("the wide image");
+        let crop = split.images.crops(&[i as i64], 14);
+        assert_eq!(crop.size(), vec![1, 3, 14, 14]);
+        assert_eq!(i64::try_from(crop.get(0).get(1).get(7).get(7)).unwrap(), 200);
+        let mut sizes = data.sizes.clone();
+        sizes.sort();
+        assert_eq!(sizes, vec![(20, 20), (20, 20), (40, 20), (40, 20)]);
+    }
+
+    #[test]
+    fn crops_are_the_old_stored_squares_center_crops() {
+        // Before the store kept each image's aspect, an image was kept as the center square of
+        // its shorter side and cropped again: a crop of the whole image at the sum of both offsets.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wide.png");
+        image::RgbImage::from_fn(61, 37, |x, y| image::Rgb([(x * 4) as u8, (y * 6) as u8, ((x + y) * 2) as u8]))
+            .save(&path)
+            .unwrap();
+        let side = resize_side(20);
+        let square = decode(&path, side).unwrap();
+        let s = side as i64;
+        let square = Tensor::from_slice(&square).view([1, 3, s, s]);
+        let off = (s - 20) / 2;
+        let old = square.narrow(2, off, 20).narrow(3, off, 20);
         let files = FileSplit {
             root: dir.path().to_path_buf(),
-            classes: vec!["a".into()],
-            train: samples.clone(),
-            val: vec![],
+            classes: vec!["a".into(), "b".into()],
+            train: vec![Sample { path: path.clone(), class: 0 }, Sample { path: path.clone(), class: 1 }],
+            val: vec![Sample { path: path.clone(), class: 1 }],
             test: vec![],
             unreachable: vec![],
         };
-        let loaded = load_split(&samples, 16, "train");
-        assert_eq!(loaded.split.len(), 1);
-        assert_eq!(loaded.split.images.size(), vec![1, 3, 16, 16]);
-        assert_eq!(i64::try_from(loaded.split.images.get(0).get(1).get(8).get(8)).unwrap(), 200);
-        assert_eq!(manifest(&files).unwrap()[0].path, "good.png");
-        assert_eq!(loaded.sizes, vec![(40, 20)]);
-        assert_eq!(loaded.skipped.len(), 2);
-        assert_eq!(loaded.skipped[0].reason, "empty file");
-        assert_eq!(loaded.skipped[1].reason, "not an image (unknown format)");
+        let rows = manifest(&files).unwrap();
+        let data = load(&files, &rows, 20, false, StoreMode::Memory).unwrap();
+        assert_eq!(data.train.images.crops(&[0], 20), old);
     }
 }

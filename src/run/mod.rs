@@ -130,7 +130,7 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
     check_numerics(spec, opts.device)?;
     crate::sys::malloc::tune()?;
     let threads = prepare::configure_threads(opts.threads);
-    let mut trainer = prepare_files(spec, &id.files, opts.device, opts.feature_store.clone())?;
+    let mut trainer = prepare_files(spec, &id.files, &id.manifest, opts.device, opts.feature_store.clone())?;
 
     crate::sys::signal::watch();
     // Claim the run; nothing has been written so far. Held until this function returns.
@@ -152,9 +152,7 @@ pub(crate) fn execute_identified(spec: &Spec, id: &Identity, opts: &RunOptions) 
     log_start(&mut log, &mut summary, spec, resume.as_ref(), &dir);
     log_numerics(&mut log, &summary, spec, &trainer);
     warn_unvalidated(&trainer, &mut log);
-    if let Some(note) = trainer.place_data() {
-        log.line(&note);
-    }
+    log.line(&trainer.data().store);
     record_skipped(&dir, &trainer, &mut log)?;
     summary.write(&dir)?;
 

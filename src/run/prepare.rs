@@ -17,14 +17,17 @@ use crate::train::{Parts, Trainer};
 
 /// Everything a run needs, checked and loaded, with nothing written yet.
 pub fn prepare(spec: &Spec, device: Device) -> Result<Trainer> {
-    prepare_files(spec, &data_files(spec)?, device, None)
+    let files = data_files(spec)?;
+    let manifest = data::manifest(&files)?;
+    prepare_files(spec, &files, &manifest, device, None)
 }
 
-/// [`prepare`] for data already discovered, sharing plain feature caches through
+/// [`prepare`] for data already discovered and hashed (`manifest`), sharing plain feature caches through
 /// `feature_store` when one is given.
 pub(crate) fn prepare_files(
     spec: &Spec,
     files: &data::FileSplit,
+    manifest: &[data::ManifestRow],
     device: Device,
     feature_store: Option<PathBuf>,
 ) -> Result<Trainer> {
@@ -33,7 +36,7 @@ pub(crate) fn prepare_files(
     if let Some(msg) = head_mismatch(spec, &files.classes) {
         bail!("model.head.classes: {msg}");
     }
-    let data: Dataset = data::load(files, spec.data.image_size, spec.data.strict)?;
+    let data: Dataset = data::load(files, manifest, spec.data.image_size, spec.data.strict, spec.data.store)?;
 
     tch::manual_seed(spec.seed as i64);
     let mut vs = nn::VarStore::new(device);

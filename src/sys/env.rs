@@ -18,6 +18,10 @@ pub(crate) const FEATURE_CACHE_MB: &str = "RUNNER_FEATURE_CACHE_MB";
 pub(crate) const FEATURE_STORE: &str = "RUNNER_FEATURE_STORE";
 /// The feature store's size budget in MiB (default 10,240); the least recently used go first.
 pub(crate) const FEATURE_STORE_MB: &str = "RUNNER_FEATURE_STORE_MB";
+/// The folder of the decoded-image store, or `off`; default `<RUNNER_CACHE>/images`.
+pub(crate) const IMAGE_STORE: &str = "RUNNER_IMAGE_STORE";
+/// The image store's size budget in MiB (default 102,400); the least recently used go first.
+pub(crate) const IMAGE_STORE_MB: &str = "RUNNER_IMAGE_STORE_MB";
 /// The most pixels an image file may decode to (default 89,478,485, PIL's limit); larger
 /// files are skipped as decompression bombs.
 pub(crate) const MAX_IMAGE_PIXELS: &str = "RUNNER_MAX_IMAGE_PIXELS";
@@ -46,6 +50,8 @@ pub const ALL: &[&str] = &[
     FEATURE_CACHE_MB,
     FEATURE_STORE,
     FEATURE_STORE_MB,
+    IMAGE_STORE,
+    IMAGE_STORE_MB,
     MAX_IMAGE_PIXELS,
     MAX_ZIP_EXPANSION,
     MAX_GRID_RUNS,
@@ -62,6 +68,7 @@ const CHECKED: &[(&str, Kind)] = &[
     (CHANNELS_LAST, Kind::ZeroOrOne),
     (FEATURE_CACHE_MB, Kind::Whole),
     (FEATURE_STORE_MB, Kind::Whole),
+    (IMAGE_STORE_MB, Kind::Whole),
     (MAX_IMAGE_PIXELS, Kind::Positive),
     (MAX_ZIP_EXPANSION, Kind::Positive),
     (MAX_GRID_RUNS, Kind::Positive),

@@ -180,7 +180,10 @@ pub(crate) fn widest_isa() -> &'static str {
 ///    which libtorch used, is 1 ulp off for some values on AMD ones; Intel's numbers are
 ///    unchanged); a last batch of one image is left out only where BatchNorm layers train
 ///    (ViTs, ConvNeXts and VGG16 have none).
-pub(crate) const NUMERICS_VERSION: u32 = 5;
+/// 6: `random_resized_crop` samples its box from the whole image (shorter side at the stored
+///    size, aspect kept), as torchvision's does, not from its center square; it falls back to
+///    torchvision's center crop clamped to the ratio range. Runs without it are unchanged.
+pub(crate) const NUMERICS_VERSION: u32 = 6;
 
 /// What decided a run's floating-point paths: recorded in summary.json, compared by verify.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use tch::{Device, Kind, Tensor};
 use super::Trainer;
 use super::autocast::Autocast;
 use crate::config::spec::TtaView;
-use crate::data::Split;
+use crate::data::{Fetched, Read, Split};
 use crate::model::Classifier;
 
 impl Trainer {
@@ -42,8 +42,13 @@ impl Trainer {
     }
 
     fn evaluate_split(&self, split: &Split, predict: bool) -> (f64, f64, Vec<i64>) {
-        self.mean_loss_acc(split.len() as i64, &split.labels, predict, |first, len| {
-            let x = self.layout(self.transform.eval(&split.images.narrow(0, first, len), self.device));
+        let batches = crate::data::in_order(split.len(), self.batch_size);
+        let reads = std::cell::RefCell::new(split.images.prefetch(batches, Read::Crops(self.transform.size)));
+        self.mean_loss_acc(split.len() as i64, &split.labels, predict, |_, _| {
+            let Some(Fetched::Crops(crops)) = reads.borrow_mut().next() else {
+                unreachable!("crops, a read per batch")
+            };
+            let x = self.layout(self.transform.eval(&crops, self.device));
             tta_logits(&self.model, &x, &self.tta)
         })
     }

@@ -15,7 +15,7 @@ use tch::{Device, Kind, Tensor};
 use super::Trainer;
 use super::autocast::Autocast;
 use crate::config::spec::{Augment, BatchNormPolicy, CacheMode};
-use crate::data::Split;
+use crate::data::{Fetched, Read, Split};
 use crate::sys::reporter::{self, Unit};
 
 /// The output of a phase's frozen prefix for every train and val image.
@@ -159,10 +159,7 @@ impl Trainer {
         ks.push(frozen);
         ks.sort_unstable();
         ks.dedup();
-        let probe = {
-            let x = self.layout(self.transform.eval(&self.data.train.images.narrow(0, 0, 1), self.device));
-            self.model.frozen_prefixes(&x, &ks)
-        };
+        let probe = self.model.frozen_prefixes(&self.first_image(), &ks);
         let per_image: Vec<u64> = probe.iter().map(|t| (t.numel() * 4) as u64).collect();
         let budget = cache_budget_bytes(self.device);
         let bytes = per_image[ks.len() - 1] * images as u64;
@@ -264,8 +261,9 @@ impl Trainer {
         let floats = |t: &Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
         add(format!("{} {:?} {:?}", self.transform.size, floats(&self.transform.mean), floats(&self.transform.std))
             .as_bytes());
+        // The images: their store's name (a hash of the files' contents and the decoding) and entries.
         for split in [&self.data.train, &self.data.val] {
-            add(&Vec::<u8>::try_from(split.images.flatten(0, -1)).unwrap_or_default());
+            add(&split.images.identity());
         }
         h.finalize().to_vec()
     }
@@ -303,6 +301,14 @@ impl Trainer {
         h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The first train image as the network sees it in evaluation: a probe of the shapes.
+    fn first_image(&self) -> Tensor {
+        let Fetched::Crops(crops) = self.data.train.images.fetch(&[0], Read::Crops(self.transform.size)) else {
+            unreachable!("crops were read")
+        };
+        self.layout(self.transform.eval(&crops, self.device))
+    }
+
     /// What a cache at layer `k` holds, for the log.
     fn cached_what(&self, k: usize) -> String {
         let layers = self.model.backbone.layers();
@@ -316,18 +322,16 @@ impl Trainer {
     /// The frozen prefix's outputs at depths `ks` for every image of `split` (fp32,
     /// in the trainer's layout); `probe` gives the shapes for an empty split.
     fn prefix_outputs(&self, split: &Split, ks: &[usize], probe: &[Tensor], bar: &ProgressBar) -> Vec<Tensor> {
-        let n = split.len() as i64;
         let mut parts: Vec<Vec<Tensor>> = ks.iter().map(|_| vec![]).collect();
-        let mut start = 0;
-        while start < n {
-            let len = (self.batch_size as i64).min(n - start);
-            let x = self.layout(self.transform.eval(&split.images.narrow(0, start, len), self.device));
+        let batches = crate::data::in_order(split.len(), self.batch_size);
+        for pixels in split.images.prefetch(batches, Read::Crops(self.transform.size)) {
+            let Fetched::Crops(crops) = pixels else { unreachable!("crops were read") };
+            let x = self.layout(self.transform.eval(&crops, self.device));
             let outs = self.model.frozen_prefixes(&x, ks);
             for (part, out) in parts.iter_mut().zip(outs) {
                 part.push(out.to_kind(Kind::Float));
             }
-            bar.inc(len as u64);
-            start += len;
+            bar.inc(crops.size()[0] as u64);
         }
         parts
             .into_iter()
@@ -352,10 +356,7 @@ impl Trainer {
         if n_train == 0 {
             return (None, "full forward every epoch (no train images)".into());
         }
-        let probe = {
-            let x = self.layout(self.transform.eval(&self.data.train.images.narrow(0, 0, 1), self.device));
-            self.model.frozen_prefix(&x, frozen)
-        };
+        let probe = self.model.frozen_prefix(&self.first_image(), frozen);
         let per_image = (probe.numel() * 4) as u64;
         let k = views.count();
         let bytes = per_image * (k * n_train + n_val) as u64;
@@ -374,29 +375,33 @@ impl Trainer {
         let bar =
             reporter::bar((k * n_train + n_val) as u64, Unit::Images, &format!("caching {k} views of the {what}"));
         let prefix = |x: Tensor| self.model.frozen_prefix(&self.layout(x), frozen);
-        let pass = |split: &Split, input: &dyn Fn(&Tensor) -> Tensor| -> Tensor {
-            let n = split.len() as i64;
+        let pass = |split: &Split, read: Read, input: &dyn Fn(Fetched) -> Tensor| -> Tensor {
+            let batches = crate::data::in_order(split.len(), self.batch_size);
             let mut parts = vec![];
-            let mut start = 0;
-            while start < n {
-                let len = (self.batch_size as i64).min(n - start);
-                parts.push(prefix(input(&split.images.narrow(0, start, len))).to_kind(Kind::Float));
-                bar.inc(len as u64);
-                start += len;
+            for (pixels, b) in split.images.prefetch(batches.clone(), read).zip(&batches) {
+                parts.push(prefix(input(pixels)).to_kind(Kind::Float));
+                bar.inc(b.len() as u64);
             }
             if parts.is_empty() { probe.narrow(0, 0, 0) } else { Tensor::cat(&parts, 0) }
+        };
+        let crops = Read::Crops(self.transform.size);
+        let eval = |pixels: Fetched| match pixels {
+            Fetched::Crops(c) => self.transform.eval(&c, self.device),
+            Fetched::Whole(_) => unreachable!("crops were read"),
         };
         let (train, val) = Autocast::run(self.autocast(), || {
             let mut train = vec![];
             for v in 0..k {
                 let rng = std::cell::RefCell::new(view_rng(self.seed, v));
-                train.push(pass(&self.data.train, &|images| match views {
-                    Views::Mirrored if v == 1 => self.transform.eval(images, self.device).flip([3]),
-                    Views::Mirrored => self.transform.eval(images, self.device),
-                    _ => self.transform.train(images, &mut rng.borrow_mut(), self.device),
-                }));
+                train.push(match views {
+                    Views::Mirrored if v == 1 => pass(&self.data.train, crops, &|p| eval(p).flip([3])),
+                    Views::Mirrored => pass(&self.data.train, crops, &eval),
+                    _ => pass(&self.data.train, self.transform.read(), &|p| {
+                        self.transform.train(p, &mut rng.borrow_mut(), self.device)
+                    }),
+                });
             }
-            let val = pass(&self.data.val, &|images| self.transform.eval(images, self.device));
+            let val = pass(&self.data.val, crops, &eval);
             (self.layout(Tensor::cat(&train, 0)), self.layout(val))
         });
         bar.finish_and_clear();

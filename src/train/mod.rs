@@ -36,11 +36,11 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 pub(crate) use self::eval::tta_logits;
-use self::features::{cache_budget_bytes, view_picks};
+use self::features::view_picks;
 pub use self::optim::GradScaler;
 pub use self::phase::PhaseRun;
 use crate::config::spec::{Augment, CacheMode, Precision, Spec, TtaView};
-use crate::data::{Dataset, Transform};
+use crate::data::{Dataset, Fetched, Transform};
 use crate::model::{Classifier, Schedule};
 use crate::sys::reporter::{self, Unit};
 use crate::train::autocast::Autocast;
@@ -327,29 +327,6 @@ impl Trainer {
         if self.channels_last { crate::model::channels_last(&x) } else { x }
     }
 
-    /// On CUDA, moves the decoded images (uint8) and labels to the GPU when they fit
-    /// the cache budget, so that batches never cross the bus. Returns what it did.
-    pub(crate) fn place_data(&mut self) -> Option<String> {
-        if !self.device.is_cuda() {
-            return None;
-        }
-        let splits = [&self.data.train, &self.data.val, &self.data.test];
-        let bytes: u64 = splits.iter().map(|s| s.images.numel() as u64).sum();
-        let budget = cache_budget_bytes(self.device);
-        if bytes > budget {
-            return Some(format!(
-                "the decoded images ({} MiB) stay in host memory: over the budget of {} MiB (RUNNER_FEATURE_CACHE_MB)",
-                bytes >> 20,
-                budget >> 20
-            ));
-        }
-        for split in [&mut self.data.train, &mut self.data.val, &mut self.data.test] {
-            split.images = split.images.to_device(self.device);
-            split.labels = split.labels.to_device(self.device);
-        }
-        Some(format!("the decoded images ({} MiB) are kept on {:?}", bytes >> 20, self.device))
-    }
-
     /// The one loop over a phase's epochs: from its epoch `from` (0-based; later than 0
     /// when resumed) to its last, numbered `first_epoch` on out of `total`. Each epoch
     /// follows the schedule (gradual unfreezing, the learning rate), trains, validates,
@@ -420,11 +397,15 @@ impl Trainer {
         let n = self.data.train.len();
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(rng);
-        // The permutation goes to the data's device once; batches are slices of it.
-        let source = phase.cache.as_ref().map_or(&self.data.train.images, |c| &c.train);
-        let order_t = Tensor::from_slice(&order).to_device(source.device());
-        let picks_t =
-            phase.cache.as_ref().and_then(|c| view_picks(c, &order, rng)).map(|p| p.to_device(source.device()));
+        // The permutation goes to the inputs' device once; batches are slices of it.
+        let device = phase.cache.as_ref().map_or(Device::Cpu, |c| c.train.device());
+        let order_t = Tensor::from_slice(&order).to_device(device);
+        let picks_t = phase.cache.as_ref().and_then(|c| view_picks(c, &order, rng)).map(|p| p.to_device(device));
+        // Without a cache, the images of the batches to come are read while one trains.
+        let mut reads = phase.cache.is_none().then(|| {
+            let batches = order.chunks(self.batch_size).map(<[i64]>::to_vec).collect();
+            self.data.train.images.prefetch(batches, self.transform.read())
+        });
         let labels_t = self.data.train.labels.to_device(self.device);
         let bar = reporter::bar(n as u64, Unit::Images, &format!("epoch {epoch}/{total_epochs}"));
         let mut shown = Instant::now();
@@ -435,17 +416,18 @@ impl Trainer {
         let batches = n.div_ceil(self.batch_size) - usize::from(drop_single && n % self.batch_size == 1);
         let mut trained = 0;
         for (b, chunk) in order.chunks(self.batch_size).enumerate() {
-            if chunk.len() == 1 && drop_single {
-                continue;
-            }
             if crate::sys::signal::interrupted() {
                 break;
+            }
+            let pixels = reads.as_mut().map(|r| r.next().expect("a read per batch"));
+            if chunk.len() == 1 && drop_single {
+                continue;
             }
             let (from, len) = ((b * self.batch_size) as i64, chunk.len() as i64);
             let idx = order_t.narrow(0, from, len);
             let labels = labels_t.index_select(0, &idx.to_device(self.device));
             let rows = picks_t.as_ref().map(|p| p.narrow(0, from, len));
-            let (x, targets) = self.batch_inputs(phase, &idx, rows, &labels, rng);
+            let (x, targets) = self.batch_inputs(phase, pixels, &idx, rows, &labels, rng);
             let step = accumulation_step(trained, batches, phase.accumulate);
             trained += 1;
             let (logits, loss) = self.train_step(phase, &x, &labels, targets.as_ref(), step);
@@ -470,12 +452,13 @@ impl Trainer {
         (loss_sum.double_value(&[]) / mean, correct.int64_value(&[]) as f64 / mean, seen)
     }
 
-    /// A training batch's inputs, in the weights' memory format: the images `idx` augmented,
-    /// or their cached features (`rows` of the cache, when it holds several views); then
-    /// MixUp / CutMix, which also gives the soft targets.
+    /// A training batch's inputs, in the weights' memory format: the images `idx` (read as
+    /// `pixels`) augmented, or their cached features (`rows` of the cache, when it holds
+    /// several views); then MixUp / CutMix, which also gives the soft targets.
     fn batch_inputs(
         &self,
         phase: &PhaseRun,
+        pixels: Option<Fetched>,
         idx: &Tensor,
         rows: Option<Tensor>,
         labels: &Tensor,
@@ -484,10 +467,7 @@ impl Trainer {
         let x = match &phase.cache {
             // index_select returns standard layout: `self.layout` below puts it back.
             Some(c) => c.train.index_select(0, &rows.unwrap_or_else(|| idx.shallow_clone())),
-            None => {
-                let images = self.data.train.images.index_select(0, idx);
-                self.transform.train(&images, rng, self.device)
-            }
+            None => self.transform.train(pixels.expect("read without a cache"), rng, self.device),
         };
         let (x, targets) = if self.mixing.is_on() {
             let (x, soft) = self.mixing.apply(&x, labels, self.data.classes.len() as i64, rng);

@@ -142,7 +142,9 @@ fn the_feature_store_serves_later_runs_exactly_and_never_an_altered_file() {
     let spec = format!("{}\n[grid]\n\"phases.1.optimizer.lr_factor\" = [0.1, 0.3, 0.5]\n", tiny_spec(&data));
     std::fs::write(root.join("spec.toml"), spec).unwrap();
     let store = root.join("store");
-    let with_store = [("RUNNER_FEATURE_STORE", store.to_str().unwrap())];
+    let images = root.join("images");
+    let with_store =
+        [("RUNNER_FEATURE_STORE", store.to_str().unwrap()), ("RUNNER_IMAGE_STORE", images.to_str().unwrap())];
     let o = runner_with_env(root, &["run", "spec.toml", "--out", "stored"], &with_store);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = runner(root, &["run", "spec.toml", "--out", "computed"]);
@@ -185,10 +187,13 @@ fn the_feature_store_serves_later_runs_exactly_and_never_an_altered_file() {
         assert_eq!(metrics(a), metrics(&b), "{}: the rerun after the alteration", a.display());
     }
     let list = runner_with_env(root, &["cache", "list"], &with_store);
-    assert!(stdout(&list).contains("2 files"), "{}", stdout(&list));
+    assert!(stdout(&list).contains("features: 2 files"), "{}", stdout(&list));
+    assert!(stdout(&list).contains("images: 1 files"), "{}", stdout(&list));
     let pruned = runner_with_env(root, &["cache", "prune", "--all"], &with_store);
-    assert!(stdout(&pruned).contains("removed 2 files"), "{}", stdout(&pruned));
+    assert!(stdout(&pruned).contains("features: removed 2 files"), "{}", stdout(&pruned));
+    assert!(stdout(&pruned).contains("images: removed 1 files"), "{}", stdout(&pruned));
     assert!(runner::sys::filestore::entries(&store).is_empty());
+    assert!(runner::sys::filestore::entries(&images).is_empty());
 }
 
 /// Two processes computing the same features at once, into one store: both runs complete

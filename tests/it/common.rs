@@ -7,11 +7,18 @@ use runner::data::synth::{SynthOptions, generate};
 
 /// The binary, with the feature store off: a test's runs compute their features unless it
 /// names a store of its own (`RUNNER_FEATURE_STORE`), so tests sharing a user's cache cannot
-/// change each other's run.log.
+/// change each other's run.log. The decoded images go to an image store of the tests' own
+/// (under cargo's target folder), shared by every test as users' runs share theirs.
 pub fn runner_bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
     cmd.env("RUNNER_FEATURE_STORE", "off");
+    cmd.env("RUNNER_IMAGE_STORE", image_store());
     cmd
+}
+
+/// The image store of the tests' runs.
+pub fn image_store() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("image-store")
 }
 
 /// Runs the binary in `cwd` with the given arguments.

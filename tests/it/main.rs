@@ -16,6 +16,7 @@ mod resume;
 mod search;
 mod slurm;
 mod spec_cli;
+mod store;
 mod sweep;
 mod toolkit;
 mod tracking;

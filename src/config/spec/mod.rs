@@ -284,6 +284,37 @@ pub struct DataSpec {
     /// CutMix's Beta(alpha, alpha) parameter; with `mixup` too, each batch takes one of the two.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cutmix: Option<f64>,
+    /// Where the decoded images are kept: the image store on disk, read per batch, or memory.
+    /// It changes no number a run computes (and so not its id).
+    #[serde(default, skip_serializing_if = "StoreMode::is_auto")]
+    pub store: StoreMode,
+}
+
+/// `data.store`: "auto" reads the decoded-image store on disk (memory where there is none:
+/// `RUNNER_IMAGE_STORE=off`, or a cache folder that cannot be written); "disk" insists on
+/// the store; "memory" holds the decoded images in memory (read from the store when it has
+/// them, decoded otherwise) and writes no store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreMode {
+    #[default]
+    Auto,
+    Memory,
+    Disk,
+}
+
+impl StoreMode {
+    fn is_auto(&self) -> bool {
+        *self == StoreMode::Auto
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreMode::Auto => "auto",
+            StoreMode::Memory => "memory",
+            StoreMode::Disk => "disk",
+        }
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -634,9 +665,13 @@ impl Spec {
     /// written out, so reordering keys or spelling out a default changes nothing.
     pub(crate) fn canonical(&self) -> Vec<u8> {
         let mut value = serde_json::to_value(self).expect("a spec always serializes");
-        // Where a run is also logged does not change what it computes.
+        // Where a run is also logged, or where its decoded images are kept, does not change
+        // what it computes.
         if let Some(map) = value.as_object_mut() {
             map.remove("tracking");
+            if let Some(data) = map.get_mut("data").and_then(|d| d.as_object_mut()) {
+                data.remove("store");
+            }
         }
         serde_json::to_vec(&value).expect("json values serialize")
     }
