@@ -6,13 +6,15 @@ efficientnet_lite0 (ImageNet weights), image_size 64, batch 32, RUNNER_THREADS t
 
   store     the time to build the decoded-image store (`runner data check`: hashing the
             files, decoding, writing), and its size;
-  disk /    a two-phase run (1 frozen epoch, 1 fine-tuning epoch from block 10) with
-  memory    data.cache = "off", so that every epoch reads its images: peak RSS, wall time,
-            fine-tuning images/s; data.store = "disk" and "memory";
+  disk /    a two-phase run: 1 frozen epoch (on the pooled features, cached in the feature
+  memory    store), 1 fine-tuning epoch from block 10 with random_resized_crop and hflip (so it
+            reads its images): peak RSS, wall time, fine-tuning images/s; data.store = "disk"
+            and "memory";
   grid      a 3-point learning-rate grid of a frozen phase (1 epoch), run twice: each
             point's wall time (summary.json), and whether run.log says it loaded the stores;
-  pytorch   bench/torch_reference.py (ImageFolder + DataLoader, 2 workers) on the same
-            files: its fine-tuning images/s and peak RSS;
+  pytorch   bench/torch_reference.py --augment (ImageFolder + DataLoader, 2 workers;
+            RandomResizedCrop + RandomHorizontalFlip) on the same files: its fine-tuning
+            images/s and peak RSS;
   limit     with --limit-mb: the disk run again under RLIMIT_DATA (ulimit -d) of that
             many MiB, and the memory run, which must fail under it.
 
@@ -38,7 +40,7 @@ from compare import ROOT, make_data, measured_child  # noqa: E402
 WEIGHTS = pathlib.Path.home() / ".cache/runner/weights/efficientnet-lite0-57934424.pth"
 
 
-def spec(data, phases, grid=False, store="auto", cache="off"):
+def spec(data, phases, grid=False, store="auto"):
     text = f'''name = "scale"
 seed = 1
 [data]
@@ -46,7 +48,6 @@ source = "{data}"
 image_size = 64
 batch_size = 32
 store = "{store}"
-cache = "{cache}"
 [model]
 backbone = "efficientnet_lite0"
 [[phases]]
@@ -60,6 +61,7 @@ optimizer = {{ kind = "rmsprop", lr = 1e-3 }}
 name = "fine_tune"
 epochs = 1
 freeze_up_to = 10
+augment = ["random_resized_crop", "hflip"]
 optimizer = { kind = "rmsprop", lr_factor = 0.1 }
 '''
     if grid:
@@ -112,7 +114,7 @@ def one_size(a, n, env):
         print(f"{n}: {store} {out[store]}", file=sys.stderr, flush=True)
     if a.grid:
         for attempt in ["first", "second"]:
-            runner_run(a, tmp, f"grid-{attempt}", spec(data, 1, grid=True, cache="auto"), env)
+            runner_run(a, tmp, f"grid-{attempt}", spec(data, 1, grid=True), env)
             points = []
             # In the order they ran (one after the other): by when each wrote its run.log last.
             for d in sorted(runs(tmp / f"grid-{attempt}"), key=lambda d: (d / "run.log").stat().st_mtime):
@@ -127,7 +129,7 @@ def one_size(a, n, env):
     if a.python and n <= a.pytorch_max:
         cmd = [a.python, ROOT / "bench/torch_reference.py", "--data", data, "--model", "efficientnet_lite0",
                "--weights", WEIGHTS, "--image-size", 64, "--batch-size", 32, "--epochs", 1, 1, "--freeze", 10,
-               "--threads", a.threads, "--workers", 2, "--seed", 1]
+               "--threads", a.threads, "--workers", 2, "--seed", 1, "--augment"]
         r = measured_child(cmd, env)
         ref = json.loads(r["out"])
         out["pytorch"] = {"rss_mib": round(r["rss_mib"]), "wall_s": round(r["wall"], 1),

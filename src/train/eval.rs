@@ -6,6 +6,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::Trainer;
 use super::autocast::Autocast;
+use super::stored::Rows;
 use crate::config::spec::TtaView;
 use crate::data::{Fetched, Read, Split};
 use crate::model::Classifier;
@@ -54,9 +55,9 @@ impl Trainer {
     }
 
     /// Mean loss and accuracy of cached inputs (the output of the first `start` layers).
-    pub(super) fn evaluate_inputs(&self, inputs: &Tensor, labels: &Tensor, start: usize) -> (f64, f64) {
-        let (loss, acc, _) = self.mean_loss_acc(inputs.size()[0], labels, false, |first, len| {
-            self.model.infer_from(&inputs.narrow(0, first, len), start)
+    pub(super) fn evaluate_inputs(&self, inputs: &Rows, labels: &Tensor, start: usize) -> (f64, f64) {
+        let (loss, acc, _) = self.mean_loss_acc(inputs.len(), labels, false, |first, len| {
+            self.model.infer_from(&self.layout(inputs.narrow(first, len).to_device(self.device)), start)
         });
         (loss, acc)
     }

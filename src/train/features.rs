@@ -14,6 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::Trainer;
 use super::autocast::Autocast;
+use super::stored::{Rows, Writer};
 use crate::config::spec::{Augment, BatchNormPolicy, CacheMode};
 use crate::data::{Fetched, Read, Split};
 use crate::sys::reporter::{self, Unit};
@@ -23,8 +24,8 @@ pub(super) struct FeatureCache {
     /// The first layer not covered: the phase's freeze index.
     pub(super) start: usize,
     /// `views` x train images: view `v` of image `i` at row `v * n + i`.
-    pub(super) train: Tensor,
-    pub(super) val: Tensor,
+    pub(super) train: Rows,
+    pub(super) val: Rows,
     pub(super) views: Views,
 }
 
@@ -48,35 +49,6 @@ impl Views {
             Views::Sampled(k) => k,
         }
     }
-}
-
-/// The sha256 of a stored cache's train and val values: a store file whose values do not
-/// give back the digest it holds (truncated, altered) is never used.
-fn digest(train: &Tensor, val: &Tensor) -> Vec<u8> {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    for t in [train, val] {
-        let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-        h.update(format!("{:?}", t.size()).as_bytes());
-        let values = Vec::<f32>::try_from(t.flatten(0, -1)).unwrap_or_default();
-        h.update(values.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
-    }
-    h.finalize().to_vec()
-}
-
-/// Writes `cache` into the feature store at `path` (atomically: a reader sees all of it or
-/// nothing), then keeps the store within `budget` bytes, the least recently used out first.
-fn keep_stored(path: &std::path::Path, cache: &FeatureCache, budget: u64) -> anyhow::Result<()> {
-    let dir = path.parent().expect("in the store");
-    std::fs::create_dir_all(dir)?;
-    crate::sys::atomic::with_temp_path(path, |tmp| {
-        let (train, val) = (cache.train.contiguous(), cache.val.contiguous());
-        let sha256 = Tensor::from_slice(&digest(&train, &val));
-        Tensor::write_safetensors(&[("train", &train), ("val", &val), ("sha256", &sha256)], tmp)?;
-        Ok(())
-    })?;
-    crate::sys::filestore::evict(dir, budget, Some(path));
-    Ok(())
 }
 
 /// The random stream that draws cached view `v` (far from the epochs' streams).
@@ -125,7 +97,8 @@ impl Trainer {
         }
     }
 
-    /// Runs the frozen prefix over every train and val image once, if it fits the budget.
+    /// Runs the frozen prefix over every train and val image once, into the feature store
+    /// when there is one (read from it per batch), else into memory if it fits the budget.
     /// In the same pass it keeps the activations at the freeze indices of later phases
     /// that lie below this one (`later_boundaries`), so the next phase need not recompute them.
     fn build_cache(&mut self, frozen: usize) -> (Option<FeatureCache>, String) {
@@ -136,7 +109,10 @@ impl Trainer {
         }
         if let Some((train, val)) = self.stash.remove(&frozen) {
             let note = format!("trains on the {} cached by an earlier pass", what);
-            return (Some(FeatureCache { start: frozen, train, val, views }), note);
+            return (
+                Some(FeatureCache { start: frozen, train: Rows::Memory(train), val: Rows::Memory(val), views }),
+                note,
+            );
         }
         // What every depth's key shares, hashed once (the images above all).
         let inputs = self.feature_store.as_ref().map(|_| self.inputs_digest());
@@ -146,7 +122,7 @@ impl Trainer {
             .zip(inputs.as_deref())
             .map(|(dir, inputs)| dir.join(format!("{}.safetensors", self.feature_key(frozen, inputs))));
         if let Some(path) = &stored
-            && let Some((train, val)) = self.load_stored(path)
+            && let Some((train, val)) = self.open_stored(path)
         {
             let note = format!("trains on the {what} of the feature store ({})", path.display());
             return (Some(FeatureCache { start: frozen, train, val, views }), note);
@@ -161,8 +137,15 @@ impl Trainer {
         ks.dedup();
         let probe = self.model.frozen_prefixes(&self.first_image(), &ks);
         let per_image: Vec<u64> = probe.iter().map(|t| (t.numel() * 4) as u64).collect();
-        let budget = cache_budget_bytes(self.device);
         let bytes = per_image[ks.len() - 1] * images as u64;
+        let within = |budget: u64| per_image.iter().sum::<u64>() * images as u64 <= budget;
+        if let Some((path, inputs)) = stored.as_ref().zip(inputs.as_deref())
+            && bytes <= self.feature_store_budget
+        {
+            let ks = if within(self.feature_store_budget) { ks } else { vec![frozen] };
+            return self.build_stored(frozen, &ks, &probe, path, inputs);
+        }
+        let budget = cache_budget_bytes(self.device);
         if bytes > budget {
             return (
                 None,
@@ -175,68 +158,119 @@ impl Trainer {
                 ),
             );
         }
-        if per_image.iter().sum::<u64>() * images as u64 > budget {
+        if !within(budget) {
             ks = vec![frozen];
         }
         let bar = reporter::bar(images as u64, Unit::Images, &format!("caching {what}"));
         let run = |split: &Split| self.prefix_outputs(split, &ks, &probe, &bar);
         let (mut train, mut val) = Autocast::run(self.autocast(), || (run(&self.data.train), run(&self.data.val)));
         bar.finish_and_clear();
-        let cache =
-            FeatureCache { start: frozen, train: train.pop().expect("one"), val: val.pop().expect("one"), views };
-        let kept = stored.as_ref().zip(inputs.as_deref()).map_or(String::new(), |(path, inputs)| {
-            let extra: Vec<(usize, &Tensor, &Tensor)> =
-                ks.iter().zip(train.iter().zip(&val)).map(|(&k, (t, v))| (k, t, v)).collect();
-            self.keep_pass(path, inputs, &cache, &extra)
-        });
+        let (t, v) = (train.pop().expect("one"), val.pop().expect("one"));
+        let cache = FeatureCache { start: frozen, train: Rows::Memory(t), val: Rows::Memory(v), views };
         for ((k, t), v) in ks.iter().zip(train).zip(val) {
             self.stash.insert(*k, (t, v));
         }
-        let note =
-            format!("trains on cached {} of {images} images ({:.1} MiB){kept}", what, bytes as f64 / (1 << 20) as f64);
+        let note = format!("trains on cached {} of {images} images ({:.1} MiB)", what, bytes as f64 / (1 << 20) as f64);
         (Some(cache), note)
     }
 
-    /// Writes a cache pass into the feature store: `cache` at `path`, and the activations it
-    /// kept for later phases (`extra`: depth, train, val) under their own keys. The log's note.
-    fn keep_pass(
-        &self,
+    /// The cache pass into the feature store: the frozen prefix's outputs at depths `ks` for
+    /// every train and val image, written as computed to their files (`path` for `frozen`),
+    /// then the cache read from there.
+    fn build_stored(
+        &mut self,
+        frozen: usize,
+        ks: &[usize],
+        probe: &[Tensor],
         path: &std::path::Path,
         inputs: &[u8],
-        cache: &FeatureCache,
-        extra: &[(usize, &Tensor, &Tensor)],
-    ) -> String {
-        let extra: Vec<(std::path::PathBuf, FeatureCache)> = extra
+    ) -> (Option<FeatureCache>, String) {
+        let what = self.cached_what(frozen);
+        let images = self.data.train.len() + self.data.val.len();
+        let paths: Vec<std::path::PathBuf> = ks
             .iter()
-            .map(|&(k, t, v)| {
-                let file = path.with_file_name(format!("{}.safetensors", self.feature_key(k, inputs)));
-                let views = cache.views;
-                (file, FeatureCache { start: k, train: t.shallow_clone(), val: v.shallow_clone(), views })
+            .map(|&k| {
+                if k == frozen {
+                    path.to_path_buf()
+                } else {
+                    path.with_file_name(format!("{}.safetensors", self.feature_key(k, inputs)))
+                }
             })
             .collect();
-        let budget = self.feature_store_budget;
-        let written = std::iter::once((path.to_path_buf(), cache))
-            .chain(extra.iter().map(|(p, c)| (p.clone(), c)))
-            .try_for_each(|(p, c)| keep_stored(&p, c, budget));
-        match written {
-            Ok(()) => "; kept in the feature store".into(),
-            Err(e) => format!("; not kept in the feature store: {e:#}"),
+        let bar = reporter::bar(images as u64, Unit::Images, &format!("caching {what}"));
+        let written = self.write_pass(ks, probe, &paths, &bar);
+        bar.finish_and_clear();
+        if let Err(e) = written {
+            return (None, format!("full forward every epoch: the feature store cannot be written: {e:#}"));
+        }
+        if let Some(dir) = path.parent() {
+            crate::sys::filestore::evict(dir, self.feature_store_budget, Some(path));
+        }
+        match self.open_stored(path) {
+            Some((train, val)) => {
+                let mib = (train.bytes() + val.bytes()) as f64 / (1 << 20) as f64;
+                let note = format!(
+                    "trains on cached {what} of {images} images ({mib:.1} MiB); kept in the feature store, read per batch"
+                );
+                (Some(FeatureCache { start: frozen, train, val, views: Views::Plain }), note)
+            }
+            None => (
+                None,
+                format!("full forward every epoch: the feature store file {} does not read back", path.display()),
+            ),
         }
     }
 
-    /// A stored cache's train and val tensors, on the device in the trainer's layout; `None`
-    /// when the file is missing, unreadable or does not match its digest (it is then
-    /// computed again and rewritten).
-    fn load_stored(&self, path: &std::path::Path) -> Option<(Tensor, Tensor)> {
-        let tensors = Tensor::read_safetensors(path).ok()?;
-        let get = |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone());
-        let (train, val, sha256) = (get("train")?, get("val")?, get("sha256")?);
-        // Compared as bytes: a digest of another type or shape is a mismatch, not a panic.
-        if Vec::<u8>::try_from(&sha256).ok()? != digest(&train, &val) {
-            return None;
+    /// One pass of the frozen prefix over the train and then the val images, each depth of
+    /// `ks` written to its file of `paths`.
+    fn write_pass(
+        &self,
+        ks: &[usize],
+        probe: &[Tensor],
+        paths: &[std::path::PathBuf],
+        bar: &ProgressBar,
+    ) -> anyhow::Result<()> {
+        let n = (self.data.train.len() as i64, self.data.val.len() as i64);
+        let mut writers = probe
+            .iter()
+            .zip(paths)
+            .map(|(p, path)| Writer::create(path, n, &p.size()[1..]))
+            .collect::<anyhow::Result<Vec<Writer>>>()?;
+        Autocast::run(self.autocast(), || -> anyhow::Result<()> {
+            for split in [&self.data.train, &self.data.val] {
+                let batches = crate::data::in_order(split.len(), self.batch_size);
+                for pixels in split.images.prefetch(batches, Read::Crops(self.transform.size)) {
+                    let Fetched::Crops(crops) = pixels else { unreachable!("crops were read") };
+                    let x = self.layout(self.transform.eval(&crops, self.device));
+                    for (w, out) in writers.iter_mut().zip(self.model.frozen_prefixes(&x, ks)) {
+                        w.put(&out)?;
+                    }
+                    bar.inc(crops.size()[0] as u64);
+                }
+            }
+            Ok(())
+        })?;
+        for (w, path) in writers.into_iter().zip(paths) {
+            w.finish(path)?;
         }
+        Ok(())
+    }
+
+    /// A stored cache's train and val rows, if the file is there and whole: read per batch
+    /// from the file, or on CUDA, where they fit the cache budget, in device memory in the
+    /// trainer's layout.
+    fn open_stored(&self, path: &std::path::Path) -> Option<(Rows, Rows)> {
+        let (train, val) = super::stored::open(path)?;
         crate::sys::filestore::touch(path);
-        Some((self.layout(train.to_device(self.device)), self.layout(val.to_device(self.device))))
+        let (train, val) = (Rows::Stored(train), Rows::Stored(val));
+        if !self.device.is_cuda() {
+            return Some((train, val));
+        }
+        if train.bytes() + val.bytes() > cache_budget_bytes(self.device) {
+            return Some((train, val));
+        }
+        let on = |r: &Rows| Rows::Memory(self.layout(r.all().to_device(self.device)));
+        Some((on(&train), on(&val)))
     }
 
     /// What every plain cache of this trainer depends on whatever its depth, hashed: the
@@ -413,7 +447,7 @@ impl Trainer {
             "trains on cached {what} of {kind} of {n_train} train images ({:.1} MiB)",
             bytes as f64 / (1 << 20) as f64
         );
-        (Some(FeatureCache { start: frozen, train, val, views }), note)
+        (Some(FeatureCache { start: frozen, train: Rows::Memory(train), val: Rows::Memory(val), views }), note)
     }
 }
 

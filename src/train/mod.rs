@@ -23,6 +23,7 @@ pub mod metrics;
 pub(crate) mod mixing;
 pub(crate) mod optim;
 mod phase;
+mod stored;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -466,7 +467,7 @@ impl Trainer {
     ) -> (Tensor, Option<Tensor>) {
         let x = match &phase.cache {
             // index_select returns standard layout: `self.layout` below puts it back.
-            Some(c) => c.train.index_select(0, &rows.unwrap_or_else(|| idx.shallow_clone())),
+            Some(c) => c.train.select(&rows.unwrap_or_else(|| idx.shallow_clone())).to_device(self.device),
             None => self.transform.train(pixels.expect("read without a cache"), rng, self.device),
         };
         let (x, targets) = if self.mixing.is_on() {
