@@ -436,17 +436,12 @@ fn write_store(path: &Path, key: &str, sources: &[PathBuf], side: u32) -> Result
 /// The folder of the image store: `RUNNER_IMAGE_STORE` (a folder, or `off`), else
 /// `<RUNNER_CACHE>/images`.
 pub fn default_dir() -> Option<PathBuf> {
-    match std::env::var_os(crate::sys::env::IMAGE_STORE) {
-        Some(v) if v == "off" => None,
-        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
-        _ => Some(crate::sys::fetch::cache_dir().join("images")),
-    }
+    crate::sys::filestore::dir_from_env(crate::sys::env::IMAGE_STORE, "images")
 }
 
 /// The image store's size budget in bytes (`RUNNER_IMAGE_STORE_MB`, default 100 GiB).
 pub fn budget() -> u64 {
-    let mb = std::env::var(crate::sys::env::IMAGE_STORE_MB).ok().and_then(|v| v.trim().parse::<u64>().ok());
-    mb.unwrap_or(100 << 10).saturating_mul(1 << 20)
+    crate::sys::filestore::budget_from_env(crate::sys::env::IMAGE_STORE_MB, 100 << 10)
 }
 
 #[cfg(test)]

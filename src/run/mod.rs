@@ -63,17 +63,12 @@ pub struct RunOptions {
 /// The feature store of the runs a command starts: `RUNNER_FEATURE_STORE` (a folder, or
 /// `off`), else `<RUNNER_CACHE>/features`. A library caller that sets no store shares none.
 pub fn default_feature_store() -> Option<PathBuf> {
-    match std::env::var_os(crate::sys::env::FEATURE_STORE) {
-        Some(v) if v == "off" => None,
-        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
-        _ => Some(crate::sys::fetch::cache_dir().join("features")),
-    }
+    crate::sys::filestore::dir_from_env(crate::sys::env::FEATURE_STORE, "features")
 }
 
 /// The feature store's size budget in bytes (`RUNNER_FEATURE_STORE_MB`, default 10 GiB).
 pub fn feature_store_budget() -> u64 {
-    let mb = std::env::var(crate::sys::env::FEATURE_STORE_MB).ok().and_then(|v| v.trim().parse::<u64>().ok());
-    mb.unwrap_or(10 << 10).saturating_mul(1 << 20)
+    crate::sys::filestore::budget_from_env(crate::sys::env::FEATURE_STORE_MB, 10 << 10)
 }
 
 impl Default for RunOptions {

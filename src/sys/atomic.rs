@@ -10,21 +10,27 @@ use anyhow::{Context, Result};
 /// Runs `write` on a temporary path beside `path`, then moves the result into place.
 /// On failure the temporary file is removed and `path` is left as it was.
 pub(crate) fn with_temp_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    // Readable as any file the user makes (0666 less the umask), not tempfile's private 0600:
-    // results on a shared filesystem or behind a web server are for the whole team.
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.tmp"))
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let tmp = temp_beside(path)?;
     write(tmp.path())?;
     std::fs::File::open(tmp.path())
         .and_then(|f| f.sync_all())
         .with_context(|| format!("cannot sync {}", tmp.path().display()))?;
     tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// An empty temporary file beside `path` (`.<name>.tmp<random>`), removed when dropped
+/// unless persisted over `path`.
+pub(crate) fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // Readable as any file the user makes (0666 less the umask), not tempfile's private 0600:
+    // results on a shared filesystem or behind a web server are for the whole team.
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp"))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
 }
 
 /// Writes `bytes` to `path` atomically.

@@ -6,6 +6,22 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+/// A store's folder: the environment variable `var` (a folder, or `off` for none), else
+/// `<RUNNER_CACHE>/<name>`.
+pub(crate) fn dir_from_env(var: &str, name: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(v) if v == "off" => None,
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => Some(crate::sys::fetch::cache_dir().join(name)),
+    }
+}
+
+/// A store's size budget in bytes: the MiB in the environment variable `var`, else `default_mib`.
+pub(crate) fn budget_from_env(var: &str, default_mib: u64) -> u64 {
+    let mib = std::env::var(var).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    mib.unwrap_or(default_mib).saturating_mul(1 << 20)
+}
+
 /// One file of a store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {

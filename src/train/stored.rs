@@ -153,12 +153,7 @@ impl Writer {
     pub(super) fn create(path: &Path, n: (i64, i64), shape: &[i64]) -> Result<Writer> {
         let dir = path.parent().expect("in the store");
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}.tmp"))
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .tempfile_in(dir)
-            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        let tmp = crate::sys::atomic::temp_beside(path)?;
         let mut out = BufWriter::with_capacity(1 << 20, tmp.reopen()?);
         out.write_all(&header(n, shape))?;
         let mut hash = Sha256::new();
