@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The stores across the points of a grid: a 3-point learning-rate grid over a frozen
 # efficientnet_lite0 (ImageNet weights), run once with the image and feature stores off and
-# once with fresh stores; then again in a second process (`--force`), and `runner verify` of
+# once with fresh stores; then again in a second process (`runner sweep`), and `runner verify` of
 # its second point. Prints each point's wall time (summary.json's wall_s: from the run's
 # start, decoding included, to its end), where its images and phase 1's inputs came from,
 # and whether the metrics agree.
@@ -39,9 +39,8 @@ export RUNNER_THREADS="${RUNNER_THREADS:-2}"
 RUNNER_FEATURE_STORE=off RUNNER_IMAGE_STORE=off "$runner" run grid.toml --out off -q >/dev/null
 export RUNNER_FEATURE_STORE="$work/store" RUNNER_IMAGE_STORE="$work/images"
 "$runner" run grid.toml --out on -q >/dev/null
-# A second process: the same grid again, forced to run.
-cp -r on again
-"$runner" run grid.toml --out again -q --force >/dev/null
+# A second process: `runner sweep` of the same grid into another folder (so every point runs).
+"$runner" sweep grid.toml --out again --no-report -q >/dev/null
 for mode in off on again; do
     for point in 1 2 3; do
         # The runs' folders in grid order: run.log's first line names the point's run id.
@@ -49,7 +48,7 @@ for mode in off on again; do
             d=$(dirname "$s"); echo "$(head -c 20 "$d/run.log") $d"; done | sort | sed -n "${point}p" | cut -d' ' -f2)
         wall=$(python3 -c "import json; print(round(json.load(open('$dir/summary.json'))['wall_s'], 1))")
         how=$(grep -o "phase 1 (head): trains on [a-z ]*" "$dir/run.log" | sed 's/phase 1 (head): //')
-        images=$(grep -oE "store \(built by [a-z ]*|held in memory" "$dir/run.log" | sed 's/store (//')
+        images=$(grep -oE "\(built by [a-z ]*|held in memory" "$dir/run.log" | sed 's/(//')
         echo "stores $mode, point $point: ${wall}s; images $images; $how"
     done
 done

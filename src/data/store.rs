@@ -223,9 +223,23 @@ impl Pixels {
                 return Ok(Pixels { body: Body::Memory(data), ..found });
             }
         }
-        let mut data = vec![];
+        let mut data: Vec<u8> = vec![];
         let mut builder = Builder::default();
-        decode_each(&sources, side, |d| builder.add(d, &mut data))?;
+        decode_each(&sources, side, |d| {
+            // Memory the process may not have is an error to act on, not an abort.
+            if let Ok(image) = &d
+                && data.try_reserve(image.chw.len()).is_err()
+            {
+                bail!(
+                    "data.store = \"memory\": the decoded images outgrow the memory this process may use \
+                     ({} MiB held after {} of {} files); data.store = \"disk\" reads them from the image store",
+                    data.len() >> 20,
+                    builder.entries.len(),
+                    sources.len()
+                );
+            }
+            builder.add(d, &mut data)
+        })?;
         Ok(Pixels {
             key: key.to_string(),
             side,
