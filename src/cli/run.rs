@@ -47,30 +47,40 @@ pub fn run(args: Args) -> Result<()> {
         feature_store: runner::run::default_feature_store(),
         ..RunOptions::default()
     };
-    // `runner run` trains every point of the grid to its end: a `[search]` is `runner sweep`'s.
-    let mut runs = runner::sweep::runs_of(&spec, exp);
-    runs.iter_mut().for_each(|r| r.halving = None);
+    // A `[search] method = "halving"` runs as `runner sweep` runs it: trials stop at their rung.
+    let runs = runner::sweep::runs_of(&spec, exp);
     let total = runs.len();
-    let (mut failed, mut only_error) = (vec![], None);
-    runner::sweep::execute(&runs, &opts, |event| match event {
+    let mut only_error = None;
+    let rows = runner::sweep::execute(&runs, &opts, |event| match event {
         Event::Starts { k, total, run } if total > 1 => println!("== run {}/{total}: {}", k + 1, run.varying()),
         Event::Ended { result: Ok(outcome), .. } => report(&outcome),
         // One failed run of a grid does not stop the others.
-        Event::Ended { result: Err(e), run, .. } if total > 1 => {
-            eprintln!("error: {}", runner::sys::redact::credentials(&format!("{e:#}")));
-            failed.push(format!("run {}", run.point));
-        }
+        Event::Ended { result: Err(e), .. } if total > 1 => error(&e),
         Event::Ended { result: Err(e), .. } => only_error = Some(e),
+        Event::SearchFailed(e) => error(&e),
         Event::Interrupted { left, total } => eprintln!("interrupted: {left} of {total} runs not started"),
         _ => {}
     });
     if let Some(e) = only_error {
         return Err(e);
     }
-    if !failed.is_empty() {
-        return Err(anyhow!("{} of {total} runs failed: {}", failed.len(), failed.join(", ")).into());
+    if total > 1 {
+        // The grid's (or search's) closing table, as `runner sweep` prints it.
+        print!("{}", runner::sweep::table(&rows));
+    }
+    if rows.iter().any(|r| r.outcome == runner::sweep::Outcome::Interrupted) {
+        let what = "run the spec again with --resume to go on".to_string();
+        return Err(runner::Error::Interrupted { what });
+    }
+    let failed = rows.iter().filter(|r| r.outcome.is_failure()).count();
+    if failed > 0 {
+        return Err(anyhow!("{failed} of {total} runs failed (the table above says which)").into());
     }
     Ok(())
+}
+
+fn error(e: &runner::Error) {
+    eprintln!("error: {}", runner::sys::redact::credentials(&format!("{e:#}")));
 }
 
 /// Prints where a run's results are.

@@ -147,6 +147,10 @@ fn the_feature_store_serves_later_runs_exactly_and_never_an_altered_file() {
         [("RUNNER_FEATURE_STORE", store.to_str().unwrap()), ("RUNNER_IMAGE_STORE", images.to_str().unwrap())];
     let o = runner_with_env(root, &["run", "spec.toml", "--out", "stored"], &with_store);
     assert!(o.status.success(), "{}", stderr(&o));
+    // A grid ends with the sweep's table: a header and a row a point.
+    let printed = stdout(&o);
+    let table: Vec<&str> = printed.lines().skip_while(|l| !l.starts_with("experiment")).collect();
+    assert_eq!(table.iter().filter(|l| l.starts_with("tiny") && l.contains("completed")).count(), 3, "{table:?}");
     let o = runner(root, &["run", "spec.toml", "--out", "computed"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let runs = |out: &str| -> Vec<PathBuf> {

@@ -307,3 +307,23 @@ fn a_halving_search_spends_fewer_epochs_promotes_the_best_and_resumes_with_the_s
     assert_eq!(shared_starts.iter().filter(|(_, r)| *r == 0).count(), 9, "{shared_starts:?}");
     assert!(shared_starts.iter().any(|(_, r)| *r == 2), "{shared_starts:?}");
 }
+
+/// `runner run` of a halving spec runs the search as `runner sweep` does: fewer epochs than
+/// the full grid, trials pruned, and the sweep's closing table at the end.
+#[test]
+fn runner_run_of_a_halving_spec_runs_the_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = shapes(root, 2, 8);
+    std::fs::write(root.join("spec.toml"), halving_spec(&data)).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = out.lines().find(|l| l.contains("epochs trained in all")).unwrap_or_else(|| panic!("{out}"));
+    let numbers: Vec<usize> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(numbers[1], 81, "9 trials x 9 epochs: {line}");
+    assert!(numbers[0] < 81, "runner run trained every trial to its end: {line}");
+    assert!(out.contains("pruned by halving"), "{out}");
+    let (starts, _) = journal(&root.join("runs"));
+    assert_eq!(starts.iter().filter(|(_, r)| *r == 0).count(), 9, "{starts:?}");
+}
