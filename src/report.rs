@@ -337,9 +337,13 @@ fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// `0.8413 ± 0.0150`, or blank.
+/// `0.8413 ± 0.0150`; the mean alone for one value (it has no spread); blank for none.
 fn fmt_spread(v: Option<(f64, f64, usize)>) -> String {
-    v.map_or("".into(), |(m, sd, _)| format!("{m:.4} ± {sd:.4}"))
+    match v {
+        Some((m, _, 1)) => format!("{m:.4}"),
+        Some((m, sd, _)) => format!("{m:.4} ± {sd:.4}"),
+        None => String::new(),
+    }
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
@@ -718,6 +722,13 @@ pub fn describe(w: &Written, out: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_value_has_no_spread_to_show() {
+        assert_eq!(fmt_spread(mean_sd([Some(0.6875)].into_iter())), "0.6875");
+        assert_eq!(fmt_spread(mean_sd([Some(0.5), Some(0.7), None].into_iter())), "0.6000 ± 0.1414");
+        assert_eq!(fmt_spread(mean_sd([None, Some(f64::NAN)].into_iter())), "");
+    }
 
     #[test]
     fn experiment_names_are_literal_text_in_markdown() {
