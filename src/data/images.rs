@@ -36,10 +36,6 @@ pub(crate) enum Fetched {
 }
 
 impl Images {
-    pub(super) fn none(pixels: &Arc<Pixels>) -> Images {
-        Images { pixels: pixels.clone(), ids: Arc::from(vec![]) }
-    }
-
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -79,14 +75,7 @@ impl Images {
             let (h, w) = self.pixels.dims(e);
             let (h, w) = (h as usize, w as usize);
             let (y0, x0) = ((h - side) / 2 + (side - s) / 2, (w - side) / 2 + (side - s) / 2);
-            self.pixels.with_image(e, |chw| {
-                for c in 0..3 {
-                    let plane = &chw[c * h * w..][..h * w];
-                    for y in y0..y0 + s {
-                        out.extend_from_slice(&plane[y * w + x0..][..s]);
-                    }
-                }
-            });
+            self.pixels.with_image(e, |chw| super::crop_chw(chw, (h, w), (y0, x0), s, &mut out));
         }
         Tensor::from_slice(&out).view([idx.len() as i64, 3, size, size])
     }

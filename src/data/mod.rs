@@ -36,7 +36,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
 const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
 /// torchvision's eval pipeline resizes to size / 0.875 (256 for 224) before the center crop.
@@ -264,19 +264,25 @@ pub(crate) struct Decoded {
 pub fn decode(path: &Path, side: u32) -> std::result::Result<Vec<u8>, BadImage> {
     let d = decode_file(path, side)?;
     let (y0, x0) = (((d.height - side) / 2) as usize, ((d.width - side) / 2) as usize);
-    Ok(crop_chw(&d.chw, (d.height as usize, d.width as usize), (y0, x0), side as usize))
+    let mut out = Vec::with_capacity(3 * (side * side) as usize);
+    crop_chw(&d.chw, (d.height as usize, d.width as usize), (y0, x0), side as usize, &mut out);
+    Ok(out)
 }
 
-/// The square of `size` at (`y0`, `x0`) of a CHW image of (`height`, `width`).
-fn crop_chw(chw: &[u8], (height, width): (usize, usize), (y0, x0): (usize, usize), size: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(3 * size * size);
+/// Appends to `out` the square of `size` at (`y0`, `x0`) of a CHW image of (`height`, `width`).
+pub(super) fn crop_chw(
+    chw: &[u8],
+    (height, width): (usize, usize),
+    (y0, x0): (usize, usize),
+    size: usize,
+    out: &mut Vec<u8>,
+) {
     for c in 0..3 {
         let plane = &chw[c * height * width..][..height * width];
         for y in y0..y0 + size {
             out.extend_from_slice(&plane[y * width + x0..][..size]);
         }
     }
-    out
 }
 
 /// Whether a JPEG ends before its image does: no EOI marker (FF D9) after the
@@ -395,37 +401,25 @@ pub fn load(
     let pixels = std::sync::Arc::new(pixels);
     let entry = |sha: &str| distinct.binary_search_by(|d| d.0.cmp(sha)).expect("every file has an entry");
 
-    let mut dataset = Dataset {
-        classes: files.classes.clone(),
-        train: Split { images: Images::none(&pixels), labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)) },
-        val: Split { images: Images::none(&pixels), labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)) },
-        test: Split { images: Images::none(&pixels), labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)) },
-        skipped: files.unreachable.clone(),
-        sizes: vec![],
-        store: note,
-    };
+    let (mut skipped, mut sizes) = (files.unreachable.clone(), vec![]);
     let mut rows = manifest.iter();
-    for (k, samples) in splits.into_iter().enumerate() {
+    let mut split_of = |samples: &[Sample]| -> Split {
         let (mut ids, mut labels) = (vec![], vec![]);
         for (sample, row) in samples.iter().zip(rows.by_ref()) {
             let e = entry(&row.sha256);
             match pixels.failure(e) {
-                Some(reason) => dataset.skipped.push(Skipped { path: path_text(&sample.path), reason }),
+                Some(reason) => skipped.push(Skipped { path: path_text(&sample.path), reason }),
                 None => {
                     ids.push(e as u32);
                     labels.push(sample.class as i64);
-                    dataset.sizes.push(pixels.source_size(e));
+                    sizes.push(pixels.source_size(e));
                 }
             }
         }
-        let split =
-            Split { images: Images { pixels: pixels.clone(), ids: ids.into() }, labels: Tensor::from_slice(&labels) };
-        match k {
-            0 => dataset.train = split,
-            1 => dataset.val = split,
-            _ => dataset.test = split,
-        }
-    }
+        Split { images: Images { pixels: pixels.clone(), ids: ids.into() }, labels: Tensor::from_slice(&labels) }
+    };
+    let (train, val, test) = (split_of(&files.train), split_of(&files.val), split_of(&files.test));
+    let dataset = Dataset { classes: files.classes.clone(), train, val, test, skipped, sizes, store: note };
     check_usable(files, &dataset, strict)?;
     Ok(dataset)
 }

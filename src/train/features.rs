@@ -263,10 +263,7 @@ impl Trainer {
         let (train, val) = super::stored::open(path)?;
         crate::sys::filestore::touch(path);
         let (train, val) = (Rows::Stored(train), Rows::Stored(val));
-        if !self.device.is_cuda() {
-            return Some((train, val));
-        }
-        if train.bytes() + val.bytes() > cache_budget_bytes(self.device) {
+        if !self.device.is_cuda() || train.bytes() + val.bytes() > cache_budget_bytes(self.device) {
             return Some((train, val));
         }
         let on = |r: &Rows| Rows::Memory(self.layout(r.all().to_device(self.device)));
