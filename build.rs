@@ -6,8 +6,11 @@
 //! Also compiles src/train/foreach.cpp, the optimizers' multi-tensor operations, and
 //! src/sys/numerics.cpp, libtorch's CPU capability, against the same libtorch's headers
 //! (tch binds neither).
+//!
+//! And names the commit it is built from (`RUNNER_COMMIT`, for summary.json).
 
 fn main() {
+    commit();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed=src/train/foreach.cpp");
@@ -38,4 +41,29 @@ fn main() {
         .file("src/train/foreach.cpp")
         .file("src/sys/numerics.cpp")
         .compile("runner_cxx");
+}
+
+/// `RUNNER_COMMIT`: the checkout's commit (12 hex digits), `unknown` outside a git checkout.
+/// Rebuilt when HEAD moves (a commit, a checkout).
+fn commit() {
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=RUNNER_COMMIT={commit}");
+    let Ok(head) = std::fs::read_to_string(".git/HEAD") else { return };
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    // Only files that exist: cargo reruns a script every build for a path that does not.
+    for path in [head.strip_prefix("ref: ").map(|r| format!(".git/{}", r.trim())), Some(".git/packed-refs".into())]
+        .into_iter()
+        .flatten()
+    {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 }

@@ -141,7 +141,16 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> crate::Result<Verdict> {
     let dir = &RunDir::at(dir);
     let config = dir.config();
     let text = std::fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
-    let spec = Spec::from_str_at(&text, &config)?;
+    let mut spec = Spec::from_str_at(&text, &config)?;
+    // A run recorded before `data.split_seed` existed split its data by `seed`: the rerun
+    // does too, so that its numbers compare (its id is new: the config names split_seed).
+    let split_seed_recorded = toml::from_str::<toml::Table>(&text)
+        .ok()
+        .and_then(|t| t.get("data")?.as_table()?.get("split_seed").cloned())
+        .is_some();
+    if !split_seed_recorded {
+        spec.data.split_seed = spec.seed;
+    }
     Ok(rerun_and_compare(dir, &spec, opts)?)
 }
 
@@ -361,7 +370,9 @@ fn why_another_id(rerun_summary: &Summary, summary: &Summary) -> String {
             rerun_summary.numerics_version, summary.numerics_version
         )
     } else {
-        "its config resolves differently here (changed spec defaults?)".to_string()
+        "its config resolves differently here (changed spec defaults? a run recorded before \
+         data.split_seed is rerun with split_seed = seed, the split it had, under a new id)"
+            .to_string()
     }
 }
 

@@ -44,6 +44,11 @@ enum Command {
     Sweep(sweep::Args),
     /// Tables, leaderboards, comparison plots and an HTML page of every run.
     Report(report::Args),
+    /// The runs under some folders, filtered (--where key=value) and ranked (--by), with the
+    /// paired differences of configurations measured on the same seeds or folds.
+    Ls(report::LsArgs),
+    /// Two runs side by side: config and data, metrics per epoch, changed val predictions.
+    Compare(report::CompareArgs),
     /// Rerun recorded runs from their config and compare the metrics, epoch by epoch.
     Verify(verify::Args),
     /// Show the runs of a spec without running anything.
@@ -87,6 +92,8 @@ impl Cli {
             Command::Run(args) => run::run(args),
             Command::Sweep(args) => sweep::run(args),
             Command::Report(args) => report::run(args),
+            Command::Ls(args) => report::ls(args),
+            Command::Compare(args) => report::compare(args),
             Command::Verify(args) => verify::run(args),
             Command::Plan(args) => plan::run(args),
             Command::Predict(args) => predict::run(args),

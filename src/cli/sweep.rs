@@ -293,7 +293,7 @@ fn run_workers(workers: &[Worker], paths: &[PathBuf], sets: &[String], out: &Pat
 
 /// The report at the end of a sweep; a failure to write it is a warning, not the sweep's.
 fn closing_report(out: &Path, report_dir: &Path) {
-    match runner::report::write(out, report_dir) {
+    match runner::report::write(out, report_dir, &runner::report::Measure::BestValAcc) {
         Ok(w) => println!("{}", runner::report::describe(&w, report_dir)),
         Err(e) => eprintln!("warning: no report: {e:#}"),
     }

@@ -240,7 +240,13 @@ impl Experiment {
                 fig = set(&source, fig, &o.key, &o.value, &o.origin.describe(), &[])?;
             }
             let spec = extract(&source, fig, &axes, search.as_ref(), overrides)?;
-            runs.push(PlannedRun { spec, varying });
+            runs.extend(every_fold(PlannedRun { spec, varying }));
+        }
+        for run in &mut runs {
+            run.spec.label = run_name(&run.varying);
+        }
+        if runs.len() > 1 {
+            mark_unset_keys(&mut runs);
         }
         let halving = search.as_ref().and_then(|s| s.halving);
         if let Some(h) = halving {
@@ -520,6 +526,76 @@ fn set_in(
     }
 }
 
+/// A run of a spec with `data.folds` and no `data.fold`: one run per fold, as a grid axis
+/// `data.fold = [0, ..., folds - 1]` would give.
+fn every_fold(run: PlannedRun) -> Vec<PlannedRun> {
+    let (Some(k), None) = (run.spec.data.folds, run.spec.data.fold) else { return vec![run] };
+    (0..k)
+        .map(|fold| {
+            let mut r = run.clone();
+            r.spec.data.fold = Some(fold);
+            r.varying.push(("data.fold".into(), fold.to_string()));
+            r
+        })
+        .collect()
+}
+
+/// Each run's `unset_keys`: the keys of the grid's other runs that its own config lacks.
+fn mark_unset_keys(runs: &mut [PlannedRun]) {
+    let leaf_keys = |spec: &Spec| -> std::collections::BTreeSet<String> {
+        let table: toml::Table = toml::from_str(&spec.to_toml()).unwrap_or_default();
+        crate::config::dotted_leaves(&toml::Value::Table(table)).into_iter().map(|(k, _)| k).collect()
+    };
+    let own: Vec<_> = runs.iter().map(|r| leaf_keys(&r.spec)).collect();
+    let all: std::collections::BTreeSet<&String> = own.iter().flatten().collect();
+    for (run, keys) in runs.iter_mut().zip(&own) {
+        run.spec.unset_keys = all.iter().filter(|k| !keys.contains(**k)).map(|k| (*k).clone()).collect();
+    }
+}
+
+/// A run's readable name from the values its grid point sets: each key by its last part
+/// (more parts where two keys end alike: `0.optimizer.lr`, `1.optimizer.lr`), strings
+/// without quotes, long decimals cut to four significant digits: `lr=0.001,freeze_up_to=12,seed=0`.
+pub fn run_name(varying: &[(String, String)]) -> String {
+    let parts = |k: &str| k.split('.').map(str::to_string).collect::<Vec<_>>();
+    let suffix = |k: &str, n: usize| {
+        let p = parts(k);
+        p[p.len().saturating_sub(n)..].join(".")
+    };
+    varying
+        .iter()
+        .map(|(key, value)| {
+            let n = (1..=parts(key).len())
+                .find(|&n| varying.iter().filter(|(k, _)| suffix(k, n) == suffix(key, n)).count() == 1)
+                .unwrap_or(usize::MAX);
+            format!("{}={}", suffix(key, n), short_value(value))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A TOML value as a name shows it: a string without its quotes, a table or array without
+/// spaces and quotes (`{kind=adam,lr=0.001}`), a float of more than four significant digits
+/// in scientific notation with four (`1.235e-4`).
+fn short_value(value: &str) -> String {
+    if let Some(text) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        return text.to_string();
+    }
+    if value.starts_with(['{', '[']) {
+        return value.chars().filter(|c| !matches!(c, ' ' | '"')).collect();
+    }
+    match value.parse::<f64>() {
+        Ok(x) if value.contains('.') && value.trim_start_matches(['-', '0', '.']).len() > 5 => {
+            let s = format!("{x:.3e}");
+            let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+            let scientific = format!("{}e{exp}", mantissa.trim_end_matches('0').trim_end_matches('.'));
+            let plain = scientific.parse::<f64>().map_or(String::new(), |y| y.to_string());
+            if plain.len() <= scientific.len() { plain } else { scientific }
+        }
+        _ => value.to_string(),
+    }
+}
+
 /// A short table of the values that vary, for `runner plan` and run headers.
 pub fn describe_varying(varying: &[(String, String)]) -> String {
     if varying.is_empty() {
@@ -550,5 +626,75 @@ impl Spec {
                 .error(&["grid"], format!("expected a single run, but the grid gives {}", exp.runs.len())));
         }
         Ok(exp.runs.remove(0).spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn run_names_are_last_key_parts_and_plain_values() {
+        let name = run_name(&pairs(&[
+            ("phases.1.optimizer.lr", "0.001"),
+            ("phases.1.freeze_up_to", "12"),
+            ("optimizer.kind", "\"adam\""),
+            ("seed", "0"),
+        ]));
+        assert_eq!(name, "lr=0.001,freeze_up_to=12,kind=adam,seed=0");
+        // Keys that end alike keep as many parts as tell them apart.
+        let name = run_name(&pairs(&[("phases.0.optimizer.lr", "0.01"), ("phases.1.optimizer.lr", "0.001")]));
+        assert_eq!(name, "0.optimizer.lr=0.01,1.optimizer.lr=0.001");
+        assert_eq!(run_name(&[]), "");
+    }
+
+    #[test]
+    fn long_decimals_are_cut_to_four_significant_digits() {
+        assert_eq!(short_value("0.000123456789"), "1.235e-4");
+        assert_eq!(short_value("0.25"), "0.25");
+        assert_eq!(short_value("1e-5"), "1e-5");
+        assert_eq!(short_value("0.0001"), "0.0001");
+        assert_eq!(short_value("3"), "3");
+        assert_eq!(short_value("{ kind = \"adam\", lr = 0.001 }"), "{kind=adam,lr=0.001}");
+        assert_eq!(short_value("0.1000000000000001"), "0.1");
+    }
+
+    #[test]
+    fn keys_only_some_grid_points_set_are_marked_unset_in_the_others() {
+        let source = SpecSource::new(
+            Path::new("g.toml"),
+            "name = \"g\"\n[data]\nsource = \"d\"\n[model]\nbackbone = \"resnet18\"\n\
+             [[phases]]\nname = \"a\"\nepochs = 1\nfreeze_up_to = \"all\"\noptimizer = { kind = \"sgd\", lr = 0.1 }\n\
+             [grid]\n\"phases.0.optimizer\" = [{ kind = \"sgd\", lr = 0.1, weight_decay = 1e-4 }, { kind = \"adam\", lr = 1e-3 }]\n"
+                .to_string(),
+        )
+        .unwrap();
+        let exp = Experiment::from_source(source, &[]).unwrap();
+        assert_eq!(exp.runs.len(), 2);
+        assert!(exp.runs[0].spec.unset_keys.is_empty(), "{:?}", exp.runs[0].spec.unset_keys);
+        assert_eq!(exp.runs[1].spec.unset_keys, ["phases.0.optimizer.weight_decay"]);
+    }
+
+    #[test]
+    fn folds_without_a_fold_run_every_fold() {
+        let source = SpecSource::new(
+            Path::new("f.toml"),
+            "name = \"f\"\n[data]\nsource = \"d\"\nfolds = 3\n[model]\nbackbone = \"resnet18\"\n\
+             [[phases]]\nname = \"a\"\nepochs = 1\nfreeze_up_to = \"all\"\noptimizer = { kind = \"sgd\", lr = 0.1 }\n\
+             [grid]\nseed = [0, 1]\n"
+                .to_string(),
+        )
+        .unwrap();
+        let exp = Experiment::from_source(source, &[]).unwrap();
+        let names: Vec<&str> = exp.runs.iter().map(|r| r.spec.label.as_str()).collect();
+        assert_eq!(
+            names,
+            ["seed=0,fold=0", "seed=0,fold=1", "seed=0,fold=2", "seed=1,fold=0", "seed=1,fold=1", "seed=1,fold=2"]
+        );
+        assert!(exp.runs.iter().all(|r| r.spec.data.folds == Some(3)));
     }
 }

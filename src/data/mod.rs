@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub(crate) mod augment;
+pub(crate) mod folds;
 mod images;
 mod labels;
 mod transform;
@@ -85,6 +86,8 @@ pub struct Skipped {
 pub struct Split {
     pub images: Images,
     pub labels: Tensor,
+    /// Each image's path as manifest.csv has it (relative to the data folder).
+    pub paths: Vec<String>,
 }
 
 impl Split {
@@ -404,7 +407,7 @@ pub fn load(
     let (mut skipped, mut sizes) = (files.unreachable.clone(), vec![]);
     let mut rows = manifest.iter();
     let mut split_of = |samples: &[Sample]| -> Split {
-        let (mut ids, mut labels) = (vec![], vec![]);
+        let (mut ids, mut labels, mut paths) = (vec![], vec![], vec![]);
         for (sample, row) in samples.iter().zip(rows.by_ref()) {
             let e = entry(&row.sha256);
             match pixels.failure(e) {
@@ -412,11 +415,13 @@ pub fn load(
                 None => {
                     ids.push(e as u32);
                     labels.push(sample.class as i64);
+                    paths.push(row.path.clone());
                     sizes.push(pixels.source_size(e));
                 }
             }
         }
-        Split { images: Images { pixels: pixels.clone(), ids: ids.into() }, labels: Tensor::from_slice(&labels) }
+        let images = Images { pixels: pixels.clone(), ids: ids.into() };
+        Split { images, labels: Tensor::from_slice(&labels), paths }
     };
     let (train, val, test) = (split_of(&files.train), split_of(&files.val), split_of(&files.test));
     let dataset = Dataset { classes: files.classes.clone(), train, val, test, skipped, sizes, store: note };

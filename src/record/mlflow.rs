@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::model::Schedule;
 use crate::record::sink::{Epoch, Records, Sink};
-use crate::record::tensorboard::{HParam, epoch_scalars, spec_hparams};
+use crate::record::tensorboard::{HParam, epoch_scalars, run_hparams};
 use crate::train::Trainer;
 use crate::train::metrics::EpochRecord;
 
@@ -83,9 +83,16 @@ impl MlflowRun {
         format!("{}/api/2.0/mlflow/{path}", self.uri)
     }
 
-    /// The MLflow run named `run_name` in experiment `experiment` (created when missing; an
-    /// existing one, a resumed run's, is continued), with its start tags.
-    pub fn start(uri: &str, experiment: &str, run_name: &str, tags: &[(&str, String)]) -> Result<MlflowRun> {
+    /// The MLflow run of runner's run `run_id` (tag `runner.run_id`) in experiment
+    /// `experiment`: created, named `run_name`, with its start tags when missing; an existing
+    /// one, a resumed run's, is continued.
+    pub fn start(
+        uri: &str,
+        experiment: &str,
+        run_id: &str,
+        run_name: &str,
+        tags: &[(&str, String)],
+    ) -> Result<MlflowRun> {
         let uri = uri.trim_end_matches('/').to_string();
         let agent = Self::agent();
         let api = |p: &str| format!("{uri}/api/2.0/mlflow/{p}");
@@ -112,7 +119,7 @@ impl MlflowRun {
                 }
             }
         };
-        let filter = format!("tags.`mlflow.runName` = '{}'", run_name.replace('\'', ""));
+        let filter = format!("tags.`runner.run_id` = '{}'", run_id.replace('\'', ""));
         let found = call(
             &agent,
             "POST",
@@ -126,7 +133,8 @@ impl MlflowRun {
                 run.clone()
             }
             None => {
-                let tags: Vec<Value> = tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+                let mut tags: Vec<Value> = tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+                tags.push(json!({"key": "runner.run_id", "value": run_id}));
                 let body =
                     json!({"experiment_id": experiment_id, "run_name": run_name, "start_time": now_ms(), "tags": tags});
                 call(&agent, "POST", &api("runs/create"), Some(&body))?["run"].clone()
@@ -246,7 +254,7 @@ impl Sink for Mlflow {
             ("runner.status", "running".to_string()),
             ("runner.backbone", spec.model.backbone.to_string()),
         ];
-        let params: Vec<(String, String)> = spec_hparams(&spec.to_toml())
+        let params: Vec<(String, String)> = run_hparams(spec)
             .into_iter()
             .map(|(k, v)| {
                 let v = match v {
@@ -257,7 +265,9 @@ impl Sink for Mlflow {
                 (k, v)
             })
             .collect();
-        let started = MlflowRun::start(&uri, &spec.name, &records.summary.run_id, &tags)
+        let summary = &records.summary;
+        let name = if summary.name.is_empty() { &summary.run_id } else { &summary.name };
+        let started = MlflowRun::start(&uri, &spec.name, &summary.run_id, name, &tags)
             .and_then(|run| run.log_params(&params).map(|()| run));
         match started {
             Ok(run) => {

@@ -45,7 +45,7 @@ pub(crate) fn write_curves(path: &Path, title: &str, rows: &[EpochRecord], unfro
 
 /// Draws the confusion matrix as `confusion.png`: rows are true classes, columns
 /// predictions, each cell shaded by the fraction of its row and labelled with its count.
-pub(crate) fn write_confusion(path: &Path, title: &str, confusion: &Confusion) -> Result<()> {
+pub(crate) fn write_confusion(path: &Path, title: &str, split: &str, confusion: &Confusion) -> Result<()> {
     let k = confusion.classes.len().max(1) as i32;
     let cell = (560 / k).clamp(24, 120);
     let label_w = 170;
@@ -54,7 +54,7 @@ pub(crate) fn write_confusion(path: &Path, title: &str, confusion: &Confusion) -
         let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the confusion matrix: {e}");
         let title_style = TextStyle::from((FONT, 20).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
         root.draw_text(
-            &format!("{title}: test accuracy {:.4}", confusion.accuracy()),
+            &format!("{title}: {split} accuracy {:.4}", confusion.accuracy()),
             &title_style,
             (width as i32 / 2, 10),
         )
@@ -129,20 +129,64 @@ const SERIES: [RGBColor; 10] = [
 /// Where a later phase starts, in the comparison plot: dark grey dashes, apart from every series colour.
 const PHASE_MARKER: RGBColor = RGBColor(80, 80, 80);
 
-/// The val-accuracy curves of several runs overlaid, with phase markers.
-pub(crate) fn write_comparison(path: &Path, title: &str, runs: &[(String, Vec<EpochRecord>)]) -> Result<()> {
+/// What an overlay of runs draws per epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overlay {
+    ValAcc,
+    ValLoss,
+    /// The learning rate, on a log scale.
+    Lr,
+}
+
+impl Overlay {
+    pub(crate) const ALL: [Overlay; 3] = [Overlay::ValAcc, Overlay::ValLoss, Overlay::Lr];
+
+    /// The value drawn (log10 of the learning rate).
+    fn value(self, r: &EpochRecord) -> f64 {
+        match self {
+            Overlay::ValAcc => r.val_acc,
+            Overlay::ValLoss => r.val_loss,
+            Overlay::Lr => r.lr.log10(),
+        }
+    }
+
+    fn axis(self) -> &'static str {
+        match self {
+            Overlay::ValAcc => "val accuracy",
+            Overlay::ValLoss => "val loss",
+            Overlay::Lr => "learning rate (log scale)",
+        }
+    }
+
+    /// Its part of a file name and its words in a title.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Overlay::ValAcc => "val_acc",
+            Overlay::ValLoss => "val_loss",
+            Overlay::Lr => "lr",
+        }
+    }
+}
+
+/// Several runs' curves of `overlay` overlaid, with phase markers.
+pub(crate) fn write_comparison(
+    path: &Path,
+    title: &str,
+    runs: &[(String, Vec<EpochRecord>)],
+    overlay: Overlay,
+) -> Result<()> {
     let series: Vec<Series> = runs
         .iter()
         .map(|(label, rows)| Series {
             label: label.clone(),
-            points: rows.iter().map(|r| (r.epoch as f64, r.val_acc)).filter(|(_, y)| y.is_finite()).collect(),
+            points: rows.iter().map(|r| (r.epoch as f64, overlay.value(r))).filter(|(_, y)| y.is_finite()).collect(),
             band: vec![],
         })
         .collect();
     let mut starts: Vec<(usize, String)> = runs.iter().flat_map(|(_, rows)| phase_starts(rows)).collect();
     starts.sort();
     starts.dedup_by_key(|(epoch, _)| *epoch);
-    draw_val_acc(path, title, &series, &starts)
+    draw_overlay(path, title, overlay, &series, &starts)
 }
 
 /// One curve per configuration: the mean val accuracy of its seed replicates per epoch,
@@ -180,78 +224,117 @@ pub(crate) fn write_replicate_bands(path: &Path, title: &str, groups: &[(String,
         .collect();
     starts.sort();
     starts.dedup_by_key(|(epoch, _)| *epoch);
-    draw_val_acc(path, title, &series, &starts)
+    draw_overlay(path, title, Overlay::ValAcc, &series, &starts)
 }
 
-/// A curve of val accuracy per epoch, with an optional band (epoch, low, high) around it.
+/// A curve per epoch, with an optional band (epoch, low, high) around it.
 struct Series {
     label: String,
     points: Vec<(f64, f64)>,
     band: Vec<(f64, f64, f64)>,
 }
 
-fn draw_val_acc(path: &Path, title: &str, series: &[Series], starts: &[(usize, String)]) -> Result<()> {
-    write_png(path, (1000, 560), |root| {
+/// The y range of an overlay: accuracies up to 1, from a little under the lowest; other
+/// values padded by 5% of their span.
+fn overlay_range(overlay: Overlay, series: &[Series]) -> (f64, f64) {
+    let values: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1).chain(s.band.iter().flat_map(|b| [b.1, b.2])))
+        .filter(|v| v.is_finite())
+        .collect();
+    if overlay == Overlay::ValAcc {
+        return ((values.iter().copied().fold(1.0, f64::min) - 0.05).clamp(0.0, 0.9), 1.0);
+    }
+    let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)));
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.05).max(0.05);
+    (if overlay == Overlay::ValLoss { (lo - pad).max(0.0) } else { lo - pad }, hi + pad)
+}
+
+/// The legend beside a chart (never over its data): the phase marker, then each series'
+/// colour and label; those beyond the area's height are counted in a last line.
+fn draw_legend(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    series: &[Series],
+    phase: Option<&str>,
+) -> Result<()> {
+    let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the legend: {e}");
+    let row = 18;
+    let mut y = 48;
+    let entry = |colour: RGBColor, text: String, y: i32| -> Result<()> {
+        area.draw(&PathElement::new(vec![(6, y), (30, y)], colour.stroke_width(2))).map_err(err)?;
+        area.draw(&Text::new(text, (36, y - 7), (FONT, 12))).map_err(err)
+    };
+    if let Some(phase) = phase {
+        entry(PHASE_MARKER, format!("a later phase starts ({})", truncate_label_to(phase, 20)), y)?;
+        y += row;
+    }
+    let fits = ((area.dim_in_pixel().1 as i32 - y - row) / row).max(1) as usize;
+    for (i, s) in series.iter().enumerate().take(fits) {
+        entry(SERIES[i % SERIES.len()], truncate_label_to(&s.label, 44), y)?;
+        y += row;
+    }
+    if series.len() > fits {
+        area.draw(&Text::new(format!("... and {} more", series.len() - fits), (36, y - 7), (FONT, 12))).map_err(err)?;
+    }
+    Ok(())
+}
+
+fn draw_overlay(
+    path: &Path,
+    title: &str,
+    overlay: Overlay,
+    series: &[Series],
+    starts: &[(usize, String)],
+) -> Result<()> {
+    write_png(path, (1200, 560), |root| {
         let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the comparison: {e}");
+        let (plot, legend) = root.split_horizontally(860);
         let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
         let last = xs.fold(1.0, f64::max).max(2.0);
-        let lows = series.iter().flat_map(|s| s.points.iter().map(|p| p.1).chain(s.band.iter().map(|b| b.1)));
-        let lo = (lows.filter(|v| v.is_finite()).fold(1.0, f64::min) - 0.05).clamp(0.0, 0.9);
-        let mut chart = ChartBuilder::on(root)
+        let (lo, hi) = overlay_range(overlay, series);
+        let mut chart = ChartBuilder::on(&plot)
             .margin(14)
             .caption(title, (FONT, 20))
             .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.5..last + 0.5, lo..1.0)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.5..last + 0.5, lo..hi)
             .map_err(err)?;
+        let lr_label = |y: &f64| format!("{:.0e}", 10f64.powf(*y));
+        let plain_label = |y: &f64| format!("{y:.2}");
         chart
             .configure_mesh()
             .x_desc("epoch")
             .x_labels((last as usize).clamp(2, 20))
             .x_label_formatter(&|x| format!("{}", x.round() as i64))
+            .y_label_formatter(if overlay == Overlay::Lr { &lr_label } else { &plain_label })
             .light_line_style(RGBColor(238, 238, 238))
-            .y_desc("val accuracy")
+            .y_desc(overlay.axis())
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 14))
             .draw()
             .map_err(err)?;
-        let marker = PHASE_MARKER;
-        for (i, (epoch, phase)) in starts.iter().enumerate() {
+        for (epoch, _) in starts {
             let x = *epoch as f64 - 0.5;
             let dashes = (0..20).map(|k| {
-                let y = lo + (1.0 - lo) * k as f64 / 20.0;
-                PathElement::new(vec![(x, y), (x, y + (1.0 - lo) / 40.0)], marker.stroke_width(2))
+                let y = lo + (hi - lo) * k as f64 / 20.0;
+                PathElement::new(vec![(x, y), (x, y + (hi - lo) / 40.0)], PHASE_MARKER.stroke_width(2))
             });
-            let drawn = chart.draw_series(dashes).map_err(err)?;
-            if i == 0 {
-                drawn
-                    .label(format!("a later phase starts ({phase})"))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y)], marker.stroke_width(2)));
-            }
+            chart.draw_series(dashes).map_err(err)?;
         }
         for (i, s) in series.iter().enumerate() {
             let colour = SERIES[i % SERIES.len()];
             if s.band.len() > 1 {
-                let mut outline: Vec<(f64, f64)> = s.band.iter().map(|b| (b.0, b.2.min(1.0))).collect();
+                let mut outline: Vec<(f64, f64)> = s.band.iter().map(|b| (b.0, b.2.min(hi))).collect();
                 outline.extend(s.band.iter().rev().map(|b| (b.0, b.1.max(lo))));
                 chart.draw_series([Polygon::new(outline, colour.mix(0.18).filled())]).map_err(err)?;
             }
-            chart
-                .draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2)))
-                .map_err(err)?
-                .label(truncate_label_to(&s.label, 60))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            chart.draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2))).map_err(err)?;
             chart.draw_series(s.points.iter().map(|p| Circle::new(*p, 3, colour.filled()))).map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 12))
-            .draw()
-            .map_err(err)?;
-        Ok(())
+        draw_legend(&legend, series, starts.first().map(|(_, p)| p.as_str()))
     })
 }
 
@@ -448,7 +531,7 @@ mod tests {
         let c = Confusion::new(&classes, &[0, 0, 0, 1], &[0, 0, 0, 0]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("confusion.png");
-        write_confusion(&path, "t", &c).unwrap();
+        write_confusion(&path, "t", "test", &c).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         // A full row share is the darkest blue; an empty cell the lightest.
         assert!(img.pixels().any(|p| p.0 == [8, 48, 107]));
@@ -461,13 +544,26 @@ mod tests {
         let b: Vec<_> = (1..=3).map(|e| row(e, if e <= 1 { "head" } else { "fine_tune" })).collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cmp.png");
-        write_comparison(&path, "exp", &[("a".into(), a), ("b".into(), b)]).unwrap();
+        write_comparison(&path, "exp", &[("a".into(), a.clone()), ("b".into(), b.clone())], Overlay::ValAcc).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         // Both runs' colours and the phase marker are in the picture.
         for colour in [SERIES[0], SERIES[1], PHASE_MARKER] {
             assert!(img.pixels().any(|p| p.0 == [colour.0, colour.1, colour.2]), "{colour:?}");
         }
         assert!(!img.pixels().any(|p| p.0 == [SERIES[2].0, SERIES[2].1, SERIES[2].2]), "only two runs");
+        // The legend is beside the chart: right of x = 860 there is ink of both colours, and
+        // the chart's data area (left of it) keeps the curves.
+        let ink_right = |c: RGBColor| {
+            (860..img.width()).any(|x| (0..img.height()).any(|y| img.get_pixel(x, y).0 == [c.0, c.1, c.2]))
+        };
+        assert!(ink_right(SERIES[0]) && ink_right(SERIES[1]), "legend entries right of the chart");
+        for overlay in [Overlay::ValLoss, Overlay::Lr] {
+            let p = dir.path().join(format!("{}.png", overlay.name()));
+            write_comparison(&p, "exp", &[("a".into(), a.clone()), ("b".into(), b.clone())], overlay).unwrap();
+            assert!(
+                image::open(&p).unwrap().to_rgb8().pixels().any(|p| p.0 == [SERIES[1].0, SERIES[1].1, SERIES[1].2])
+            );
+        }
         let bars = dir.path().join("bars.png");
         write_best_bars(&bars, "exp", &[("a".into(), Some(0.5)), ("b".into(), Some(1.0)), ("c".into(), None)]).unwrap();
         let img = image::open(&bars).unwrap().to_rgb8();

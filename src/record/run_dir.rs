@@ -28,6 +28,10 @@ impl RunDir {
     pub(crate) const TEST_METRICS: &str = "test_metrics.csv";
     pub(crate) const CONFUSION_CSV: &str = "confusion.csv";
     pub(crate) const CONFUSION_PNG: &str = "confusion.png";
+    /// The best weights' prediction of every validation image (`runner compare` reads them).
+    pub(crate) const VAL_PREDICTIONS: &str = "val_predictions.csv";
+    /// The best weights' confusion matrix on the validation split.
+    pub(crate) const VAL_CONFUSION_PNG: &str = "val_confusion.png";
     pub(crate) const LOG: &str = "run.log";
     /// What the run was and how it ended.
     pub(crate) const SUMMARY: &str = "summary.json";
@@ -35,7 +39,7 @@ impl RunDir {
     pub(crate) const CHECKPOINT: &str = "checkpoint.safetensors";
 
     /// Everything a run writes: a fresh start removes them all first.
-    pub(crate) const OUTPUTS: [&str; 14] = [
+    pub(crate) const OUTPUTS: [&str; 16] = [
         RunDir::CONFIG,
         RunDir::MANIFEST,
         RunDir::METRICS_CSV,
@@ -47,6 +51,8 @@ impl RunDir {
         RunDir::TEST_METRICS,
         RunDir::CONFUSION_CSV,
         RunDir::CONFUSION_PNG,
+        RunDir::VAL_PREDICTIONS,
+        RunDir::VAL_CONFUSION_PNG,
         RunDir::LOG,
         RunDir::SUMMARY,
         RunDir::CHECKPOINT,

@@ -7,6 +7,7 @@ use crate::config::spec::{Monitor, Precision};
 use crate::record::checkpoint::EarlyStopState;
 use crate::record::run_dir::RunDir;
 use crate::sys::atomic::write_atomic;
+use crate::train::metrics::EpochRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -27,6 +28,10 @@ pub enum Status {
 pub struct Summary {
     pub run_id: String,
     pub experiment: String,
+    /// The run's readable name, from the values its grid point sets (`lr=0.001,seed=0`);
+    /// absent for a spec of one run, and in runs made before runner named them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
     pub status: Status,
     /// The metric that picks the best epoch (`early_stopping.monitor`, or val_acc).
     pub monitor: Monitor,
@@ -35,6 +40,14 @@ pub struct Summary {
     /// val_acc at the best epoch.
     pub best_val_acc: Option<f64>,
     pub best_epoch: Option<usize>,
+    /// The monitored metric and val_acc at the last epoch completed.
+    #[serde(default)]
+    pub final_value: Option<f64>,
+    #[serde(default)]
+    pub final_val_acc: Option<f64>,
+    /// Each phase's best epoch (by the monitored metric) and last, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseResult>,
     /// Epochs completed.
     pub epochs: usize,
     pub epochs_planned: usize,
@@ -49,7 +62,13 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumed_after: Vec<usize>,
     pub wall_s: f64,
+    /// When the run started (RFC 3339, UTC; a resumed run keeps its first start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
     pub runner_version: String,
+    /// The commit runner was built from (`unknown` outside a git checkout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_commit: Option<String>,
     /// `run::NUMERICS_VERSION` of the runner that ran it (1: before it was recorded).
     #[serde(default = "numerics_v1")]
     pub numerics_version: u32,
@@ -62,6 +81,9 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_weights: Option<Vec<f64>>,
     pub test_images: usize,
+    /// The data folder the manifest's paths are relative to (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_root: Option<String>,
     /// sha256 of manifest.csv: exactly which files (and contents) the run used.
     pub manifest_sha256: String,
     pub threads: i32,
@@ -79,6 +101,52 @@ pub struct Summary {
     /// The processor and the libtorch paths that made the numbers (absent before runner recorded them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<crate::sys::numerics::Machine>,
+}
+
+/// One phase of a run as summary.json records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseResult {
+    pub phase: String,
+    /// Its epochs completed, `first..=last` (numbered over the whole run from 1).
+    pub first_epoch: usize,
+    pub last_epoch: usize,
+    /// Its best epoch by the run's monitored metric, that metric there, and val_acc there.
+    pub best_epoch: Option<usize>,
+    pub best_value: Option<f64>,
+    pub best_val_acc: Option<f64>,
+    /// The monitored metric and val_acc at its last epoch.
+    pub final_value: f64,
+    pub final_val_acc: f64,
+}
+
+/// Each phase's best and last epochs in `rows` (a run's epochs in order), by `monitor`.
+pub(crate) fn phase_results(rows: &[EpochRecord], monitor: Monitor) -> Vec<PhaseResult> {
+    let mut out: Vec<PhaseResult> = vec![];
+    for r in rows {
+        let value = r.monitored(monitor);
+        match out.last_mut() {
+            Some(p) if p.phase == r.phase => {
+                p.last_epoch = r.epoch;
+                p.final_value = value;
+                p.final_val_acc = r.val_acc;
+            }
+            _ => out.push(PhaseResult {
+                phase: r.phase.clone(),
+                first_epoch: r.epoch,
+                last_epoch: r.epoch,
+                best_epoch: None,
+                best_value: None,
+                best_val_acc: None,
+                final_value: value,
+                final_val_acc: r.val_acc,
+            }),
+        }
+        let p = out.last_mut().expect("pushed above");
+        if monitor.improves(value, p.best_value, 0.0) {
+            (p.best_epoch, p.best_value, p.best_val_acc) = (Some(r.epoch), Some(value), Some(r.val_acc));
+        }
+    }
+    out
 }
 
 impl Status {
@@ -101,15 +169,14 @@ fn numerics_v1() -> u32 {
 
 impl Summary {
     /// The summary's view of the training state.
-    pub(crate) fn sync(
-        &mut self,
-        state: &crate::record::checkpoint::TrainState,
-        rows: &[crate::train::metrics::EpochRecord],
-    ) {
+    pub(crate) fn sync(&mut self, state: &crate::record::checkpoint::TrainState, rows: &[EpochRecord]) {
         self.epochs = state.epoch;
         self.best_epoch = state.best.as_ref().map(|b| b.epoch);
         self.best_value = state.best.as_ref().map(|b| b.value);
         self.best_val_acc = self.best_epoch.and_then(|e| rows.get(e - 1)).map(|r| r.val_acc);
+        self.final_value = rows.last().map(|r| r.monitored(self.monitor));
+        self.final_val_acc = rows.last().map(|r| r.val_acc);
+        self.phases = phase_results(rows, self.monitor);
         self.early_stopping = state.early_stopping.clone();
     }
 
@@ -158,6 +225,32 @@ mod tests {
         let dir = RunDir::at(tmp.path());
         std::fs::write(dir.summary(), vec![b' '; 17 << 20]).unwrap();
         assert!(Summary::read(&dir).is_none());
+    }
+
+    fn row(epoch: usize, phase: &str, val_acc: f64, val_loss: f64) -> EpochRecord {
+        let metrics = [crate::train::metrics::Metric::ValAcc, crate::train::metrics::Metric::ValLoss];
+        EpochRecord::from_values(epoch, phase, &metrics, &[val_acc, val_loss])
+    }
+
+    #[test]
+    fn each_phase_has_its_best_and_its_last_epoch() {
+        let rows = [
+            row(1, "head", 0.5, 0.9),
+            row(2, "head", 0.7, 0.6),
+            row(3, "head", 0.6, 0.7),
+            row(4, "fine", 0.65, 0.8),
+            row(5, "fine", 0.8, 0.5),
+        ];
+        let p = phase_results(&rows, Monitor::ValAcc);
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].phase.as_str(), p[0].first_epoch, p[0].last_epoch), ("head", 1, 3));
+        assert_eq!((p[0].best_epoch, p[0].best_val_acc, p[0].final_val_acc), (Some(2), Some(0.7), 0.6));
+        assert_eq!((p[1].first_epoch, p[1].best_epoch, p[1].final_value), (4, Some(5), 0.8));
+        // Lower is better for a loss: the best epoch is the lowest's, val_acc is read there.
+        let p = phase_results(&rows, Monitor::ValLoss);
+        assert_eq!((p[0].best_epoch, p[0].best_value, p[0].best_val_acc), (Some(2), Some(0.6), Some(0.7)));
+        assert_eq!(p[1].final_value, 0.5);
+        assert!(phase_results(&[], Monitor::ValAcc).is_empty());
     }
 
     #[test]

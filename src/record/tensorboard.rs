@@ -19,6 +19,7 @@ use anyhow::{Context, Result};
 use prost::Message;
 
 use crate::model::Schedule;
+use crate::record::run_dir::RunDir;
 use crate::record::sink::{Epoch, Records, Sink};
 use crate::train::Trainer;
 use crate::train::metrics::EpochRecord;
@@ -101,43 +102,10 @@ struct PluginData {
 struct HParamsPluginData {
     #[prost(int32, tag = "1")]
     version: i32,
-    #[prost(message, optional, tag = "2")]
-    experiment: Option<Experiment>,
     #[prost(message, optional, tag = "3")]
     session_start_info: Option<SessionStartInfo>,
     #[prost(message, optional, tag = "4")]
     session_end_info: Option<SessionEndInfo>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Experiment {
-    #[prost(message, repeated, tag = "4")]
-    hparam_infos: Vec<HParamInfo>,
-    #[prost(message, repeated, tag = "5")]
-    metric_infos: Vec<MetricInfo>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct HParamInfo {
-    #[prost(string, tag = "1")]
-    name: String,
-    /// `DataType`: 1 string, 2 bool, 3 float64.
-    #[prost(int32, tag = "4")]
-    r#type: i32,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct MetricInfo {
-    #[prost(message, optional, tag = "1")]
-    name: Option<MetricName>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct MetricName {
-    #[prost(string, tag = "1")]
-    group: String,
-    #[prost(string, tag = "2")]
-    tag: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -210,13 +178,44 @@ fn record(data: &[u8]) -> Vec<u8> {
 
 const PREFIX: &str = "events.out.tfevents.";
 
-/// The event files in `dir`.
+/// The event files of the run in `dir`: in its folder of events (named by the run's name)
+/// and, from runners before that folder, in `dir` itself.
 pub fn event_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
-    let mut files: Vec<PathBuf> =
-        entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX)).map(|e| e.path()).collect();
+    let mut files = vec![];
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(PREFIX) {
+            files.push(e.path());
+        } else if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let inner = std::fs::read_dir(e.path()).into_iter().flatten().flatten();
+            files.extend(inner.filter(|f| f.file_name().to_string_lossy().starts_with(PREFIX)).map(|f| f.path()));
+        }
+    }
     files.sort();
     files
+}
+
+/// The folder of a run's event files: a sub-folder of its run folder named by its readable
+/// name, so that TensorBoard lists it as `<experiment>/<run id>/lr=0.001,seed=0`; the run
+/// folder itself for a run without a name. A `/` (or a leading `.`) in the name becomes `_`,
+/// and a name too long for a folder is cut and given its hash.
+pub(crate) fn events_dir(run_dir: &Path, name: &str) -> PathBuf {
+    if name.is_empty() {
+        return run_dir.to_path_buf();
+    }
+    let mut safe: String =
+        name.chars().map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c }).collect();
+    if safe.starts_with('.') {
+        safe.replace_range(..1, "_");
+    }
+    if safe.len() > 120 {
+        let mut cut = 100;
+        while !safe.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        safe = format!("{}-{}", &safe[..cut], &crate::sys::fetch::sha256_hex(name.as_bytes())[..8]);
+    }
+    run_dir.join(safe)
 }
 
 /// An open event file of a run.
@@ -226,11 +225,13 @@ pub(crate) struct EventWriter {
 }
 
 impl EventWriter {
-    /// Starts a new event file in `dir` (removing earlier attempts' files) with its version record.
-    pub fn create(dir: &Path, wall_time: f64) -> Result<Self> {
-        for old in event_files(dir) {
+    /// Starts a new event file in `dir`, a folder of the run in `run_dir` (removing earlier
+    /// attempts' files), with its version record.
+    pub fn create(run_dir: &Path, dir: &Path, wall_time: f64) -> Result<Self> {
+        for old in event_files(run_dir) {
             let _ = std::fs::remove_file(old);
         }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(format!("{PREFIX}{:010}.{}.runner", wall_time as u64, std::process::id()));
         let file = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
         let mut w = EventWriter { file, path };
@@ -278,32 +279,11 @@ impl EventWriter {
         self.summary(wall_time, 0, vec![Value { tag: tag.into(), metadata: Some(metadata), kind: None }])
     }
 
-    /// The run's hyperparameters and the metrics to show beside them (the hparams plugin's
-    /// experiment and session start), `group` naming the session.
-    pub fn hparams(
-        &mut self,
-        wall_time: f64,
-        group: &str,
-        hparams: &[(String, HParam)],
-        metrics: &[&str],
-    ) -> Result<()> {
-        let type_of = |v: &HParam| match v {
-            HParam::Text(_) => 1,
-            HParam::Bool(_) => 2,
-            HParam::Number(_) => 3,
-        };
-        let experiment = Experiment {
-            hparam_infos: hparams.iter().map(|(k, v)| HParamInfo { name: k.clone(), r#type: type_of(v) }).collect(),
-            metric_infos: metrics
-                .iter()
-                .map(|m| MetricInfo { name: Some(MetricName { group: String::new(), tag: (*m).into() }) })
-                .collect(),
-        };
-        self.hparams_value(
-            wall_time,
-            "_hparams_/experiment",
-            HParamsPluginData { version: 0, experiment: Some(experiment), ..Default::default() },
-        )?;
+    /// The run's hyperparameters (the hparams plugin's session start), `group` naming the
+    /// session. No experiment definition: TensorBoard derives the experiment of a log dir (each
+    /// key's values across runs, whether it differs, the metrics) from every run's session, so
+    /// it stays whole as runs are added; a definition in one run would stand for them all.
+    pub fn session_start(&mut self, wall_time: f64, group: &str, hparams: &[(String, HParam)]) -> Result<()> {
         let values = hparams
             .iter()
             .map(|(k, v)| {
@@ -334,12 +314,12 @@ impl EventWriter {
     }
 }
 
-/// The hyperparameters of a resolved spec: its dotted keys ([`super::dotted_leaves`]) with
+/// The hyperparameters of a resolved spec: its dotted keys ([`crate::config::dotted_leaves`]) with
 /// scalar values (arrays as their TOML text), `name` and `seed` included.
 pub(crate) fn spec_hparams(toml_text: &str) -> Vec<(String, HParam)> {
     let Ok(table) = toml_text.parse::<toml::Table>() else { return vec![] };
     let value = toml::Value::Table(table);
-    super::dotted_leaves(&value)
+    crate::config::dotted_leaves(&value)
         .into_iter()
         .map(|(key, v)| {
             let h = match v {
@@ -376,10 +356,11 @@ impl TensorBoard {
 impl Sink for TensorBoard {
     fn start(&mut self, records: &mut Records, trainer: &Trainer, rows: &[EpochRecord]) -> Result<()> {
         let wall = unix_seconds();
-        let group = records.summary.run_id.clone();
-        let opened = EventWriter::create(records.dir.path(), wall).and_then(|mut w| {
-            let metrics = ["accuracy/val", "loss/val", "accuracy/train", "loss/train"];
-            w.hparams(wall, &group, &spec_hparams(&records.spec.to_toml()), &metrics)?;
+        let summary = &records.summary;
+        let group = if summary.name.is_empty() { summary.run_id.clone() } else { summary.name.clone() };
+        let dir = events_dir(records.dir.path(), &summary.name);
+        let opened = EventWriter::create(records.dir.path(), &dir, wall).and_then(|mut w| {
+            w.session_start(wall, &group, &run_hparams(records.spec))?;
             Ok(w)
         });
         match opened {
@@ -401,21 +382,54 @@ impl Sink for TensorBoard {
 
     fn finish(&mut self, records: &mut Records) -> Result<()> {
         let Some(mut w) = self.writer.take() else { return Ok(()) };
-        let wall = unix_seconds();
-        let step = records.summary.epochs as i64;
+        let (wall, step) = (unix_seconds(), records.summary.epochs as i64);
         let completed = records.summary.status == crate::record::summary::Status::Completed;
-        let curves = std::fs::read(records.dir.curves()).ok();
-        let result = curves
-            .and_then(|png| png_size(&png).map(|size| (png, size)))
-            .map_or(Ok(()), |(png, size)| w.image(wall, step, "curves", png, size))
-            .and_then(|()| {
-                w.session_end(wall, if completed { SessionStatus::Success } else { SessionStatus::Failure })
-            });
-        if let Err(e) = result {
+        let mut result = w.scalars(wall, step, &result_scalars(records.summary));
+        let dir = records.dir;
+        let images = [
+            (dir.curves(), "curves"),
+            (dir.file(RunDir::VAL_CONFUSION_PNG), "confusion/val"),
+            (dir.confusion_png(), "confusion/test"),
+        ];
+        for (file, tag) in images {
+            let png = std::fs::read(&file).ok().and_then(|png| png_size(&png).map(|size| (png, size)));
+            if let (Ok(()), Some((png, size))) = (&result, png) {
+                result = w.image(wall, step, tag, png, size);
+            }
+        }
+        let status = if completed { SessionStatus::Success } else { SessionStatus::Failure };
+        if let Err(e) = result.and_then(|()| w.session_end(wall, status)) {
             records.log.line(&format!("warning: TensorBoard events incomplete: {e:#}"));
         }
         Ok(())
     }
+}
+
+/// The run's results, at its last step: best and final val accuracy, the monitored metric at
+/// its best epoch when that is not val accuracy, and the test accuracy (the hparams plugin
+/// shows them as metrics beside the hyperparameters).
+fn result_scalars(summary: &crate::record::summary::Summary) -> Vec<(String, f64)> {
+    let mut out = vec![];
+    let mut push = |tag: String, v: Option<f64>| {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            out.push((tag, v));
+        }
+    };
+    push("best/val_acc".into(), summary.best_val_acc);
+    push("final/val_acc".into(), summary.final_val_acc);
+    if summary.monitor != crate::config::spec::Monitor::ValAcc {
+        push(format!("best/{}", summary.monitor.name()), summary.best_value);
+    }
+    push("test/acc".into(), summary.test_acc);
+    out
+}
+
+/// A run's hyperparameters as the trackers record them: every key of its resolved spec
+/// (defaults included) and, as "unset", the keys that other runs of its grid set.
+pub(crate) fn run_hparams(spec: &crate::config::spec::Spec) -> Vec<(String, HParam)> {
+    let mut h = spec_hparams(&spec.to_toml());
+    h.extend(spec.unset_keys.iter().map(|k| (k.clone(), HParam::Text("unset".into()))));
+    h
 }
 
 /// Seconds since the Unix epoch.

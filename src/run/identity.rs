@@ -31,10 +31,15 @@ pub fn run_id(spec: &Spec, manifest_sha256: &str) -> String {
 /// The files of a spec's data: its source made a folder (downloaded, extracted), then split.
 pub fn data_files(spec: &Spec) -> Result<FileSplit> {
     let root = data::archive::materialize(&spec.data.source)?;
-    match &spec.data.labels {
+    let (split, seed) = (&spec.data.split, spec.data.split_seed);
+    let files = match &spec.data.labels {
         // A relative table is in the data folder, as fastai's `from_csv` takes it.
-        Some(table) => data::discover_table(&root, &root.join(table), &spec.data.split, spec.seed),
-        None => data::discover(&root, &spec.data.split, spec.seed),
+        Some(table) => data::discover_table(&root, &root.join(table), split, seed)?,
+        None => data::discover(&root, split, seed)?,
+    };
+    match (spec.data.folds, spec.data.fold) {
+        (Some(k), Some(fold)) => data::folds::select(files, k, fold, seed),
+        _ => Ok(files),
     }
 }
 

@@ -218,7 +218,7 @@ fn train_and_record(
     let result =
         training.start(trainer, &restored.1).and_then(|()| training.train_all(trainer, restored)).and_then(|()| {
             if !training.paused {
-                evaluate_test(&mut training.records, trainer)?;
+                evaluate_best(&mut training.records, trainer)?;
             }
             Ok(())
         });
@@ -229,19 +229,33 @@ fn train_and_record(
     finished
 }
 
-/// With a test split: the best weights, evaluated once on it (test_metrics.csv, confusion.png).
-fn evaluate_test(records: &mut Records, trainer: &mut Trainer) -> anyhow::Result<()> {
+/// The best weights, evaluated once more: their prediction of every validation image
+/// (val_predictions.csv) and, with a test split, their test metrics (test_metrics.csv,
+/// confusion.png).
+fn evaluate_best(records: &mut Records, trainer: &mut Trainer) -> anyhow::Result<()> {
     let best = records.dir.best();
-    if trainer.data().test.is_empty() || !best.exists() {
+    if !best.exists() {
         return Ok(());
     }
     trainer.load_weights(&best)?;
+    let val = &trainer.data().val;
+    let (_, _, predicted) = trainer.evaluate_and_predict(val);
+    let truth = Vec::<i64>::try_from(&val.labels.to_device(Device::Cpu)).context("val labels")?;
+    let classes = &trainer.data().classes;
+    write_predictions(&records.dir.file(RunDir::VAL_PREDICTIONS), classes, &val.paths, &truth, &predicted)?;
+    let val_classes: Vec<i64> = predicted.iter().map(|p| p.class).collect();
+    let confusion = Confusion::new(classes, &truth, &val_classes);
+    plot::write_confusion(&records.dir.file(RunDir::VAL_CONFUSION_PNG), &records.title(), "validation", &confusion)?;
+    if trainer.data().test.is_empty() {
+        return Ok(());
+    }
     let test = &trainer.data().test;
     let (loss, acc, predicted) = trainer.evaluate_and_predict(test);
     let truth = Vec::<i64>::try_from(&test.labels.to_device(Device::Cpu)).context("test labels")?;
-    let confusion = Confusion::new(&trainer.data().classes, &truth, &predicted);
+    let classes: Vec<i64> = predicted.iter().map(|p| p.class).collect();
+    let confusion = Confusion::new(&trainer.data().classes, &truth, &classes);
     confusion.write(records.dir)?;
-    plot::write_confusion(&records.dir.confusion_png(), &records.title(), &confusion)?;
+    plot::write_confusion(&records.dir.confusion_png(), &records.title(), "test", &confusion)?;
     records.summary.test_acc = Some(acc);
     records.summary.test_loss = Some(loss);
     records.log.line(&format!(
@@ -251,6 +265,31 @@ fn evaluate_test(records: &mut Records, trainer: &mut Trainer) -> anyhow::Result
         records.dir.test_metrics().display()
     ));
     Ok(())
+}
+
+/// A split's predictions as CSV: path, label, predicted, correct, the predicted class's
+/// probability and the true class's.
+fn write_predictions(
+    path: &Path,
+    classes: &[String],
+    paths: &[String],
+    truth: &[i64],
+    predicted: &[crate::train::Prediction],
+) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_writer(vec![]);
+    w.write_record(["path", "label", "predicted", "correct", "confidence", "p_true"])?;
+    for ((file, &label), p) in paths.iter().zip(truth).zip(predicted) {
+        let name = |c: i64| classes.get(c as usize).map_or("?", String::as_str);
+        w.write_record([
+            file.as_str(),
+            name(label),
+            name(p.class),
+            if p.class == label { "true" } else { "false" },
+            &format!("{:.6}", p.confidence),
+            &format!("{:.6}", p.p_true),
+        ])?;
+    }
+    write_atomic(path, &w.into_inner().context("cannot write predictions")?)
 }
 
 /// Makes the run directory ready for this attempt: leftovers of a killed writer
@@ -271,11 +310,15 @@ fn new_summary(spec: &Spec, id: &Identity, trainer: &Trainer, threads: i32, devi
     Summary {
         run_id: id.run_id.clone(),
         experiment: spec.name.clone(),
+        name: spec.label.clone(),
         status: Status::Running,
         monitor: spec.monitor(),
         best_value: None,
         best_val_acc: None,
         best_epoch: None,
+        final_value: None,
+        final_val_acc: None,
+        phases: vec![],
         epochs: 0,
         epochs_planned: spec.total_epochs(),
         early_stopping: None,
@@ -283,7 +326,9 @@ fn new_summary(spec: &Spec, id: &Identity, trainer: &Trainer, threads: i32, devi
         test_loss: None,
         resumed_after: vec![],
         wall_s: 0.0,
+        started: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
         runner_version: env!("CARGO_PKG_VERSION").into(),
+        runner_commit: Some(env!("RUNNER_COMMIT").into()),
         numerics_version: NUMERICS_VERSION,
         backbone: spec.model.backbone.to_string(),
         classes: trainer.data().classes.clone(),
@@ -292,6 +337,7 @@ fn new_summary(spec: &Spec, id: &Identity, trainer: &Trainer, threads: i32, devi
         skipped_files: trainer.data().skipped.len(),
         class_weights: trainer.class_weights(),
         test_images: trainer.data().test.len(),
+        data_root: std::path::absolute(&id.files.root).ok().map(|p| p.display().to_string()),
         manifest_sha256: id.manifest_sha256.clone(),
         threads,
         interop_threads: tch::get_num_interop_threads(),
@@ -307,8 +353,9 @@ fn new_summary(spec: &Spec, id: &Identity, trainer: &Trainer, threads: i32, devi
 fn log_start(log: &mut RunLog, summary: &mut Summary, spec: &Spec, resume: Option<&Checkpoint>, dir: &RunDir) {
     let threads = summary.threads;
     let Some(ck) = resume else {
+        let named = if spec.label.is_empty() { String::new() } else { format!(" ({})", spec.label) };
         log.line(&format!(
-            "starting run {} of {}: {} epochs, {} train / {} val / {} test images, {threads} threads, {}",
+            "starting run {}{named} of {}: {} epochs, {} train / {} val / {} test images, {threads} threads, {}",
             summary.run_id,
             spec.name,
             spec.total_epochs(),
@@ -319,7 +366,9 @@ fn log_start(log: &mut RunLog, summary: &mut Summary, spec: &Spec, resume: Optio
         ));
         return;
     };
-    summary.resumed_after = Summary::read(dir).map(|s| s.resumed_after).unwrap_or_default();
+    let before = Summary::read(dir);
+    summary.started = before.as_ref().and_then(|s| s.started.clone()).or(summary.started.take());
+    summary.resumed_after = before.map(|s| s.resumed_after).unwrap_or_default();
     summary.resumed_after.push(ck.state.epoch);
     log.line(&format!(
         "resuming run {} after epoch {} of {} ({threads} threads; it started with {})",

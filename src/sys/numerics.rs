@@ -183,7 +183,11 @@ pub(crate) fn widest_isa() -> &'static str {
 /// 6: `random_resized_crop` samples its box from the whole image (shorter side at the stored
 ///    size, aspect kept), as torchvision's does, not from its center square; it falls back to
 ///    torchvision's center crop clamped to the ratio range. Runs without it are unchanged.
-pub(crate) const NUMERICS_VERSION: u32 = 6;
+/// 7: parameters unfrozen during a phase join the optimizer in the model's order, so that
+///    `clip_grad_norm` sums the total norm alike in a run and in its resume (it summed them
+///    in the order they joined, and a resumed run in the model's: the last bits differed).
+///    Only runs with gradual unfreezing and `clip_grad_norm` change.
+pub(crate) const NUMERICS_VERSION: u32 = 7;
 
 /// What decided a run's floating-point paths: recorded in summary.json, compared by verify.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -37,12 +37,12 @@ impl Trainer {
         (loss, acc)
     }
 
-    /// [`Trainer::evaluate`], and the predicted class of every image, in one pass.
-    pub(crate) fn evaluate_and_predict(&self, split: &Split) -> (f64, f64, Vec<i64>) {
+    /// [`Trainer::evaluate`], and every image's prediction, in one pass.
+    pub(crate) fn evaluate_and_predict(&self, split: &Split) -> (f64, f64, Vec<Prediction>) {
         self.evaluate_split(split, true)
     }
 
-    fn evaluate_split(&self, split: &Split, predict: bool) -> (f64, f64, Vec<i64>) {
+    fn evaluate_split(&self, split: &Split, predict: bool) -> (f64, f64, Vec<Prediction>) {
         let batches = crate::data::in_order(split.len(), self.batch_size);
         let reads = std::cell::RefCell::new(split.images.prefetch(batches, Read::Crops(self.transform.size)));
         self.mean_loss_acc(split.len() as i64, &split.labels, predict, |_, _| {
@@ -63,14 +63,14 @@ impl Trainer {
     }
 
     /// Batches of `n` examples through `logits(first, len)`, summed on the device: one sync
-    /// at the end. With `predict`, also every example's predicted class (else empty).
+    /// at the end. With `predict`, also every example's prediction (else none).
     fn mean_loss_acc(
         &self,
         n: i64,
         labels: &Tensor,
         predict: bool,
         logits: impl Fn(i64, i64) -> Tensor,
-    ) -> (f64, f64, Vec<i64>) {
+    ) -> (f64, f64, Vec<Prediction>) {
         Autocast::run(self.autocast(), || {
             tch::no_grad(|| {
                 let mut loss_sum = Tensor::zeros([], (Kind::Double, self.device));
@@ -85,20 +85,36 @@ impl Trainer {
                     let classes = out.argmax(-1, false);
                     correct += classes.eq_tensor(&y).sum(Kind::Int64);
                     if predict {
-                        predicted.push(classes);
+                        let p = out.softmax(-1, Kind::Float);
+                        let p_true = p.gather(1, &y.unsqueeze(1), false).squeeze_dim(1);
+                        predicted.push(Tensor::stack(&[classes.to_kind(Kind::Float), p.amax(-1, false), p_true], 1));
                     }
                     first += len;
                 }
-                let predicted = if predicted.is_empty() {
-                    vec![]
-                } else {
-                    Vec::<i64>::try_from(&Tensor::cat(&predicted, 0).to_device(Device::Cpu)).unwrap_or_default()
-                };
+                let predicted = predictions(&predicted);
                 let n = n.max(1) as f64;
                 (loss_sum.double_value(&[]) / n, correct.int64_value(&[]) as f64 / n, predicted)
             })
         })
     }
+}
+
+/// One image's prediction: its class, that class's softmax probability, and the true class's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Prediction {
+    pub class: i64,
+    pub confidence: f32,
+    pub p_true: f32,
+}
+
+/// Batches of [class, confidence, p_true] rows as predictions.
+fn predictions(batches: &[Tensor]) -> Vec<Prediction> {
+    if batches.is_empty() {
+        return vec![];
+    }
+    let rows = Tensor::cat(batches, 0).to_device(Device::Cpu);
+    let values = Vec::<f32>::try_from(rows.reshape([-1])).unwrap_or_default();
+    values.chunks_exact(3).map(|r| Prediction { class: r[0] as i64, confidence: r[1], p_true: r[2] }).collect()
 }
 
 /// The model's logits for the batch `x`, in inference mode; with test-time views, the log of

@@ -36,7 +36,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
-pub(crate) use self::eval::tta_logits;
+pub(crate) use self::eval::{Prediction, tta_logits};
 use self::features::view_picks;
 pub use self::optim::GradScaler;
 pub use self::phase::PhaseRun;

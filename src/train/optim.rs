@@ -60,12 +60,17 @@ impl Optimizer {
         }
     }
 
-    /// Adds parameters (layers unfrozen during a phase) at these learning-rate scales, with
-    /// fresh state, as a new param group joins a PyTorch optimizer.
-    pub(crate) fn add_params(&mut self, params: Vec<(String, Tensor)>, scales: Vec<f64>) {
+    /// The parameters it trains, in the model's order, at these learning-rate scales: those
+    /// it did not train before (layers unfrozen during a phase) join with fresh state, as a
+    /// new param group joins a PyTorch optimizer. In the model's order, not the order they
+    /// joined in, so that the total gradient norm (`clip_grad_norm`) is summed alike whether
+    /// the phase ran through or was resumed with them all at once, and as
+    /// `clip_grad_norm_(model.parameters(), ...)` sums it.
+    pub(crate) fn set_params(&mut self, params: Vec<(String, Tensor)>, scales: Vec<f64>) {
         assert_eq!(scales.len(), params.len(), "one scale per parameter");
-        self.params.extend(params);
-        self.scales.extend(scales);
+        debug_assert!(self.params.iter().all(|(n, _)| params.iter().any(|(m, _)| m == n)), "no parameter leaves");
+        self.params = params;
+        self.scales = scales;
     }
 
     /// Each parameter's learning rate as a multiple of the phase's, in parameter order.
@@ -606,10 +611,11 @@ mod tests {
         for step in 1..=4 {
             if step == case["joins_before_step"].as_i64().unwrap() {
                 w1 = w1.set_requires_grad(true);
-                opt.add_params(vec![("w1".into(), w1.shallow_clone())], vec![1.0]);
+                let both = || vec![("w0".into(), w0.shallow_clone()), ("w1".into(), w1.shallow_clone())];
+                opt.set_params(both(), vec![1.0, 1.0]);
                 // Its own step count goes into a checkpoint, and comes back from one.
-                let mut restored = Optimizer::new(&s, 0.1, vec![("w0".into(), w0.shallow_clone())]);
-                restored.add_params(vec![("w1".into(), w1.shallow_clone())], vec![1.0]);
+                let mut restored = Optimizer::new(&s, 0.1, both());
+                restored.set_lr_scales(vec![1.0, 1.0]);
                 restored.load_state(&opt.state_tensors()).unwrap();
                 assert_eq!(restored.param_steps, opt.param_steps);
             }

@@ -134,11 +134,10 @@ impl Trainer {
         }
         let was = run.plan.frozen();
         let params = self.apply_freeze(&plan);
-        let new: Vec<(String, Tensor)> = params.into_iter().filter(|(n, _)| !run.trainable.contains(n)).collect();
-        let scales = self.lr_scales(p, &new);
-        run.trainable.extend(new.iter().map(|(n, _)| n.clone()));
-        let joined = new.len();
-        run.opt.add_params(new, scales);
+        let joined = params.iter().filter(|(n, _)| !run.trainable.contains(n)).count();
+        let scales = self.lr_scales(p, &params);
+        run.trainable = params.iter().map(|(n, _)| n.clone()).collect();
+        run.opt.set_params(params, scales);
         run.plan = plan;
         self.trained_from = self.trained_from.min(plan.frozen());
         let started = Instant::now();

@@ -11,6 +11,7 @@ mod datasets_url;
 mod efficientnet_reference;
 mod freeze;
 mod hostile;
+mod replicates;
 mod report;
 mod resume;
 mod search;

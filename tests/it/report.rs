@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{runner, shapes, stderr, stdout, tiny_spec};
+use crate::common::{only_run, runner, shapes, stderr, stdout, tiny_spec};
 
 /// Two phases (2 + 1 epochs), a test split (so a confusion matrix), and `grid`.
 fn spec(name: &str, source: &Path, grid: &str) -> String {
@@ -92,17 +92,26 @@ fn the_report_tables_plots_and_page() {
     let md = std::fs::read_to_string(reports.join("summary.md")).unwrap();
     assert!(md.contains("## lrs") && md.contains("## single"), "{md}");
     assert!(md.contains("| rank | run id | phases.1.optimizer.lr_factor | status |"), "{md}");
-    for png in ["lrs-val_acc.png", "lrs-best.png", "single-val_acc.png", "single-best.png"] {
-        let img = image::open(reports.join("plots").join(png)).unwrap();
-        assert!(img.width() > 300, "{png}");
+    for experiment in ["lrs", "single"] {
+        for plot in ["val_acc", "val_loss", "lr", "best"] {
+            let img = image::open(reports.join("plots").join(format!("{experiment}-{plot}.png"))).unwrap();
+            assert!(img.width() > 300, "{experiment}-{plot}");
+        }
     }
 
     // The page: every image it shows loads in headless Chromium.
     let html = std::fs::read_to_string(reports.join("index.html")).unwrap();
     let images = html.matches("<img ").count();
-    // Two comparison plots per experiment, and per run its curves and confusion matrix.
-    assert_eq!(images, 2 * 2 + 3 * 2, "{html}");
-    assert!(html.contains("config.toml"));
+    // Four plots per experiment; per run its curves and two confusion matrices, and a gallery
+    // of its 8 worst-predicted validation images (6 val images each here: all of them).
+    let val_images =
+        crate::common::summary_json(&only_run(&reports.join("runs/single")))["val_images"].as_u64().unwrap();
+    assert_eq!(images, 2 * 4 + 3 * (3 + val_images.min(8) as usize), "{html}");
+    assert!(html.contains("config.toml") && html.contains("val_predictions.csv"));
+    assert_eq!(html.matches("<caption>Validation, best weights, per class</caption>").count(), 3);
+    assert_eq!(html.matches("Worst-predicted validation images").count(), 3);
+    assert!(html.contains("runner 0.1.0") && html.contains("started 20"), "when and by which runner");
+    assert!(!html.contains("&quot;"), "values without their TOML quotes");
     let Some(browser) = chromium() else {
         assert!(std::env::var_os("CI").is_none(), "CI needs chromium (scripts/test.sh installs it)");
         eprintln!("skipping the browser check: no chromium here (apt-get install chromium)");
@@ -110,9 +119,18 @@ fn the_report_tables_plots_and_page() {
     };
     // A copy of the page beside it (same relative links) that lists each image's load state.
     let check = reports.join("index.check.html");
+    // It also clicks the first leaderboard's "run id" header twice (the rows sort up, then
+    // down) and types the first id into the table's filter box (one row stays).
     let probe = "<script>window.addEventListener('load', () => { const r = [...document.images].map(i => \
-                 ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0})); const p = \
-                 document.createElement('pre'); p.id = 'image-check'; p.textContent = JSON.stringify(r); \
+                 ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0})); \
+                 const t = document.querySelector('table.sortable'); const head = t.tHead.rows[0].cells; \
+                 const col = [...head].findIndex(h => h.textContent === 'run id'); \
+                 const ids = () => [...t.tBodies[0].rows].map(row => row.cells[col].textContent); \
+                 const before = ids(); head[col].click(); const up = ids(); head[col].click(); const down = ids(); \
+                 const f = t.previousElementSibling; f.value = up[0]; f.dispatchEvent(new Event('input')); \
+                 const shown = [...t.tBodies[0].rows].filter(row => row.style.display !== 'none').length; \
+                 const p = document.createElement('pre'); p.id = 'image-check'; \
+                 p.textContent = JSON.stringify({images: r, before, up, down, shown, filter: f.tagName}); \
                  document.body.appendChild(p); });</script>";
     std::fs::write(&check, html.replace("</body>", &format!("{probe}\n</body>"))).unwrap();
     let o = headless(&browser, &root.join("profile-1"))
@@ -124,10 +142,20 @@ fn the_report_tables_plots_and_page() {
     let dom = stdout(&o);
     let start = dom.find("<pre id=\"image-check\">").expect("the probe ran") + "<pre id=\"image-check\">".len();
     let json = &dom[start..start + dom[start..].find("</pre>").unwrap()];
-    let loaded: Vec<serde_json::Value> = serde_json::from_str(&json.replace("&amp;", "&")).unwrap();
+    let got: serde_json::Value = serde_json::from_str(&json.replace("&amp;", "&")).unwrap();
+    let loaded = got["images"].as_array().unwrap();
     assert_eq!(loaded.len(), images);
     let broken: Vec<&serde_json::Value> = loaded.iter().filter(|i| i["ok"] != true).collect();
     assert!(broken.is_empty(), "broken images: {broken:?}");
+    // The table sorted when its header was clicked: up, then down; the filter kept one row.
+    let ids =
+        |k: &str| -> Vec<String> { got[k].as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()).collect() };
+    let mut sorted = ids("before");
+    sorted.sort();
+    assert_eq!(ids("up"), sorted, "{got}");
+    sorted.reverse();
+    assert_eq!(ids("down"), sorted, "{got}");
+    assert_eq!((got["shown"].as_u64(), got["filter"].as_str()), (Some(1), Some("INPUT")), "{got}");
 
     // And a screenshot of the page itself, which is a real picture.
     let shot = root.join("report.png");
@@ -157,75 +185,4 @@ fn report_without_runs_is_an_error() {
     let o = runner(tmp.path(), &["report"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no runs under"), "{}", stderr(&o));
-}
-
-#[test]
-fn seed_replicates_are_grouped_into_configurations_with_their_spread() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let source = shapes(root, 2, 6);
-    std::fs::create_dir_all(root.join("specs")).unwrap();
-    let grid = "\n[grid]\nseed = [1, 2, 3]\n\"phases.1.optimizer.lr_factor\" = [0.1, 0.5]\n";
-    std::fs::write(root.join("specs/seeds.toml"), spec("seeds", &source, grid)).unwrap();
-    let o = runner(root, &["sweep", "specs", "--out", "reports/runs", "--quiet", "--no-report"]);
-    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
-    let o = runner(root, &["report"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let reports = root.join("reports");
-
-    // configs.csv: 2 configurations of 3 seeds each, the mean and spread of their runs.
-    let csv = std::fs::read_to_string(reports.join("configs.csv")).unwrap();
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert_eq!(
-        header,
-        [
-            "experiment",
-            "phases.1.optimizer.lr_factor",
-            "n",
-            "best_val_acc_mean",
-            "best_val_acc_sd",
-            "test_acc_mean",
-            "test_acc_sd",
-            "seeds",
-            "run_ids"
-        ],
-        "{csv}"
-    );
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), 2, "{csv}");
-    let summary = std::fs::read_to_string(reports.join("summary.csv")).unwrap();
-    for row in &rows {
-        assert_eq!(row[2], "3", "n = 3: {csv}");
-        assert_eq!(row[7], "1 2 3", "{csv}");
-        // The mean and sd are those of the three runs' best val_acc in summary.csv.
-        let accs: Vec<f64> = row[8]
-            .split(' ')
-            .map(|id| {
-                let line = summary.lines().find(|l| l.contains(id)).unwrap();
-                let header: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
-                let col = header.iter().position(|h| *h == "best_val_acc").unwrap();
-                line.split(',').nth(col).unwrap().parse().unwrap()
-            })
-            .collect();
-        let mean = accs.iter().sum::<f64>() / 3.0;
-        let sd = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
-        assert!((row[3].parse::<f64>().unwrap() - mean).abs() < 1e-9, "{csv}");
-        assert!((row[4].parse::<f64>().unwrap() - sd).abs() < 1e-9, "{csv}");
-    }
-    let factors: Vec<&str> = rows.iter().map(|r| r[1]).collect();
-    assert!(factors.contains(&"0.1") && factors.contains(&"0.5"), "{csv}");
-    let means: Vec<f64> = rows.iter().map(|r| r[3].parse().unwrap()).collect();
-    assert!(means[0] >= means[1], "ranked by mean: {csv}");
-
-    // The leaderboard groups them too, and the band plot is drawn and linked.
-    let md = std::fs::read_to_string(reports.join("summary.md")).unwrap();
-    assert!(md.contains("### seeds: configurations (seed replicates grouped)"), "{md}");
-    let table: Vec<&str> = md.lines().filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |")).collect();
-    assert!(table.iter().filter(|l| l.contains(" | 3 | ")).count() >= 2, "two rows with n = 3: {md}");
-    assert!(md.contains("plots/seeds-configs.png"), "{md}");
-    let png = std::fs::read(reports.join("plots/seeds-configs.png")).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a drawn plot, {} bytes", png.len());
-    let html = std::fs::read_to_string(reports.join("index.html")).unwrap();
-    assert!(html.contains("Configurations (seed replicates grouped)") && html.contains("seeds-configs.png"));
 }

@@ -184,10 +184,12 @@ fn every_toolkit_key_at_once_runs_and_resumes_to_the_same_bytes() {
     assert!(!live.allclose(&avg, 1e-6, 1e-6, false), "the EMA equals the weights");
     let o = runner(root, &["run", "spec.toml", "--out", "killed", "--resume", "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    for f in ["metrics.csv", "best.safetensors", "confusion.csv", "test_metrics.csv"] {
-        let (a, b) = (std::fs::read(clean.join(f)).unwrap(), std::fs::read(killed.join(f)).unwrap());
-        assert!(a == b, "{f} differs after the resume");
-    }
+    // (Gradual unfreezing and clip_grad_norm together: the total norm is summed in the
+    // model's order in both, numerics version 7.)
+    let files = ["metrics.csv", "best.safetensors", "confusion.csv", "test_metrics.csv", "val_predictions.csv"];
+    let differ: Vec<&str> =
+        files.into_iter().filter(|f| std::fs::read(clean.join(f)).ok() != std::fs::read(killed.join(f)).ok()).collect();
+    assert!(differ.is_empty(), "differ after the resume: {differ:?}");
     // The best weights are the EMA's, not the model's last ones (the best epoch's EMA).
     let best = tch::Tensor::read_safetensors(clean.join("best.safetensors")).unwrap();
     assert!(best.iter().any(|(n, _)| n == "_fc.weight"));

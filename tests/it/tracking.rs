@@ -21,11 +21,11 @@ scalars = {t: [[e.step, e.value] for e in acc.Scalars(t)] for t in tags["scalars
 content = acc.PluginTagToContent("hparams")
 start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
 end = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_end_info"]).session_end_info
-exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+assert "_hparams_/experiment" not in content, "a run defines no experiment for the log dir"
 hparams = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
 images = {t: [[e.step, e.width, e.height, len(e.encoded_image_string)] for e in acc.Images(t)] for t in tags["images"]}
 print(json.dumps({"scalars": scalars, "hparams": hparams, "group": start.group_name, "status": end.status,
-                  "metrics": [m.name.tag for m in exp.metric_infos], "images": images}))
+                  "images": images}))
 "#;
 
 fn read_events(dir: &std::path::Path) -> serde_json::Value {
@@ -79,13 +79,88 @@ fn tensorboards_reader_finds_every_epochs_scalars_the_hparams_and_the_curves() {
     assert_eq!(h["phases.1.optimizer.layer_decay"], 0.5, "{h}");
     assert_eq!(h["phases.0.epochs"], 2.0, "{h}");
     assert_eq!(got["status"], 1, "STATUS_SUCCESS");
-    assert!(got["metrics"].as_array().unwrap().iter().any(|m| m == "accuracy/val"), "{got}");
-    assert_eq!(got["group"], run.file_name().unwrap().to_str().unwrap(), "the session is the run id");
+    // The results at the last step: best and final val accuracy.
+    let summary = crate::common::summary_json(&run);
+    for (tag, key) in [("best/val_acc", "best_val_acc"), ("final/val_acc", "final_val_acc")] {
+        let points = got["scalars"][tag].as_array().unwrap_or_else(|| panic!("no {tag}: {got}"));
+        assert_eq!(points.len(), 1, "{got}");
+        assert_eq!(points[0][0].as_i64(), Some(3), "{got}");
+        assert!((points[0][1].as_f64().unwrap() - summary[key].as_f64().unwrap()).abs() < 1e-6, "{got}");
+    }
+    assert_eq!(got["group"], run.file_name().unwrap().to_str().unwrap(), "a run without a name: its id");
     // The curves image, as curves.png is.
     let png = std::fs::read(run.join("curves.png")).unwrap();
     let image = &got["images"]["curves"][0];
     assert_eq!(image[0].as_i64(), Some(3), "{got}");
     assert_eq!(image[3].as_u64(), Some(png.len() as u64), "{got}");
+}
+
+/// TensorBoard's own HParams backend over a log dir: the experiment it derives (each key's
+/// type and whether it differs, the metrics) and every session's keys.
+const HPARAMS: &str = r#"
+import json, sys
+from tensorboard import context
+from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+from tensorboard.plugins import base_plugin
+from tensorboard.plugins.hparams import backend_context, metadata
+logdir = sys.argv[1]
+mux = plugin_event_multiplexer.EventMultiplexer()
+mux.AddRunsFromDirectory(logdir)
+mux.Reload()
+tb = base_plugin.TBContext(logdir=logdir, multiplexer=mux,
+                           data_provider=data_provider.MultiplexerDataProvider(mux, logdir))
+hp = backend_context.Context(tb)
+rc = context.RequestContext()
+meta = hp.hparams_metadata(rc, "")
+exp = hp.experiment_from_metadata(rc, "", True, meta, hp.hparams_from_data_provider(rc, "", None))
+sessions = {}
+for run, tags in meta.items():
+    if metadata.SESSION_START_INFO_TAG in tags:
+        start = metadata.parse_session_start_info_plugin_data(tags[metadata.SESSION_START_INFO_TAG])
+        sessions[run] = {"group": start.group_name, "keys": sorted(start.hparams.keys())}
+print(json.dumps({"differs": {h.name: h.differs for h in exp.hparam_infos},
+                  "metrics": sorted(m.name.tag for m in exp.metric_infos), "sessions": sessions}))
+"#;
+
+#[test]
+fn tensorboards_hparams_backend_sees_one_experiment_over_the_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = shapes(root, 2, 8);
+    // A test split; two optimizers, one of them with a weight decay the other leaves unset.
+    let spec = tiny_spec(&data).replace("batch_size = 8", "batch_size = 8\nsplit = [0.6, 0.2, 0.2]")
+        + "\n[grid]\nseed = [0, 1]\n\"phases.0.optimizer\" = [{ kind = \"adam\", lr = 1e-3, weight_decay = 1e-4 }, \
+           { kind = \"adam\", lr = 1e-2 }]\n";
+    std::fs::write(root.join("grid.toml"), &spec).unwrap();
+    let o = runner(root, &["run", "grid.toml", "--out", "runs", "--quiet"]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let o =
+        std::process::Command::new(tracking_python()).args(["-c", HPARAMS]).arg(root.join("runs")).output().unwrap();
+    assert!(o.status.success(), "TensorBoard's hparams backend failed: {}", String::from_utf8_lossy(&o.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+
+    let differs = got["differs"].as_object().unwrap();
+    assert_eq!(differs["phases.0.optimizer.lr"], true, "{got}");
+    assert_eq!(differs["seed"], true, "{got}");
+    assert_eq!(differs["phases.0.optimizer.weight_decay"], true, "1e-4 in two runs, unset in two: {got}");
+    assert_eq!(differs["model.backbone"], false, "{got}");
+    // Defaults are keys too: every key of every run is in every session.
+    assert!(differs.contains_key("data.cache") && differs.contains_key("precision"), "{got}");
+    let sessions = got["sessions"].as_object().unwrap();
+    assert_eq!(sessions.len(), 4, "{got}");
+    let all: Vec<&String> = differs.keys().collect();
+    for (run, s) in sessions {
+        let keys: Vec<&str> = s["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+        assert_eq!(keys, all, "{run}: every key");
+        // The run's TensorBoard name and its session carry its readable name.
+        let group = s["group"].as_str().unwrap();
+        assert!(group.starts_with("seed=") && group.contains(",optimizer="), "{group}");
+        assert!(run.starts_with("tiny/") && run.ends_with(group), "{run}");
+    }
+    let metrics: Vec<&str> = got["metrics"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    for m in ["best/val_acc", "final/val_acc", "test/acc", "accuracy/val", "loss/val"] {
+        assert!(metrics.contains(&m), "{m} in {metrics:?}");
+    }
 }
 
 /// An MLflow tracking server (sqlite backend, artifacts proxied by the server) on a free
@@ -179,9 +254,13 @@ fn an_mlflow_server_receives_each_runs_params_metrics_and_artifacts() {
     let runs: Vec<serde_json::Value> = serde_json::from_str(&mlflow_runs(&server.uri, "tiny")).unwrap();
     assert_eq!(runs.len(), 2, "{runs:?}");
     for r in &runs {
-        let id = r["name"].as_str().unwrap();
+        let id = r["tags"]["runner.run_id"].as_str().unwrap();
         let run_dir = root.join("runs/tiny").join(id);
-        assert!(run_dir.is_dir(), "the MLflow run is named by the run id: {id}");
+        assert!(run_dir.is_dir(), "the MLflow run is tagged with the run id: {id}");
+        // Named by the values its grid point sets, as summary.json names it.
+        let name = r["name"].as_str().unwrap();
+        assert!(["lr_factor=0.1", "lr_factor=0.5"].contains(&name), "{r}");
+        assert_eq!(crate::common::summary_json(&run_dir)["name"], name, "{r}");
         assert_eq!(r["status"], "FINISHED", "{r}");
         assert_eq!(r["tags"]["runner.status"], "completed", "{r}");
         let summary = crate::common::summary_json(&run_dir);

@@ -34,12 +34,37 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::config::catalog::Backbone;
 use crate::error::SpecError;
 
+std::thread_local! {
+    /// Set while [`Spec::to_toml`] writes config.toml, which spells out every default.
+    static WRITE_DEFAULTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a key at its default value is left out when a spec is serialized: it is in the
+/// canonical form (so that a key added later leaves the ids of earlier runs as they were),
+/// not in config.toml.
+fn omit_default<T: PartialEq + Default>(value: &T) -> bool {
+    !WRITE_DEFAULTS.get() && *value == T::default()
+}
+
+/// The most folds of `data.folds`.
+pub(crate) const MAX_FOLDS: usize = 100;
+
 /// A fully resolved experiment: defaults filled in, ready to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     /// Experiment name; runs are written under `<out>/<name>/<run-id>/`.
     pub name: String,
+    /// The run's readable name: the values its grid point (or search trial, or fold) sets,
+    /// `lr=0.001,seed=0`; empty for a spec of one run. Set when an experiment is expanded;
+    /// not a key of the spec, nor part of the run's identity.
+    #[serde(skip)]
+    pub label: String,
+    /// The keys that other runs of its grid set and this one leaves unset (`ema.decay` where
+    /// another point has an `ema`): the trackers record them as "unset", so that every run
+    /// of a grid has every key. Set when an experiment is expanded, like `label`.
+    #[serde(skip)]
+    pub unset_keys: Vec<String>,
     /// Seed for weight init of new layers, data split, shuffling and augmentation.
     #[serde(default)]
     pub seed: u64,
@@ -55,18 +80,18 @@ pub struct Spec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub divergence_factor: Option<f64>,
     /// `[loss]`: label smoothing and class weights of the training criterion.
-    #[serde(default, skip_serializing_if = "LossSpec::is_plain")]
+    #[serde(default, skip_serializing_if = "omit_default")]
     pub loss: LossSpec,
     /// Arithmetic of training steps: "fp32"; "fp16" (autocast with a loss scaler, CUDA only);
     /// "bf16" (autocast to bfloat16, no scaler; CUDA or CPU).
-    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    #[serde(default, skip_serializing_if = "omit_default")]
     pub precision: Precision,
     /// `ema = { decay = 0.999, warmup = true }`: an exponential moving average of the
     /// weights, which evaluation and the best weights use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema: Option<EmaSpec>,
     /// `[eval]`: how validation, test and prediction see each image.
-    #[serde(default, skip_serializing_if = "EvalSpec::is_plain")]
+    #[serde(default, skip_serializing_if = "omit_default")]
     pub eval: EvalSpec,
     /// Where runs are also logged (MLflow); not part of the run's identity.
     #[serde(default, skip_serializing_if = "TrackingSpec::is_off")]
@@ -74,7 +99,7 @@ pub struct Spec {
     /// Which machines give the same bits: "machine" (the same machine and threads; libtorch's
     /// fastest paths for this processor) or "portable" (any x86_64 processor with AVX2, Intel
     /// or AMD: the instruction paths of libtorch, oneDNN and MKL pinned; sys/numerics.rs).
-    #[serde(default, skip_serializing_if = "Reproducibility::is_machine")]
+    #[serde(default, skip_serializing_if = "omit_default")]
     pub reproducibility: Reproducibility,
 }
 
@@ -88,10 +113,6 @@ pub enum Reproducibility {
 }
 
 impl Reproducibility {
-    fn is_machine(&self) -> bool {
-        *self == Reproducibility::Machine
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Reproducibility::Machine => "machine",
@@ -141,7 +162,7 @@ pub struct EmaSpec {
 #[serde(deny_unknown_fields)]
 pub struct EvalSpec {
     /// Extra views whose softmax is averaged with the plain image's: `["hflip"]`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "omit_default")]
     pub tta: Vec<TtaView>,
 }
 
@@ -169,10 +190,6 @@ pub enum Precision {
 }
 
 impl Precision {
-    fn is_fp32(&self) -> bool {
-        *self == Precision::Fp32
-    }
-
     /// As the spec spells it.
     pub fn name(self) -> &'static str {
         match self {
@@ -266,17 +283,31 @@ pub struct DataSpec {
     /// Train/val (or train/val/test) fractions for a tree without `train/` and `val/`.
     #[serde(default = "default_split")]
     pub split: Vec<f64>,
+    /// Seed of the train/val/test split and of the folds: fixed (0) unless set, so that runs
+    /// of different `seed`s validate on the same images. `split_seed = <seed>` for each run
+    /// gives the split that varied with the seed (before version 0.9).
+    #[serde(default, skip_serializing_if = "omit_default")]
+    pub split_seed: u64,
+    /// k-fold cross-validation: the train and val images pooled and cut into `folds` parts,
+    /// stratified per class; a run validates on part `fold` and trains on the rest (the
+    /// test split, if any, is left as it is). A spec that sets `folds` without `fold` runs
+    /// every fold, as a grid axis `data.fold = [0, ..., folds - 1]` would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folds: Option<usize>,
+    /// The fold this run validates on, 0 to `folds - 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fold: Option<usize>,
     /// Fail on a file that cannot be decoded instead of skipping it.
     #[serde(default)]
     pub strict: bool,
     /// Compute a frozen prefix once per phase instead of every epoch, where that is exact.
-    #[serde(default, skip_serializing_if = "CacheMode::is_auto")]
+    #[serde(default, skip_serializing_if = "omit_default")]
     pub cache: CacheMode,
     /// With augmentation: cache this many augmented views of every train image through
     /// the frozen layers, and train each epoch on one view per image. 0: no augmented
     /// caching (full forward every epoch). With `augment = ["hflip"]` alone, 2 views (the
     /// image and its mirror) are exact.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "omit_default")]
     pub cache_views: usize,
     /// MixUp's Beta(alpha, alpha) parameter: training batches mixed with their roll by one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -286,7 +317,7 @@ pub struct DataSpec {
     pub cutmix: Option<f64>,
     /// Where the decoded images are kept: the image store on disk, read per batch, or memory.
     /// It changes no number a run computes (and so not its id).
-    #[serde(default, skip_serializing_if = "StoreMode::is_auto")]
+    #[serde(default, skip_serializing_if = "omit_default")]
     pub store: StoreMode,
 }
 
@@ -304,10 +335,6 @@ pub enum StoreMode {
 }
 
 impl StoreMode {
-    fn is_auto(&self) -> bool {
-        *self == StoreMode::Auto
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             StoreMode::Auto => "auto",
@@ -315,10 +342,6 @@ impl StoreMode {
             StoreMode::Disk => "disk",
         }
     }
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
 }
 
 /// `divergence_factor`'s default: a loss a hundred times its first epoch's has exploded.
@@ -343,11 +366,7 @@ pub enum CacheMode {
     Off,
 }
 
-impl CacheMode {
-    fn is_auto(&self) -> bool {
-        *self == CacheMode::Auto
-    }
-}
+impl CacheMode {}
 
 /// A train-time augmentation: `"random_resized_crop"`, `"hflip"`, `"trivial_augment"`, or a
 /// table for those with parameters (`{ rand_augment = { n = 2, m = 9 } }`, ...).
@@ -417,13 +436,13 @@ pub struct HeadSpec {
     #[serde(default)]
     pub classes: Classes,
     /// Widths of hidden layers (Linear + ReLU) before the output layer; none by default.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "omit_default")]
     pub hidden: Vec<usize>,
     /// Dropout before each new linear layer; the backbone's own when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
     /// How the new linear layers start.
-    #[serde(default, skip_serializing_if = "HeadInit::is_default")]
+    #[serde(default, skip_serializing_if = "omit_default")]
     pub init: HeadInit,
 }
 
@@ -445,11 +464,7 @@ pub enum HeadInit {
     Kaiming,
 }
 
-impl HeadInit {
-    fn is_default(&self) -> bool {
-        *self == HeadInit::default()
-    }
-}
+impl HeadInit {}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -577,7 +592,7 @@ fn default_weights() -> String {
 #[serde(deny_unknown_fields)]
 pub struct LossSpec {
     /// The probability mass spread evenly over all classes (torch's `label_smoothing`).
-    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    #[serde(default, skip_serializing_if = "omit_default")]
     pub label_smoothing: f64,
     /// A weight per class: "balanced" (n / (classes x count of the class) on the train
     /// split, as scikit-learn's), or one number per class in class order.
@@ -590,10 +605,6 @@ impl LossSpec {
     pub fn is_plain(&self) -> bool {
         self.label_smoothing == 0.0 && self.class_weights.is_none()
     }
-}
-
-fn is_zero_f64(v: &f64) -> bool {
-    *v == 0.0
 }
 
 /// `loss.class_weights`.
@@ -656,9 +667,13 @@ impl Spec {
         self.phases.iter().map(|p| p.epochs).sum()
     }
 
-    /// The resolved spec as TOML, written next to the results.
+    /// The resolved spec as TOML, written next to the results: every key with a value, its
+    /// defaults included (only keys that are unset, such as `ema`, are absent).
     pub(crate) fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a spec always serializes")
+        WRITE_DEFAULTS.set(true);
+        let text = toml::to_string_pretty(self);
+        WRITE_DEFAULTS.set(false);
+        text.expect("a spec always serializes")
     }
 
     /// The resolved spec in canonical form: JSON with sorted keys and every default

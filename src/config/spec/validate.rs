@@ -68,6 +68,7 @@ impl DataSpec {
                 format!("expected 0 to {MAX_CACHE_VIEWS} views, found {}", self.cache_views),
             ));
         }
+        self.validate_folds()?;
         let split_ok = (2..=3).contains(&self.split.len())
             && self.split.iter().all(|f| *f > 0.0 && *f < 1.0)
             && (self.split.iter().sum::<f64>() - 1.0).abs() < 1e-6;
@@ -81,6 +82,25 @@ impl DataSpec {
             ));
         }
         Ok(())
+    }
+}
+
+impl DataSpec {
+    /// `data.folds` and `data.fold`: 2 to MAX_FOLDS folds, and a fold among them.
+    fn validate_folds(&self) -> Result<(), Invalid> {
+        match (self.folds, self.fold) {
+            (Some(k), _) if !(2..=MAX_FOLDS).contains(&k) => {
+                Err(invalid("data.folds", format!("expected 2 to {MAX_FOLDS} folds, found {k}")))
+            }
+            (Some(k), Some(f)) if f >= k => {
+                Err(invalid("data.fold", format!("expected a fold from 0 to {} (data.folds = {k}), found {f}", k - 1)))
+            }
+            (None, Some(f)) => Err(invalid(
+                "data.fold",
+                format!("data.fold = {f} needs data.folds, the number of folds (e.g. data.folds = 5)"),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
