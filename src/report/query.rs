@@ -139,35 +139,32 @@ pub fn ls(entries: &[RunEntry], by: &Measure) -> String {
     for (experiment, runs) in by_experiment(entries) {
         let varying = varying_keys(&runs);
         let _ = writeln!(out, "{experiment}: {} run(s), ranked by {by}", runs.len());
-        let mut rows = vec![
-            [
-                "run id",
-                "name",
-                "status",
-                &by.to_string(),
-                "best val_acc",
-                "final val_acc",
-                "test_acc",
-                "epochs",
-                "folder",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ];
+        // The measure's own column where it is not one of the three always shown.
+        let own = !matches!(by, Measure::BestValAcc | Measure::FinalValAcc | Measure::TestAcc);
+        let mut head =
+            vec!["run id", "name", "status", "best val_acc", "final val_acc", "test_acc", "epochs", "folder"];
+        let by_name = by.to_string();
+        if own {
+            head.insert(3, &by_name);
+        }
+        let mut rows = vec![head.into_iter().map(String::from).collect::<Vec<_>>()];
         for r in ranked(&runs, by) {
             let s = &r.summary;
             let name = if s.name.is_empty() { super::page::values_label(r, &varying) } else { s.name.clone() };
-            rows.push(vec![
+            let mut row = vec![
                 s.run_id.clone(),
                 name,
                 s.status.name().into(),
-                fmt_opt(by.of(s)),
                 fmt_opt(s.best_val_acc),
                 fmt_opt(s.final_val_acc),
                 fmt_opt(s.test_acc),
                 format!("{}/{}", s.epochs, s.epochs_planned),
                 r.dir.display().to_string(),
-            ]);
+            ];
+            if own {
+                row.insert(3, fmt_opt(by.of(s)));
+            }
+            rows.push(row);
         }
         out.push_str(&aligned(&rows));
         if let Some(configs) = compared(&runs, &varying, by) {
@@ -190,13 +187,8 @@ pub fn ls(entries: &[RunEntry], by: &Measure) -> String {
                     None if i == 0 => "(reference)".into(),
                     None => "fewer than 2 shared seeds or folds".into(),
                 };
-                rows.push(vec![
-                    config.join(","),
-                    g.runs.len().to_string(),
-                    fmt_spread(g.spread(by)),
-                    diff,
-                    g.replicates(),
-                ]);
+                let config = if config.is_empty() { "(one configuration)".to_string() } else { config.join(",") };
+                rows.push(vec![config, g.runs.len().to_string(), fmt_spread(g.spread(by)), diff, g.replicates()]);
             }
             out.push_str(&aligned(&rows));
         }
