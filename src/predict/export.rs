@@ -108,7 +108,11 @@ impl Predictor {
             (Tensor::from_slice(&card.mean).view([1, 3, 1, 1]), Tensor::from_slice(&card.std).view([1, 3, 1, 1]));
         let mut forward = |inputs: &[Tensor]| {
             let x = if options.preprocessing { (&inputs[0] / 255.0 - &mean) / &std } else { inputs[0].shallow_clone() };
-            vec![self.model.infer(&x)]
+            let logits = self.model.infer(&x);
+            vec![match card.temperature {
+                Some(t) => logits / t,
+                None => logits,
+            }]
         };
         tch::CModule::create_by_tracing("RunnerClassifier", "forward", &[example], &mut forward)
             .context("cannot trace the model")

@@ -47,6 +47,11 @@ pub struct ModelCard {
     /// The batch size `model.pt` and `model.onnx` were traced for (their input's first dimension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traced_batch_size: Option<i64>,
+    /// The run's calibration temperature (`eval.calibrate`): the logits are divided by it
+    /// before the softmax. `runner predict` applies it, and `model.pt` and `model.onnx` output
+    /// the divided logits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
 }
 
 impl ModelCard {
@@ -78,6 +83,9 @@ impl ModelCard {
         }
         if let Some(h) = self.hidden.iter().find(|h| !(1..=MAX_HIDDEN_WIDTH).contains(*h)) {
             return Err(format!("`hidden`: expected layer widths of 1 to {MAX_HIDDEN_WIDTH}, found {h}"));
+        }
+        if let Some(t) = self.temperature.filter(|t| !(t.is_finite() && *t > 0.0)) {
+            return Err(format!("`temperature`: expected a finite number above 0, found {t}"));
         }
         if let Some(b) = self.traced_batch_size.filter(|b| !(1..=1024).contains(b)) {
             return Err(format!("`traced_batch_size`: expected 1 to 1024, found {b}"));
@@ -188,6 +196,7 @@ impl Predictor {
             files: vec![],
             torchscript_preprocessing: false,
             traced_batch_size: None,
+            temperature: summary.calibration.as_ref().map(|c| c.temperature),
         };
         let mut predictor = Self::new(vs, model, Some(summary.classes), spec.data.image_size, b);
         predictor.tta = spec.eval.tta;
@@ -308,8 +317,15 @@ impl Predictor {
             .collect()
     }
 
-    /// Each row's top-`k` classes by softmax probability, and its logits if they are kept.
+    /// The calibration temperature the model's logits are divided by (1 without one).
+    pub fn temperature(&self) -> f64 {
+        self.card.as_ref().and_then(|c| c.temperature).unwrap_or(1.0)
+    }
+
+    /// Each row's top-`k` classes by softmax probability (of the logits divided by the
+    /// calibration temperature), and those logits if they are kept.
     fn rank(&self, logits: &Tensor, k: usize) -> Vec<(Vec<Ranked>, Option<Vec<f32>>)> {
+        let logits = &(logits.to_kind(Kind::Double) / self.temperature());
         let (n, classes) = (logits.size()[0], logits.size()[1]);
         let k = k.min(classes as usize) as i64;
         let (values, indices) = logits.softmax(-1, Kind::Double).topk(k, 1, true, true);

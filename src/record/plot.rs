@@ -338,6 +338,65 @@ fn draw_overlay(
     })
 }
 
+/// A reliability diagram: per confidence bin (count, accuracy, mean confidence), the
+/// accuracy as a bar, before calibration (grey) and after (blue), beside the diagonal a
+/// calibrated model follows.
+pub(crate) fn write_reliability(
+    path: &Path,
+    title: &str,
+    temperature: f64,
+    before: &[(usize, f64, f64)],
+    after: &[(usize, f64, f64)],
+) -> Result<()> {
+    write_png(path, (720, 560), |root| {
+        let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the reliability diagram: {e}");
+        let mut chart = ChartBuilder::on(root)
+            .margin(14)
+            .caption(format!("{title}: reliability, temperature {temperature:.3}"), (FONT, 18))
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("confidence (top softmax probability)")
+            .y_desc("accuracy")
+            .light_line_style(RGBColor(238, 238, 238))
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 14))
+            .draw()
+            .map_err(err)?;
+        let width = 1.0 / before.len().max(1) as f64;
+        for (bins, colour, shift, label) in
+            [(before, RGBColor(150, 150, 150), 0.0, "before"), (after, SERIES[0], 0.5, "after")]
+        {
+            let bars = bins.iter().enumerate().filter(|(_, b)| b.0 > 0).map(move |(i, b)| {
+                let x0 = i as f64 * width + shift * width;
+                Rectangle::new([(x0, 0.0), (x0 + width / 2.0, b.1)], colour.filled())
+            });
+            chart
+                .draw_series(bars)
+                .map_err(err)?
+                .label(label)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
+        }
+        chart
+            .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.stroke_width(1)))
+            .map_err(err)?
+            .label("calibrated")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], BLACK.stroke_width(1)));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .label_font((FONT, 12))
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    })
+}
+
 /// One horizontal bar per run: its best val accuracy (no bar for a run without one).
 pub(crate) fn write_best_bars(path: &Path, title: &str, bars: &[(String, Option<f64>)]) -> Result<()> {
     const ROW: i32 = 28;

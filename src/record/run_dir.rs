@@ -32,6 +32,8 @@ impl RunDir {
     pub(crate) const VAL_PREDICTIONS: &str = "val_predictions.csv";
     /// The best weights' confusion matrix on the validation split.
     pub(crate) const VAL_CONFUSION_PNG: &str = "val_confusion.png";
+    /// With `eval.calibrate`: accuracy against confidence per bin, before and after.
+    pub(crate) const RELIABILITY_PNG: &str = "reliability.png";
     pub(crate) const LOG: &str = "run.log";
     /// What the run was and how it ended.
     pub(crate) const SUMMARY: &str = "summary.json";
@@ -39,7 +41,7 @@ impl RunDir {
     pub(crate) const CHECKPOINT: &str = "checkpoint.safetensors";
 
     /// Everything a run writes: a fresh start removes them all first.
-    pub(crate) const OUTPUTS: [&str; 16] = [
+    pub(crate) const OUTPUTS: [&str; 17] = [
         RunDir::CONFIG,
         RunDir::MANIFEST,
         RunDir::METRICS_CSV,
@@ -53,6 +55,7 @@ impl RunDir {
         RunDir::CONFUSION_PNG,
         RunDir::VAL_PREDICTIONS,
         RunDir::VAL_CONFUSION_PNG,
+        RunDir::RELIABILITY_PNG,
         RunDir::LOG,
         RunDir::SUMMARY,
         RunDir::CHECKPOINT,

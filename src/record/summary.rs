@@ -58,6 +58,10 @@ pub struct Summary {
     pub test_acc: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_loss: Option<f64>,
+    /// `eval.calibrate`: the temperature fitted on the best weights' validation outputs and
+    /// what it did to their NLL and expected calibration error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
     /// The epochs after which the run was resumed, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumed_after: Vec<usize>,
@@ -101,6 +105,21 @@ pub struct Summary {
     /// The processor and the libtorch paths that made the numbers (absent before runner recorded them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<crate::sys::numerics::Machine>,
+}
+
+/// Temperature scaling as summary.json records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// What divides the logits of `predict` and of the exports.
+    pub temperature: f64,
+    /// The validation images it was fitted on.
+    pub images: usize,
+    pub nll_before: f64,
+    pub nll_after: f64,
+    /// Expected calibration error over `bins` equal-width confidence bins.
+    pub ece_before: f64,
+    pub ece_after: f64,
+    pub bins: usize,
 }
 
 /// One phase of a run as summary.json records it.

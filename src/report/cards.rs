@@ -92,6 +92,14 @@ pub(super) fn card(r: &RunEntry, section_id: &str, label: &str, out: &Path, sect
     if let Some(error) = &s.error {
         let _ = writeln!(sections, "<p class=\"error\">{}</p>", html_escape(error));
     }
+    if let Some(c) = &s.calibration {
+        let _ = writeln!(
+            sections,
+            "<p>Calibration: temperature {:.3} fitted on {} validation images; NLL {:.4} → {:.4}, \
+             ECE {:.4} → {:.4}.</p>",
+            c.temperature, c.images, c.nll_before, c.nll_after, c.ece_before, c.ece_after
+        );
+    }
     let mut links = vec![];
     for file in [
         RunDir::CONFIG,
@@ -111,6 +119,7 @@ pub(super) fn card(r: &RunEntry, section_id: &str, label: &str, out: &Path, sect
         (RunDir::CURVES, "learning curves"),
         (RunDir::VAL_CONFUSION_PNG, "validation confusion matrix"),
         (RunDir::CONFUSION_PNG, "test confusion matrix"),
+        (RunDir::RELIABILITY_PNG, "reliability diagram"),
     ];
     for (file, alt) in figures {
         if r.dir.file(file).exists() {

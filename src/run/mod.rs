@@ -246,6 +246,9 @@ fn evaluate_best(records: &mut Records, trainer: &mut Trainer) -> anyhow::Result
     let val_classes: Vec<i64> = predicted.iter().map(|p| p.class).collect();
     let confusion = Confusion::new(classes, &truth, &val_classes);
     plot::write_confusion(&records.dir.file(RunDir::VAL_CONFUSION_PNG), &records.title(), "validation", &confusion)?;
+    if records.spec.eval.calibrate == crate::config::spec::Calibrate::Temperature {
+        calibrate(records, trainer)?;
+    }
     if trainer.data().test.is_empty() {
         return Ok(());
     }
@@ -264,6 +267,40 @@ fn evaluate_best(records: &mut Records, trainer: &mut Trainer) -> anyhow::Result
         records.summary.best_epoch.unwrap_or(0),
         records.dir.test_metrics().display()
     ));
+    Ok(())
+}
+
+/// `eval.calibrate = "temperature"`: the temperature fitted on the best weights' validation
+/// logits, its effect on their NLL and ECE (summary.json, run.log) and their reliability
+/// diagram before and after (reliability.png).
+fn calibrate(records: &mut Records, trainer: &Trainer) -> anyhow::Result<()> {
+    use crate::train::calibration::{ECE_BINS, ece, fit_temperature, nll};
+    let val = &trainer.data().val;
+    let logits = trainer.logits_of(val);
+    let labels = val.labels.to_device(Device::Cpu);
+    let temperature = fit_temperature(&logits, &labels);
+    let ((ece_before, before), (ece_after, after)) = (ece(&logits, &labels, 1.0), ece(&logits, &labels, temperature));
+    let c = crate::record::summary::Calibration {
+        temperature,
+        images: val.len(),
+        nll_before: nll(&logits, &labels, 1.0),
+        nll_after: nll(&logits, &labels, temperature),
+        ece_before,
+        ece_after,
+        bins: ECE_BINS,
+    };
+    plot::write_reliability(
+        &records.dir.file(RunDir::RELIABILITY_PNG),
+        &records.title(),
+        temperature,
+        &before,
+        &after,
+    )?;
+    records.log.line(&format!(
+        "calibration: temperature {temperature:.4} fitted on {} validation images: NLL {:.4} -> {:.4}, ECE {:.4} -> {:.4}",
+        c.images, c.nll_before, c.nll_after, c.ece_before, c.ece_after
+    ));
+    records.summary.calibration = Some(c);
     Ok(())
 }
 
@@ -324,6 +361,7 @@ fn new_summary(spec: &Spec, id: &Identity, trainer: &Trainer, threads: i32, devi
         early_stopping: None,
         test_acc: None,
         test_loss: None,
+        calibration: None,
         resumed_after: vec![],
         wall_s: 0.0,
         started: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),

@@ -54,6 +54,24 @@ impl Trainer {
         })
     }
 
+    /// The logits of every image of `split` (with test-time views, the log of their averaged
+    /// softmax, as evaluation sees them), in float64 on the CPU: what calibration is fitted on.
+    pub(crate) fn logits_of(&self, split: &Split) -> Tensor {
+        let batches = crate::data::in_order(split.len(), self.batch_size);
+        let reads = split.images.prefetch(batches, Read::Crops(self.transform.size));
+        let mut out = vec![];
+        Autocast::run(self.autocast(), || {
+            tch::no_grad(|| {
+                for fetched in reads {
+                    let Fetched::Crops(crops) = fetched else { unreachable!("crops, a read per batch") };
+                    let x = self.layout(self.transform.eval(&crops, self.device));
+                    out.push(tta_logits(&self.model, &x, &self.tta).to_kind(Kind::Double).to_device(Device::Cpu));
+                }
+            })
+        });
+        if out.is_empty() { Tensor::zeros([0, 0], (Kind::Double, Device::Cpu)) } else { Tensor::cat(&out, 0) }
+    }
+
     /// Mean loss and accuracy of cached inputs (the output of the first `start` layers).
     pub(super) fn evaluate_inputs(&self, inputs: &Rows, labels: &Tensor, start: usize) -> (f64, f64) {
         let (loss, acc, _) = self.mean_loss_acc(inputs.len(), labels, false, |first, len| {

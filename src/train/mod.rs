@@ -14,6 +14,7 @@
 //! the installed reporter (`sys::reporter`).
 
 pub(crate) mod autocast;
+pub(crate) mod calibration;
 pub(crate) mod ema;
 mod eval;
 mod features;

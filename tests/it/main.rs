@@ -6,6 +6,7 @@ mod architecture;
 mod backbones;
 mod bad_data;
 mod cache;
+mod calibration;
 mod cli;
 mod datasets_url;
 mod efficientnet_reference;

@@ -164,11 +164,24 @@ pub struct EvalSpec {
     /// Extra views whose softmax is averaged with the plain image's: `["hflip"]`.
     #[serde(default, skip_serializing_if = "omit_default")]
     pub tta: Vec<TtaView>,
+    /// `"temperature"`: a temperature fitted on the best weights' validation outputs divides
+    /// the logits of `predict` and of the exports (Guo et al. 2017); `"none"` by default.
+    #[serde(default, skip_serializing_if = "omit_default")]
+    pub calibrate: Calibrate,
+}
+
+/// `eval.calibrate`: how predicted probabilities are calibrated after training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Calibrate {
+    #[default]
+    None,
+    Temperature,
 }
 
 impl EvalSpec {
     pub fn is_plain(&self) -> bool {
-        self.tta.is_empty()
+        self.tta.is_empty() && self.calibrate == Calibrate::None
     }
 }
 
