@@ -187,7 +187,10 @@ pub(crate) fn widest_isa() -> &'static str {
 ///    `clip_grad_norm` sums the total norm alike in a run and in its resume (it summed them
 ///    in the order they joined, and a resumed run in the model's: the last bits differed).
 ///    Only runs with gradual unfreezing and `clip_grad_norm` change.
-pub(crate) const NUMERICS_VERSION: u32 = 7;
+/// 8: the weight decay skips biases and normalisation weights (parameters of one dimension)
+///    unless `optimizer.decay_norm_and_bias = true`, as timm and fastai do. Runs with weight
+///    decay (`adamw`'s default 0.01 included) change.
+pub(crate) const NUMERICS_VERSION: u32 = 8;
 
 /// What decided a run's floating-point paths: recorded in summary.json, compared by verify.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

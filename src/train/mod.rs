@@ -581,6 +581,7 @@ mod tests {
             momentum: 0.9,
             nesterov: false,
             weight_decay: None,
+            decay_norm_and_bias: false,
             layer_decay: None,
             head_lr_factor: None,
         };

@@ -23,6 +23,8 @@ const RMS_ALPHA: f64 = 0.99;
 const RMS_EPS: f64 = 1e-8;
 /// AdamW's weight decay when the spec gives none (PyTorch's default).
 pub(crate) const ADAMW_DEFAULT_WD: f64 = 0.01;
+const LION_BETA2: f64 = 0.99;
+const LAMB_EPS: f64 = 1e-6;
 
 pub(crate) struct Optimizer {
     kind: OptimizerKind,
@@ -30,6 +32,8 @@ pub(crate) struct Optimizer {
     momentum: f64,
     nesterov: bool,
     weight_decay: f64,
+    /// `decay_norm_and_bias`: whether parameters of one dimension are decayed too.
+    decay_norm_and_bias: bool,
     /// Trainable parameters by variable name.
     params: Vec<(String, Tensor)>,
     /// Each parameter's learning rate as a multiple of the phase's (1 without layer-wise rates).
@@ -45,13 +49,15 @@ pub(crate) struct Optimizer {
 
 impl Optimizer {
     pub(crate) fn new(spec: &OptimizerSpec, lr: f64, params: Vec<(String, Tensor)>) -> Self {
-        let default_wd = if spec.kind == OptimizerKind::Adamw { ADAMW_DEFAULT_WD } else { 0.0 };
+        let default_wd =
+            if matches!(spec.kind, OptimizerKind::Adamw | OptimizerKind::Lamb) { ADAMW_DEFAULT_WD } else { 0.0 };
         Optimizer {
             kind: spec.kind,
             lr,
             momentum: spec.momentum,
             nesterov: spec.nesterov,
             weight_decay: spec.weight_decay.unwrap_or(default_wd),
+            decay_norm_and_bias: spec.decay_norm_and_bias,
             scales: vec![1.0; params.len()],
             params,
             state: BTreeMap::new(),
@@ -134,18 +140,21 @@ impl Optimizer {
                     *steps
                 })
                 .collect();
-            // L2 penalty added to the gradient (out of place); AdamW decays the weights instead.
-            let coupled = self.weight_decay != 0.0 && self.kind != OptimizerKind::Adamw;
-            let grads = if coupled {
-                foreach::add_list(&grads, &foreach::mul_scalar(&params, self.weight_decay))
-            } else {
-                grads
-            };
+            // Each parameter's decay: none for biases and normalisation weights unless asked.
+            let decays: Vec<f64> = params.iter().map(|p| self.decay_of(p)).collect();
+            // L2 penalty added to the gradient (out of place); AdamW, Lion and LAMB decay the
+            // weights their own way instead.
+            let coupled = decays.iter().any(|d| *d != 0.0)
+                && matches!(self.kind, OptimizerKind::Sgd | OptimizerKind::Adam | OptimizerKind::Rmsprop);
+            let grads =
+                if coupled { foreach::add_list(&grads, &foreach::mul_scalars(&params, &decays)) } else { grads };
             let step = Step { which: &which, params: &params, grads: &grads, lrs: &lrs };
             match self.kind {
                 OptimizerKind::Sgd => self.sgd(&step),
-                OptimizerKind::Adam | OptimizerKind::Adamw => self.adam(&step, &steps),
+                OptimizerKind::Adam | OptimizerKind::Adamw => self.adam(&step, &steps, &decays),
                 OptimizerKind::Rmsprop => self.rmsprop(&step),
+                OptimizerKind::Lion => self.lion(&step, &decays),
+                OptimizerKind::Lamb => self.lamb(&step, &steps, &decays),
             }
         });
     }
@@ -173,11 +182,17 @@ impl Optimizer {
         foreach::add_list_(params, &foreach::mul_scalars(&direction, lrs), -1.0);
     }
 
+    /// The weight decay of parameter `p`: none for one of one dimension (a bias or a
+    /// normalisation weight) unless `decay_norm_and_bias`.
+    fn decay_of(&self, p: &Tensor) -> f64 {
+        if self.decay_norm_and_bias || p.dim() > 1 { self.weight_decay } else { 0.0 }
+    }
+
     /// Adam, and AdamW's decoupled weight decay, with each parameter's own bias correction.
-    fn adam(&mut self, step: &Step, steps: &[i64]) {
+    fn adam(&mut self, step: &Step, steps: &[i64], decays: &[f64]) {
         let Step { which, params, grads, lrs } = *step;
         if self.kind == OptimizerKind::Adamw {
-            let decay: Vec<f64> = lrs.iter().map(|lr| 1.0 - lr * self.weight_decay).collect();
+            let decay: Vec<f64> = lrs.iter().zip(decays).map(|(lr, d)| 1.0 - lr * d).collect();
             foreach::mul_scalars_(params, &decay);
         }
         let m = self.buffers(which, "exp_avg", |i| params[i].zeros_like());
@@ -193,6 +208,43 @@ impl Optimizer {
         foreach::div_scalars_(&denom, &bias2_sqrt);
         foreach::add_scalar_(&denom, ADAM_EPS);
         foreach::addcdiv_(params, &foreach::mul_scalars(&m, &step_sizes), &denom);
+    }
+
+    /// Lion (Chen et al. 2023, Algorithm 2): w <- w (1 - lr wd) - lr sign(b1 m + (1 - b1) g),
+    /// then m <- b2 m + (1 - b2) g.
+    fn lion(&mut self, step: &Step, decays: &[f64]) {
+        let Step { which, params, grads, lrs } = *step;
+        let m = self.buffers(which, "exp_avg", |i| params[i].zeros_like());
+        for (k, (p, g)) in params.iter().zip(grads).enumerate() {
+            let mut p = p.shallow_clone();
+            let direction = (&m[k] * BETA1 + g * (1.0 - BETA1)).sign();
+            let _ = p.g_mul_scalar_(1.0 - lrs[k] * decays[k]);
+            let _ = p.g_add_(&(direction * -lrs[k]));
+        }
+        foreach::lerp_scalar_(&m, grads, 1.0 - LION_BETA2);
+    }
+
+    /// LAMB (You et al. 2019, Algorithm 2) with Adam's bias correction: the step
+    /// u = m^ / (sqrt(v^) + eps) + wd w, scaled by the trust ratio ||w|| / ||u|| (1 when either
+    /// is 0) of each parameter.
+    fn lamb(&mut self, step: &Step, steps: &[i64], decays: &[f64]) {
+        let Step { which, params, grads, lrs } = *step;
+        let m = self.buffers(which, "exp_avg", |i| params[i].zeros_like());
+        foreach::lerp_scalar_(&m, grads, 1.0 - BETA1);
+        let v = self.buffers(which, "exp_avg_sq", |i| params[i].zeros_like());
+        foreach::mul_scalar_(&v, BETA2);
+        foreach::addcmul_(&v, &foreach::mul_scalar(grads, 1.0 - BETA2), grads);
+        for (k, p) in params.iter().enumerate() {
+            let t = steps[k] as i32;
+            let m_hat = &m[k] / (1.0 - BETA1.powi(t));
+            let v_hat = &v[k] / (1.0 - BETA2.powi(t));
+            let update = m_hat / (v_hat.sqrt() + LAMB_EPS) + p * decays[k];
+            let (w_norm, u_norm) = (p.norm(), update.norm());
+            let positive = w_norm.gt(0.0).logical_and(&u_norm.gt(0.0));
+            let trust = (&w_norm / &u_norm).where_self(&positive, &w_norm.ones_like());
+            let mut p = p.shallow_clone();
+            let _ = p.g_add_(&(update * trust * -lrs[k]));
+        }
     }
 
     /// RMSprop (not centered), with momentum when it has one.
@@ -366,9 +418,62 @@ mod tests {
             momentum,
             nesterov,
             weight_decay: wd,
+            // These cases decay every parameter, as the bare PyTorch optimizers they are checked against do.
+            decay_norm_and_bias: true,
             layer_decay: None,
             head_lr_factor: None,
         }
+    }
+
+    /// tests/fixtures/optimizers.json (scripts/make_optimizer_fixtures.py): five steps of
+    /// `kind` on its weight matrix and bias vector, compared with the reference's (1e-12:
+    /// float64 throughout; a formula error moves them by 1e-4 or more).
+    fn check_optimizer_case(kind: OptimizerKind, lr: f64, wd: f64, decay_norm_and_bias: bool, case: &str) {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/optimizers.json")).unwrap();
+        let want = &fixture[case];
+        let w: Vec<f64> = (0..3).flat_map(|i| (0..4).map(move |j| (i as f64 + 0.5 * j as f64).sin())).collect();
+        let w = Tensor::from_slice(&w).view([3, 4]).set_requires_grad(true);
+        let b = Tensor::from_slice(&(0..4).map(|j| (0.7 * j as f64).cos()).collect::<Vec<_>>()).set_requires_grad(true);
+        let c: Vec<f64> = (0..3).flat_map(|i| (0..4).map(move |j| 1.0 + 0.1 * (i + j) as f64)).collect();
+        let c = Tensor::from_slice(&c).view([3, 4]);
+        let d = Tensor::from_slice(&(0..4).map(|j| 0.5 + 0.25 * j as f64).collect::<Vec<_>>());
+        let mut s = spec(kind, if kind == OptimizerKind::Sgd { 0.9 } else { 0.0 }, false, Some(wd));
+        s.lr = Some(lr);
+        s.decay_norm_and_bias = decay_norm_and_bias;
+        let mut opt = Optimizer::new(&s, lr, vec![("w".into(), w.shallow_clone()), ("b".into(), b.shallow_clone())]);
+        for _ in 0..fixture["steps"].as_u64().unwrap() {
+            opt.zero_grad();
+            ((&c * &w * &w).sum(Kind::Double) + (&d * b.pow_tensor_scalar(3) / 3.0).sum(Kind::Double)).backward();
+            opt.step();
+        }
+        let got = |t: &Tensor| Vec::<f64>::try_from(t.detach().flatten(0, -1)).unwrap();
+        let flat = |v: &serde_json::Value| -> Vec<f64> {
+            match v.as_array().unwrap().first().map(|x| x.is_array()) {
+                Some(true) => v.as_array().unwrap().iter().flat_map(crate::testing::floats).collect(),
+                _ => crate::testing::floats(v),
+            }
+        };
+        for (name, t, key) in [("weight", &w, "weight"), ("bias", &b, "bias")] {
+            for (a, r) in got(t).iter().zip(flat(&want[key])) {
+                assert!((a - r).abs() < 1e-12, "{case} {name}: {a} vs reference {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn biases_and_norm_weights_are_not_decayed_unless_asked_as_in_timm() {
+        // AdamW and SGD against PyTorch with the bias in a param group of weight_decay 0.
+        check_optimizer_case(OptimizerKind::Adamw, 0.05, 0.1, false, "adamw_exclusion");
+        check_optimizer_case(OptimizerKind::Sgd, 0.05, 0.1, false, "sgd_exclusion");
+        // decay_norm_and_bias = true: every parameter, as a bare torch.optim.AdamW.
+        check_optimizer_case(OptimizerKind::Adamw, 0.05, 0.1, true, "adamw_everything");
+    }
+
+    #[test]
+    fn lion_and_lamb_follow_their_papers_on_the_committed_fixture() {
+        check_optimizer_case(OptimizerKind::Lion, 0.01, 0.1, false, "lion");
+        check_optimizer_case(OptimizerKind::Lamb, 0.05, 0.01, false, "lamb");
     }
 
     /// Three steps on f(w) = sum(w^2 * c) from w0, by the optimizer under test.
@@ -429,6 +534,8 @@ mod tests {
                             w[i] -= lr * g / avg;
                         }
                     }
+                    // Checked against their papers' updates on the committed fixture instead.
+                    OptimizerKind::Lion | OptimizerKind::Lamb => unreachable!("not a PyTorch optimizer"),
                 }
             }
         }

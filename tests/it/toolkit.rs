@@ -135,7 +135,7 @@ tta = ["hflip"]
 name = "head"
 epochs = 2
 freeze_up_to = "all"
-optimizer = {{ kind = "adam", lr = 1e-3, head_lr_factor = 2.0 }}
+optimizer = {{ kind = "lion", lr = 1e-4, head_lr_factor = 2.0, weight_decay = 0.1 }}
 
 [[phases]]
 name = "fine_tune"
@@ -143,7 +143,7 @@ epochs = 3
 freeze_up_to = {{ from = 14, to = 12, every = 1 }}
 gradient_accumulation = 2
 clip_grad_norm = 1.0
-optimizer = {{ kind = "adam", lr_factor = 0.1, layer_decay = 0.7 }}
+optimizer = {{ kind = "lamb", lr_factor = 0.1, layer_decay = 0.7 }}
 "#,
         data.display()
     )

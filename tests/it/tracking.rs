@@ -93,6 +93,9 @@ fn tensorboards_reader_finds_every_epochs_scalars_the_hparams_and_the_curves() {
     let image = &got["images"]["curves"][0];
     assert_eq!(image[0].as_i64(), Some(3), "{got}");
     assert_eq!(image[3].as_u64(), Some(png.len() as u64), "{got}");
+    // And the best weights' validation confusion matrix, as val_confusion.png is.
+    let confusion = std::fs::read(run.join("val_confusion.png")).unwrap();
+    assert_eq!(got["images"]["confusion/val"][0][3].as_u64(), Some(confusion.len() as u64), "{got}");
 }
 
 /// TensorBoard's own HParams backend over a log dir: the experiment it derives (each key's

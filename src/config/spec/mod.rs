@@ -565,9 +565,14 @@ pub struct OptimizerSpec {
     /// Nesterov momentum (`sgd` only).
     #[serde(default)]
     pub nesterov: bool,
-    /// L2 penalty; when not given, the optimizer's own default (0, or 0.01 for adamw).
+    /// L2 penalty; when not given, the optimizer's own default (0, or 0.01 for adamw and lamb).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
+    /// Whether the weight decay also applies to biases and normalisation weights (every
+    /// parameter of one dimension). No by default, as timm (`filter_bias_and_bn`) and fastai
+    /// (`wd_bn_bias=False`) do; `true` decays every parameter, as a bare PyTorch optimizer does.
+    #[serde(default, skip_serializing_if = "omit_default")]
+    pub decay_norm_and_bias: bool,
     /// Layer-wise learning-rate decay (timm's `--layer-decay`): backbone layer i of L trains
     /// at lr x decay^(L - i), the head at lr.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -584,6 +589,12 @@ pub enum OptimizerKind {
     Adam,
     Adamw,
     Rmsprop,
+    /// Lion (Chen et al. 2023): the sign of an interpolated momentum, betas (0.9, 0.99),
+    /// decoupled weight decay; it wants a rate 3-10x below AdamW's.
+    Lion,
+    /// LAMB (You et al. 2019): Adam's step with L2 decay, scaled per parameter by the trust
+    /// ratio ||w|| / ||step||; betas (0.9, 0.999), eps 1e-6.
+    Lamb,
 }
 
 fn default_image_size() -> u32 {

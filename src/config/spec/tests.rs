@@ -84,3 +84,27 @@ fn errors_name_the_key_and_its_line() {
     let e = parse(&SPEC.replace("backbone = \"efficientnet_lite0\"", "backbone = \"resnet19\"")).unwrap_err();
     assert_eq!(e.to_string(), "t.toml:6:1: `model.backbone`: unknown value \"resnet19\", did you mean \"resnet18\"?");
 }
+
+#[test]
+fn momentum_is_refused_where_the_optimizer_has_none_and_new_keys_keep_old_ids() {
+    let e = parse(&SPEC.replace("{ kind = \"rmsprop\", lr = 1e-3 }", "{ kind = \"lion\", lr = 1e-4, momentum = 0.9 }"))
+        .unwrap_err();
+    assert_eq!(e.key, "phases.0.optimizer.momentum");
+    assert!(e.message.contains("momentum is for kind = \"sgd\" or \"rmsprop\"; lion keeps"), "{}", e.message);
+    let lamb = parse(&SPEC.replace("kind = \"rmsprop\", lr = 1e-3", "kind = \"lamb\", lr = 1e-3")).unwrap();
+    assert_eq!(lamb.phases[0].optimizer.kind, OptimizerKind::Lamb);
+    // Keys at their defaults stay out of the canonical form (old runs keep their ids) and are
+    // written out in config.toml.
+    let plain = parse(SPEC).unwrap();
+    let spelled = parse(&SPEC.replace(
+        "{ kind = \"rmsprop\", lr = 1e-3 }",
+        "{ kind = \"rmsprop\", lr = 1e-3, decay_norm_and_bias = false }",
+    ))
+    .unwrap();
+    assert_eq!(plain.canonical(), spelled.canonical());
+    let written = plain.to_toml();
+    for key in ["decay_norm_and_bias = false", "split_seed = 0", "calibrate = \"none\"", "cache = \"auto\""] {
+        assert!(written.contains(key), "{key} in {written}");
+    }
+    assert!(!String::from_utf8(plain.canonical()).unwrap().contains("split_seed"));
+}

@@ -232,6 +232,16 @@ impl OptimizerSpec {
         if self.nesterov && (self.kind != OptimizerKind::Sgd || self.momentum <= 0.0) {
             return Err(invalid("optimizer.nesterov", "nesterov needs kind = \"sgd\" and a positive momentum"));
         }
+        if self.momentum != 0.0 && !matches!(self.kind, OptimizerKind::Sgd | OptimizerKind::Rmsprop) {
+            return Err(invalid(
+                "optimizer.momentum",
+                format!(
+                    "momentum is for kind = \"sgd\" or \"rmsprop\"; {:?} keeps its own moving averages (betas)",
+                    self.kind
+                )
+                .to_lowercase(),
+            ));
+        }
         Ok(())
     }
 }
