@@ -42,14 +42,20 @@ impl Trainer {
         self.evaluate_split(split, true)
     }
 
-    fn evaluate_split(&self, split: &Split, predict: bool) -> (f64, f64, Vec<Prediction>) {
+    /// The model inputs of `split`'s images, batch by batch in order: their center crops
+    /// (read ahead from the store), normalised, on the device, in the trainer's layout.
+    pub(super) fn eval_inputs<'a>(&'a self, split: &'a Split) -> impl Iterator<Item = Tensor> + 'a {
         let batches = crate::data::in_order(split.len(), self.batch_size);
-        let reads = std::cell::RefCell::new(split.images.prefetch(batches, Read::Crops(self.transform.size)));
+        split.images.prefetch(batches, Read::Crops(self.transform.size)).map(|fetched| {
+            let Fetched::Crops(crops) = fetched else { unreachable!("crops, a read per batch") };
+            self.layout(self.transform.eval(&crops, self.device))
+        })
+    }
+
+    fn evaluate_split(&self, split: &Split, predict: bool) -> (f64, f64, Vec<Prediction>) {
+        let inputs = std::cell::RefCell::new(self.eval_inputs(split));
         self.mean_loss_acc(split.len() as i64, &split.labels, predict, |_, _| {
-            let Some(Fetched::Crops(crops)) = reads.borrow_mut().next() else {
-                unreachable!("crops, a read per batch")
-            };
-            let x = self.layout(self.transform.eval(&crops, self.device));
+            let x = inputs.borrow_mut().next().expect("an input per batch");
             tta_logits(&self.model, &x, &self.tta)
         })
     }
@@ -57,14 +63,10 @@ impl Trainer {
     /// The logits of every image of `split` (with test-time views, the log of their averaged
     /// softmax, as evaluation sees them), in float64 on the CPU: what calibration is fitted on.
     pub(crate) fn logits_of(&self, split: &Split) -> Tensor {
-        let batches = crate::data::in_order(split.len(), self.batch_size);
-        let reads = split.images.prefetch(batches, Read::Crops(self.transform.size));
         let mut out = vec![];
         Autocast::run(self.autocast(), || {
             tch::no_grad(|| {
-                for fetched in reads {
-                    let Fetched::Crops(crops) = fetched else { unreachable!("crops, a read per batch") };
-                    let x = self.layout(self.transform.eval(&crops, self.device));
+                for x in self.eval_inputs(split) {
                     out.push(tta_logits(&self.model, &x, &self.tta).to_kind(Kind::Double).to_device(Device::Cpu));
                 }
             })

@@ -238,14 +238,11 @@ impl Trainer {
             .collect::<anyhow::Result<Vec<Writer>>>()?;
         Autocast::run(self.autocast(), || -> anyhow::Result<()> {
             for split in [&self.data.train, &self.data.val] {
-                let batches = crate::data::in_order(split.len(), self.batch_size);
-                for pixels in split.images.prefetch(batches, Read::Crops(self.transform.size)) {
-                    let Fetched::Crops(crops) = pixels else { unreachable!("crops were read") };
-                    let x = self.layout(self.transform.eval(&crops, self.device));
+                for x in self.eval_inputs(split) {
                     for (w, out) in writers.iter_mut().zip(self.model.frozen_prefixes(&x, ks)) {
                         w.put(&out)?;
                     }
-                    bar.inc(crops.size()[0] as u64);
+                    bar.inc(x.size()[0] as u64);
                 }
             }
             Ok(())
@@ -354,15 +351,12 @@ impl Trainer {
     /// in the trainer's layout); `probe` gives the shapes for an empty split.
     fn prefix_outputs(&self, split: &Split, ks: &[usize], probe: &[Tensor], bar: &ProgressBar) -> Vec<Tensor> {
         let mut parts: Vec<Vec<Tensor>> = ks.iter().map(|_| vec![]).collect();
-        let batches = crate::data::in_order(split.len(), self.batch_size);
-        for pixels in split.images.prefetch(batches, Read::Crops(self.transform.size)) {
-            let Fetched::Crops(crops) = pixels else { unreachable!("crops were read") };
-            let x = self.layout(self.transform.eval(&crops, self.device));
+        for x in self.eval_inputs(split) {
             let outs = self.model.frozen_prefixes(&x, ks);
             for (part, out) in parts.iter_mut().zip(outs) {
                 part.push(out.to_kind(Kind::Float));
             }
-            bar.inc(crops.size()[0] as u64);
+            bar.inc(x.size()[0] as u64);
         }
         parts
             .into_iter()
