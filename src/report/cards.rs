@@ -7,28 +7,19 @@ use std::path::Path;
 
 use super::compare::{Predicted, predictions};
 use super::{RunEntry, href, html_escape};
+use crate::record::confusion::Confusion;
 use crate::record::run_dir::RunDir;
 
 /// The worst-predicted validation images a card shows.
 const GALLERY: usize = 8;
 
-/// Per class of the validation predictions: (class, images, precision, recall, F1).
-fn per_class(predicted: &[&Predicted]) -> Vec<(String, usize, f64, f64, f64)> {
-    let mut classes: Vec<&str> = predicted.iter().flat_map(|p| [p.label.as_str(), p.predicted.as_str()]).collect();
-    classes.sort();
-    classes.dedup();
-    classes
-        .into_iter()
-        .map(|c| {
-            let actual = predicted.iter().filter(|p| p.label == c).count();
-            let claimed = predicted.iter().filter(|p| p.predicted == c).count();
-            let right = predicted.iter().filter(|p| p.label == c && p.predicted == c).count();
-            let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-            let (precision, recall) = (ratio(right, claimed), ratio(right, actual));
-            let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
-            (c.to_string(), actual, precision, recall, f1)
-        })
-        .collect()
+/// The validation predictions as a confusion matrix over the run's classes (predictions
+/// naming a class the run does not have are left out), for its per-class scores.
+fn confusion(classes: &[String], predicted: &[&Predicted]) -> Confusion {
+    let index = |name: &str| classes.iter().position(|c| c == name).map(|i| i as i64);
+    let (truth, guess): (Vec<i64>, Vec<i64>) =
+        predicted.iter().filter_map(|p| Some((index(&p.label)?, index(&p.predicted)?))).unzip();
+    Confusion::new(classes, &truth, &guess)
 }
 
 /// The card's validation part: per-class metrics and the worst-predicted images (by the
@@ -48,11 +39,15 @@ fn validation(r: &RunEntry, out: &Path, sections: &mut String) {
         "<table class=\"sortable per-class\">\n<caption>Validation, best weights, per class</caption>\n\
          <thead><tr><th>class</th><th>images</th><th>precision</th><th>recall</th><th>F1</th></tr></thead>\n<tbody>"
     );
-    for (class, n, p, rc, f1) in per_class(&predicted) {
+    for c in confusion(&r.summary.classes, &predicted).scores() {
         let _ = writeln!(
             sections,
-            "<tr><td>{}</td><td>{n}</td><td>{p:.4}</td><td>{rc:.4}</td><td>{f1:.4}</td></tr>",
-            html_escape(&class)
+            "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td></tr>",
+            html_escape(&c.class),
+            c.support,
+            c.precision,
+            c.recall,
+            c.f1
         );
     }
     let _ = writeln!(sections, "</tbody></table>");

@@ -9,6 +9,7 @@ use anyhow::Result;
 use super::stats::{Measure, Paired, Replicates, Spread, ranked, varying_keys};
 use super::tables::{compared, shown_measures};
 use super::{RunEntry, file_stem, href, html_escape, md_escape};
+use crate::config::experiment::run_name;
 use crate::record::plot;
 use crate::train::metrics::EpochRecord;
 
@@ -49,13 +50,12 @@ pub(super) fn fmt_opt(v: Option<f64>) -> String {
     v.filter(|x| x.is_finite()).map_or("".into(), |x| format!("{x:.4}"))
 }
 
-/// What sets a run apart within its experiment: `lr_factor=0.5 seed=2` (last key segments).
+/// What sets a run apart within its experiment, spelled as runs are named
+/// ([`run_name`]): `lr_factor=0.5,seed=2`.
 pub(super) fn values_label(run: &RunEntry, varying: &[String]) -> String {
-    let values: Vec<String> = varying
-        .iter()
-        .filter_map(|k| run.config.get(k).map(|v| format!("{}={}", k.rsplit('.').next().unwrap_or(k), plain(v))))
-        .collect();
-    values.join(" ")
+    let values: Vec<(String, String)> =
+        varying.iter().filter_map(|k| Some((k.clone(), run.config.get(k)?.clone()))).collect();
+    run_name(&values)
 }
 
 /// A run's label in plots: its readable name (or, for a run without one, its varying values),
@@ -71,7 +71,7 @@ fn label(run: &RunEntry, all: &[&RunEntry], varying: &[String]) -> String {
 }
 
 /// A paired difference as the tables show it; blank for the first configuration.
-fn fmt_paired(d: Option<&Paired>, first: bool) -> String {
+pub(super) fn fmt_paired(d: Option<&Paired>, first: bool) -> String {
     match d {
         Some(d) => d.describe(),
         None if first => "(reference)".into(),
@@ -117,11 +117,7 @@ impl<'a> Section<'a> {
             let png = plots.join(format!("{stem}-configs.png"));
             let series: Vec<(String, Vec<&[EpochRecord]>)> = groups
                 .iter()
-                .map(|(g, _)| {
-                    let label =
-                        g.values.iter().map(|(k, v)| format!("{}={}", k.rsplit('.').next().unwrap_or(k), plain(v)));
-                    (label.collect::<Vec<_>>().join(" "), g.runs.iter().map(|r| r.rows.as_slice()).collect())
-                })
+                .map(|(g, _)| (run_name(&g.values), g.runs.iter().map(|r| r.rows.as_slice()).collect()))
                 .collect();
             let title = format!("{name}: val accuracy per configuration, mean ± sd over seeds or folds");
             plot::write_replicate_bands(&png, &title, &series)?;

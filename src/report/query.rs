@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use super::page::{fmt_opt, fmt_spread, plain};
+use super::page::{fmt_opt, fmt_paired, fmt_spread, plain};
 use super::stats::{Measure, by_experiment, ranked, varying_keys};
 use super::tables::compared;
 use super::{RunEntry, collect, collect_experiment, read_entry};
+use crate::config::experiment::run_name;
 use crate::record::run_dir::RunDir;
 
 /// The runs of `paths`, each a run folder, an experiment's folder or a runs root; and the
@@ -177,17 +178,11 @@ pub fn ls(entries: &[RunEntry], by: &Measure) -> String {
                 "replicates".into(),
             ]];
             for (i, (g, d)) in configs.iter().enumerate() {
-                let config: Vec<String> = g
-                    .values
-                    .iter()
-                    .map(|(k, v)| format!("{}={}", k.rsplit('.').next().unwrap_or(k), plain(v)))
-                    .collect();
-                let diff = match d {
-                    Some(d) => d.describe(),
-                    None if i == 0 => "(reference)".into(),
-                    None => "fewer than 2 shared seeds or folds".into(),
+                let config = match run_name(&g.values) {
+                    name if name.is_empty() => "(one configuration)".to_string(),
+                    name => name,
                 };
-                let config = if config.is_empty() { "(one configuration)".to_string() } else { config.join(",") };
+                let diff = fmt_paired(d.as_ref(), i == 0);
                 rows.push(vec![config, g.runs.len().to_string(), fmt_spread(g.spread(by)), diff, g.replicates()]);
             }
             out.push_str(&aligned(&rows));
