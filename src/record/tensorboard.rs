@@ -461,10 +461,10 @@ pub(crate) fn epoch_scalars(schedule: &Schedule, rows: &[EpochRecord], i: usize)
     let Some(p) = schedule.phases().iter().position(|p| p.name == r.phase) else { return out };
     if schedule.layer_wise(p) {
         let phase_epoch = rows[..i].iter().filter(|x| x.phase == r.phase).count();
-        // r.lr is schedule.lr(p, phase_epoch): the same product the optimizer takes.
-        out.push(("lr/head".into(), schedule.param_lr(p, phase_epoch, None)));
+        // r.lr times the parameter's scale: the same product the optimizer takes.
+        out.push(("lr/head".into(), r.lr * schedule.scale(p, None)));
         for layer in schedule.frozen(p, phase_epoch)..schedule.layers() {
-            out.push((format!("lr/layer_{layer:02}"), schedule.param_lr(p, phase_epoch, Some(layer))));
+            out.push((format!("lr/layer_{layer:02}"), r.lr * schedule.scale(p, Some(layer))));
         }
     }
     out

@@ -94,6 +94,8 @@ impl Training<'_> {
             let restored = optimizer_state.take().unwrap_or_default();
             if from > 0 {
                 run.load_optimizer_state(&restored).context("cannot restore the optimizer from the checkpoint")?;
+                let name = &spec.phases[p].name;
+                run.replay_plateau(rows.iter().filter(|r| &r.phase == name).map(|r| r.monitored(spec.monitor())));
             } else if scope == Some(StopScope::Phase)
                 && let Some(es) = &mut state.early_stopping
             {
@@ -137,6 +139,12 @@ impl Training<'_> {
             self.records.log.line(&format!("epoch {}: {change}", done.record.epoch));
         }
         self.records.log.line(&done.record.log_line(total));
+        if let Some(lr) = done.lowered {
+            let monitor = spec.monitor().name();
+            let line =
+                format!("epoch {}: {monitor} has not improved: the rate is lowered to {lr:e}", done.record.epoch);
+            self.records.log.line(&line);
+        }
         rows.push(done.record);
         let r = rows.last().expect("just pushed");
         let epoch = r.epoch;

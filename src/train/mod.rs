@@ -41,7 +41,7 @@ pub(crate) use self::eval::{Prediction, tta_logits};
 use self::features::view_picks;
 pub use self::optim::GradScaler;
 pub use self::phase::PhaseRun;
-use crate::config::spec::{Augment, CacheMode, Precision, Spec, TtaView};
+use crate::config::spec::{Augment, CacheMode, Monitor, Precision, Spec, TtaView};
 use crate::data::{Dataset, Fetched, Transform};
 use crate::model::{Classifier, Schedule};
 use crate::sys::reporter::{self, Unit};
@@ -83,6 +83,8 @@ pub struct Trainer {
     /// `data.augment`, for phases that do not override it.
     default_augment: Vec<Augment>,
     seed: u64,
+    /// The metric the run monitors (the best epoch, early stopping, `reduce_on_plateau`).
+    monitor: Monitor,
     /// The phases, their freeze indices and every parameter's learning rate.
     schedule: Schedule,
     /// `data.cache`.
@@ -145,6 +147,8 @@ pub struct EpochDone<'a> {
     pub record: EpochRecord,
     /// What gradual unfreezing changed before this epoch, for the log.
     pub unfroze: Option<String>,
+    /// The rate `reduce_on_plateau` lowered to after this epoch, for the log.
+    pub lowered: Option<f64>,
 }
 
 /// Every variable of `vs` by name, sorted, in standard (contiguous NCHW) memory.
@@ -197,6 +201,7 @@ impl Trainer {
             device,
             parameters,
             seed: spec.seed,
+            monitor: spec.monitor(),
             cache: spec.data.cache,
             cache_views: spec.data.cache_views,
             feature_store,
@@ -346,27 +351,33 @@ impl Trainer {
         for e in from..self.schedule.phases()[p].epochs {
             let unfroze = self.follow_schedule(run, e);
             let epoch = first_epoch + (e - from);
-            let record = self.run_epoch(run, self.schedule.lr(p, e), epoch, total);
+            let record = self.run_epoch(run, e, epoch, total);
             if crate::sys::signal::interrupted() {
                 let what = format!("the checkpoint after epoch {} is kept; continue with --resume", epoch - 1);
                 return Err(crate::Error::Interrupted { what });
             }
-            if after(EpochDone { trainer: self, phase: run, record, unfroze })? == Flow::Stop {
+            let monitored = record.monitored(self.monitor);
+            let lowered = run.plateau.as_mut().and_then(|pl| pl.step(monitored).then_some(pl.lr));
+            if after(EpochDone { trainer: self, phase: run, record, unfroze, lowered })? == Flow::Stop {
                 break;
             }
         }
         Ok(())
     }
 
-    /// One epoch of training at learning rate `lr`, then validation. `epoch` is 1-based
-    /// across phases; it and the seed alone decide the shuffling, augmentation and dropout.
-    fn run_epoch(&mut self, phase: &mut PhaseRun, lr: f64, epoch: usize, total_epochs: usize) -> EpochRecord {
+    /// One epoch of training, the phase's epoch `e`, then validation: at the schedule's
+    /// rate, or each step's with a per-step schedule (the record's `lr` is then the first
+    /// step's). `epoch` is 1-based across phases; it and the seed alone decide the
+    /// shuffling, augmentation and dropout.
+    fn run_epoch(&mut self, phase: &mut PhaseRun, e: usize, epoch: usize, total_epochs: usize) -> EpochRecord {
         let start = Instant::now();
+        let lr = phase.plateau.as_ref().map_or_else(|| self.schedule.lr(phase.index, e), |pl| pl.lr);
         phase.opt.set_lr(lr);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(epoch as u64);
         tch::manual_seed(epoch_seed(self.seed, epoch) as i64);
-        let (train_loss, train_acc, images) = self.train_epoch(phase, &mut rng, epoch, total_epochs);
+        let (train_loss, train_acc, images, first_lr) = self.train_epoch(phase, &mut rng, (e, epoch), total_epochs);
+        let lr = first_lr.unwrap_or(lr);
         let train_seconds = start.elapsed().as_secs_f64() + phase.pending_seconds;
         let (val_loss, val_acc) = self.with_eval_weights(|t| match &phase.cache {
             Some(c) if t.cached_eval_exact(c.start) => t.evaluate_inputs(&c.val, &t.data.val.labels, c.start),
@@ -387,13 +398,15 @@ impl Trainer {
         }
     }
 
+    /// Trains the phase's epoch `e` (numbered `epoch` across phases); returns the train
+    /// loss, accuracy, images trained and, with a per-step schedule, the first step's rate.
     fn train_epoch(
         &mut self,
         phase: &mut PhaseRun,
         rng: &mut ChaCha8Rng,
-        epoch: usize,
+        (e, epoch): (usize, usize),
         total_epochs: usize,
-    ) -> (f64, f64, usize) {
+    ) -> (f64, f64, usize, Option<f64>) {
         // BatchNorm with batch statistics cannot take a batch of one: such a last batch is left out.
         let drop_single = phase.drops_lone_batches();
         let n = self.data.train.len();
@@ -416,6 +429,9 @@ impl Trainer {
         let mut seen = 0usize;
         // Batches trained this epoch (a lone last one may be left out), for accumulation's steps.
         let batches = n.div_ceil(self.batch_size) - usize::from(drop_single && n % self.batch_size == 1);
+        let steps = batches.div_ceil(phase.accumulate);
+        let total_steps = steps * self.schedule.phases()[phase.index].epochs;
+        let mut first_lr = None;
         let mut trained = 0;
         for (b, chunk) in order.chunks(self.batch_size).enumerate() {
             if crate::sys::signal::interrupted() {
@@ -431,6 +447,17 @@ impl Trainer {
             let rows = picks_t.as_ref().map(|p| p.narrow(0, from, len));
             let (x, targets) = self.batch_inputs(phase, pixels, &idx, rows, &labels, rng);
             let step = accumulation_step(trained, batches, phase.accumulate);
+            // A per-step schedule's rate is a function of the step's place alone: a resumed run has it too.
+            if step.first
+                && let Some((lr, momentum)) =
+                    self.schedule.at_step(phase.index, e * steps + trained / phase.accumulate, total_steps)
+            {
+                phase.opt.set_lr(lr);
+                if let Some(m) = momentum {
+                    phase.opt.set_momentum(m);
+                }
+                first_lr.get_or_insert(lr);
+            }
             trained += 1;
             let (logits, loss) = self.train_step(phase, &x, &labels, targets.as_ref(), step);
             tch::no_grad(|| {
@@ -451,7 +478,7 @@ impl Trainer {
         }
         bar.finish_and_clear();
         let mean = seen.max(1) as f64;
-        (loss_sum.double_value(&[]) / mean, correct.int64_value(&[]) as f64 / mean, seen)
+        (loss_sum.double_value(&[]) / mean, correct.int64_value(&[]) as f64 / mean, seen, first_lr)
     }
 
     /// A training batch's inputs, in the weights' memory format: the images `idx` (read as

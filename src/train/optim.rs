@@ -30,6 +30,8 @@ pub(crate) struct Optimizer {
     kind: OptimizerKind,
     lr: f64,
     momentum: f64,
+    /// Adam's, AdamW's, LAMB's and Lion's first beta (0.9; one-cycle moves it).
+    beta1: f64,
     nesterov: bool,
     weight_decay: f64,
     /// `decay_norm_and_bias`: whether parameters of one dimension are decayed too.
@@ -55,6 +57,7 @@ impl Optimizer {
             kind: spec.kind,
             lr,
             momentum: spec.momentum,
+            beta1: BETA1,
             nesterov: spec.nesterov,
             weight_decay: spec.weight_decay.unwrap_or(default_wd),
             decay_norm_and_bias: spec.decay_norm_and_bias,
@@ -87,6 +90,15 @@ impl Optimizer {
 
     pub(crate) fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
+    }
+
+    /// The momentum from now on, as PyTorch's `OneCycleLR` sets a param group's: SGD's and
+    /// RMSprop's `momentum`, or the first beta of the Adam family and Lion.
+    pub(crate) fn set_momentum(&mut self, m: f64) {
+        match self.kind {
+            OptimizerKind::Sgd | OptimizerKind::Rmsprop => self.momentum = m,
+            _ => self.beta1 = m,
+        }
     }
 
     #[cfg(test)]
@@ -196,14 +208,15 @@ impl Optimizer {
             foreach::mul_scalars_(params, &decay);
         }
         let m = self.buffers(which, "exp_avg", |i| params[i].zeros_like());
-        foreach::lerp_scalar_(&m, grads, 1.0 - BETA1);
+        foreach::lerp_scalar_(&m, grads, 1.0 - self.beta1);
         let v = self.buffers(which, "exp_avg_sq", |i| params[i].zeros_like());
         let squares = foreach::mul_list(grads, grads);
         foreach::mul_scalar_(&squares, 1.0 - BETA2);
         foreach::mul_scalar_(&v, BETA2);
         foreach::add_list_(&v, &squares, 1.0);
         let bias2_sqrt: Vec<f64> = steps.iter().map(|&t| (1.0 - BETA2.powi(t as i32)).sqrt()).collect();
-        let step_sizes: Vec<f64> = steps.iter().zip(lrs).map(|(&t, lr)| -lr / (1.0 - BETA1.powi(t as i32))).collect();
+        let step_sizes: Vec<f64> =
+            steps.iter().zip(lrs).map(|(&t, lr)| -lr / (1.0 - self.beta1.powi(t as i32))).collect();
         let denom = foreach::sqrt(&v);
         foreach::div_scalars_(&denom, &bias2_sqrt);
         foreach::add_scalar_(&denom, ADAM_EPS);
@@ -217,7 +230,7 @@ impl Optimizer {
         let m = self.buffers(which, "exp_avg", |i| params[i].zeros_like());
         for (k, (p, g)) in params.iter().zip(grads).enumerate() {
             let mut p = p.shallow_clone();
-            let direction = (&m[k] * BETA1 + g * (1.0 - BETA1)).sign();
+            let direction = (&m[k] * self.beta1 + g * (1.0 - self.beta1)).sign();
             let _ = p.g_mul_scalar_(1.0 - lrs[k] * decays[k]);
             let _ = p.g_add_(&(direction * -lrs[k]));
         }
@@ -230,13 +243,13 @@ impl Optimizer {
     fn lamb(&mut self, step: &Step, steps: &[i64], decays: &[f64]) {
         let Step { which, params, grads, lrs } = *step;
         let m = self.buffers(which, "exp_avg", |i| params[i].zeros_like());
-        foreach::lerp_scalar_(&m, grads, 1.0 - BETA1);
+        foreach::lerp_scalar_(&m, grads, 1.0 - self.beta1);
         let v = self.buffers(which, "exp_avg_sq", |i| params[i].zeros_like());
         foreach::mul_scalar_(&v, BETA2);
         foreach::addcmul_(&v, &foreach::mul_scalar(grads, 1.0 - BETA2), grads);
         for (k, p) in params.iter().enumerate() {
             let t = steps[k] as i32;
-            let m_hat = &m[k] / (1.0 - BETA1.powi(t));
+            let m_hat = &m[k] / (1.0 - self.beta1.powi(t));
             let v_hat = &v[k] / (1.0 - BETA2.powi(t));
             let update = m_hat / (v_hat.sqrt() + LAMB_EPS) + p * decays[k];
             let (w_norm, u_norm) = (p.norm(), update.norm());

@@ -12,6 +12,7 @@ use super::features::FeatureCache;
 use super::optim::Optimizer;
 use crate::config::spec::BatchNormPolicy;
 use crate::model::FreezePlan;
+use crate::model::schedule::Plateau;
 
 /// A phase in progress: its optimizer and how its steps run.
 pub struct PhaseRun {
@@ -35,6 +36,8 @@ pub struct PhaseRun {
     cache_note: String,
     /// Seconds spent building the cache, counted in the phase's next epoch.
     pub(super) pending_seconds: f64,
+    /// `reduce_on_plateau`'s state, when the phase's schedule is one.
+    pub(super) plateau: Option<Plateau>,
 }
 
 impl PhaseRun {
@@ -52,6 +55,16 @@ impl PhaseRun {
     /// The optimizer's state (a checkpoint's), by name.
     pub(crate) fn optimizer_state(&self) -> Vec<(String, Tensor)> {
         self.opt.state_tensors()
+    }
+
+    /// A resumed phase's `reduce_on_plateau` state: the monitored values of its epochs so
+    /// far, replayed.
+    pub(crate) fn replay_plateau(&mut self, values: impl IntoIterator<Item = f64>) {
+        if let Some(pl) = &mut self.plateau {
+            for v in values {
+                pl.step(v);
+            }
+        }
     }
 
     /// Restores the optimizer's state from a checkpoint of this phase.
@@ -119,6 +132,7 @@ impl Trainer {
             pending_seconds: if cache.is_some() { started.elapsed().as_secs_f64() } else { 0.0 },
             cache,
             cache_note,
+            plateau: self.schedule.plateau(p, self.monitor),
         }
     }
 

@@ -252,3 +252,78 @@ fn early_stopping_ends_the_run_or_the_phase() {
     let phases: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').nth(1).unwrap()).collect();
     assert_eq!(phases, ["head", "head", "fine_tune", "fine_tune"]);
 }
+
+/// Three phases on one schedule each: one-cycle (SGD's momentum cycled), cosine after
+/// per-step warm-up (Adam), and reduce-on-plateau with a threshold val_acc cannot beat.
+fn schedules_spec(source: &Path) -> String {
+    format!(
+        r#"name = "resume"
+seed = 3
+
+[data]
+source = "{}"
+image_size = 32
+batch_size = 4
+split = [0.6, 0.2, 0.2]
+
+[model]
+backbone = "efficientnet_lite0"
+weights = "none"
+
+[[phases]]
+name = "one_cycle"
+epochs = 2
+freeze_up_to = "all"
+optimizer = {{ kind = "sgd", lr = 0.05, momentum = 0.9 }}
+schedule = {{ kind = "one_cycle", pct_start = 0.4 }}
+
+[[phases]]
+name = "warm_cosine"
+epochs = 2
+freeze_up_to = 12
+optimizer = {{ kind = "adam", lr = 1e-3 }}
+schedule = {{ kind = "cosine", warmup_steps = 3 }}
+
+[[phases]]
+name = "plateau"
+epochs = 3
+freeze_up_to = "all"
+optimizer = {{ kind = "sgd", lr = 0.02 }}
+schedule = {{ kind = "reduce_on_plateau", factor = 0.5, patience = 0, threshold = 1.0, threshold_mode = "abs" }}
+"#,
+        source.display()
+    )
+}
+
+#[test]
+fn per_step_and_plateau_schedules_resume_mid_epoch_to_the_same_bytes() {
+    let f = fixture();
+    let root = &f.root;
+    let data = root.join("shapes");
+    std::fs::write(root.join("spec.toml"), schedules_spec(&data)).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "clean", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let clean = run_dir(root, "clean");
+    // The lr column: the first step's rate of a per-step phase, the plateau's rate of the last.
+    let csv = std::fs::read_to_string(clean.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "lr").unwrap();
+    let lrs: Vec<f64> = csv.lines().skip(1).map(|l| l.split(',').nth(col).unwrap().parse().unwrap()).collect();
+    assert_eq!(lrs.len(), 7, "{csv}");
+    assert!((lrs[0] - 0.05 / 25.0).abs() < 1e-15, "one-cycle starts at max / 25: {lrs:?}");
+    assert!(lrs[1] > lrs[0], "one-cycle rises: {lrs:?}");
+    assert!((lrs[2] - 1e-3 / 4.0).abs() < 1e-15, "the warm-up's first step: {lrs:?}");
+    // Epoch 5 sets the plateau's best; epoch 6 cannot beat it by 1.0: epoch 7 trains at half.
+    assert_eq!(lrs[4..], [0.02, 0.02, 0.01], "{lrs:?}");
+    let log = std::fs::read_to_string(clean.join("run.log")).unwrap();
+    assert!(log.contains("epoch 6: val_acc has not improved: the rate is lowered to 1e-2"), "{log}");
+
+    // Killed mid-epoch in the one-cycle phase, then in the plateau's last epoch (its state
+    // is replayed from the epochs before).
+    for (out, failpoint) in [("in_one_cycle", "epoch-2-batch-2"), ("in_plateau", "epoch-7-batch-2")] {
+        kill(start_and_wait(root, out, failpoint));
+        let o = runner(root, &["run", "spec.toml", "--out", out, "--resume", "--quiet"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_same_files(&clean, &run_dir(root, out));
+    }
+}

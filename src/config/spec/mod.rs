@@ -12,6 +12,7 @@
 //! `source.rs` keeps the file's text to point an error at its line, and `suggest.rs`
 //! offers the did-you-mean of an unknown key or value.
 
+mod schedule;
 mod serde_impls;
 mod source;
 mod suggest;
@@ -19,6 +20,7 @@ mod suggest;
 mod tests;
 mod validate;
 
+pub use self::schedule::{ScheduleKind, ScheduleSpec, ThresholdMode};
 pub use self::serde_impls::Classes;
 pub use self::source::SpecSource;
 pub(crate) use self::suggest::struct_fields;
@@ -515,39 +517,6 @@ pub enum BatchNormPolicy {
     Train,
     /// Every BatchNorm stays in inference mode (Keras' `base_model(x, training=False)`).
     AllFrozen,
-}
-
-/// `schedule = { kind = "step", step_size = 7, gamma = 0.1, warmup = 0 }`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleSpec {
-    #[serde(default)]
-    pub kind: ScheduleKind,
-    /// Epochs between decays (`step`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step_size: Option<usize>,
-    /// Decay factor (`step`, `exponential`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gamma: Option<f64>,
-    /// Epochs of linear warm-up at the start of the phase.
-    #[serde(default)]
-    pub warmup: usize,
-}
-
-impl Default for ScheduleSpec {
-    fn default() -> Self {
-        ScheduleSpec { kind: ScheduleKind::Constant, step_size: None, gamma: None, warmup: 0 }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScheduleKind {
-    #[default]
-    Constant,
-    Step,
-    Cosine,
-    Exponential,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

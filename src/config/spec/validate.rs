@@ -247,7 +247,46 @@ impl OptimizerSpec {
 }
 
 impl ScheduleSpec {
+    /// The kinds each optional key belongs to, for the error on a key of another kind.
+    fn keys(&self) -> [(&'static str, bool, &'static [ScheduleKind]); 17] {
+        use ScheduleKind::*;
+        const ONE: &[ScheduleKind] = &[OneCycle];
+        const PLATEAU: &[ScheduleKind] = &[ReduceOnPlateau];
+        [
+            ("step_size", self.step_size.is_some(), &[Step]),
+            ("gamma", self.gamma.is_some(), &[Step, Exponential]),
+            ("warmup", self.warmup > 0, &[Constant, Step, Exponential, Cosine]),
+            ("warmup_steps", self.warmup_steps.is_some(), &[Cosine]),
+            ("max_lr_factor", self.max_lr_factor.is_some(), ONE),
+            ("pct_start", self.pct_start.is_some(), ONE),
+            ("div_factor", self.div_factor.is_some(), ONE),
+            ("final_div_factor", self.final_div_factor.is_some(), ONE),
+            ("cycle_momentum", self.cycle_momentum.is_some(), ONE),
+            ("base_momentum", self.base_momentum.is_some(), ONE),
+            ("max_momentum", self.max_momentum.is_some(), ONE),
+            ("factor", self.factor.is_some(), PLATEAU),
+            ("patience", self.patience.is_some(), PLATEAU),
+            ("threshold", self.threshold.is_some(), PLATEAU),
+            ("threshold_mode", self.threshold_mode.is_some(), PLATEAU),
+            ("cooldown", self.cooldown.is_some(), PLATEAU),
+            ("min_lr", self.min_lr.is_some(), PLATEAU),
+        ]
+    }
+
     fn validate(&self, epochs: usize) -> Result<(), Invalid> {
+        for (key, set, kinds) in self.keys() {
+            if set && !kinds.contains(&self.kind) {
+                let names: Vec<String> = kinds.iter().map(|k| kind_name(*k)).collect();
+                return Err(invalid(
+                    &format!("schedule.{key}"),
+                    format!("applies to {} schedules, not {}", names.join(" and "), kind_name(self.kind)),
+                ));
+            }
+        }
+        let in_range = |key: &str, v: Option<f64>, ok: fn(f64) -> bool, what: &str| match v {
+            Some(x) if !ok(x) => Err(invalid(&format!("schedule.{key}"), format!("expected {what}, found {x}"))),
+            _ => Ok(()),
+        };
         match self.kind {
             ScheduleKind::Step if self.step_size.is_none_or(|s| s == 0) => {
                 return Err(invalid("schedule.step_size", "a step schedule needs step_size >= 1"));
@@ -255,11 +294,17 @@ impl ScheduleSpec {
             ScheduleKind::Step | ScheduleKind::Exponential if self.gamma.is_none_or(|g| !(g > 0.0 && g <= 1.0)) => {
                 return Err(invalid("schedule.gamma", format!("expected gamma in (0, 1], found {:?}", self.gamma)));
             }
-            ScheduleKind::Constant | ScheduleKind::Cosine if self.step_size.is_some() || self.gamma.is_some() => {
-                return Err(invalid("schedule", "step_size and gamma apply only to step and exponential schedules"));
-            }
             _ => {}
         }
+        in_range("max_lr_factor", self.max_lr_factor, |x| x > 0.0 && x.is_finite(), "a number > 0")?;
+        in_range("pct_start", self.pct_start, |x| x > 0.0 && x < 1.0, "a share in (0, 1)")?;
+        in_range("div_factor", self.div_factor, |x| x >= 1.0 && x.is_finite(), "a number >= 1")?;
+        in_range("final_div_factor", self.final_div_factor, |x| x >= 1.0 && x.is_finite(), "a number >= 1")?;
+        in_range("base_momentum", self.base_momentum, |x| (0.0..1.0).contains(&x), "a momentum in [0, 1)")?;
+        in_range("max_momentum", self.max_momentum, |x| (0.0..1.0).contains(&x), "a momentum in [0, 1)")?;
+        in_range("factor", self.factor, |x| x > 0.0 && x < 1.0, "a factor in (0, 1)")?;
+        in_range("threshold", self.threshold, |x| x >= 0.0 && x.is_finite(), "a number >= 0")?;
+        in_range("min_lr", self.min_lr, |x| x >= 0.0 && x.is_finite(), "a rate >= 0")?;
         if self.warmup >= epochs && self.warmup > 0 {
             return Err(invalid(
                 "schedule.warmup",
@@ -268,6 +313,11 @@ impl ScheduleSpec {
         }
         Ok(())
     }
+}
+
+/// A schedule kind as the spec spells it.
+fn kind_name(kind: ScheduleKind) -> String {
+    toml::Value::try_from(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 impl Spec {
