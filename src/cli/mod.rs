@@ -7,6 +7,7 @@ mod console;
 mod data;
 mod export;
 mod layers;
+mod lr_find;
 mod plan;
 mod predict;
 mod report;
@@ -51,6 +52,8 @@ enum Command {
     Compare(report::CompareArgs),
     /// Rerun recorded runs from their config and compare the metrics, epoch by epoch.
     Verify(verify::Args),
+    /// The learning-rate range test of a spec's phase: a plot, a CSV and the suggested rate; no run.
+    LrFind(lr_find::Args),
     /// Show the runs of a spec without running anything.
     Plan(plan::Args),
     /// Top-k classes of image files, from a finished run or a pretrained backbone.
@@ -95,6 +98,7 @@ impl Cli {
             Command::Ls(args) => report::ls(args),
             Command::Compare(args) => report::compare(args),
             Command::Verify(args) => verify::run(args),
+            Command::LrFind(args) => lr_find::run(args),
             Command::Plan(args) => plan::run(args),
             Command::Predict(args) => predict::run(args),
             Command::Export(args) => export::run(args),

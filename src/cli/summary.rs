@@ -94,7 +94,8 @@ fn summary(target_name: &str, set: &[String], image_size: i64) -> Result<()> {
         if !schedule.layer_wise(p) {
             return "trainable".to_string();
         }
-        format!("lr {:.2e}", schedule.base_lr(p) * schedule.scale(p, layer))
+        let lr = schedule.base_lr(p) * schedule.scale(p, layer);
+        if lr.is_nan() { "lr found by the range test".to_string() } else { format!("lr {lr:.2e}") }
     };
     let plans: Vec<FreezePlan> = (0..phases.len()).map(|p| schedule.plan(p, 0)).collect();
     print!("{:>5}  {:<16} {:<20} {:>10}  {:<3}", "index", "layer", "output shape", "params", "bn");

@@ -3,7 +3,7 @@
 //! learning rate each parameter trains (the phase's rate or `lr_factor` of the previous
 //! one, its `schedule`, and the layer-wise `layer_decay` and `head_lr_factor`).
 
-use crate::config::spec::{Monitor, OptimizerSpec, PhaseSpec, ScheduleKind, ScheduleSpec, ThresholdMode};
+use crate::config::spec::{Lr, Monitor, OptimizerSpec, PhaseSpec, ScheduleKind, ScheduleSpec, ThresholdMode};
 use crate::model::FreezePlan;
 
 /// The schedule of a spec's phases over a backbone of `layers` layers.
@@ -11,22 +11,43 @@ use crate::model::FreezePlan;
 pub struct Schedule {
     phases: Vec<PhaseSpec>,
     layers: usize,
-    /// Each phase's base learning rate.
+    /// Each phase's base learning rate (NaN while a `lr = "find"` it depends on is not found).
     base: Vec<f64>,
+    /// The rates the range test found for the phases with `lr = "find"`.
+    found: Vec<Option<f64>>,
 }
 
 impl Schedule {
     pub fn new(phases: &[PhaseSpec], layers: usize) -> Schedule {
-        let mut base: Vec<f64> = Vec::with_capacity(phases.len());
-        for p in phases {
-            let lr = match (p.optimizer.lr, p.optimizer.lr_factor) {
-                (Some(lr), _) => lr,
+        let mut s = Schedule { phases: phases.to_vec(), layers, base: vec![], found: vec![None; phases.len()] };
+        s.chain();
+        s
+    }
+
+    /// Each phase's base rate: its `lr` (or the one found), or `lr_factor` times the previous phase's.
+    fn chain(&mut self) {
+        let mut base: Vec<f64> = Vec::with_capacity(self.phases.len());
+        for (p, phase) in self.phases.iter().enumerate() {
+            let lr = match (phase.optimizer.lr, phase.optimizer.lr_factor) {
+                (Some(Lr::Value(lr)), _) => lr,
+                (Some(Lr::Find), _) => self.found[p].unwrap_or(f64::NAN),
                 (None, Some(f)) => base.last().copied().unwrap_or(1.0) * f,
                 (None, None) => unreachable!("a spec's optimizer has lr or lr_factor (validated)"),
             };
             base.push(lr);
         }
-        Schedule { phases: phases.to_vec(), layers, base }
+        self.base = base;
+    }
+
+    /// Phase `p`'s rate as the range test found it (`lr = "find"`); later phases' `lr_factor` follow.
+    pub fn set_found(&mut self, p: usize, lr: f64) {
+        self.found[p] = Some(lr);
+        self.chain();
+    }
+
+    /// Whether phase `p` has `lr = "find"` and no rate found yet.
+    pub fn to_find(&self, p: usize) -> bool {
+        self.phases[p].optimizer.lr == Some(Lr::Find) && self.found[p].is_none()
     }
 
     pub fn phases(&self) -> &[PhaseSpec] {

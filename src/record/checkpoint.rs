@@ -103,6 +103,9 @@ pub struct TrainState {
     /// fp16 loss scaling (absent in fp32 runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaler: Option<crate::train::optim::GradScaler>,
+    /// The rates the range test found, by phase name (`optimizer.lr = "find"`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub found_lr: std::collections::BTreeMap<String, f64>,
 }
 
 impl TrainState {
@@ -141,6 +144,7 @@ impl TrainState {
             early_stopping: None,
             row_phases: vec![],
             scaler: None,
+            found_lr: Default::default(),
         }
     }
 }

@@ -397,6 +397,66 @@ pub(crate) fn write_reliability(
     })
 }
 
+/// The learning-rate range test: each step's loss (grey) and the smoothed loss against
+/// the rate in log scale, with the suggested rate and the steepest descent marked.
+pub(crate) fn write_lr_find(path: &Path, title: &str, found: &crate::train::LrFind) -> Result<()> {
+    let points: Vec<(f64, f64, f64)> = (0..found.lrs.len())
+        .map(|i| (found.lrs[i], found.losses[i], found.smoothed[i]))
+        .filter(|p| p.1.is_finite() && p.2.is_finite())
+        .collect();
+    // The smoothed curve sets the top, the lower of both the bottom: raw spikes above are left out.
+    let (lo, hi) =
+        points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1).min(p.2), hi.max(p.2)));
+    let (lo, hi) = if lo < hi { (lo, hi) } else { (lo - 1.0, lo + 1.0) };
+    let pad = (hi - lo) * 0.08;
+    let (x0, x1) = (found.lrs.first().copied().unwrap_or(1e-7), found.lrs.last().copied().unwrap_or(10.0).max(1e-300));
+    write_png(path, (760, 520), |root| {
+        let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing the range test: {e}");
+        let mut chart = ChartBuilder::on(root)
+            .margin(14)
+            .caption(format!("{title}: learning-rate range test"), (FONT, 18))
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d((x0..x1 * 1.0001).log_scale(), (lo - pad)..(hi + pad))
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("learning rate (log scale)")
+            .y_desc("training loss")
+            .x_label_formatter(&|v| format!("{v:.0e}"))
+            .light_line_style(RGBColor(238, 238, 238))
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 14))
+            .draw()
+            .map_err(err)?;
+        let raw = points.iter().filter(|p| p.1 >= lo - pad && p.1 <= hi + pad);
+        chart.draw_series(raw.map(|p| Circle::new((p.0, p.1), 2, RGBColor(170, 170, 170).filled()))).map_err(err)?;
+        chart
+            .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.2)), SERIES[0].stroke_width(2)))
+            .map_err(err)?
+            .label("smoothed loss")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], SERIES[0].stroke_width(2)));
+        let marks = [(found.steepest, SERIES[2], "steepest descent"), (Some(found.suggestion), SERIES[1], "suggested")];
+        for (lr, colour, label) in marks {
+            let Some(lr) = lr.filter(|lr| *lr >= x0 && *lr <= x1) else { continue };
+            chart
+                .draw_series(LineSeries::new([(lr, lo - pad), (lr, hi + pad)], colour.stroke_width(2)))
+                .map_err(err)?
+                .label(format!("{label}: {lr:.2e}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], colour.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .label_font((FONT, 12))
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    })
+}
+
 /// One horizontal bar per run: its best val accuracy (no bar for a run without one).
 pub(crate) fn write_best_bars(path: &Path, title: &str, bars: &[(String, Option<f64>)]) -> Result<()> {
     const ROW: i32 = 28;

@@ -35,6 +35,8 @@ impl RunDir {
     /// With `eval.calibrate`: accuracy against confidence per bin, before and after.
     pub(crate) const RELIABILITY_PNG: &str = "reliability.png";
     pub(crate) const LOG: &str = "run.log";
+    /// `optimizer.lr = "find"`: each such phase's range test, `lr_find_<n>_<phase>.csv` and `.png`.
+    pub(crate) const LR_FIND_PREFIX: &str = "lr_find_";
     /// What the run was and how it ended.
     pub(crate) const SUMMARY: &str = "summary.json";
     /// The last epoch's full state, while the run is unfinished.
@@ -136,6 +138,12 @@ impl RunDir {
     pub(crate) fn remove_outputs(&self) {
         for name in RunDir::OUTPUTS {
             let _ = std::fs::remove_file(self.path.join(name));
+        }
+        let Ok(entries) = std::fs::read_dir(&self.path) else { return };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(RunDir::LR_FIND_PREFIX) {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 

@@ -53,6 +53,9 @@ pub struct Summary {
     pub epochs_planned: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStopState>,
+    /// The learning rates the range test chose, by phase (`optimizer.lr = "find"`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub found_lr: std::collections::BTreeMap<String, f64>,
     /// The best weights on the test split, when the data has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_acc: Option<f64>,
@@ -197,6 +200,7 @@ impl Summary {
         self.final_val_acc = rows.last().map(|r| r.val_acc);
         self.phases = phase_results(rows, self.monitor);
         self.early_stopping = state.early_stopping.clone();
+        self.found_lr = state.found_lr.clone();
     }
 
     /// The summary of the run in `dir`, if it has a readable one.

@@ -40,6 +40,17 @@ pub(crate) fn write_metrics(dir: &RunDir, rows: &[EpochRecord]) -> Result<()> {
     write_frame_to(&mut frame(rows)?, &dir.metrics_csv(), &dir.metrics_parquet())
 }
 
+/// The range test's steps as CSV: step, lr, loss, smoothed_loss.
+pub(crate) fn write_lr_find(path: &Path, found: &crate::train::LrFind) -> Result<()> {
+    let columns = vec![
+        Column::new("step".into(), (1..=found.lrs.len() as u32).collect::<Vec<_>>()),
+        Column::new("lr".into(), found.lrs.clone()),
+        Column::new("loss".into(), found.losses.clone()),
+        Column::new("smoothed_loss".into(), found.smoothed.clone()),
+    ];
+    write_csv(path, columns, None)
+}
+
 /// Writes `df` as `<dir>/<stem>.csv` and `<dir>/<stem>.parquet`, each atomically.
 pub(crate) fn write_frame(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<()> {
     write_frame_to(df, &dir.join(format!("{stem}.csv")), &dir.join(format!("{stem}.parquet")))

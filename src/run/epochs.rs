@@ -17,7 +17,7 @@ use crate::record::summary::SummaryFile;
 use crate::record::table::Tables;
 use crate::record::tensorboard::TensorBoard;
 use crate::train::metrics::EpochRecord;
-use crate::train::{EpochDone, Flow, PhaseRun, Trainer};
+use crate::train::{EpochDone, Flow, PhaseRun, RangeTest, Trainer};
 
 /// The sinks of every run, registered once, in the order they write after an epoch.
 pub(super) fn sinks(started: std::time::Instant) -> Vec<Box<dyn Sink>> {
@@ -82,6 +82,11 @@ impl Training<'_> {
                 .line(&format!("test-time augmentation: softmax averaged over the image and {:?}", spec.eval.tta));
         }
         let mut optimizer_state = Some(optimizer_state);
+        for (name, lr) in &state.found_lr {
+            if let Some(p) = spec.phases.iter().position(|ph| &ph.name == name) {
+                trainer.use_found_lr(p, *lr, None);
+            }
+        }
         while !state.finished {
             if self.stop_after.is_some_and(|cap| state.epoch >= cap) {
                 self.paused = true;
@@ -91,6 +96,9 @@ impl Training<'_> {
             let from = state.next_phase_epoch;
             let mut run = trainer.start_phase(p, from);
             self.log_phase_start(trainer, &run, p);
+            if trainer.schedule().to_find(p) {
+                self.find_lr(trainer, &mut run, &mut state)?;
+            }
             let restored = optimizer_state.take().unwrap_or_default();
             if from > 0 {
                 run.load_optimizer_state(&restored).context("cannot restore the optimizer from the checkpoint")?;
@@ -107,6 +115,28 @@ impl Training<'_> {
                 return Ok(());
             }
         }
+        Ok(())
+    }
+
+    /// `optimizer.lr = "find"`: the range test from the state the phase starts from (its
+    /// plot and steps beside the run's files, its account in run.log); the phase trains at
+    /// the suggested rate, which the checkpoint and summary.json keep.
+    fn find_lr(&mut self, trainer: &mut Trainer, run: &mut PhaseRun, state: &mut TrainState) -> crate::Result<()> {
+        let p = run.index();
+        let name = self.records.spec.phases[p].name.clone();
+        let test = RangeTest::default();
+        let found = trainer.lr_range_test(run, &test);
+        self.records.log.line(&format!("phase {} ({name}): {}", p + 1, found.describe(&test)));
+        if !(found.suggestion.is_finite() && found.suggestion > 0.0) {
+            let why =
+                format!("phase {} ({name}): the range test found no learning rate: no step's loss was finite", p + 1);
+            return Err(anyhow::anyhow!(why).into());
+        }
+        let title = format!("{}, phase {name}", self.records.title());
+        crate::record::write_lr_find(self.records.dir.path(), &crate::record::lr_find_stem(p, &name), &title, &found)?;
+        trainer.use_found_lr(p, found.suggestion, Some(run));
+        state.found_lr.insert(name, found.suggestion);
+        self.records.summary.found_lr = state.found_lr.clone();
         Ok(())
     }
 
@@ -220,6 +250,9 @@ impl Training<'_> {
 fn diverged(rows: &[EpochRecord], factor: f64, chance: f64) -> bool {
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else { return false };
     let reference = if first.train_loss.is_finite() { first.train_loss.min(chance) } else { chance };
+    // Never below the chance level itself: a model that fitted its first epoch to a loss near
+    // 0 has not diverged at a loss a hundred times that, below a uniform guess's.
+    let reference = reference.max(chance / factor);
     !last.train_loss.is_finite() || last.train_loss > factor * reference
 }
 
@@ -243,6 +276,9 @@ mod tests {
         assert!(diverged(&rows(&[f64::INFINITY]), 100.0, ten));
         assert!(!diverged(&rows(&[2.3, 40.0]), 100.0, ten) && diverged(&rows(&[2.3, 40.0]), 10.0, ten));
         assert!(!diverged(&[], 100.0, ten));
+        // Fitted in the first epoch: a loss still below chance level is not divergence.
+        assert!(!diverged(&rows(&[1e-10, 1.5e-8, 2.0]), 100.0, ten));
+        assert!(diverged(&rows(&[1e-10, 2.4]), 100.0, ten));
         // Issue 29: SGD at lr 1000 on two classes, already exploded in its first epoch.
         let two = 2f64.ln();
         assert!(diverged(&rows(&[268_510.0]), 100.0, two));

@@ -359,6 +359,7 @@ fn new_summary(spec: &Spec, id: &Identity, trainer: &Trainer, threads: i32, devi
         epochs: 0,
         epochs_planned: spec.total_epochs(),
         early_stopping: None,
+        found_lr: Default::default(),
         test_acc: None,
         test_loss: None,
         calibration: None,

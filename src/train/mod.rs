@@ -18,6 +18,7 @@ pub(crate) mod calibration;
 pub(crate) mod ema;
 mod eval;
 mod features;
+mod lr_find;
 pub(crate) mod foreach;
 pub mod loss;
 pub mod metrics;
@@ -39,6 +40,7 @@ use tch::{Device, Kind, Tensor};
 
 pub(crate) use self::eval::{Prediction, tta_logits};
 use self::features::view_picks;
+pub use self::lr_find::{LrFind, RangeTest};
 pub use self::optim::GradScaler;
 pub use self::phase::PhaseRun;
 use crate::config::spec::{Augment, CacheMode, Monitor, Precision, Spec, TtaView};
@@ -603,7 +605,7 @@ mod tests {
         let w = Tensor::from_slice(&w).view([2, 3]).set_requires_grad(true);
         let spec = crate::config::spec::OptimizerSpec {
             kind: crate::config::spec::OptimizerKind::Sgd,
-            lr: Some(0.1),
+            lr: Some(0.1.into()),
             lr_factor: None,
             momentum: 0.9,
             nesterov: false,

@@ -82,6 +82,19 @@ impl Optimizer {
         self.scales = scales;
     }
 
+    /// The same optimizer over the same parameters at the same rates, with no state: a
+    /// range test trains with it and leaves this one as it was.
+    pub(crate) fn fresh(&self) -> Optimizer {
+        Optimizer {
+            params: self.params.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+            scales: self.scales.clone(),
+            state: BTreeMap::new(),
+            steps: 0,
+            param_steps: BTreeMap::new(),
+            ..*self
+        }
+    }
+
     /// Each parameter's learning rate as a multiple of the phase's, in parameter order.
     pub(crate) fn set_lr_scales(&mut self, scales: Vec<f64>) {
         assert_eq!(scales.len(), self.params.len(), "one scale per parameter");
@@ -426,7 +439,7 @@ mod tests {
     fn spec(kind: OptimizerKind, momentum: f64, nesterov: bool, wd: Option<f64>) -> OptimizerSpec {
         OptimizerSpec {
             kind,
-            lr: Some(0.1),
+            lr: Some(0.1.into()),
             lr_factor: None,
             momentum,
             nesterov,
@@ -452,7 +465,7 @@ mod tests {
         let c = Tensor::from_slice(&c).view([3, 4]);
         let d = Tensor::from_slice(&(0..4).map(|j| 0.5 + 0.25 * j as f64).collect::<Vec<_>>());
         let mut s = spec(kind, if kind == OptimizerKind::Sgd { 0.9 } else { 0.0 }, false, Some(wd));
-        s.lr = Some(lr);
+        s.lr = Some(lr.into());
         s.decay_norm_and_bias = decay_norm_and_bias;
         let mut opt = Optimizer::new(&s, lr, vec![("w".into(), w.shallow_clone()), ("b".into(), b.shallow_clone())]);
         for _ in 0..fixture["steps"].as_u64().unwrap() {
@@ -725,8 +738,12 @@ mod tests {
         let w1 = Tensor::from_slice(&[0.3f64, 0.8, -1.2]);
         let c = [Tensor::from_slice(&[1.0f64, 2.0, 0.5]), Tensor::from_slice(&[0.5f64, 1.5, 3.0])];
         let mut s = spec(OptimizerKind::Adam, 0.0, false, None);
-        s.lr = case["lr"].as_f64();
-        let mut opt = Optimizer::new(&s, s.lr.unwrap(), vec![("w0".into(), w0.shallow_clone())]);
+        s.lr = case["lr"].as_f64().map(Into::into);
+        let mut opt = Optimizer::new(
+            &s,
+            s.lr.and_then(crate::config::spec::Lr::value).unwrap(),
+            vec![("w0".into(), w0.shallow_clone())],
+        );
         let mut w1 = w1;
         for step in 1..=4 {
             if step == case["joins_before_step"].as_i64().unwrap() {

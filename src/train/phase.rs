@@ -47,13 +47,18 @@ impl PhaseRun {
         self.batchnorm && self.plan.any_batch_statistics()
     }
 
+    /// The phase's index among the spec's phases.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     /// Why the phase does or does not train on cached features, for the log.
-    pub(crate) fn cache_note(&self) -> &str {
+    pub fn cache_note(&self) -> &str {
         &self.cache_note
     }
 
     /// The optimizer's state (a checkpoint's), by name.
-    pub(crate) fn optimizer_state(&self) -> Vec<(String, Tensor)> {
+    pub fn optimizer_state(&self) -> Vec<(String, Tensor)> {
         self.opt.state_tensors()
     }
 

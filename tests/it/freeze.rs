@@ -73,7 +73,7 @@ fn batchnorm_policies() {
     let moved = |policy: &str| {
         let mut spec = spec.clone();
         spec.phases[1].batchnorm = serde_json::from_value(serde_json::json!(policy)).unwrap();
-        spec.phases[1].optimizer.lr = Some(1e-2);
+        spec.phases[1].optimizer.lr = Some(1e-2.into());
         let mut trainer = prepare(&spec, Device::Cpu).unwrap();
         let before = snapshot(trainer.vs());
         train(&mut trainer, 1, 1);

@@ -11,6 +11,7 @@ mod cli;
 mod datasets_url;
 mod efficientnet_reference;
 mod freeze;
+mod lr_find;
 mod hostile;
 mod replicates;
 mod report;

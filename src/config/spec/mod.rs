@@ -20,7 +20,7 @@ mod suggest;
 mod tests;
 mod validate;
 
-pub use self::schedule::{ScheduleKind, ScheduleSpec, ThresholdMode};
+pub use self::schedule::{Lr, ScheduleKind, ScheduleSpec, ThresholdMode};
 pub use self::serde_impls::Classes;
 pub use self::source::SpecSource;
 pub(crate) use self::suggest::struct_fields;
@@ -523,9 +523,9 @@ pub enum BatchNormPolicy {
 #[serde(deny_unknown_fields)]
 pub struct OptimizerSpec {
     pub kind: OptimizerKind,
-    /// Absolute learning rate.
+    /// Absolute learning rate, or "find": the range test picks it when the phase starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lr: Option<f64>,
+    pub lr: Option<Lr>,
     /// Learning rate relative to the previous phase's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr_factor: Option<f64>,

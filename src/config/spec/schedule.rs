@@ -1,6 +1,6 @@
 //! A phase's `schedule` table: how its learning rate moves (model/schedule.rs computes it).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// `schedule = { kind = "step", step_size = 7, gamma = 0.1, warmup = 0 }`: the phase's
 /// learning rate over its epochs, or over its optimizer steps (`one_cycle`, and `cosine` with
@@ -114,4 +114,65 @@ pub enum ThresholdMode {
     #[default]
     Rel,
     Abs,
+}
+
+/// `optimizer.lr`: a rate, or `"find"`: the learning-rate range test (`runner lr-find`) run
+/// when the phase starts picks it (train/lr_find.rs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Lr {
+    Value(f64),
+    Find,
+}
+
+impl Lr {
+    /// The rate, when the spec gives one.
+    pub fn value(self) -> Option<f64> {
+        match self {
+            Lr::Value(v) => Some(v),
+            Lr::Find => None,
+        }
+    }
+}
+
+impl From<f64> for Lr {
+    fn from(v: f64) -> Lr {
+        Lr::Value(v)
+    }
+}
+
+impl Serialize for Lr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Lr::Value(v) => s.serialize_f64(*v),
+            Lr::Find => s.serialize_str("find"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Lr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Lr, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Lr;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a learning rate or \"find\"")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Lr, E> {
+                Ok(Lr::Value(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Lr, E> {
+                Ok(Lr::Value(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Lr, E> {
+                Ok(Lr::Value(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Lr, E> {
+                match v {
+                    "find" => Ok(Lr::Find),
+                    _ => Err(E::custom(format!("expected a learning rate or \"find\", found \"{v}\""))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }

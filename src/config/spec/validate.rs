@@ -199,7 +199,7 @@ impl OptimizerSpec {
             (None, Some(_)) if phase == 0 => {
                 return Err(invalid("optimizer.lr_factor", "the first phase has no previous learning rate: give `lr`"));
             }
-            (Some(lr), None) if !(lr > 0.0 && lr.is_finite()) => {
+            (Some(Lr::Value(lr)), None) if !(lr > 0.0 && lr.is_finite()) => {
                 return Err(invalid("optimizer.lr", format!("expected a positive learning rate, found {lr}")));
             }
             (None, Some(f)) if !(f > 0.0 && f.is_finite()) => {
