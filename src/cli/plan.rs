@@ -44,6 +44,12 @@ pub fn run(args: Args) -> Result<()> {
         println!("{:<12} {:<10} {:>6}  {}", id, done, planned.spec.total_epochs(), describe_varying(&planned.varying));
     }
     println!("{} runs of {}", exp.runs.len(), exp.runs.first().map_or("", |r| r.spec.name.as_str()));
+    if let Some(tpe) = &exp.tpe {
+        println!(
+            "then {} more trials of the TPE search, each proposed from the results of the trials before it",
+            tpe.trials.saturating_sub(exp.runs.len())
+        );
+    }
     if let Some(e) = unreadable {
         println!("? : a run's id covers its data, which cannot be read: {e}");
     }

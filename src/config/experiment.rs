@@ -151,6 +151,99 @@ pub struct Experiment {
     pub runs: Vec<PlannedRun>,
     /// `[search] method = "halving"`: the runs are trials that share the epochs.
     pub halving: Option<super::search::Halving>,
+    /// `[search] method = "tpe"`: the runs are its startup trials; the search proposes the
+    /// others from the results.
+    pub tpe: Option<std::sync::Arc<TpeTrials>>,
+}
+
+/// How the runs of an experiment are built: its layers (the file, the grid's axes, the
+/// search's draws, the overrides).
+#[derive(Debug, Clone)]
+struct Builder {
+    source: SpecSource,
+    figment: Figment,
+    axes: Vec<Axis>,
+    search: Option<super::search::Search>,
+    overrides: Vec<Override>,
+}
+
+impl Builder {
+    /// The runs of grid point `point` (one per axis, the index of its value) with the
+    /// search's `values` for its keys, when it has a search: one, or one per fold when the
+    /// spec has folds and no fold.
+    fn build(&self, point: &[usize], values: Option<&[toml::Value]>) -> Result<Vec<PlannedRun>, SpecError> {
+        let source = &self.source;
+        let mut fig = self.figment.clone();
+        let mut varying = vec![];
+        for (axis, &i) in self.axes.iter().zip(point) {
+            for (key, value) in axis.keys.iter().zip(&axis.points[i]) {
+                fig = set(source, fig, key, value, GRID_LAYER, &axis.location)?;
+                varying.push((dotted(key), value.to_string()));
+            }
+        }
+        if let (Some(search), Some(values)) = (&self.search, values) {
+            for (dim, value) in search.space.iter().zip(values) {
+                fig = set(source, fig, &dim.key, value, SEARCH_LAYER, &dim.location)?;
+                varying.push((dotted(&dim.key), value.to_string()));
+            }
+        }
+        for o in &self.overrides {
+            fig = set(source, fig, &o.key, &o.value, &o.origin.describe(), &[])?;
+        }
+        let spec = extract(source, fig, &self.axes, self.search.as_ref(), &self.overrides)?;
+        Ok(every_fold(PlannedRun { spec, varying }))
+    }
+}
+
+/// A TPE search's trials: what proposes them and builds their runs.
+#[derive(Debug)]
+pub struct TpeTrials {
+    builder: Builder,
+    /// Trials in all.
+    pub trials: usize,
+}
+
+impl TpeTrials {
+    /// Trial `t`'s values, proposed from the finished trials before it (`history`: each
+    /// one's values and result; `higher_is_better` for the result).
+    pub fn propose(&self, t: usize, history: &[(Vec<toml::Value>, f64)], higher_is_better: bool) -> Vec<toml::Value> {
+        self.search().propose(t, history, higher_is_better)
+    }
+
+    /// The run of a trial with these values.
+    pub fn run(&self, values: &[toml::Value]) -> Result<PlannedRun, SpecError> {
+        let mut run = self.builder.build(&[], Some(values))?.remove(0);
+        run.spec.label = run_name(&run.varying);
+        Ok(run)
+    }
+
+    /// The space's dotted keys, in order.
+    pub fn keys(&self) -> Vec<String> {
+        self.search().space.iter().map(|d| dotted(&d.key)).collect()
+    }
+
+    fn search(&self) -> &super::search::Search {
+        self.builder.search.as_ref().expect("a TPE search")
+    }
+}
+
+/// The checks of a TPE search: no grid (each point would need a search of its own) and one
+/// run per trial (no fold expansion); its trials' builder.
+fn check_tpe(builder: &Builder, runs: &[PlannedRun]) -> Result<std::sync::Arc<TpeTrials>, SpecError> {
+    if !builder.axes.is_empty() {
+        return Err(builder.source.error(
+            &["search", "method"],
+            "method = \"tpe\" with a [grid]: put the grid's keys in the search space (as choice) instead".into(),
+        ));
+    }
+    if runs.iter().any(|r| r.spec.data.folds.is_some() && r.spec.data.fold.is_none()) {
+        return Err(builder.source.error(
+            &["search", "method"],
+            "method = \"tpe\" needs one run per trial: set data.fold, or search without folds".into(),
+        ));
+    }
+    let trials = builder.search.as_ref().map_or(0, |s| s.trials);
+    Ok(std::sync::Arc::new(TpeTrials { builder: builder.clone(), trials }))
 }
 
 /// One axis of the grid: the keys it sets and, per point, their values.
@@ -217,30 +310,19 @@ impl Experiment {
         let base = to_dict(&source, toml::Value::Table(table), &[])?;
         let figment = Figment::new().merge(Layer { name: source.path.display().to_string(), dict: base });
 
+        let builder = Builder { source, figment, axes, search, overrides: overrides.to_vec() };
+        let trial_points: Vec<Option<usize>> = match &builder.search {
+            // TPE plans its startup trials; the others are proposed from their results as they finish.
+            Some(s) if s.tpe.is_some() => (0..trials.min(s.tpe.unwrap_or_default().startup_trials)).map(Some).collect(),
+            Some(_) => (0..trials).map(Some).collect(),
+            None => vec![None],
+        };
         let mut runs = vec![];
-        let trial_points: Vec<Option<usize>> =
-            if search.is_some() { (0..trials).map(Some).collect() } else { vec![None] };
-        let points = cartesian(&axes).into_iter().flat_map(|p| trial_points.iter().map(move |&t| (p.clone(), t)));
-        for (point, trial) in points {
-            let mut fig = figment.clone();
-            let mut varying = vec![];
-            for (axis, &i) in axes.iter().zip(&point) {
-                for (key, value) in axis.keys.iter().zip(&axis.points[i]) {
-                    fig = set(&source, fig, key, value, GRID_LAYER, &axis.location)?;
-                    varying.push((dotted(key), value.to_string()));
-                }
+        for point in cartesian(&builder.axes) {
+            for &t in &trial_points {
+                let values = builder.search.as_ref().zip(t).map(|(s, t)| s.sample(t));
+                runs.extend(builder.build(&point, values.as_deref())?);
             }
-            if let (Some(search), Some(t)) = (&search, trial) {
-                for (dim, value) in search.space.iter().zip(search.sample(t)) {
-                    fig = set(&source, fig, &dim.key, &value, SEARCH_LAYER, &dim.location)?;
-                    varying.push((dotted(&dim.key), value.to_string()));
-                }
-            }
-            for o in overrides {
-                fig = set(&source, fig, &o.key, &o.value, &o.origin.describe(), &[])?;
-            }
-            let spec = extract(&source, fig, &axes, search.as_ref(), overrides)?;
-            runs.extend(every_fold(PlannedRun { spec, varying }));
         }
         for run in &mut runs {
             run.spec.label = run_name(&run.varying);
@@ -248,11 +330,16 @@ impl Experiment {
         if runs.len() > 1 {
             mark_unset_keys(&mut runs);
         }
-        let halving = search.as_ref().and_then(|s| s.halving);
+        let source = &builder.source;
+        let halving = builder.search.as_ref().and_then(|s| s.halving);
         if let Some(h) = halving {
-            check_halving(&source, h, &runs)?;
+            check_halving(source, h, &runs)?;
         }
-        Ok(Experiment { source, runs, halving })
+        let tpe = match &builder.search {
+            Some(s) if s.tpe.is_some() => Some(check_tpe(&builder, &runs)?),
+            _ => None,
+        };
+        Ok(Experiment { source: builder.source.clone(), runs, halving, tpe })
     }
 }
 

@@ -6,6 +6,7 @@
 pub(crate) mod catalog;
 pub mod experiment;
 pub mod search;
+pub mod tpe;
 pub mod spec;
 
 /// A TOML document's leaves under their dotted keys, in document order: tables and arrays

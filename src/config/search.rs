@@ -38,6 +38,8 @@ pub(crate) struct Search {
     pub space: Vec<Dimension>,
     /// `method = "halving"`: how the trials share the epochs.
     pub halving: Option<Halving>,
+    /// `method = "tpe"`: trials proposed from the results of the trials before them.
+    pub tpe: Option<super::tpe::Tpe>,
 }
 
 /// Asynchronous successive halving (ASHA) over epochs: every trial trains `min_epochs`
@@ -55,11 +57,11 @@ pub(crate) struct Dimension {
     pub key: Vec<String>,
     /// Where it is written: `["search", "space", key]`.
     pub location: Vec<String>,
-    dist: Dist,
+    pub(crate) dist: Dist,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Dist {
+pub(crate) enum Dist {
     LogUniform(f64, f64),
     Uniform(f64, f64),
     IntUniform(i64, i64),
@@ -67,7 +69,7 @@ enum Dist {
 }
 
 /// `x` rounded to 4 significant digits.
-fn round4(x: f64) -> f64 {
+pub(crate) fn round4(x: f64) -> f64 {
     if x == 0.0 || !x.is_finite() {
         return x;
     }
@@ -106,9 +108,10 @@ pub(crate) fn parse(source: &SpecSource, value: &toml::Value) -> Result<Search, 
     let toml::Value::Table(table) = value else {
         return Err(source.error(&at(&["search"]), format!("expected a table, found {}", value.type_str())));
     };
-    let mut search = Search { trials: 0, seed: 0, space: vec![], halving: None };
+    let mut search = Search { trials: 0, seed: 0, space: vec![], halving: None, tpe: None };
     let mut method = "random";
     let (mut min_epochs, mut eta) = (None, None);
+    let (mut startup, mut candidates) = (None, None);
     for (key, value) in table {
         match (key.as_str(), value) {
             ("trials", toml::Value::Integer(n)) if (1..=MAX_TRIALS as i64).contains(n) => search.trials = *n as usize,
@@ -122,9 +125,17 @@ pub(crate) fn parse(source: &SpecSource, value: &toml::Value) -> Result<Search, 
             }
             ("method", toml::Value::String(m)) if m == "random" => method = "random",
             ("method", toml::Value::String(m)) if m == "halving" => method = "halving",
+            ("method", toml::Value::String(m)) if m == "tpe" => method = "tpe",
             ("method", other) => {
-                return Err(source
-                    .error(&at(&["search", "method"]), format!("expected \"random\" or \"halving\", found {other}")));
+                return Err(source.error(
+                    &at(&["search", "method"]),
+                    format!("expected \"random\", \"halving\" or \"tpe\", found {other}"),
+                ));
+            }
+            ("startup_trials", toml::Value::Integer(n)) if *n >= 1 => startup = Some(*n as usize),
+            ("candidates", toml::Value::Integer(n)) if (1..=10_000).contains(n) => candidates = Some(*n as usize),
+            ("startup_trials" | "candidates", other) => {
+                return Err(source.error(&at(&["search", key]), format!("expected an integer >= 1, found {other}")));
             }
             ("min_epochs", toml::Value::Integer(n)) if *n >= 1 => min_epochs = Some(*n as usize),
             ("min_epochs", other) => {
@@ -146,13 +157,26 @@ pub(crate) fn parse(source: &SpecSource, value: &toml::Value) -> Result<Search, 
                 ));
             }
             (other, _) => {
-                let hint =
-                    crate::config::spec::suggest(other, &["trials", "method", "seed", "space", "min_epochs", "eta"])
-                        .map(|s| format!(", did you mean `{s}`?"))
-                        .unwrap_or_default();
+                let hint = crate::config::spec::suggest(
+                    other,
+                    &["trials", "method", "seed", "space", "min_epochs", "eta", "startup_trials", "candidates"],
+                )
+                .map(|s| format!(", did you mean `{s}`?"))
+                .unwrap_or_default();
                 return Err(source.error(&at(&["search", other]), format!("unknown key `{other}`{hint}")));
             }
         }
+    }
+    if method == "tpe" {
+        let d = super::tpe::Tpe::default();
+        search.tpe = Some(super::tpe::Tpe {
+            startup_trials: startup.unwrap_or(d.startup_trials),
+            candidates: candidates.unwrap_or(d.candidates),
+        });
+    } else if let Some(key) =
+        [("startup_trials", startup), ("candidates", candidates)].iter().find(|(_, v)| v.is_some()).map(|(k, _)| *k)
+    {
+        return Err(source.error(&at(&["search", key]), format!("`{key}` is for method = \"tpe\"")));
     }
     complete(source, search, method, min_epochs, eta)
 }
@@ -263,7 +287,7 @@ mod tests {
     fn search(space: Vec<(&str, Dist)>) -> Search {
         let space =
             space.into_iter().map(|(k, dist)| Dimension { key: vec![k.into()], location: vec![], dist }).collect();
-        Search { trials: 100, seed: 7, space, halving: None }
+        Search { trials: 100, seed: 7, space, halving: None, tpe: None }
     }
 
     #[test]

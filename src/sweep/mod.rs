@@ -8,6 +8,7 @@
 //! when their subsets overlap.
 
 pub mod halving;
+mod tpe;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -31,6 +32,9 @@ pub struct SweepRun {
     pub planned: PlannedRun,
     /// Its spec's `[search] method = "halving"`: the spec's runs are trials run together.
     pub halving: Option<crate::config::search::Halving>,
+    /// Its spec's `[search] method = "tpe"`: the spec's runs are the search's startup
+    /// trials; the search runs them and proposes the rest.
+    pub tpe: Option<std::sync::Arc<crate::config::experiment::TpeTrials>>,
 }
 
 impl SweepRun {
@@ -88,11 +92,18 @@ pub fn expand(paths: &[PathBuf], overrides: &[Override]) -> crate::Result<Vec<Sw
 /// The runs of the experiment loaded from `file`, in grid order.
 pub fn runs_of(file: &Path, exp: Experiment) -> Vec<SweepRun> {
     let points = exp.runs.len();
-    let halving = exp.halving;
+    let (halving, tpe) = (exp.halving, exp.tpe);
     exp.runs
         .into_iter()
         .enumerate()
-        .map(|(i, planned)| SweepRun { spec_path: file.to_path_buf(), point: i + 1, points, planned, halving })
+        .map(|(i, planned)| SweepRun {
+            spec_path: file.to_path_buf(),
+            point: i + 1,
+            points,
+            planned,
+            halving,
+            tpe: tpe.clone(),
+        })
         .collect()
 }
 
@@ -134,12 +145,17 @@ impl std::fmt::Display for Shard {
 
 impl Shard {
     /// This shard's runs. A halving search's trials go to every shard: its workers share
-    /// them through the search's journal.
+    /// them through the search's journal. A TPE search runs its trials one after another,
+    /// each from the results before it: it goes to the first shard.
     pub fn select(self, runs: Vec<SweepRun>) -> Vec<SweepRun> {
         let (search, plain): (Vec<SweepRun>, Vec<SweepRun>) = runs.into_iter().partition(|r| r.halving.is_some());
+        let (tpe, plain): (Vec<SweepRun>, Vec<SweepRun>) = plain.into_iter().partition(|r| r.tpe.is_some());
         let mut mine: Vec<SweepRun> =
             plain.into_iter().enumerate().filter(|(k, _)| k % self.count == self.index).map(|(_, r)| r).collect();
         mine.extend(search);
+        if self.index == 0 {
+            mine.extend(tpe);
+        }
         mine
     }
 }
@@ -282,16 +298,20 @@ pub fn execute(runs: &[SweepRun], opts: &RunOptions, mut observe: impl FnMut(Eve
             observe(Event::Interrupted { left: total - k, total });
             break;
         }
-        if let Some(h) = run.halving {
+        if run.halving.is_some() || run.tpe.is_some() {
             if searched.contains(&run.spec_path.as_path()) {
                 continue;
             }
             searched.push(&run.spec_path);
+            if let Some(tpe) = &run.tpe {
+                rows.extend(tpe::execute(run, tpe, opts, &mut observe));
+                continue;
+            }
             let trials: Vec<SweepRun> = runs.iter().filter(|r| r.spec_path == run.spec_path).cloned().collect();
-            match halving::execute(&trials, h, opts) {
+            match halving::execute(&trials, run.halving.expect("a halving search"), opts) {
                 Ok(done) => rows.extend(done.rows),
                 Err(error) => {
-                    rows.push(search_failed(&trials, &error));
+                    rows.push(search_failed(&trials, "halving search", &error));
                     observe(Event::SearchFailed(error));
                 }
             }
@@ -349,8 +369,8 @@ impl Row {
     }
 }
 
-/// The row of a halving search that failed as a whole.
-fn search_failed(trials: &[SweepRun], e: &Error) -> Row {
+/// The row of a search that failed as a whole (`what`: which kind of search).
+fn search_failed(trials: &[SweepRun], what: &str, e: &Error) -> Row {
     let outcome = if matches!(e.cause(), Error::Interrupted { .. }) { Outcome::Interrupted } else { Outcome::Failed };
     Row {
         experiment: trials[0].planned.spec.name.clone(),
@@ -359,7 +379,7 @@ fn search_failed(trials: &[SweepRun], e: &Error) -> Row {
         best_val_acc: None,
         best_epoch: None,
         wall_s: None,
-        varying: format!("halving search of {}", trials[0].spec_path.display()),
+        varying: format!("{what} of {}", trials[0].spec_path.display()),
         note: Some(format!("{e:#}")),
     }
 }
@@ -581,6 +601,7 @@ mod tests {
             points: 8,
             planned: PlannedRun { spec, varying: vec![] },
             halving: None,
+            tpe: None,
         }
     }
 }

@@ -27,7 +27,7 @@ fn plan(root: &std::path::Path, args: &[&str]) -> Vec<(String, String)> {
     stdout(&o)
         .lines()
         .skip(1)
-        .filter(|l| !l.contains(" runs of "))
+        .filter(|l| !l.contains(" runs of ") && !l.starts_with("then "))
         .map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
             (cols[0].to_string(), cols[3..].join(" "))
@@ -326,4 +326,92 @@ fn runner_run_of_a_halving_spec_runs_the_search() {
     assert!(out.contains("pruned by halving"), "{out}");
     let (starts, _) = journal(&root.join("runs"));
     assert_eq!(starts.iter().filter(|(_, r)| *r == 0).count(), 9, "{starts:?}");
+}
+
+/// A head on cached ImageNet features, its rate and dropout searched by TPE after 4 random trials.
+fn tpe_spec(data: &std::path::Path, trials: usize, method: &str) -> String {
+    format!(
+        r#"name = "tpe"
+seed = 2
+
+[data]
+source = "{}"
+image_size = 32
+batch_size = 8
+split = [0.6, 0.4]
+
+[model]
+backbone = "efficientnet_lite0"
+weights = "imagenet"
+
+[[phases]]
+name = "head"
+epochs = 2
+freeze_up_to = "all"
+optimizer = {{ kind = "adam", lr = 1e-3 }}
+
+[search]
+method = "{method}"
+trials = {trials}
+startup_trials = 4
+seed = 9
+
+[search.space]
+"phases.0.optimizer.lr" = {{ log_uniform = [1e-5, 1.0] }}
+"model.head.dropout" = {{ uniform = [0.0, 0.5] }}
+"#,
+        data.display()
+    )
+}
+
+/// tpe_trials.csv's rows after the header.
+fn tpe_journal(root: &std::path::Path, out: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(root.join(out).join("tpe/tpe_trials.csv")).unwrap();
+    assert_eq!(text.lines().next().unwrap(), "trial,run_id,phases.0.optimizer.lr,model.head.dropout,best_val_acc");
+    text.lines().skip(1).map(str::to_string).collect()
+}
+
+#[test]
+fn a_tpe_search_proposes_from_results_reproducibly_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = shapes(root, 3, 12);
+    // Plan: the 4 startup trials are random search's first 4.
+    std::fs::write(root.join("spec.toml"), tpe_spec(&data, 10, "tpe")).unwrap();
+    let o = runner(root, &["plan", "spec.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("4 runs of tpe") && stdout(&o).contains("then 6 more trials of the TPE search"));
+    let tpe_plan = plan(root, &[]);
+    std::fs::write(root.join("random.toml"), tpe_spec(&data, 4, "random").replace("startup_trials = 4\n", "")).unwrap();
+    let o = runner(root, &["plan", "random.toml"]);
+    let random_ids: Vec<String> = stdout(&o).lines().skip(1).take(4).map(|l| l[..10].to_string()).collect();
+    assert_eq!(tpe_plan.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), random_ids);
+
+    // Six trials, then the same search to ten: the first six are found completed and the
+    // proposals after them follow from their results as if it had run through.
+    std::fs::write(root.join("spec.toml"), tpe_spec(&data, 6, "tpe")).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "part", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let six = tpe_journal(root, "part");
+    assert_eq!(six.len(), 6);
+    std::fs::write(root.join("spec.toml"), tpe_spec(&data, 10, "tpe")).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "part", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("10 runs: 4 completed, 6 skipped"), "{}", stdout(&o));
+    let ten = tpe_journal(root, "part");
+    assert_eq!(ten[..6], six[..]);
+    let o = runner(root, &["run", "spec.toml", "--out", "whole", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(tpe_journal(root, "whole"), ten, "the same trials, run through in one go");
+    // Every trial has a result; the proposals after the startup differ from one another.
+    let cells: Vec<Vec<&str>> = ten.iter().map(|l| l.split(',').collect()).collect();
+    assert!(cells.iter().all(|c| c[4].parse::<f64>().is_ok()), "{ten:?}");
+    let later: std::collections::BTreeSet<&str> = cells[4..].iter().map(|c| c[2]).collect();
+    assert!(later.len() > 1, "{ten:?}");
+
+    // A grid with TPE, or its keys on another method, are errors at the line.
+    let e = crate::common::spec_error(root, &format!("{}\n[grid]\nseed = [1, 2]\n", tpe_spec(&data, 6, "tpe")));
+    assert!(e.contains("method = \"tpe\" with a [grid]"), "{e}");
+    let e = crate::common::spec_error(root, &tpe_spec(&data, 6, "random"));
+    assert!(e.contains("`startup_trials` is for method = \"tpe\""), "{e}");
 }

@@ -4,6 +4,7 @@ use super::suggest::quote_list;
 use super::*;
 
 /// A spec file's text, kept to point errors at lines.
+#[derive(Debug, Clone)]
 pub struct SpecSource {
     pub(crate) path: PathBuf,
     pub(crate) text: String,
