@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Test-time augmentation: average the softmax over the image and these views
-    /// ("hflip"; "none" for the image alone). A run's `[eval] tta` by default.
+    /// ("hflip", "five_crop", "ten_crop"; "none" for the image alone). A run's `[eval] tta` by default.
     #[arg(long, value_delimiter = ',', value_parser = parse_tta)]
     pub tta: Option<Vec<Option<TtaView>>>,
     /// Also give every class's raw logit (JSON: "logits"; CSV: logit_0, logit_1, ...), e.g.
@@ -87,8 +87,10 @@ fn printable(s: &str) -> String {
 fn parse_tta(s: &str) -> std::result::Result<Option<TtaView>, String> {
     match s {
         "hflip" => Ok(Some(TtaView::Hflip)),
+        "five_crop" => Ok(Some(TtaView::FiveCrop)),
+        "ten_crop" => Ok(Some(TtaView::TenCrop)),
         "none" => Ok(None),
-        _ => Err(format!("expected \"hflip\" or \"none\", found {s:?}")),
+        _ => Err(format!("expected \"hflip\", \"five_crop\", \"ten_crop\" or \"none\", found {s:?}")),
     }
 }
 

@@ -100,6 +100,12 @@ impl Transform {
         x
     }
 
+    /// Whole images (no crop) normalised, on `device`: the stored squares multi-crop
+    /// views are cut from (normalising is per pixel, so a crop of it is the crop normalised).
+    pub(crate) fn eval_whole(&self, images: &Tensor, device: Device) -> Tensor {
+        self.normalize(&images.to_device(device))
+    }
+
     fn normalize(&self, x: &Tensor) -> Tensor {
         let device = x.device();
         let on = |t: &Tensor| if t.device() == device { t.shallow_clone() } else { t.to_device(device) };

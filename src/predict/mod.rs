@@ -299,8 +299,13 @@ impl Predictor {
         let mut ranked = vec![].into_iter();
         if images.size()[0] > 0 {
             let logits = tch::no_grad(|| {
-                let x = self.transform.eval(&images, Device::Cpu);
-                crate::train::tta_logits(&self.model, &x, &self.tta)
+                // Multi-crop views are cut from the decoded squares (the stored side, as in training).
+                let x = if TtaView::multi_crop(&self.tta) {
+                    self.transform.eval_whole(&images, Device::Cpu)
+                } else {
+                    self.transform.eval(&images, Device::Cpu)
+                };
+                crate::train::tta_logits(&self.model, &x, &self.tta, self.image_size as i64)
             });
             ranked = self.rank(&logits, k).into_iter();
         }

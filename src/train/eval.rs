@@ -44,11 +44,19 @@ impl Trainer {
 
     /// The model inputs of `split`'s images, batch by batch in order: their center crops
     /// (read ahead from the store), normalised, on the device, in the trainer's layout.
+    /// With multi-crop test-time views, the stored squares instead, which [`tta_logits`] cuts.
     pub(super) fn eval_inputs<'a>(&'a self, split: &'a Split) -> impl Iterator<Item = Tensor> + 'a {
         let batches = crate::data::in_order(split.len(), self.batch_size);
-        split.images.prefetch(batches, Read::Crops(self.transform.size)).map(|fetched| {
+        let squares = TtaView::multi_crop(&self.tta);
+        let side = if squares { split.images.side() as i64 } else { self.transform.size };
+        split.images.prefetch(batches, Read::Crops(side)).map(move |fetched| {
             let Fetched::Crops(crops) = fetched else { unreachable!("crops, a read per batch") };
-            self.layout(self.transform.eval(&crops, self.device))
+            let x = if squares {
+                self.transform.eval_whole(&crops, self.device)
+            } else {
+                self.transform.eval(&crops, self.device)
+            };
+            self.layout(x)
         })
     }
 
@@ -56,7 +64,7 @@ impl Trainer {
         let inputs = std::cell::RefCell::new(self.eval_inputs(split));
         self.mean_loss_acc(split.len() as i64, &split.labels, predict, |_, _| {
             let x = inputs.borrow_mut().next().expect("an input per batch");
-            tta_logits(&self.model, &x, &self.tta)
+            tta_logits(&self.model, &x, &self.tta, self.transform.size)
         })
     }
 
@@ -67,7 +75,8 @@ impl Trainer {
         Autocast::run(self.autocast(), || {
             tch::no_grad(|| {
                 for x in self.eval_inputs(split) {
-                    out.push(tta_logits(&self.model, &x, &self.tta).to_kind(Kind::Double).to_device(Device::Cpu));
+                    let logits = tta_logits(&self.model, &x, &self.tta, self.transform.size);
+                    out.push(logits.to_kind(Kind::Double).to_device(Device::Cpu));
                 }
             })
         });
@@ -139,20 +148,38 @@ fn predictions(batches: &[Tensor]) -> Vec<Prediction> {
 
 /// The model's logits for the batch `x`, in inference mode; with test-time views, the log of
 /// the softmax averaged over the plain image and each view (so argmax and cross-entropy
-/// read it as they read logits).
-pub(crate) fn tta_logits(model: &Classifier, x: &Tensor, views: &[TtaView]) -> Tensor {
-    let plain = model.infer(x);
-    if views.is_empty() {
-        return plain;
-    }
-    let mut logits = vec![plain];
+/// read it as they read logits). `x` is the center crops of `size`, or with multi-crop views
+/// the stored squares they are cut from.
+pub(crate) fn tta_logits(model: &Classifier, x: &Tensor, views: &[TtaView], size: i64) -> Tensor {
+    let inputs = view_inputs(x, views, size);
+    let logits: Vec<Tensor> = inputs.iter().map(|v| model.infer(v)).collect();
+    if logits.len() == 1 { logits.into_iter().next().expect("the plain view") } else { average_views(&logits) }
+}
+
+/// The inputs of each view of the batch `x` (see [`tta_logits`]): the center crop first,
+/// then hflip's mirror, five_crop's corners (top left, top right, bottom left, bottom
+/// right), ten_crop's five crops' mirrors after its corners.
+pub(crate) fn view_inputs(x: &Tensor, views: &[TtaView], size: i64) -> Vec<Tensor> {
+    let side = x.size()[2];
+    let far = side - size;
+    let crop =
+        |y: i64, x0: i64| if side == size { x.shallow_clone() } else { x.narrow(2, y, size).narrow(3, x0, size) };
+    let center = crop(far / 2, far / 2);
+    let corners = || [(0, 0), (0, far), (far, 0), (far, far)].map(|(y, x0)| crop(y, x0));
+    let mut out = vec![center.shallow_clone()];
     for view in views {
-        let seen = match view {
-            TtaView::Hflip => x.flip([3]),
-        };
-        logits.push(model.infer(&seen));
+        match view {
+            TtaView::Hflip => out.push(center.flip([3])),
+            TtaView::FiveCrop => out.extend(corners()),
+            TtaView::TenCrop => {
+                let corners = corners();
+                let mirrors: Vec<Tensor> = std::iter::once(&center).chain(&corners).map(|c| c.flip([3])).collect();
+                out.extend(corners);
+                out.extend(mirrors);
+            }
+        }
     }
-    average_views(&logits)
+    out
 }
 
 /// The log of the softmax averaged over the views' logits (fp32 at least).
@@ -162,4 +189,28 @@ pub(super) fn average_views(logits: &[Tensor]) -> Tensor {
         let probs: Vec<Tensor> = logits.iter().map(|l| l.to_kind(kind).softmax(-1, kind)).collect();
         Tensor::stack(&probs, 0).mean_dim(0, false, kind).log()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_crop_views_are_the_center_the_corners_and_their_mirrors() {
+        // One 1-channel "image" of side 4 whose pixel (y, x) holds 10 y + x; crops of 2.
+        let x =
+            Tensor::from_slice(&(0..16).map(|i| (10 * (i / 4) + i % 4) as f32).collect::<Vec<_>>()).view([1, 1, 4, 4]);
+        let first = |t: &Tensor| t.double_value(&[0, 0, 0, 0]);
+        let five = view_inputs(&x, &[TtaView::FiveCrop], 2);
+        assert_eq!(five.iter().map(first).collect::<Vec<_>>(), [11.0, 0.0, 2.0, 20.0, 22.0]);
+        assert!(five.iter().all(|v| v.size() == [1, 1, 2, 2]));
+        let ten = view_inputs(&x, &[TtaView::TenCrop], 2);
+        assert_eq!(ten.len(), 10);
+        // The mirrors: the center's (12 11 / 22 21) first, then each corner's.
+        assert_eq!(ten[5..].iter().map(first).collect::<Vec<_>>(), [12.0, 1.0, 3.0, 21.0, 23.0]);
+        // The center crop alone (no multi-crop view): the input as it is, and its mirror.
+        let plain = x.narrow(2, 1, 2).narrow(3, 1, 2);
+        let flipped = view_inputs(&plain, &[TtaView::Hflip], 2);
+        assert_eq!(flipped.iter().map(first).collect::<Vec<_>>(), [11.0, 12.0]);
+    }
 }

@@ -330,3 +330,38 @@ fn bf16_autocast_trains_on_the_cpu_close_to_fp32_and_is_recorded() {
         assert!(b.is_finite() && (a - b).abs() <= 0.15 * a.abs(), "fp32 {:?} vs bf16 {:?}", losses[0], losses[1]);
     }
 }
+
+#[test]
+fn multi_crop_test_time_views_validate_and_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = crate::common::shapes(root, 2, 6);
+    let spec = format!("{}\n[eval]\ntta = [\"ten_crop\"]\n", crate::common::tiny_spec(&data));
+    std::fs::write(root.join("spec.toml"), &spec).unwrap();
+    let o = runner(root, &["run", "spec.toml", "--out", "runs", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = only_run(&root.join("runs/tiny"));
+    let log = std::fs::read_to_string(run.join("run.log")).unwrap();
+    assert!(log.contains("test-time augmentation: softmax averaged over the image and [TenCrop]"), "{log}");
+    assert!(log.contains("validation runs the full forward (eval.tta)"), "{log}");
+    assert_eq!(summary_json(&run)["status"], "completed");
+
+    let image = std::fs::read_dir(data.join("circle")).unwrap().next().unwrap().unwrap().path();
+    let probs = |extra: &[&str]| {
+        let args =
+            [&["predict", image.to_str().unwrap(), "--run", run.to_str().unwrap(), "--json"][..], extra].concat();
+        let o = runner(root, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v[0]["top"].as_array().unwrap().iter().map(|t| t["probability"].as_f64().unwrap()).collect::<Vec<f64>>()
+    };
+    let (default, ten, five, none) =
+        (probs(&[]), probs(&["--tta", "ten_crop"]), probs(&["--tta", "five_crop"]), probs(&["--tta", "none"]));
+    assert_eq!(default, ten, "predict takes the run's views");
+    assert_ne!(ten, none);
+    assert_ne!(five, ten);
+    assert!((five.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{five:?}");
+
+    let e = spec_error(root, &spec.replace("[\"ten_crop\"]", "[\"ten_crop\", \"hflip\"]"));
+    assert!(e.contains("`eval.tta`: ten_crop already holds the five crops and their mirrors: drop \"hflip\""), "{e}");
+}

@@ -193,6 +193,19 @@ impl EvalSpec {
 pub enum TtaView {
     /// The image mirrored left to right.
     Hflip,
+    /// The four corner crops of the stored square (shorter side image_size / 0.875, center
+    /// square), beside the center crop: torchvision's `FiveCrop` after `Resize` and
+    /// `CenterCrop` to that side.
+    FiveCrop,
+    /// The five crops and their mirrors (`TenCrop`): hflip included.
+    TenCrop,
+}
+
+impl TtaView {
+    /// Whether the view needs the stored square rather than the center crop.
+    pub fn multi_crop(views: &[TtaView]) -> bool {
+        views.iter().any(|v| matches!(v, TtaView::FiveCrop | TtaView::TenCrop))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -373,6 +373,15 @@ impl Spec {
         {
             return Err(invalid("eval.tta", format!("{v:?} is listed twice")));
         }
+        if self.eval.tta.contains(&TtaView::TenCrop)
+            && let Some(v) = self.eval.tta.iter().find(|v| **v != TtaView::TenCrop)
+        {
+            let name = toml::Value::try_from(v).map(|v| v.to_string()).unwrap_or_default();
+            return Err(invalid(
+                "eval.tta",
+                format!("ten_crop already holds the five crops and their mirrors: drop {name}"),
+            ));
+        }
         if let Some(f) = self.divergence_factor
             && !(f > 1.0 && f.is_finite())
         {
