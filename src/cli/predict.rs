@@ -45,7 +45,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Test-time augmentation: average the softmax over the image and these views
-    /// ("hflip", "five_crop", "ten_crop"; "none" for the image alone). A run's `[eval] tta` by default.
+    /// ("hflip", "five_crop", "ten_crop", "scale=1.15"; "none" for the image alone). A run's
+    /// `[eval] tta` by default.
     #[arg(long, value_delimiter = ',', value_parser = parse_tta)]
     pub tta: Option<Vec<Option<TtaView>>>,
     /// Also give every class's raw logit (JSON: "logits"; CSV: logit_0, logit_1, ...), e.g.
@@ -90,7 +91,11 @@ fn parse_tta(s: &str) -> std::result::Result<Option<TtaView>, String> {
         "five_crop" => Ok(Some(TtaView::FiveCrop)),
         "ten_crop" => Ok(Some(TtaView::TenCrop)),
         "none" => Ok(None),
-        _ => Err(format!("expected \"hflip\", \"five_crop\", \"ten_crop\" or \"none\", found {s:?}")),
+        _ if s.starts_with("scale=") => match s["scale=".len()..].parse::<f64>() {
+            Ok(x) if runner::config::spec::TTA_SCALES.contains(&x) => Ok(Some(TtaView::Scale(x))),
+            _ => Err(format!("expected scale=S with S from 0.875 to 2, found {s:?}")),
+        },
+        _ => Err(format!("expected \"hflip\", \"five_crop\", \"ten_crop\", \"scale=S\" or \"none\", found {s:?}")),
     }
 }
 

@@ -158,7 +158,8 @@ pub(crate) fn tta_logits(model: &Classifier, x: &Tensor, views: &[TtaView], size
 
 /// The inputs of each view of the batch `x` (see [`tta_logits`]): the center crop first,
 /// then hflip's mirror, five_crop's corners (top left, top right, bottom left, bottom
-/// right), ten_crop's five crops' mirrors after its corners.
+/// right), ten_crop's five crops' mirrors after its corners, a scale's center crop of the
+/// resized square.
 pub(crate) fn view_inputs(x: &Tensor, views: &[TtaView], size: i64) -> Vec<Tensor> {
     let side = x.size()[2];
     let far = side - size;
@@ -176,6 +177,13 @@ pub(crate) fn view_inputs(x: &Tensor, views: &[TtaView], size: i64) -> Vec<Tenso
                 let mirrors: Vec<Tensor> = std::iter::once(&center).chain(&corners).map(|c| c.flip([3])).collect();
                 out.extend(corners);
                 out.extend(mirrors);
+            }
+            TtaView::Scale(s) => {
+                // At least a crop's side: 0.875 of the stored side rounds to it or above.
+                let n = ((side as f64 * s).round() as i64).max(size);
+                let resized = x.internal_upsample_bilinear2d_aa([n, n], false, None, None);
+                let off = (n - size) / 2;
+                out.push(resized.narrow(2, off, size).narrow(3, off, size));
             }
         }
     }
@@ -212,5 +220,22 @@ mod tests {
         let plain = x.narrow(2, 1, 2).narrow(3, 1, 2);
         let flipped = view_inputs(&plain, &[TtaView::Hflip], 2);
         assert_eq!(flipped.iter().map(first).collect::<Vec<_>>(), [11.0, 12.0]);
+    }
+
+    #[test]
+    fn a_scale_is_the_center_crop_of_the_resized_square() {
+        // A linear ramp stays linear under bilinear resizing: on side 8 with x[.., j] = j, the
+        // square at scale 2 (side 16) has column k at (k + 0.5) / 2 - 0.5; its center crop of 4
+        // starts at column 6: 2.75, 3.25, 3.75, 4.25.
+        let ramp = Tensor::arange(8, (Kind::Float, Device::Cpu)).view([1, 1, 1, 8]).expand([1, 1, 8, 8], false);
+        let views = view_inputs(&ramp, &[TtaView::Scale(2.0)], 4);
+        assert_eq!(views[1].size(), [1, 1, 4, 4]);
+        let row = Vec::<f32>::try_from(views[1].get(0).get(0).get(0)).unwrap();
+        for (got, want) in row.iter().zip([2.75f32, 3.25, 3.75, 4.25]) {
+            assert!((got - want).abs() < 1e-5, "{row:?}");
+        }
+        // Scale 1 is the center crop itself.
+        let one = view_inputs(&ramp, &[TtaView::Scale(1.0)], 4);
+        assert!(one[1].allclose(&one[0], 1e-6, 1e-6, false));
     }
 }

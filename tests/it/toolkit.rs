@@ -362,6 +362,14 @@ fn multi_crop_test_time_views_validate_and_predict() {
     assert_ne!(five, ten);
     assert!((five.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{five:?}");
 
+    let scaled = probs(&["--tta", "hflip,scale=1.15"]);
+    assert_ne!(scaled, none);
+    assert!((scaled.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{scaled:?}");
+    let o = runner(root, &["predict", image.to_str().unwrap(), "--run", run.to_str().unwrap(), "--tta", "scale=3"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    let e = spec_error(root, &spec.replace("[\"ten_crop\"]", "[{ scale = 0.5 }]"));
+    assert!(e.contains("`eval.tta`: expected a scale from 0.875 to 2, found 0.5"), "{e}");
     let e = spec_error(root, &spec.replace("[\"ten_crop\"]", "[\"ten_crop\", \"hflip\"]"));
     assert!(e.contains("`eval.tta`: ten_crop already holds the five crops and their mirrors: drop \"hflip\""), "{e}");
 }

@@ -188,7 +188,7 @@ impl EvalSpec {
 }
 
 /// A test-time augmentation view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TtaView {
     /// The image mirrored left to right.
@@ -199,12 +199,19 @@ pub enum TtaView {
     FiveCrop,
     /// The five crops and their mirrors (`TenCrop`): hflip included.
     TenCrop,
+    /// `{ scale = 1.15 }`: the stored square resized by this factor (bilinear, antialiased),
+    /// its center crop: the image seen at a shorter side of scale x image_size / 0.875.
+    Scale(f64),
 }
 
+/// The range of `{ scale = s }`: from the whole stored square (0.875, its side a crop's /
+/// 0.875) to twice it.
+pub const TTA_SCALES: std::ops::RangeInclusive<f64> = 0.875..=2.0;
+
 impl TtaView {
-    /// Whether the view needs the stored square rather than the center crop.
+    /// Whether the views need the stored square rather than the center crop.
     pub fn multi_crop(views: &[TtaView]) -> bool {
-        views.iter().any(|v| matches!(v, TtaView::FiveCrop | TtaView::TenCrop))
+        views.iter().any(|v| matches!(v, TtaView::FiveCrop | TtaView::TenCrop | TtaView::Scale(_)))
     }
 }
 

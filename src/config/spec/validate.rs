@@ -373,6 +373,13 @@ impl Spec {
         {
             return Err(invalid("eval.tta", format!("{v:?} is listed twice")));
         }
+        if let Some(s) = self.eval.tta.iter().find_map(|v| match v {
+            TtaView::Scale(s) if !TTA_SCALES.contains(s) => Some(*s),
+            _ => None,
+        }) {
+            let (lo, hi) = (TTA_SCALES.start(), TTA_SCALES.end());
+            return Err(invalid("eval.tta", format!("expected a scale from {lo} to {hi}, found {s}")));
+        }
         if self.eval.tta.contains(&TtaView::TenCrop)
             && let Some(v) = self.eval.tta.iter().find(|v| **v != TtaView::TenCrop)
         {
