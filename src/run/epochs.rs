@@ -77,9 +77,10 @@ impl Training<'_> {
             ));
         }
         if !spec.eval.tta.is_empty() {
-            self.records
-                .log
-                .line(&format!("test-time augmentation: softmax averaged over the image and {:?}", spec.eval.tta));
+            self.records.log.line(&format!(
+                "test-time augmentation: softmax averaged over the image and {}",
+                tta_names(&spec.eval.tta)
+            ));
         }
         let mut optimizer_state = Some(optimizer_state);
         for (name, lr) in &state.found_lr {
@@ -256,6 +257,16 @@ fn diverged(rows: &[EpochRecord], factor: f64, chance: f64) -> bool {
     !last.train_loss.is_finite() || last.train_loss > factor * reference
 }
 
+/// Test-time views as the spec writes them: `hflip, { scale = 1.15 }`.
+fn tta_names(views: &[crate::config::spec::TtaView]) -> String {
+    let name = |v| match toml::Value::try_from(v) {
+        Ok(toml::Value::String(s)) => s,
+        Ok(toml::Value::Table(t)) => t.iter().map(|(k, v)| format!("{{ {k} = {v} }}")).collect(),
+        _ => format!("{v:?}"),
+    };
+    views.iter().map(|v| name(*v)).collect::<Vec<_>>().join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +287,11 @@ mod tests {
         assert!(diverged(&rows(&[f64::INFINITY]), 100.0, ten));
         assert!(!diverged(&rows(&[2.3, 40.0]), 100.0, ten) && diverged(&rows(&[2.3, 40.0]), 10.0, ten));
         assert!(!diverged(&[], 100.0, ten));
+        use crate::config::spec::TtaView;
+        assert_eq!(
+            tta_names(&[TtaView::Hflip, TtaView::Scale(1.15), TtaView::TenCrop]),
+            "hflip, { scale = 1.15 }, ten_crop"
+        );
         // Fitted in the first epoch: a loss still below chance level is not divergence.
         assert!(!diverged(&rows(&[1e-10, 1.5e-8, 2.0]), 100.0, ten));
         assert!(diverged(&rows(&[1e-10, 2.4]), 100.0, ten));

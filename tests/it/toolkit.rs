@@ -342,7 +342,7 @@ fn multi_crop_test_time_views_validate_and_predict() {
     assert!(o.status.success(), "{}", stderr(&o));
     let run = only_run(&root.join("runs/tiny"));
     let log = std::fs::read_to_string(run.join("run.log")).unwrap();
-    assert!(log.contains("test-time augmentation: softmax averaged over the image and [TenCrop]"), "{log}");
+    assert!(log.contains("test-time augmentation: softmax averaged over the image and ten_crop"), "{log}");
     assert!(log.contains("validation runs the full forward (eval.tta)"), "{log}");
     assert_eq!(summary_json(&run)["status"], "completed");
 
