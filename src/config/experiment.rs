@@ -201,6 +201,7 @@ pub struct TpeTrials {
     builder: Builder,
     /// Trials in all.
     pub trials: usize,
+    pub settings: crate::config::tpe::Tpe,
 }
 
 impl TpeTrials {
@@ -208,6 +209,11 @@ impl TpeTrials {
     /// one's values and result; `higher_is_better` for the result).
     pub fn propose(&self, t: usize, history: &[(Vec<toml::Value>, f64)], higher_is_better: bool) -> Vec<toml::Value> {
         self.search().propose(t, history, higher_is_better)
+    }
+
+    /// Trial `t`'s values from the observed trials' values, best first.
+    pub fn propose_ranked(&self, t: usize, ranked: &[&[toml::Value]]) -> Vec<toml::Value> {
+        self.search().propose_ranked(t, ranked)
     }
 
     /// The run of a trial with these values.
@@ -230,20 +236,25 @@ impl TpeTrials {
 /// The checks of a TPE search: no grid (each point would need a search of its own) and one
 /// run per trial (no fold expansion); its trials' builder.
 fn check_tpe(builder: &Builder, runs: &[PlannedRun]) -> Result<std::sync::Arc<TpeTrials>, SpecError> {
+    let (key, what) = match builder.search.as_ref().and_then(|s| s.halving) {
+        Some(_) => ("sampler", "sampler = \"tpe\""),
+        None => ("method", "method = \"tpe\""),
+    };
     if !builder.axes.is_empty() {
         return Err(builder.source.error(
-            &["search", "method"],
-            "method = \"tpe\" with a [grid]: put the grid's keys in the search space (as choice) instead".into(),
+            &["search", key],
+            format!("{what} with a [grid]: put the grid's keys in the search space (as choice) instead"),
         ));
     }
     if runs.iter().any(|r| r.spec.data.folds.is_some() && r.spec.data.fold.is_none()) {
         return Err(builder.source.error(
-            &["search", "method"],
-            "method = \"tpe\" needs one run per trial: set data.fold, or search without folds".into(),
+            &["search", key],
+            format!("{what} needs one run per trial: set data.fold, or search without folds"),
         ));
     }
-    let trials = builder.search.as_ref().map_or(0, |s| s.trials);
-    Ok(std::sync::Arc::new(TpeTrials { builder: builder.clone(), trials }))
+    let (trials, settings) =
+        builder.search.as_ref().map_or((0, Default::default()), |s| (s.trials, s.tpe.unwrap_or_default()));
+    Ok(std::sync::Arc::new(TpeTrials { builder: builder.clone(), trials, settings }))
 }
 
 /// One axis of the grid: the keys it sets and, per point, their values.

@@ -20,6 +20,10 @@
 //! in the order the space lists them: raising `trials` keeps the earlier trials as they
 //! were, and a rerun plans the same trials. Floats are rounded to 4 significant digits, so
 //! that plans and run names stay readable.
+//!
+//! `method = "halving"` trains the trials by successive halving (sweep/halving/); its
+//! `sampler = "tpe"` proposes them by TPE as they start. `method = "tpe"` runs TPE's trials
+//! one after another (config/tpe.rs, sweep/tpe.rs).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -38,7 +42,8 @@ pub(crate) struct Search {
     pub space: Vec<Dimension>,
     /// `method = "halving"`: how the trials share the epochs.
     pub halving: Option<Halving>,
-    /// `method = "tpe"`: trials proposed from the results of the trials before them.
+    /// `method = "tpe"`, or `sampler = "tpe"` with halving: trials proposed from the
+    /// results of the trials before them.
     pub tpe: Option<super::tpe::Tpe>,
 }
 
@@ -109,9 +114,7 @@ pub(crate) fn parse(source: &SpecSource, value: &toml::Value) -> Result<Search, 
         return Err(source.error(&at(&["search"]), format!("expected a table, found {}", value.type_str())));
     };
     let mut search = Search { trials: 0, seed: 0, space: vec![], halving: None, tpe: None };
-    let mut method = "random";
-    let (mut min_epochs, mut eta) = (None, None);
-    let (mut startup, mut candidates) = (None, None);
+    let mut m = MethodKeys { method: "random", ..MethodKeys::default() };
     for (key, value) in table {
         match (key.as_str(), value) {
             ("trials", toml::Value::Integer(n)) if (1..=MAX_TRIALS as i64).contains(n) => search.trials = *n as usize,
@@ -123,25 +126,29 @@ pub(crate) fn parse(source: &SpecSource, value: &toml::Value) -> Result<Search, 
             ("seed", other) => {
                 return Err(source.error(&at(&["search", "seed"]), format!("expected an integer >= 0, found {other}")));
             }
-            ("method", toml::Value::String(m)) if m == "random" => method = "random",
-            ("method", toml::Value::String(m)) if m == "halving" => method = "halving",
-            ("method", toml::Value::String(m)) if m == "tpe" => method = "tpe",
+            ("method", toml::Value::String(v)) if ["random", "halving", "tpe"].contains(&v.as_str()) => m.method = v,
             ("method", other) => {
                 return Err(source.error(
                     &at(&["search", "method"]),
                     format!("expected \"random\", \"halving\" or \"tpe\", found {other}"),
                 ));
             }
-            ("startup_trials", toml::Value::Integer(n)) if *n >= 1 => startup = Some(*n as usize),
-            ("candidates", toml::Value::Integer(n)) if (1..=10_000).contains(n) => candidates = Some(*n as usize),
+            ("sampler", toml::Value::String(v)) if v == "random" || v == "tpe" => m.sampler = Some(v),
+            ("sampler", other) => {
+                return Err(
+                    source.error(&at(&["search", "sampler"]), format!("expected \"random\" or \"tpe\", found {other}"))
+                );
+            }
+            ("startup_trials", toml::Value::Integer(n)) if *n >= 1 => m.startup = Some(*n as usize),
+            ("candidates", toml::Value::Integer(n)) if (1..=10_000).contains(n) => m.candidates = Some(*n as usize),
             ("startup_trials" | "candidates", other) => {
                 return Err(source.error(&at(&["search", key]), format!("expected an integer >= 1, found {other}")));
             }
-            ("min_epochs", toml::Value::Integer(n)) if *n >= 1 => min_epochs = Some(*n as usize),
+            ("min_epochs", toml::Value::Integer(n)) if *n >= 1 => m.min_epochs = Some(*n as usize),
             ("min_epochs", other) => {
                 return Err(source.error(&at(&["search", "min_epochs"]), format!("expected at least 1, found {other}")));
             }
-            ("eta", toml::Value::Integer(n)) if *n >= 2 => eta = Some(*n as usize),
+            ("eta", toml::Value::Integer(n)) if *n >= 2 => m.eta = Some(*n as usize),
             ("eta", other) => {
                 return Err(source.error(&at(&["search", "eta"]), format!("expected an integer >= 2, found {other}")));
             }
@@ -157,17 +164,44 @@ pub(crate) fn parse(source: &SpecSource, value: &toml::Value) -> Result<Search, 
                 ));
             }
             (other, _) => {
-                let hint = crate::config::spec::suggest(
-                    other,
-                    &["trials", "method", "seed", "space", "min_epochs", "eta", "startup_trials", "candidates"],
-                )
-                .map(|s| format!(", did you mean `{s}`?"))
-                .unwrap_or_default();
+                let hint = crate::config::spec::suggest(other, KEYS)
+                    .map(|s| format!(", did you mean `{s}`?"))
+                    .unwrap_or_default();
                 return Err(source.error(&at(&["search", other]), format!("unknown key `{other}`{hint}")));
             }
         }
     }
-    if method == "tpe" {
+    complete(source, search, m)
+}
+
+/// `[search]`'s keys.
+const KEYS: &[&str] =
+    &["trials", "method", "sampler", "seed", "space", "min_epochs", "eta", "startup_trials", "candidates"];
+
+/// The keys of `[search]` that choose and tune its method.
+#[derive(Default)]
+struct MethodKeys<'a> {
+    method: &'a str,
+    sampler: Option<&'a str>,
+    min_epochs: Option<usize>,
+    eta: Option<usize>,
+    startup: Option<usize>,
+    candidates: Option<usize>,
+}
+
+/// The checks of `[search]` as a whole, once each key is read: the method's own keys,
+/// enough trials, a space to sample.
+fn complete(source: &SpecSource, mut search: Search, m: MethodKeys) -> Result<Search, SpecError> {
+    let at = |path: &[&str]| path.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let MethodKeys { method, sampler, min_epochs, eta, startup, candidates } = m;
+    // Halving's trials are drawn at random by default; `sampler = "tpe"` proposes them.
+    if sampler.is_some() && method != "halving" {
+        return Err(source.error(
+            &at(&["search", "sampler"]),
+            format!("`sampler` is for method = \"halving\" (method = \"{method}\" chooses its trials itself)"),
+        ));
+    }
+    if method == "tpe" || sampler == Some("tpe") {
         let d = super::tpe::Tpe::default();
         search.tpe = Some(super::tpe::Tpe {
             startup_trials: startup.unwrap_or(d.startup_trials),
@@ -176,21 +210,10 @@ pub(crate) fn parse(source: &SpecSource, value: &toml::Value) -> Result<Search, 
     } else if let Some(key) =
         [("startup_trials", startup), ("candidates", candidates)].iter().find(|(_, v)| v.is_some()).map(|(k, _)| *k)
     {
-        return Err(source.error(&at(&["search", key]), format!("`{key}` is for method = \"tpe\"")));
+        return Err(
+            source.error(&at(&["search", key]), format!("`{key}` is for method = \"tpe\" or sampler = \"tpe\""))
+        );
     }
-    complete(source, search, method, min_epochs, eta)
-}
-
-/// The checks of `[search]` as a whole, once each key is read: the method's own keys,
-/// enough trials, a space to sample.
-fn complete(
-    source: &SpecSource,
-    mut search: Search,
-    method: &str,
-    min_epochs: Option<usize>,
-    eta: Option<usize>,
-) -> Result<Search, SpecError> {
-    let at = |path: &[&str]| path.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     if method == "halving" {
         search.halving = Some(Halving { min_epochs: min_epochs.unwrap_or(1), eta: eta.unwrap_or(3) });
     } else if let Some(key) =

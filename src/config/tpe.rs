@@ -224,17 +224,25 @@ impl Search {
     /// and its monitored result (`higher_is_better` says which way is good). Before
     /// `startup_trials` finished trials, the random search's draw of trial `t`.
     pub fn propose(&self, t: usize, history: &[(Vec<toml::Value>, f64)], higher_is_better: bool) -> Vec<toml::Value> {
+        let mut finished: Vec<&(Vec<toml::Value>, f64)> = history.iter().filter(|h| h.1.is_finite()).collect();
+        let key = |h: &(Vec<toml::Value>, f64)| if higher_is_better { -h.1 } else { h.1 };
+        // Stable: equal results keep the trials' order.
+        finished.sort_by(|a, b| key(a).total_cmp(&key(b)));
+        let ranked: Vec<&[toml::Value]> = finished.iter().map(|h| h.0.as_slice()).collect();
+        self.propose_ranked(t, &ranked)
+    }
+
+    /// Trial `t`'s values under TPE from the observed trials' values, best first (the
+    /// ranking is the caller's: by result, or within halving by how far a trial went).
+    /// Before `startup_trials` observations, the random search's draw of trial `t`.
+    pub fn propose_ranked(&self, t: usize, ranked: &[&[toml::Value]]) -> Vec<toml::Value> {
         let tpe = self.tpe.unwrap_or_default();
-        let finished: Vec<&(Vec<toml::Value>, f64)> = history.iter().filter(|h| h.1.is_finite()).collect();
-        if finished.len() < tpe.startup_trials.max(1) {
+        if ranked.len() < tpe.startup_trials.max(1) {
             return self.sample(t);
         }
-        let mut order: Vec<usize> = (0..finished.len()).collect();
-        let key = |i: usize| if higher_is_better { -finished[i].1 } else { finished[i].1 };
-        order.sort_by(|&a, &b| key(a).total_cmp(&key(b)).then(a.cmp(&b)));
-        // Each part in the order of the values, as Optuna 5 builds its estimators (the order
-        // weighs observations from the 26th on).
-        let (good_idx, bad_idx) = order.split_at(gamma(finished.len()));
+        // Each part in rank order, as Optuna 5 builds its estimators (the order weighs
+        // observations from the 26th on).
+        let (good, bad) = ranked.split_at(gamma(ranked.len()));
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(t as u64);
         self.space
@@ -242,8 +250,8 @@ impl Search {
             .enumerate()
             .map(|(d, dim)| {
                 let values =
-                    |idx: &[usize]| idx.iter().map(|&i| modelled(&dim.dist, &finished[i].0[d])).collect::<Vec<_>>();
-                propose_one(dim, &values(good_idx), &values(bad_idx), tpe.candidates, &mut rng)
+                    |part: &[&[toml::Value]]| part.iter().map(|v| modelled(&dim.dist, &v[d])).collect::<Vec<_>>();
+                propose_one(dim, &values(good), &values(bad), tpe.candidates, &mut rng)
             })
             .collect()
     }

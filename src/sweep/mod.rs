@@ -303,12 +303,13 @@ pub fn execute(runs: &[SweepRun], opts: &RunOptions, mut observe: impl FnMut(Eve
                 continue;
             }
             searched.push(&run.spec_path);
-            if let Some(tpe) = &run.tpe {
+            let Some(h) = run.halving else {
+                let tpe = run.tpe.as_ref().expect("a TPE search");
                 rows.extend(tpe::execute(run, tpe, opts, &mut observe));
                 continue;
-            }
+            };
             let trials: Vec<SweepRun> = runs.iter().filter(|r| r.spec_path == run.spec_path).cloned().collect();
-            match halving::execute(&trials, run.halving.expect("a halving search"), opts) {
+            match halving::execute(&trials, h, run.tpe.clone(), opts) {
                 Ok(done) => rows.extend(done.rows),
                 Err(error) => {
                     rows.push(search_failed(&trials, "halving search", &error));

@@ -11,10 +11,12 @@ use crate::error::Error;
 use crate::run::{self, RunOptions};
 
 /// One finished trial of the journal.
-struct Trial {
-    run_id: String,
-    values: Vec<toml::Value>,
-    value: f64,
+pub(super) struct Trial {
+    pub run_id: String,
+    pub values: Vec<toml::Value>,
+    pub value: f64,
+    /// Inside halving: the epochs it was trained.
+    pub epochs: Option<usize>,
 }
 
 /// Runs the search whose startup trials `first` is the first of, trial after trial.
@@ -55,7 +57,7 @@ pub(super) fn execute(
         let value = result.as_ref().ok().and_then(|o| o.summary.best_value).unwrap_or(f64::NAN);
         let busy = matches!(result.as_ref().map_err(Error::cause), Err(Error::Busy { .. }));
         history.push((values.clone(), value));
-        journal.push(Trial { run_id: run_id.unwrap_or_default(), values, value });
+        journal.push(Trial { run_id: run_id.unwrap_or_default(), values, value, epochs: None });
         observe(Event::Ended { run: &run, row: &row, result });
         rows.push(row);
         if busy {
@@ -69,14 +71,18 @@ pub(super) fn execute(
     rows
 }
 
-/// `tpe_trials.csv`: trial, run id, each key's value, the monitored result (empty when none).
-fn write_journal(dir: &Path, tpe: &TpeTrials, trials: &[Trial], monitor: &str) -> anyhow::Result<()> {
+/// `tpe_trials.csv`: trial, run id, each key's value, (inside halving) the epochs trained,
+/// the monitored result (empty when none).
+pub(super) fn write_journal(dir: &Path, tpe: &TpeTrials, trials: &[Trial], monitor: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let mut text = format!("trial,run_id,{},best_{monitor}\n", tpe.keys().join(","));
+    let halving = trials.iter().any(|t| t.epochs.is_some());
+    let epochs_column = if halving { "epochs," } else { "" };
+    let mut text = format!("trial,run_id,{},{epochs_column}best_{monitor}\n", tpe.keys().join(","));
     for (t, trial) in trials.iter().enumerate() {
         let values: Vec<String> = trial.values.iter().map(|v| v.to_string().replace(',', ";")).collect();
         let value = if trial.value.is_finite() { trial.value.to_string() } else { String::new() };
-        text.push_str(&format!("{},{},{},{value}\n", t + 1, trial.run_id, values.join(",")));
+        let epochs = trial.epochs.map(|e| format!("{e},")).unwrap_or_default();
+        text.push_str(&format!("{},{},{},{epochs}{value}\n", t + 1, trial.run_id, values.join(",")));
     }
     crate::sys::atomic::write_atomic(&dir.join("tpe_trials.csv"), text.as_bytes())
 }

@@ -171,6 +171,36 @@ fn journal(out: &std::path::Path) -> (Decisions, Results) {
     (starts, dones)
 }
 
+/// Runs `runner sweep spec.toml` into the folder above `experiment` (`out/name`) on
+/// `threads` threads and kills it as soon as its halving journal's text passes `enough`.
+fn kill_when(root: &std::path::Path, experiment: &str, threads: usize, enough: impl Fn(&str) -> bool) {
+    let out = experiment.split('/').next().unwrap();
+    let mut child = crate::common::runner_bin()
+        .current_dir(root)
+        .args(["sweep", "spec.toml", "--out", out, "--quiet", "--no-report"])
+        .env("RUNNER_THREADS", threads.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_dir(root.join(experiment))
+            .ok()
+            .and_then(|d| d.flatten().find(|e| e.file_name().to_string_lossy().starts_with(".halving-")))
+            .and_then(|e| std::fs::read_to_string(e.path()).ok())
+            .unwrap_or_default();
+        if enough(&text) {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the search ended before it was killed");
+        assert!(started.elapsed().as_secs() < 120, "the search made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn a_halving_search_spends_fewer_epochs_promotes_the_best_and_resumes_with_the_same_decisions() {
     let dir = tempfile::tempdir().unwrap();
@@ -242,30 +272,7 @@ fn a_halving_search_spends_fewer_epochs_promotes_the_best_and_resumes_with_the_s
     }
 
     // The same search killed part-way and run again decides the same, with the same results.
-    let mut child = crate::common::runner_bin()
-        .current_dir(root)
-        .args(["sweep", "spec.toml", "--out", "b", "--quiet", "--no-report"])
-        .env("RUNNER_THREADS", "2")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    loop {
-        let dones = std::fs::read_dir(root.join("b/tiny"))
-            .ok()
-            .and_then(|d| d.flatten().find(|e| e.file_name().to_string_lossy().starts_with(".halving-")))
-            .and_then(|e| std::fs::read_to_string(e.path()).ok())
-            .map_or(0, |t| t.lines().filter(|l| l.starts_with("done")).count());
-        if dones >= 5 {
-            break;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "the search ended before it was killed");
-        assert!(started.elapsed().as_secs() < 120, "the search made no progress");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(root, "b/tiny", 2, |journal| journal.lines().filter(|l| l.starts_with("done")).count() >= 5);
     let (killed_starts, _) = journal(&root.join("b"));
     assert!(killed_starts.len() < starts.len(), "killed part-way: {killed_starts:?}");
     let o = runner(root, &["sweep", "spec.toml", "--out", "b", "--no-report"]);
@@ -414,4 +421,120 @@ fn a_tpe_search_proposes_from_results_reproducibly_and_resumes() {
     assert!(e.contains("method = \"tpe\" with a [grid]"), "{e}");
     let e = crate::common::spec_error(root, &tpe_spec(&data, 6, "random"));
     assert!(e.contains("`startup_trials` is for method = \"tpe\""), "{e}");
+}
+
+/// The TPE spec as a halving search: 8 trials of 4 epochs, rungs of 1, 2 and 4 (eta 2),
+/// the trials after the 3 random ones proposed by TPE.
+fn bohb_spec(data: &std::path::Path, sampler: &str) -> String {
+    tpe_spec(data, 8, "halving").replace("epochs = 2\n", "epochs = 4\n").replace(
+        "startup_trials = 4\n",
+        &format!("sampler = \"{sampler}\"\nstartup_trials = 3\nmin_epochs = 1\neta = 2\n"),
+    )
+}
+
+/// The halving journal's lines of `out`.
+fn halving_lines(root: &std::path::Path, out: &str) -> Vec<String> {
+    let dir = root.join(out).join("tpe");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(".halving-"))
+        .expect("a journal beside the runs");
+    std::fs::read_to_string(file.path()).unwrap().lines().map(str::to_string).collect()
+}
+
+/// The decisions (start lines without pid, host and time, a job taken over once) and the
+/// proposals, in order.
+fn decisions(lines: &[String]) -> Vec<String> {
+    let mut seen = vec![];
+    for l in lines {
+        let f: Vec<&str> = l.splitn(4, ' ').collect();
+        let d = match f[0] {
+            "start" => format!("start {} {}", f[1], f[2]),
+            "propose" => l.clone(),
+            _ => continue,
+        };
+        if !seen.contains(&d) {
+            seen.push(d);
+        }
+    }
+    seen
+}
+
+#[test]
+fn tpe_proposes_the_trials_of_a_halving_search_from_every_rung_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = shapes(root, 3, 12);
+    std::fs::write(root.join("spec.toml"), bohb_spec(&data, "tpe")).unwrap();
+    let o = runner(root, &["plan", "spec.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("then 5 more trials of the TPE search"), "{}", stdout(&o));
+    std::fs::write(root.join("random.toml"), bohb_spec(&data, "random").replace("startup_trials = 3\n", "")).unwrap();
+    let o = runner(root, &["plan", "random.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let random_ids: Vec<String> = stdout(&o).lines().skip(1).take(8).map(|l| l[..10].to_string()).collect();
+    let planned = plan(root, &[]);
+    assert_eq!(planned.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), random_ids[..3], "startup = random");
+
+    let o = runner(root, &["sweep", "spec.toml", "--out", "a", "--no-report"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("8 trials (TPE after 3 random), rungs of 1, 2, 4 epochs"), "{out}");
+    assert!(out.contains("pruned by halving"), "{out}");
+    let line = out.lines().find(|l| l.contains("epochs trained in all")).unwrap_or_else(|| panic!("{out}"));
+    let numbers: Vec<usize> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(numbers[1], 32, "8 trials x 4 epochs: {line}");
+    let lines = halving_lines(root, "a");
+    let order = decisions(&lines);
+    // Trials 3 to 7 are proposed, each just before its first start; the startup trials are not.
+    for t in 0..8 {
+        let start = order.iter().position(|d| *d == format!("start {t} 0")).unwrap_or_else(|| panic!("{order:?}"));
+        let proposal = order.iter().position(|d| d.starts_with(&format!("propose {t} ")));
+        assert_eq!(proposal.map(|p| p + 1), (t >= 3).then_some(start), "trial {t}: {order:?}");
+    }
+    // Each proposal was made after results were in: at least 3 trials done by then.
+    let first_proposal = lines.iter().position(|l| l.starts_with("propose ")).unwrap();
+    assert!(lines[..first_proposal].iter().filter(|l| l.starts_with("done ")).count() >= 3, "{lines:?}");
+    // The journal's proposals are the trials' runs (their values in tpe_trials.csv), and
+    // they are not random search's draws of the same trials.
+    let csv = std::fs::read_to_string(root.join("a/tpe/tpe_trials.csv")).unwrap();
+    let rows: Vec<Vec<String>> = csv.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect();
+    assert_eq!(
+        csv.lines().next().unwrap(),
+        "trial,run_id,phases.0.optimizer.lr,model.head.dropout,epochs,best_val_acc"
+    );
+    assert_eq!(rows.len(), 8);
+    for l in lines.iter().filter(|l| l.starts_with("propose ")) {
+        let t: usize = l.split(' ').nth(1).unwrap().parse().unwrap();
+        let array: Vec<f64> = serde_json::from_str(l.splitn(3, ' ').nth(2).unwrap()).unwrap();
+        let csv_values: Vec<f64> = rows[t][2..4].iter().map(|v| v.parse().unwrap()).collect();
+        assert_eq!(array, csv_values, "{l} / {csv}");
+    }
+    let proposed_ids: Vec<&str> = rows[3..].iter().map(|r| r[1].as_str()).collect();
+    assert!(proposed_ids.iter().all(|id| !random_ids.iter().any(|r| r == id)), "{proposed_ids:?} {random_ids:?}");
+    let spent: usize = rows.iter().map(|r| r[4].parse::<usize>().unwrap()).sum();
+    assert_eq!(spent, numbers[0], "the epochs column adds up to what was trained: {csv}");
+
+    // The same search from scratch decides and proposes the same; killed after its first
+    // proposal and run again, too.
+    let o = runner(root, &["sweep", "spec.toml", "--out", "b", "--quiet", "--no-report"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(decisions(&halving_lines(root, "b")), order);
+    kill_when(root, "c/tpe", 1, |journal| journal.contains("\npropose "));
+    assert!(decisions(&halving_lines(root, "c")).len() < order.len(), "killed part-way");
+    let o = runner(root, &["sweep", "spec.toml", "--out", "c", "--quiet", "--no-report"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(decisions(&halving_lines(root, "c")), order, "the same decisions and proposals after the kill");
+    assert_eq!(std::fs::read_to_string(root.join("c/tpe/tpe_trials.csv")).unwrap(), csv);
+
+    // `sampler` is halving's; TPE's keys need a TPE sampler.
+    let e = spec_error(root, &bohb_spec(&data, "tpe").replace("method = \"halving\"", "method = \"random\""));
+    assert!(e.contains("`sampler` is for method = \"halving\""), "{e}");
+    let e = spec_error(root, &bohb_spec(&data, "random"));
+    assert!(e.contains("`startup_trials` is for method = \"tpe\" or sampler = \"tpe\""), "{e}");
+    let e = spec_error(root, &bohb_spec(&data, "bayes"));
+    assert!(e.contains("expected \"random\" or \"tpe\", found \"bayes\""), "{e}");
+    let e = spec_error(root, &format!("{}\n[grid]\nseed = [1, 2]\n", bohb_spec(&data, "tpe")));
+    assert!(e.contains("sampler = \"tpe\" with a [grid]"), "{e}");
 }

@@ -15,18 +15,22 @@
 //! restarts from the journal: the unfinished job of a dead worker is taken over first (its
 //! run resumes from its checkpoint), and then the same rule meets the same results, so
 //! the decisions are the same.
+//!
+//! With `sampler = "tpe"` a new trial's values are proposed by TPE (config/tpe.rs) when it
+//! starts, from every trial's result so far (`ranked`), and journalled with its start.
+
+mod journal;
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use journal::{Entry, Journal, State, hostname, orphaned, unix_now};
 
 use super::{Outcome, Row, SweepRun};
 use crate::Error;
+use crate::config::experiment::TpeTrials;
 use crate::config::search::Halving;
 use crate::config::spec::Monitor;
 use crate::record::summary::{Status, Summary};
@@ -46,101 +50,6 @@ fn top_rung(h: Halving, total: usize) -> usize {
     (0..).find(|&k| budget(h, k, total) >= total).expect("budgets grow to the total")
 }
 
-/// One line of the journal.
-#[derive(Debug, Clone, PartialEq)]
-enum Entry {
-    /// `start <trial> <rung> <pid> <host> <unix seconds>`
-    Start { trial: usize, rung: usize, pid: u32, host: String, at: u64 },
-    /// `done <trial> <rung> <value> <epochs trained> <final>`: its monitored value after
-    /// the rung's budget; `final` when the run ended there (its last rung, or early stopping).
-    Done { trial: usize, rung: usize, value: f64, epochs: usize, finished: bool },
-}
-
-impl Entry {
-    fn line(&self) -> String {
-        match self {
-            Entry::Start { trial, rung, pid, host, at } => format!("start {trial} {rung} {pid} {host} {at}\n"),
-            Entry::Done { trial, rung, value, epochs, finished } => {
-                format!("done {trial} {rung} {value:?} {epochs} {}\n", if *finished { "final" } else { "more" })
-            }
-        }
-    }
-
-    fn parse(line: &str) -> Option<Entry> {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f.as_slice() {
-            ["start", t, r, pid, host, at] => Some(Entry::Start {
-                trial: t.parse().ok()?,
-                rung: r.parse().ok()?,
-                pid: pid.parse().ok()?,
-                host: host.to_string(),
-                at: at.parse().ok()?,
-            }),
-            ["done", t, r, v, e, fin] => Some(Entry::Done {
-                trial: t.parse().ok()?,
-                rung: r.parse().ok()?,
-                value: v.parse().ok()?,
-                epochs: e.parse().ok()?,
-                finished: *fin == "final",
-            }),
-            _ => None,
-        }
-    }
-}
-
-/// What the journal says so far.
-#[derive(Debug, Default)]
-struct State {
-    /// (trial, rung) -> value, epochs trained, finished.
-    done: BTreeMap<(usize, usize), (f64, usize, bool)>,
-    /// (trial, rung) -> the latest start's (pid, host, time), for jobs not done.
-    running: BTreeMap<(usize, usize), (u32, String, u64)>,
-    /// Starts, in order: the decisions.
-    decisions: Vec<(usize, usize)>,
-}
-
-impl Entry {
-    fn trial(&self) -> usize {
-        match self {
-            Entry::Start { trial, .. } | Entry::Done { trial, .. } => *trial,
-        }
-    }
-}
-
-impl State {
-    /// The state of a search of `trials` trials after `entries`; lines naming a trial the
-    /// search does not have (a hand-edited journal, another search's) are left out.
-    fn replay(entries: &[Entry], trials: usize) -> State {
-        let mut s = State::default();
-        for e in entries.iter().filter(|e| e.trial() < trials) {
-            match e {
-                Entry::Start { trial, rung, pid, host, at } => {
-                    if !s.decisions.contains(&(*trial, *rung)) {
-                        s.decisions.push((*trial, *rung));
-                    }
-                    if !s.done.contains_key(&(*trial, *rung)) {
-                        s.running.insert((*trial, *rung), (*pid, host.clone(), *at));
-                    }
-                }
-                Entry::Done { trial, rung, value, epochs, finished } => {
-                    s.running.remove(&(*trial, *rung));
-                    s.done.insert((*trial, *rung), (*value, *epochs, *finished));
-                }
-            }
-        }
-        s
-    }
-
-    fn started(&self, trial: usize) -> bool {
-        self.decisions.iter().any(|(t, _)| *t == trial)
-    }
-
-    /// The highest rung trial `t` has finished, and whether its run is over.
-    fn reached(&self, trial: usize) -> Option<(usize, bool)> {
-        self.done.iter().filter(|((t, _), _)| *t == trial).map(|((_, r), (_, _, fin))| (*r, *fin)).max()
-    }
-}
-
 /// The next job of a worker: a run to train to a rung, nothing yet (others are at work), or
 /// nothing more.
 #[derive(Debug, PartialEq)]
@@ -148,35 +57,6 @@ enum Job {
     Train { trial: usize, rung: usize },
     Wait,
     Done,
-}
-
-/// Whether the job started by `(pid, host, at)` has lost its worker: this host's process
-/// is gone or is another program now (its PID reused), or (another host) nobody has held
-/// the run's lock for a minute since.
-fn orphaned((pid, host, at): &(u32, String, u64), lock_free: bool, me: &str, now: u64) -> bool {
-    if host == me {
-        // SAFETY: signal 0 only asks whether the process exists.
-        let alive = unsafe { libc::kill(*pid as i32, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        // This process's own unfinished job (its run was busy elsewhere then) is free again
-        // once nobody holds the run; so is one whose PID now belongs to another program.
-        return !alive || (lock_free && (*pid == std::process::id() || is_other_program(*pid)));
-    }
-    lock_free && now.saturating_sub(*at) > 60
-}
-
-/// Whether process `pid` runs another program than this one (its PID was reused after the
-/// worker died): its executable, or where that cannot be read (another user's process, a
-/// sandbox) the file name of its argv[0]. Unknown (no /proc): false, the worker is trusted.
-fn is_other_program(pid: u32) -> bool {
-    let Ok(mine) = std::env::current_exe() else { return false };
-    if let Ok(theirs) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-        return theirs != mine;
-    }
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    let theirs = std::path::Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name();
-    theirs != mine.file_name()
 }
 
 /// The ASHA rule. `totals[i]` is trial i's epochs in all, `better(a, b)` whether value a
@@ -237,58 +117,6 @@ pub(crate) fn fuzz_journal(bytes: &[u8]) {
     let _ = next_job(h, &state, &totals, &|a, b| a < b, &orphans);
 }
 
-/// The search's journal, opened for appending.
-struct Journal {
-    file: File,
-    path: PathBuf,
-}
-
-impl Journal {
-    fn open(path: &Path) -> Result<Journal> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .with_context(|| format!("cannot open the search journal {}", path.display()))?;
-        Ok(Journal { file, path: path.to_path_buf() })
-    }
-
-    /// Runs `f` on the entries so far under the journal's exclusive lock; appends what it returns.
-    fn locked<T>(&mut self, f: impl FnOnce(&[Entry]) -> (Vec<Entry>, T)) -> Result<T> {
-        let what = || format!("the search journal {}", self.path.display());
-        self.file.lock().with_context(what)?;
-        let result = (|| {
-            let mut bytes = Vec::new();
-            self.file.seek(SeekFrom::Start(0))?;
-            self.file.read_to_end(&mut bytes)?;
-            // A line that is not text (a damaged journal) parses as nothing, like any other.
-            let entries: Vec<Entry> = String::from_utf8_lossy(&bytes).lines().filter_map(Entry::parse).collect();
-            let (new, out) = f(&entries);
-            for e in &new {
-                self.file.write_all(e.line().as_bytes())?;
-            }
-            self.file.sync_data()?;
-            Ok::<T, std::io::Error>(out)
-        })();
-        let _ = self.file.unlock();
-        result.with_context(what)
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().replace(char::is_whitespace, "_"))
-        .unwrap_or_else(|_| "unknown-host".into())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// What one halving search did, for the sweep's summary.
 pub struct Outcomes {
     pub rows: Vec<Row>,
@@ -298,11 +126,93 @@ pub struct Outcomes {
     pub grid_epochs: usize,
 }
 
+/// The trials with a result, best first, as Optuna's `TPESampler` ranks trials under a
+/// pruner: those whose run is over (their last rung, or early stopping) by their value,
+/// then the others by the epochs they reached (more first) and their value there. A trial
+/// counts from its first rung's result; one without a finite value (failed, or no best
+/// epoch) is left out.
+fn ranked(h: Halving, state: &State, totals: &[usize], better: &dyn Fn(f64, f64) -> bool) -> Vec<usize> {
+    let mut last: BTreeMap<usize, (usize, f64, bool)> = BTreeMap::new();
+    for (&(t, r), &(v, _, fin)) in &state.done {
+        if last.get(&t).is_none_or(|&(seen, _, _)| r > seen) {
+            last.insert(t, (r, v, fin));
+        }
+    }
+    let mut order: Vec<(usize, usize, f64, bool)> = last
+        .into_iter()
+        .filter(|(_, (_, v, _))| v.is_finite())
+        .map(|(t, (r, v, fin))| (t, budget(h, r, totals.get(t).copied().unwrap_or(0)), v, fin))
+        .collect();
+    order.sort_by(|a, b| {
+        let by_value = || {
+            if better(a.2, b.2) {
+                std::cmp::Ordering::Less
+            } else if better(b.2, a.2) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        };
+        let over = b.3.cmp(&a.3);
+        let further = if a.3 && b.3 { std::cmp::Ordering::Equal } else { b.1.cmp(&a.1) };
+        over.then(further).then_with(by_value).then(a.0.cmp(&b.0))
+    });
+    order.into_iter().map(|(t, ..)| t).collect()
+}
+
+/// A search's trials as far as they are known: all of them for random draws; with TPE the
+/// startup trials and those proposed so far (the journal's `propose` lines).
+struct Trials {
+    runs: Vec<SweepRun>,
+    ids: Vec<run::Identity>,
+    /// Each known trial's values in the space's order (TPE only).
+    values: Vec<Vec<toml::Value>>,
+    /// Epochs in all, per trial of the whole search (0 for a trial not known yet).
+    totals: Vec<usize>,
+    tpe: Option<Arc<TpeTrials>>,
+}
+
+impl Trials {
+    fn new(trials: &[SweepRun], tpe: Option<Arc<TpeTrials>>) -> crate::Result<Trials> {
+        let count = tpe.as_ref().map_or(trials.len(), |t| t.trials.max(trials.len()));
+        let mut known = Trials { runs: vec![], ids: vec![], values: vec![], totals: vec![0; count], tpe };
+        for run in trials {
+            let t = known.runs.len();
+            // A startup trial's values: TPE's proposal before any result is random search's draw.
+            let values = known.tpe.as_ref().map(|tpe| tpe.propose_ranked(t, &[])).unwrap_or_default();
+            known.add(run.clone(), values)?;
+        }
+        Ok(known)
+    }
+
+    fn add(&mut self, run: SweepRun, values: Vec<toml::Value>) -> crate::Result<()> {
+        let id = run::identify(&run.planned.spec)?;
+        self.totals[self.runs.len()] = run.planned.spec.total_epochs();
+        self.ids.push(id);
+        self.values.push(values);
+        self.runs.push(run);
+        Ok(())
+    }
+
+    /// Knows trial `t` and those before it: from the journal's proposals (a trial without
+    /// one, in a damaged journal, takes the random draw).
+    fn learn(&mut self, t: usize, proposed: &BTreeMap<usize, Vec<toml::Value>>) -> crate::Result<()> {
+        let Some(tpe) = self.tpe.clone() else { return Ok(()) };
+        while self.runs.len() <= t && self.runs.len() < self.totals.len() {
+            let k = self.runs.len();
+            let values = proposed.get(&k).cloned().unwrap_or_else(|| tpe.propose_ranked(k, &[]));
+            let planned = tpe.run(&values)?;
+            let first = &self.runs[0];
+            let run = SweepRun { planned, point: k + 1, points: self.totals.len(), ..first.clone() };
+            self.add(run, values)?;
+        }
+        Ok(())
+    }
+}
+
 /// One worker's view of a halving search: its trials, their runs, the journal.
 struct Worker<'a> {
-    trials: &'a [SweepRun],
-    ids: Vec<run::Identity>,
-    totals: Vec<usize>,
+    trials: Trials,
     h: Halving,
     monitor: Monitor,
     journal: Journal,
@@ -313,66 +223,90 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    fn new(trials: &'a [SweepRun], h: Halving, opts: &'a RunOptions) -> crate::Result<Worker<'a>> {
-        let ids: Vec<run::Identity> = trials.iter().map(|t| run::identify(&t.planned.spec)).collect::<Result<_>>()?;
-        let totals = trials.iter().map(|t| t.planned.spec.total_epochs()).collect();
+    fn new(
+        trials: &[SweepRun],
+        h: Halving,
+        tpe: Option<Arc<TpeTrials>>,
+        opts: &'a RunOptions,
+    ) -> crate::Result<Worker<'a>> {
+        let trials = Trials::new(trials, tpe)?;
         let mut key_text = format!("{} {}", h.min_epochs, h.eta);
-        for id in &ids {
+        if let Some(tpe) = &trials.tpe {
+            let s = tpe.settings;
+            key_text.push_str(&format!(" tpe {} {} {}", tpe.trials, s.startup_trials, s.candidates));
+        }
+        for id in &trials.ids {
             key_text.push(' ');
             key_text.push_str(&id.run_id);
         }
         let key = crate::sys::fetch::sha256_hex(key_text.as_bytes())[..10].to_string();
-        let dir = opts.out.join(&trials[0].planned.spec.name);
+        let first = &trials.runs[0].planned.spec;
+        let dir = opts.out.join(&first.name);
         let journal = Journal::open(&dir.join(format!(".halving-{key}.journal")))?;
-        let monitor = trials[0].planned.spec.monitor();
+        let monitor = first.monitor();
         // The runs' feature store when they have one; else one of the search's own.
         let store = opts.feature_store.clone().unwrap_or_else(|| dir.join(format!(".features-{key}")));
-        Ok(Worker { trials, ids, totals, h, monitor, journal, store, host: hostname(), opts })
+        Ok(Worker { trials, h, monitor, journal, store, host: hostname(), opts })
     }
 
-    fn spec(&self, trial: usize) -> &'a crate::config::spec::Spec {
-        &self.trials[trial].planned.spec
+    fn spec(&self, trial: usize) -> &crate::config::spec::Spec {
+        &self.trials.runs[trial].planned.spec
     }
 
-    /// The next job, decided and recorded under the journal's lock.
-    fn decide(&mut self) -> Result<Job> {
-        let (h, totals, host, opts) = (self.h, &self.totals, self.host.clone(), self.opts);
-        let (ids, name) = (&self.ids, &self.trials[0].planned.spec.name);
+    /// The next job, decided and recorded under the journal's lock. A new trial of a TPE
+    /// search is proposed here, from the results so far, and its values journalled.
+    fn decide(&mut self) -> crate::Result<Job> {
+        let (h, host, opts) = (self.h, self.host.clone(), self.opts);
+        let name = self.trials.runs[0].planned.spec.name.clone();
         let monitor = self.monitor;
         let better = move |a: f64, b: f64| monitor.improves(a, Some(b), 0.0);
+        let trials = &mut self.trials;
         self.journal.locked(|entries| {
-            let state = State::replay(entries, totals.len());
+            let state = State::replay(entries, trials.totals.len());
+            let started = state.decisions.iter().map(|(t, _)| *t).max();
+            if let Some(Err(e)) = started.map(|t| trials.learn(t, &state.proposed)) {
+                return (vec![], Err(e));
+            }
             let now = unix_now();
             let orphans: Vec<(usize, usize)> = state
                 .running
                 .iter()
                 .filter(|((t, _), holder)| {
-                    let lock_free = lock::holder_of(&lock::path(&opts.out, name, &ids[*t].run_id)).is_none();
+                    let lock_free = lock::holder_of(&lock::path(&opts.out, &name, &trials.ids[*t].run_id)).is_none();
                     orphaned(holder, lock_free, &host, now)
                 })
                 .map(|(k, _)| *k)
                 .collect();
-            let job = next_job(h, &state, totals, &better, &orphans);
-            let new = match job {
-                Job::Train { trial, rung } => {
-                    vec![Entry::Start { trial, rung, pid: std::process::id(), host: host.clone(), at: now }]
+            let job = next_job(h, &state, &trials.totals, &better, &orphans);
+            let mut new = vec![];
+            if let Job::Train { trial, rung } = job {
+                if trial >= trials.runs.len() {
+                    let tpe = trials.tpe.clone().expect("only TPE leaves trials unknown");
+                    let order = ranked(h, &state, &trials.totals, &better);
+                    let observed: Vec<&[toml::Value]> = order.iter().map(|&t| trials.values[t].as_slice()).collect();
+                    let values = tpe.propose_ranked(trial, &observed);
+                    let proposed = BTreeMap::from([(trial, values.clone())]);
+                    if let Err(e) = trials.learn(trial, &proposed) {
+                        return (vec![], Err(e));
+                    }
+                    new.push(Entry::Propose { trial, values });
                 }
-                _ => vec![],
-            };
-            (new, job)
-        })
+                new.push(Entry::Start { trial, rung, pid: std::process::id(), host: host.clone(), at: now });
+            }
+            (new, Ok(job))
+        })?
     }
 
     /// Trains `trial` to rung `rung`'s budget and records the result.
     fn train(&mut self, trial: usize, rung: usize) -> crate::Result<()> {
-        let b = budget(self.h, rung, self.totals[trial]);
+        let b = budget(self.h, rung, self.trials.totals[trial]);
         crate::sys::reporter::status(&format!(
             "== trial {} of {} to {b} epochs (rung {rung}) {}",
             trial + 1,
-            self.trials.len(),
-            self.trials[trial].varying()
+            self.trials.totals.len(),
+            self.trials.runs[trial].varying()
         ));
-        let (spec, id) = (self.spec(trial), &self.ids[trial]);
+        let (spec, id) = (self.spec(trial), &self.trials.ids[trial]);
         let before = Summary::read(&run::run_dir(&self.opts.out, spec, id)).map_or(0, |s| s.epochs);
         let opts = RunOptions {
             resume: true,
@@ -413,11 +347,31 @@ impl<'a> Worker<'a> {
         Ok(self.journal.locked(|_| (vec![done], ()))?)
     }
 
+    /// `tpe_trials.csv`, as a sequential TPE search writes it, with each trial's epochs: its
+    /// result is the monitored value at the last rung it reached.
+    fn write_tpe_journal(&self, tpe: &TpeTrials, state: &State) {
+        let journal: Vec<super::tpe::Trial> = (0..self.trials.runs.len())
+            .map(|t| {
+                let last = state.done.range((t, 0)..=(t, usize::MAX)).next_back().map(|(_, d)| *d);
+                super::tpe::Trial {
+                    run_id: self.trials.ids[t].run_id.clone(),
+                    values: self.trials.values[t].clone(),
+                    value: last.map_or(f64::NAN, |(v, _, _)| v),
+                    epochs: Some(state.done.range((t, 0)..=(t, usize::MAX)).map(|(_, (_, e, _))| e).sum()),
+                }
+            })
+            .collect();
+        let dir = self.opts.out.join(&self.trials.runs[0].planned.spec.name);
+        if let Err(e) = super::tpe::write_journal(&dir, tpe, &journal, self.monitor.name()) {
+            crate::sys::reporter::note(&format!("warning: cannot write the TPE journal: {e:#}"));
+        }
+    }
+
     /// Each trial as it ended, for the sweep's table.
     fn rows(&self) -> Vec<Row> {
-        (0..self.trials.len())
+        (0..self.trials.runs.len())
             .map(|t| {
-                let (spec, id) = (self.spec(t), &self.ids[t]);
+                let (spec, id) = (self.spec(t), &self.trials.ids[t]);
                 let summary = Summary::read(&run::run_dir(&self.opts.out, spec, id));
                 let outcome = match summary.as_ref().map(|s| s.status) {
                     Some(Status::Completed) => Outcome::Completed,
@@ -432,7 +386,7 @@ impl<'a> Worker<'a> {
                     best_val_acc: summary.as_ref().and_then(|s| s.best_val_acc),
                     best_epoch: summary.as_ref().and_then(|s| s.best_epoch),
                     wall_s: summary.as_ref().map(|s| s.wall_s),
-                    varying: self.trials[t].varying(),
+                    varying: self.trials.runs[t].varying(),
                     note: summary.as_ref().map(|s| format!("{} of {} epochs", s.epochs, s.epochs_planned)),
                 }
             })
@@ -440,14 +394,24 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// Runs the halving search over `trials` (the runs of one spec) until no job is left.
-pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Result<Outcomes> {
-    let mut worker = Worker::new(trials, h, opts)?;
-    let longest = worker.totals.iter().copied().max().unwrap_or(1);
+/// Runs the halving search over `trials` (the runs of one spec; with `tpe`, its startup
+/// trials, the rest proposed as they start) until no job is left.
+pub fn execute(
+    trials: &[SweepRun],
+    h: Halving,
+    tpe: Option<Arc<TpeTrials>>,
+    opts: &RunOptions,
+) -> crate::Result<Outcomes> {
+    let mut worker = Worker::new(trials, h, tpe, opts)?;
+    let longest = worker.trials.totals.iter().copied().max().unwrap_or(1);
     let rungs: Vec<String> = (0..=top_rung(h, longest)).map(|k| budget(h, k, longest).to_string()).collect();
+    let sampler = match &worker.trials.tpe {
+        Some(tpe) => format!(" (TPE after {} random)", tpe.settings.startup_trials.min(tpe.trials)),
+        None => String::new(),
+    };
     crate::sys::reporter::status(&format!(
-        "halving search: {} trials, rungs of {} epochs (eta {}), by {}; journal {}",
-        trials.len(),
+        "halving search: {} trials{sampler}, rungs of {} epochs (eta {}), by {}; journal {}",
+        worker.trials.totals.len(),
         rungs.join(", "),
         h.eta,
         worker.monitor.name(),
@@ -475,10 +439,13 @@ pub fn execute(trials: &[SweepRun], h: Halving, opts: &RunOptions) -> crate::Res
     if worker.opts.feature_store.is_none() {
         let _ = std::fs::remove_dir_all(&worker.store);
     }
-    let trials = worker.totals.len();
+    let trials = worker.trials.totals.len();
     let state = worker.journal.locked(|entries| (vec![], State::replay(entries, trials)))?;
     let epochs = state.done.values().map(|(_, e, _)| e).sum();
-    let grid_epochs = worker.totals.iter().sum();
+    let grid_epochs = worker.trials.totals.iter().sum();
+    if let Some(tpe) = &worker.trials.tpe {
+        worker.write_tpe_journal(tpe, &state);
+    }
     crate::sys::reporter::status(&format!(
         "halving search: {epochs} epochs trained in all; every trial to the end would take {grid_epochs}"
     ));
@@ -592,32 +559,29 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_whose_pid_went_to_another_program_is_gone() {
-        let me = "this-host";
-        // PID 1 is init, not runner: its job is free once nobody holds the run's lock.
-        assert!(orphaned(&(1, me.into(), 0), true, me, 0));
-        assert!(!orphaned(&(1, me.into(), 0), false, me, 0), "a held lock means the run is being trained");
-        // A live process of another program, as a reused PID would be.
-        let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        assert!(orphaned(&(other.id(), me.into(), 0), true, me, 0));
-        other.kill().unwrap();
-        other.wait().unwrap();
-        assert!(orphaned(&(other.id(), me.into(), 0), false, me, 0), "a process that is gone");
-        // This very program: trusted while it holds the lock.
-        assert!(!orphaned(&(std::process::id(), me.into(), 0), false, me, 0));
-        // Another host: a minute without the lock.
-        assert!(!orphaned(&(1, "elsewhere".into(), 100), true, me, 130));
-        assert!(orphaned(&(1, "elsewhere".into(), 100), true, me, 161));
-    }
-
-    #[test]
-    fn journal_lines_round_trip() {
-        for e in [
-            Entry::Start { trial: 3, rung: 1, pid: 42, host: "node-1".into(), at: 1_700_000_000 },
-            Entry::Done { trial: 3, rung: 1, value: 0.123456789, epochs: 2, finished: false },
-            Entry::Done { trial: 0, rung: 2, value: f64::NEG_INFINITY, epochs: 0, finished: true },
-        ] {
-            assert_eq!(Entry::parse(e.line().trim()), Some(e));
+    fn tpe_ranks_trials_that_went_further_first_then_by_value() {
+        let totals = [9; 6];
+        let higher = |a: f64, b: f64| a > b;
+        let mut s = State::default();
+        // Rung 0 for all; trials 1 and 4 reached rung 1; trial 4 ended there (early stopping).
+        for (t, v) in [(0, 0.9), (1, 0.5), (2, 0.7), (3, f64::NAN), (4, 0.2), (5, f64::NEG_INFINITY)] {
+            done(&mut s, t, 0, v);
         }
+        done(&mut s, 1, 1, 0.6);
+        done(&mut s, 4, 1, 0.3);
+        s.done.insert((4, 1), (0.3, 2, true));
+        // Over first (trial 4), then further (trial 1, 3 epochs), then by value at rung 0;
+        // no value and failed trials are left out. A later result moves a trial up.
+        assert_eq!(ranked(H, &s, &totals, &higher), [4, 1, 0, 2]);
+        done(&mut s, 0, 1, 0.95);
+        assert_eq!(ranked(H, &s, &totals, &higher), [4, 0, 1, 2]);
+        let lower = |a: f64, b: f64| a < b;
+        assert_eq!(ranked(H, &s, &totals, &lower), [4, 1, 0, 2], "at rung 1 the lower value goes first");
+        // A proposal line is kept once, the first one.
+        let entries = [
+            Entry::Propose { trial: 2, values: vec![toml::Value::Integer(1)] },
+            Entry::Propose { trial: 2, values: vec![toml::Value::Integer(5)] },
+        ];
+        assert_eq!(State::replay(&entries, 3).proposed[&2], [toml::Value::Integer(1)]);
     }
 }
