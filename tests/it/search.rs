@@ -528,6 +528,42 @@ fn tpe_proposes_the_trials_of_a_halving_search_from_every_rung_and_resumes() {
     assert_eq!(decisions(&halving_lines(root, "c")), order, "the same decisions and proposals after the kill");
     assert_eq!(std::fs::read_to_string(root.join("c/tpe/tpe_trials.csv")).unwrap(), csv);
 
+    // Two workers share the search: each trial proposed once, by whichever worker started it,
+    // and trained (by either) with the journal's values.
+    let workers: Vec<std::process::Child> = ["0/2", "1/2"]
+        .iter()
+        .map(|shard| {
+            crate::common::runner_bin()
+                .current_dir(root)
+                .args(["sweep", "spec.toml", "--out", "d", "--quiet", "--no-report", "--shard", shard])
+                .env("RUNNER_THREADS", "1")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for w in workers {
+        let o = w.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let shared = halving_lines(root, "d");
+    let proposed: Vec<&str> = shared.iter().filter(|l| l.starts_with("propose ")).map(|l| &l[8..9]).collect();
+    assert_eq!(proposed, ["3", "4", "5", "6", "7"], "{shared:?}");
+    let mut jobs: Vec<&str> = shared.iter().filter(|l| l.starts_with("done ")).map(|l| &l[5..8]).collect();
+    let n = jobs.len();
+    jobs.sort();
+    jobs.dedup();
+    assert_eq!(jobs.len(), n, "no job done twice: {shared:?}");
+    let rows_d: Vec<String> =
+        std::fs::read_to_string(root.join("d/tpe/tpe_trials.csv")).unwrap().lines().map(str::to_string).collect();
+    for l in shared.iter().filter(|l| l.starts_with("propose ")) {
+        let t: usize = l[8..9].parse().unwrap();
+        let array: Vec<f64> = serde_json::from_str(&l[10..]).unwrap();
+        let cells: Vec<f64> = rows_d[t + 1].split(',').skip(2).take(2).map(|v| v.parse().unwrap()).collect();
+        assert_eq!(array, cells, "trial {t} ran with its proposal: {rows_d:?}");
+    }
+
     // `sampler` is halving's; TPE's keys need a TPE sampler.
     let e = spec_error(root, &bohb_spec(&data, "tpe").replace("method = \"halving\"", "method = \"random\""));
     assert!(e.contains("`sampler` is for method = \"halving\""), "{e}");
