@@ -15,6 +15,11 @@ startup trials are random search's draws (the same runs, tests/it/search.rs), so
 share their first 10 trials and differ only after them.
 
     python3 bench/tpe.py [--seeds 10] [--trials 30]      (needs target/debug/runner and the weights: just setup)
+
+With --halving EPOCHS the same comparison runs inside successive halving (`method = "halving"`,
+min_epochs 1, eta 2, `sampler = "random"` against `sampler = "tpe"`): each trial has EPOCHS
+epochs, the grid's best is taken at EPOCHS epochs, and the measure is the epochs the search has
+trained (the halving journal's results in order) when a result first reaches the target.
 """
 import argparse
 import csv
@@ -62,10 +67,14 @@ def run(runner, *args, cwd, runs_may_fail=False):
     return out.stdout
 
 
-def grid_best(runner, work, data):
+def base(name, data, epochs):
+    return BASE.format(name=name, data=data).replace("epochs = 1\n", f"epochs = {epochs}\n")
+
+
+def grid_best(runner, work, data, epochs=1):
     lrs = [LR[0] * (LR[1] / LR[0]) ** (i / 11) for i in range(12)]
     moms = [MOMENTUM[0] + (MOMENTUM[1] - MOMENTUM[0]) * i / 5 for i in range(6)]
-    spec = BASE.format(name="grid", data=data) + "\n[grid]\n"
+    spec = base("grid", data, epochs) + "\n[grid]\n"
     spec += '"phases.0.optimizer.lr" = [' + ", ".join(f"{x:.4g}" for x in lrs) + "]\n"
     spec += '"phases.0.optimizer.momentum" = [' + ", ".join(f"{x:.4g}" for x in moms) + "]\n"
     with open(os.path.join(work, "grid.toml"), "w") as f:
@@ -102,6 +111,73 @@ seed = {seed}
         return [float(r["best_val_acc"]) if r["best_val_acc"] else -1.0 for r in csv.DictReader(f)]
 
 
+def halving_search(runner, work, data, seed, trials, sampler, epochs):
+    """(epochs trained so far, value) of each result of a halving search, in the journal's order,
+    and each trial's first-rung value (-1 for a failed trial)."""
+    name = f"h{seed}_{sampler}"
+    startup = "startup_trials = 10\n" if sampler == "tpe" else ""
+    spec = base(name, data, epochs) + f"""
+[search]
+method = "halving"
+sampler = "{sampler}"
+{startup}min_epochs = 1
+eta = 2
+trials = {trials}
+seed = {seed}
+
+[search.space]
+"phases.0.optimizer.lr" = {{ log_uniform = [{LR[0]}, {LR[1]}] }}
+"phases.0.optimizer.momentum" = {{ uniform = [{MOMENTUM[0]}, {MOMENTUM[1]}] }}
+"""
+    with open(os.path.join(work, f"{name}.toml"), "w") as f:
+        f.write(spec)
+    run(runner, "run", f"{name}.toml", "--out", "runs", "--quiet", cwd=work, runs_may_fail=True)
+    folder = os.path.join(work, "runs", name)
+    journal = next(f for f in os.listdir(folder) if f.startswith(".halving-"))
+    results, first_rung, spent = [], {}, 0
+    with open(os.path.join(folder, journal)) as f:
+        for line in f:
+            parts = line.split()
+            if parts[0] == "done":
+                spent += int(parts[4])
+                value = float(parts[3])
+                results.append((spent, value if math.isfinite(value) else -1.0))
+                if parts[2] == "0":
+                    first_rung[int(parts[1])] = value if math.isfinite(value) else -1.0
+    return results, first_rung
+
+
+def halving_main(bench_runner, work, data, args):
+    (best, name), grid_runs = grid_best(bench_runner, work, data, args.halving)
+    target = best - 0.005
+    print(f"grid of {grid_runs} at {args.halving} epochs: best val_acc {best:.4f} ({name}); target >= {target:.4f}")
+    rows = []
+    for seed in range(args.seeds):
+        found = []
+        for sampler in ["random", "tpe"]:
+            results, first_rung = halving_search(bench_runner, work, data, seed, args.trials, sampler, args.halving)
+            at = next((e for e, v in results if v >= target), None)
+            # The trials after TPE's 10 startup ones, at their first rung (1 epoch): what the proposals are worth.
+            later = [v for t, v in first_rung.items() if t >= 10]
+            ok = [v for v in later if v >= 0]
+            found.append((at, results[-1][0], max(v for _, v in results), statistics.mean(ok) if ok else 0.0,
+                          len(later) - len(ok)))
+        rows.append((seed, *found))
+        print(f"seed {seed}: random {found[0]}, tpe {found[1]}", flush=True)
+    print()
+    print("| search seed | epochs to target: random / TPE | epochs in all: random / TPE | best: random / TPE "
+          "| trials 11+ at 1 epoch, mean val_acc: random / TPE | trials 11+ failed: random / TPE |")
+    print("|---|---|---|---|---|---|")
+    for seed, r, t in rows:
+        cell = lambda x: str(x[0]) if x[0] else f"not in {x[1]}"  # noqa: E731
+        print(f"| {seed} | {cell(r)} / {cell(t)} | {r[1]} / {t[1]} | {r[2]:.4f} / {t[2]:.4f} | {r[3]:.4f} / {t[3]:.4f} "
+              f"| {r[4]} / {t[4]} |")
+    reached = lambda col: sum(1 for row in rows if row[col][0])  # noqa: E731
+    mean = lambda col, i: statistics.mean(row[col][i] for row in rows)  # noqa: E731
+    print(f"| reached, means | {reached(1)} / {reached(2)} of {len(rows)} | {mean(1, 1):.1f} / {mean(2, 1):.1f} "
+          f"| {mean(1, 2):.4f} / {mean(2, 2):.4f} | {mean(1, 3):.4f} / {mean(2, 3):.4f} | {mean(1, 4):.1f} / {mean(2, 4):.1f} |")
+
+
 def first_within(values, target):
     return next((i + 1 for i, v in enumerate(values) if v >= target), None)
 
@@ -110,6 +186,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--trials", type=int, default=30)
+    ap.add_argument("--halving", type=int, metavar="EPOCHS", help="compare the samplers inside halving")
     args = ap.parse_args()
     runner = os.path.join(ROOT, "target", "debug", "runner")
     work = tempfile.mkdtemp(prefix="bench-tpe-")
@@ -120,6 +197,10 @@ def main():
         run(bench_runner, "data", "synth", "--out", "shapes", "--classes", "5", "--per-class", "90", "--size", "64",
             "--seed", "11", cwd=work)
         data = os.path.join(work, "shapes")
+        if args.halving:
+            halving_main(bench_runner, work, data, args)
+            print(f"{time.time() - started:.0f} s in all")
+            return
         (best, name), grid_runs = grid_best(bench_runner, work, data)
         target = best - 0.005
         print(f"grid of {grid_runs}: best val_acc {best:.4f} ({name}); target >= {target:.4f}")

@@ -221,14 +221,15 @@ fn propose_one(dim: &Dimension, good: &[f64], bad: &[f64], candidates: usize, rn
 
 impl Search {
     /// Trial `t`'s values under TPE, from the finished trials before it: each one's values
-    /// and its monitored result (`higher_is_better` says which way is good). Before
+    /// and its monitored result (`higher_is_better` says which way is good; a result that is
+    /// not finite, a failed or diverged trial's, ranks below every other). Before
     /// `startup_trials` finished trials, the random search's draw of trial `t`.
     pub fn propose(&self, t: usize, history: &[(Vec<toml::Value>, f64)], higher_is_better: bool) -> Vec<toml::Value> {
-        let mut finished: Vec<&(Vec<toml::Value>, f64)> = history.iter().filter(|h| h.1.is_finite()).collect();
+        let (mut finished, failed): (Vec<_>, Vec<_>) = history.iter().partition(|h| h.1.is_finite());
         let key = |h: &(Vec<toml::Value>, f64)| if higher_is_better { -h.1 } else { h.1 };
         // Stable: equal results keep the trials' order.
         finished.sort_by(|a, b| key(a).total_cmp(&key(b)));
-        let ranked: Vec<&[toml::Value]> = finished.iter().map(|h| h.0.as_slice()).collect();
+        let ranked: Vec<&[toml::Value]> = finished.iter().chain(&failed).map(|h| h.0.as_slice()).collect();
         self.propose_ranked(t, &ranked)
     }
 
@@ -333,6 +334,35 @@ mod tests {
             assert_eq!(s.propose(25, &history[..25], false), s.propose(25, &history[..25], false));
         }
         assert!(tpe_sum < random_sum * 0.75, "TPE {tpe_sum} against random {random_sum} over 150 trials");
+    }
+
+    #[test]
+    fn failed_trials_count_as_the_worst_results_and_are_avoided() {
+        // |x - 3| on [0, 10], minimised, where every x above 6 fails (diverges: no result).
+        let (mut failing, mut random_failing) = (0, 0);
+        for seed in 0..5 {
+            let s = Search {
+                trials: 40,
+                seed,
+                space: vec![dim(Dist::Uniform(0.0, 10.0))],
+                halving: None,
+                tpe: Some(Tpe::default()),
+            };
+            let mut history: Vec<(Vec<toml::Value>, f64)> = vec![];
+            for t in 0..40 {
+                let v = s.propose(t, &history, false);
+                let x = v[0].as_float().unwrap();
+                if t >= STARTUP_TRIALS {
+                    failing += usize::from(x > 6.0);
+                    random_failing += usize::from(s.sample(t)[0].as_float().unwrap() > 6.0);
+                }
+                history.push((v, if x > 6.0 { f64::NAN } else { (x - 3.0).abs() }));
+            }
+            // The failures count toward the startup trials: trial 10 is proposed by the model.
+            let first: Vec<_> = history[..STARTUP_TRIALS].to_vec();
+            assert_ne!(s.propose(STARTUP_TRIALS, &first, false), s.sample(STARTUP_TRIALS));
+        }
+        assert!(failing * 3 < random_failing, "TPE proposed {failing} failing trials, random search {random_failing}");
     }
 
     #[test]

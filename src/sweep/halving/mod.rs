@@ -129,8 +129,9 @@ pub struct Outcomes {
 /// The trials with a result, best first, as Optuna's `TPESampler` ranks trials under a
 /// pruner: those whose run is over (their last rung, or early stopping) by their value,
 /// then the others by the epochs they reached (more first) and their value there. A trial
-/// counts from its first rung's result; one without a finite value (failed, or no best
-/// epoch) is left out.
+/// counts from its first rung's result. One without a finite value (failed, diverged, or no
+/// best epoch) ranks below every other: Optuna leaves failed trials out, but a region that
+/// diverges is what TPE should learn to avoid (bench/tpe.py --halving).
 fn ranked(h: Halving, state: &State, totals: &[usize], better: &dyn Fn(f64, f64) -> bool) -> Vec<usize> {
     let mut last: BTreeMap<usize, (usize, f64, bool)> = BTreeMap::new();
     for (&(t, r), &(v, _, fin)) in &state.done {
@@ -140,7 +141,6 @@ fn ranked(h: Halving, state: &State, totals: &[usize], better: &dyn Fn(f64, f64)
     }
     let mut order: Vec<(usize, usize, f64, bool)> = last
         .into_iter()
-        .filter(|(_, (_, v, _))| v.is_finite())
         .map(|(t, (r, v, fin))| (t, budget(h, r, totals.get(t).copied().unwrap_or(0)), v, fin))
         .collect();
     order.sort_by(|a, b| {
@@ -153,6 +153,10 @@ fn ranked(h: Halving, state: &State, totals: &[usize], better: &dyn Fn(f64, f64)
                 std::cmp::Ordering::Equal
             }
         };
+        let failed = (!a.2.is_finite()).cmp(&!b.2.is_finite());
+        if failed.is_ne() || !a.2.is_finite() {
+            return failed.then(a.0.cmp(&b.0));
+        }
         let over = b.3.cmp(&a.3);
         let further = if a.3 && b.3 { std::cmp::Ordering::Equal } else { b.1.cmp(&a.1) };
         over.then(further).then_with(by_value).then(a.0.cmp(&b.0))
@@ -571,12 +575,12 @@ mod tests {
         done(&mut s, 4, 1, 0.3);
         s.done.insert((4, 1), (0.3, 2, true));
         // Over first (trial 4), then further (trial 1, 3 epochs), then by value at rung 0;
-        // no value and failed trials are left out. A later result moves a trial up.
-        assert_eq!(ranked(H, &s, &totals, &higher), [4, 1, 0, 2]);
+        // no value and failed trials last, in trial order. A later result moves a trial up.
+        assert_eq!(ranked(H, &s, &totals, &higher), [4, 1, 0, 2, 3, 5]);
         done(&mut s, 0, 1, 0.95);
-        assert_eq!(ranked(H, &s, &totals, &higher), [4, 0, 1, 2]);
+        assert_eq!(ranked(H, &s, &totals, &higher), [4, 0, 1, 2, 3, 5]);
         let lower = |a: f64, b: f64| a < b;
-        assert_eq!(ranked(H, &s, &totals, &lower), [4, 1, 0, 2], "at rung 1 the lower value goes first");
+        assert_eq!(ranked(H, &s, &totals, &lower), [4, 1, 0, 2, 3, 5], "at rung 1 the lower value goes first");
         // A proposal line is kept once, the first one.
         let entries = [
             Entry::Propose { trial: 2, values: vec![toml::Value::Integer(1)] },
