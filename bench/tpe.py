@@ -57,6 +57,11 @@ optimizer = {{ kind = "sgd", lr = 1e-3, momentum = 0.5 }}
 
 LR = (1e-5, 1.0)
 MOMENTUM = (0.0, 0.99)
+SPACE = f"""
+[search.space]
+"phases.0.optimizer.lr" = {{ log_uniform = [{LR[0]}, {LR[1]}] }}
+"phases.0.optimizer.momentum" = {{ uniform = [{MOMENTUM[0]}, {MOMENTUM[1]}] }}
+"""
 
 
 def run(runner, *args, cwd, runs_may_fail=False):
@@ -100,10 +105,7 @@ trials = {trials}
 startup_trials = {startup}
 seed = {seed}
 
-[search.space]
-"phases.0.optimizer.lr" = {{ log_uniform = [{LR[0]}, {LR[1]}] }}
-"phases.0.optimizer.momentum" = {{ uniform = [{MOMENTUM[0]}, {MOMENTUM[1]}] }}
-"""
+""" + SPACE
     with open(os.path.join(work, f"{name}.toml"), "w") as f:
         f.write(spec)
     run(runner, "run", f"{name}.toml", "--out", "runs", "--quiet", cwd=work, runs_may_fail=True)
@@ -125,10 +127,7 @@ eta = 2
 trials = {trials}
 seed = {seed}
 
-[search.space]
-"phases.0.optimizer.lr" = {{ log_uniform = [{LR[0]}, {LR[1]}] }}
-"phases.0.optimizer.momentum" = {{ uniform = [{MOMENTUM[0]}, {MOMENTUM[1]}] }}
-"""
+""" + SPACE
     with open(os.path.join(work, f"{name}.toml"), "w") as f:
         f.write(spec)
     run(runner, "run", f"{name}.toml", "--out", "runs", "--quiet", cwd=work, runs_may_fail=True)

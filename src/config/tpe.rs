@@ -306,31 +306,41 @@ mod tests {
         assert!(cat.log_pdf(1.0) > cat.log_pdf(0.0));
     }
 
+    /// A 40-trial TPE search of x on [0, 10] minimising `objective` (NaN: the trial failed):
+    /// the search, its history, and random search's draws of the same trials.
+    fn search_1d(seed: u64, objective: impl Fn(f64) -> f64) -> (Search, Vec<(Vec<toml::Value>, f64)>, Vec<f64>) {
+        let s = Search {
+            trials: 40,
+            seed,
+            space: vec![dim(Dist::Uniform(0.0, 10.0))],
+            halving: None,
+            tpe: Some(Tpe::default()),
+        };
+        let mut history: Vec<(Vec<toml::Value>, f64)> = vec![];
+        for t in 0..40 {
+            let v = s.propose(t, &history, false);
+            let x = v[0].as_float().unwrap();
+            history.push((v, objective(x)));
+        }
+        let random = (0..40).map(|t| s.sample(t)[0].as_float().unwrap()).collect();
+        (s, history, random)
+    }
+
+    fn x_of(h: &(Vec<toml::Value>, f64)) -> f64 {
+        h.0[0].as_float().unwrap()
+    }
+
     #[test]
     fn tpe_proposes_nearer_the_optimum_than_random_search_and_is_reproducible() {
         // The objective is |x - 7| on [0, 10], minimised; trials 10 to 39 of five searches.
         let (mut tpe_sum, mut random_sum) = (0.0, 0.0);
         for seed in 0..5 {
-            let s = Search {
-                trials: 40,
-                seed,
-                space: vec![dim(Dist::Uniform(0.0, 10.0))],
-                halving: None,
-                tpe: Some(Tpe::default()),
-            };
-            let mut history: Vec<(Vec<toml::Value>, f64)> = vec![];
-            for t in 0..40 {
-                let v = s.propose(t, &history, false);
-                if t < STARTUP_TRIALS {
-                    assert_eq!(v, s.sample(t), "startup trials are random search's");
-                }
-                let x = v[0].as_float().unwrap();
-                if t >= STARTUP_TRIALS {
-                    tpe_sum += (x - 7.0).abs();
-                    random_sum += (s.sample(t)[0].as_float().unwrap() - 7.0).abs();
-                }
-                history.push((v, (x - 7.0).abs()));
+            let (s, history, random) = search_1d(seed, |x| (x - 7.0).abs());
+            for (t, h) in history.iter().enumerate().take(STARTUP_TRIALS) {
+                assert_eq!(x_of(h), random[t], "startup trials are random search's");
             }
+            tpe_sum += history[STARTUP_TRIALS..].iter().map(|h| (x_of(h) - 7.0).abs()).sum::<f64>();
+            random_sum += random[STARTUP_TRIALS..].iter().map(|x| (x - 7.0).abs()).sum::<f64>();
             assert_eq!(s.propose(25, &history[..25], false), s.propose(25, &history[..25], false));
         }
         assert!(tpe_sum < random_sum * 0.75, "TPE {tpe_sum} against random {random_sum} over 150 trials");
@@ -341,26 +351,11 @@ mod tests {
         // |x - 3| on [0, 10], minimised, where every x above 6 fails (diverges: no result).
         let (mut failing, mut random_failing) = (0, 0);
         for seed in 0..5 {
-            let s = Search {
-                trials: 40,
-                seed,
-                space: vec![dim(Dist::Uniform(0.0, 10.0))],
-                halving: None,
-                tpe: Some(Tpe::default()),
-            };
-            let mut history: Vec<(Vec<toml::Value>, f64)> = vec![];
-            for t in 0..40 {
-                let v = s.propose(t, &history, false);
-                let x = v[0].as_float().unwrap();
-                if t >= STARTUP_TRIALS {
-                    failing += usize::from(x > 6.0);
-                    random_failing += usize::from(s.sample(t)[0].as_float().unwrap() > 6.0);
-                }
-                history.push((v, if x > 6.0 { f64::NAN } else { (x - 3.0).abs() }));
-            }
+            let (s, history, random) = search_1d(seed, |x| if x > 6.0 { f64::NAN } else { (x - 3.0).abs() });
+            failing += history[STARTUP_TRIALS..].iter().filter(|h| x_of(h) > 6.0).count();
+            random_failing += random[STARTUP_TRIALS..].iter().filter(|x| **x > 6.0).count();
             // The failures count toward the startup trials: trial 10 is proposed by the model.
-            let first: Vec<_> = history[..STARTUP_TRIALS].to_vec();
-            assert_ne!(s.propose(STARTUP_TRIALS, &first, false), s.sample(STARTUP_TRIALS));
+            assert_ne!(s.propose(STARTUP_TRIALS, &history[..STARTUP_TRIALS], false), s.sample(STARTUP_TRIALS));
         }
         assert!(failing * 3 < random_failing, "TPE proposed {failing} failing trials, random search {random_failing}");
     }
