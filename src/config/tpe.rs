@@ -306,9 +306,12 @@ mod tests {
         assert!(cat.log_pdf(1.0) > cat.log_pdf(0.0));
     }
 
+    /// Each trial's values and result.
+    type History = Vec<(Vec<toml::Value>, f64)>;
+
     /// A 40-trial TPE search of x on [0, 10] minimising `objective` (NaN: the trial failed):
     /// the search, its history, and random search's draws of the same trials.
-    fn search_1d(seed: u64, objective: impl Fn(f64) -> f64) -> (Search, Vec<(Vec<toml::Value>, f64)>, Vec<f64>) {
+    fn search_1d(seed: u64, objective: impl Fn(f64) -> f64) -> (Search, History, Vec<f64>) {
         let s = Search {
             trials: 40,
             seed,
@@ -316,7 +319,7 @@ mod tests {
             halving: None,
             tpe: Some(Tpe::default()),
         };
-        let mut history: Vec<(Vec<toml::Value>, f64)> = vec![];
+        let mut history: History = vec![];
         for t in 0..40 {
             let v = s.propose(t, &history, false);
             let x = v[0].as_float().unwrap();
